@@ -1,0 +1,80 @@
+"""The `r3` command line: `r3 eval`, `r3 mine`, `r3 train`, `r3 report`.
+
+Each subcommand lives in its own module here with two functions, `add_parser(subparsers)` and
+`run(args) -> int`. User errors (`R3Error`) are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from r3 import __version__
+from r3.errors import R3Error
+
+SUBCOMMANDS = {
+    "eval": "r3.cli.eval_cmd",
+    "mine": "r3.cli.mine_cmd",
+    "train": "r3.cli.train_cmd",
+    "report": "r3.cli.report_cmd",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r3", description="Reflect, Retry, Reward: train better self-reflections.")
+    parser.add_argument("--version", action="version", version=f"r3 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # not written yet
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `r3` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        # Training parses its own flags (YAML recipe + any GRPOConfig field, TRL style).
+        module = importlib.import_module(SUBCOMMANDS["train"])
+        return _guarded(lambda: module.main(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 1
+    return _guarded(lambda: _run(parser, args, argv))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    """Apply `--config FILE.yaml` as defaults of the subcommand (flags win), then run it."""
+    if getattr(args, "config", None) and getattr(args, "_parser", None) is not None:
+        from r3.cli.options import load_yaml_defaults
+
+        args._parser.set_defaults(**load_yaml_defaults(args._parser, args.config))
+        args = parser.parse_args(argv)
+        args._config_applied = True
+    return args.run(args)
+
+
+def _guarded(call) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return int(call() or 0)
+    except R3Error as exc:
+        print(f"r3: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("r3: interrupted; progress so far is saved, run the same command again to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Options shared by several subcommands, and YAML configs with command-line overrides.
+
+`--config FILE.yaml` sets defaults for any option of the subcommand (keys are option names with
+underscores); flags given on the command line win. Unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from r3.errors import R3Error
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Task, data, model and sampling options used by eval and mine."""
+    g = parser.add_argument_group("task and data")
+    g.add_argument("--task", default="countdown", help="countdown, function_calling, custom, or pkg.module:TaskClass")
+    g.add_argument("--data", default=None, help="local .json/.jsonl/.parquet file or hub dataset id (default: the task's own)")
+    g.add_argument("--verifier", default=None, help="custom task: the verifier as pkg.module:function")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    g.add_argument("--seed", type=int, default=0, help="seed for generated data and sampling")
+    m = parser.add_argument_group("model and generation")
+    m.add_argument("--model", default=None, help="hub id or local folder (default: the embedded SmolLM2-135M-Instruct)")
+    m.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    m.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
+    m.add_argument("--max-new-tokens", type=int, default=256)
+    m.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--output-dir", default=None, help="where results go")
+    parser.add_argument("--config", default=None, help="YAML file of option defaults; flags override it")
+
+
+def task_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Constructor options for `get_task` from the parsed flags."""
+    return {"verifier": args.verifier} if args.verifier else {}
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse `argv`, taking defaults from `--config` when given."""
+    pre, _ = parser.parse_known_args(argv)
+    path = getattr(pre, "config", None)
+    if path:
+        parser.set_defaults(**load_yaml_defaults(parser, path))
+    return parser.parse_args(argv)
+
+
+def apply_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """Re-parse `argv` with the YAML of `args.config` as defaults (for subparsers). `r3.cli.main`
+    already does this for subcommands that set `_parser`; then this returns `args` unchanged."""
+    if not getattr(args, "config", None) or getattr(args, "_config_applied", False):
+        return args
+    parser.set_defaults(**load_yaml_defaults(parser, args.config))
+    return parser.parse_args(argv)
+
+
+def load_yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """Read a YAML mapping and check every key against the parser's options."""
+    file = Path(path)
+    if not file.is_file():
+        raise R3Error(f"{path}: config file not found")
+    try:
+        payload = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise R3Error(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(payload, dict):
+        raise R3Error(f"{path}: expected a mapping of option: value")
+    known = {a.dest for a in parser._actions}  # argparse has no public accessor for this
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        dest = str(key).replace("-", "_")
+        if dest not in known or dest in {"help", "config"}:
+            raise R3Error(f"{path}: unknown option '{key}'")
+        out[dest] = value
+    return out

@@ -1,0 +1,5 @@
+"""Sampling backends. See `base.py` for the interface and `load_backend` for choosing one."""
+
+from r3.generation.base import Completion, Generator, SamplingConfig, truncate_at_stop
+
+__all__ = ["Completion", "Generator", "SamplingConfig", "truncate_at_stop"]

@@ -1,0 +1,67 @@
+"""The generation interface shared by evaluation, mining and training.
+
+A backend turns chats into sampled completions:
+
+    backend.generate(prompts, n, sampling) -> list (one per prompt) of list (n) of Completion
+
+Backends: `transformers_backend.TransformersBackend` (CPU or GPU, always available) and
+`vllm_backend.VLLMBackend` (GPU, `pip install reflect-retry-reward[vllm]`). Tests use scripted fakes
+that follow the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+from r3.tasks.base import Prompt
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample. `temperature == 0` means greedy decoding."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    def with_(self, **changes: object) -> SamplingConfig:
+        """A copy with some fields changed (e.g. a per-query seed)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation. `text` keeps a matched stop string at its end."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str = "stop"  # "stop" (EOS or stop string) or "length"
+    token_ids: tuple[int, ...] = field(default=(), repr=False)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Anything that can sample completions for chats."""
+
+    def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
+        """Return `n` completions for each prompt, in order."""
+        ...
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` just after the earliest stop string. Returns the text and whether one matched."""
+    best = -1
+    best_len = 0
+    for s in stop:
+        if not s:
+            continue
+        pos = text.find(s)
+        if pos != -1 and (best == -1 or pos < best):
+            best, best_len = pos, len(s)
+    if best == -1:
+        return text, False
+    return text[: best + best_len], True

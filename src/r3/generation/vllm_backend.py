@@ -1,0 +1,65 @@
+"""Sampling with vLLM (GPU): the fast path for mining and evaluation at scale.
+
+Prefix caching is on, because R3 samples the same prompt many times (mining) and the reflection and
+retry prompts share long prefixes with the first attempt. Install with
+`pip install "reflect-retry-reward[vllm]"`; without it, choosing this backend is a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from r3.errors import R3Error
+from r3.generation.base import Completion, SamplingConfig, truncate_at_stop
+from r3.generation.chat import render_prompt
+from r3.tasks.base import Prompt
+
+
+def vllm_available() -> bool:
+    """True when vLLM can be imported (it needs a GPU build to run)."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class VLLMBackend:
+    """A `Generator` over a vLLM engine."""
+
+    def __init__(self, model_path: str, model_name: str = "", dtype: str = "auto", **engine_kwargs: Any) -> None:
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise R3Error(
+                "the vllm backend needs vLLM: pip install 'reflect-retry-reward[vllm]' (GPU only); "
+                "or use --backend transformers"
+            ) from None
+        self.llm = LLM(model=model_path, dtype=dtype, enable_prefix_caching=True, **engine_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.model_name = model_name or model_path
+
+    def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        greedy = sampling.temperature <= 0
+        params = SamplingParams(
+            n=1 if greedy else n,
+            temperature=0.0 if greedy else sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(sampling.stop) or None,
+            include_stop_str_in_output=True,
+            seed=sampling.seed,
+        )
+        texts = [render_prompt(self.tokenizer, p) for p in prompts]
+        outputs = self.llm.generate(texts, params, use_tqdm=False)
+        groups: list[list[Completion]] = []
+        for out in outputs:
+            group = []
+            for c in out.outputs:
+                text, _ = truncate_at_stop(c.text, sampling.stop)
+                group.append(Completion(text, len(c.token_ids), c.finish_reason or "stop", tuple(c.token_ids)))
+            groups.append(group * n if greedy else group)
+        return groups

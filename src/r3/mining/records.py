@@ -1,0 +1,91 @@
+"""The failures file: one self-contained JSON row per query the model failed.
+
+This is the contract between `r3 mine` (writes) and `r3 train` (reads). A row holds the example's
+own fields at the top level (as the task stores them, see `Task.to_record`) plus:
+
+    task             the task name
+    query_index      position of the query in the mined data (stable across resumes)
+    failed_attempts  [{"completion": str, "reason": str}, ...]  (at least one)
+    samples_drawn    attempts sampled for this query
+    successes        how many of them the verifier accepted
+
+Everything is plain JSON so `datasets.load_dataset("json", data_files=...)` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from r3.errors import DataError
+from r3.tasks.base import Example, Task
+
+RESERVED = ("task", "query_index", "failed_attempts", "samples_drawn", "successes")
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """One mined query: the example, its failed attempts, and how often the model succeeded."""
+
+    task: str
+    query_index: int
+    example: Example
+    failed_attempts: list[dict[str, str]]
+    samples_drawn: int
+    successes: int
+
+    def to_json(self, task: Task) -> dict[str, Any]:
+        row = task.to_record(self.example)
+        clash = [k for k in RESERVED if k in row]
+        if clash:
+            raise DataError(task.name, self.query_index, clash[0], "field name is reserved by the failures file")
+        row.update(
+            task=self.task,
+            query_index=self.query_index,
+            failed_attempts=self.failed_attempts,
+            samples_drawn=self.samples_drawn,
+            successes=self.successes,
+        )
+        return row
+
+
+def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
+    """Read and validate a failures file written by `r3 mine` (any task's rows are refused)."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(str(file), None, None, "no such failures file (run `r3 mine` first)")
+    records: list[FailureRecord] = []
+    with file.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(str(file), line_no, None, f"not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(str(file), line_no, None, "expected an object")
+            for key in RESERVED:
+                if key not in row:
+                    raise DataError(str(file), line_no, key, "missing (is this a file written by `r3 mine`?)")
+            if row["task"] != task.name:
+                raise DataError(str(file), line_no, "task", f"'{row['task']}' does not match the task '{task.name}'")
+            attempts = row["failed_attempts"]
+            if not isinstance(attempts, list) or not attempts or not all(
+                isinstance(a, dict) and isinstance(a.get("completion"), str) for a in attempts
+            ):
+                raise DataError(str(file), line_no, "failed_attempts", "expected a non-empty list of {completion, reason}")
+            example = task.validate({k: v for k, v in row.items() if k not in RESERVED}, line_no, str(file))
+            records.append(FailureRecord(
+                task=row["task"],
+                query_index=int(row["query_index"]),
+                example=example,
+                failed_attempts=[{"completion": a["completion"], "reason": str(a.get("reason", ""))} for a in attempts],
+                samples_drawn=int(row["samples_drawn"]),
+                successes=int(row["successes"]),
+            ))
+    if not records:
+        raise DataError(str(file), None, None, "contains no failures")
+    return records

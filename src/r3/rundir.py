@@ -1,0 +1,76 @@
+"""Output folders that resume safely.
+
+A long job (eval, mine) writes `run.json` with the settings that determine its results. Running again
+into the same folder resumes when the settings match, and is refused when they differ, so that two
+runs' rows never mix; `--overwrite` clears the folder's R3 files and starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from r3.errors import R3Error
+
+RUN_FILE = "run.json"
+
+
+def prepare(output_dir: str | Path, identity: dict[str, Any], outputs: list[str], overwrite: bool) -> bool:
+    """Create or check the folder. Returns True when an earlier run is being resumed."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_file = folder / RUN_FILE
+    if overwrite:
+        for name in [RUN_FILE, *outputs]:
+            (folder / name).unlink(missing_ok=True)
+    if run_file.is_file():
+        try:
+            earlier = json.loads(run_file.read_text())
+        except json.JSONDecodeError:
+            raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
+        diff = sorted(k for k in set(earlier) | set(identity) if earlier.get(k) != identity.get(k))
+        if diff:
+            changes = ", ".join(f"{k}: {earlier.get(k)!r} -> {identity.get(k)!r}" for k in diff[:4])
+            raise R3Error(
+                f"{folder} holds another run's output ({changes}); choose another --output-dir "
+                "or pass --overwrite to start afresh"
+            )
+        return True
+    if any((folder / name).exists() for name in outputs):
+        raise R3Error(f"{folder} holds output without {RUN_FILE}; pass --overwrite to replace it")
+    write_json_atomic(run_file, identity)
+    return False
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_complete_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file that was appended to line by line; a torn last line (a crash in the
+    middle of a write) is cut off the file so that appending can continue cleanly."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep != len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(keep)
+    rows = []
+    for line in data[:keep].decode("utf-8").splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def append_jsonl(handle: Any, rows: list[dict[str, Any]]) -> None:
+    """Append rows and push them to disk before returning (nothing lost on a kill -9)."""
+    for row in rows:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())

@@ -1,0 +1,341 @@
+"""The Countdown task (TinyZero, `Jiayi-Pan/Countdown-Tasks-3to4`): reach a target with + - * /.
+
+A row is `{"nums": [int, ...], "target": int}`. The model must write an equation, in
+`<answer> </answer>` tags, that uses every number exactly once and evaluates to the target.
+
+Rows come from a file or hub id, or, with no data, from `generate_countdown`, a seeded generator
+in the TinyZero style, so that R3 runs end to end with no download. The verifier parses the answer
+with `r3.tasks.countdown_expr` (never `eval`) and always answers with a `Verdict`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from r3.errors import DataError, R3Error
+from r3.tasks.base import MATH_REFLECTION, Example, Prompt, Task, Verdict, load_rows
+from r3.tasks.countdown_expr import MAX_LITERAL_DIGITS, ExpressionError, format_value, parse_answer
+
+#: Most numbers a row may have. TinyZero uses 3 or 4; the cap keeps answers within the parser's limits.
+MAX_NUMS = 20
+#: Largest target: far above anything reachable with the operand limits, small enough to print.
+MAX_TARGET_BITS = 1024
+DEFAULT_NUM_EXAMPLES = 100
+OPEN_TAG, CLOSE_TAG = "<answer>", "</answer>"
+
+SYSTEM_PROMPT = (
+    "You are a helpful assistant. You think about the problem briefly, then give the user the answer."
+)
+USER_TEMPLATE = (
+    "Using the numbers {nums}, create an equation that equals {target}. Use each number exactly once, "
+    "and only the operations +, -, *, / and parentheses. Show your reasoning briefly, then give the "
+    "final equation in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
+)
+RETRY_INSTRUCTION = "Now try again. Use your reflection and give a new equation in <answer> </answer> tags."
+
+
+# --------------------------------------------------------------------------------------------------
+# Answers
+
+
+def extract_answer(completion: str) -> str | None:
+    """The text inside the last closed `<answer>...</answer>`, or None.
+
+    The last one counts: models often draft an answer, then correct it. Search from the right so a
+    completion full of unclosed tags still costs one linear scan."""
+    close = completion.rfind(CLOSE_TAG)
+    if close < 0:
+        return None
+    open_ = completion.rfind(OPEN_TAG, 0, close)
+    if open_ < 0:
+        return None
+    return completion[open_ + len(OPEN_TAG) : close]
+
+
+def check_equation(nums: list[int], target: int, answer: str) -> Verdict:
+    """Check the text of an answer against the numbers and target. Never raises for any str.
+
+    Order matters for speed and for useful reasons: syntax first (cheap, bounded), then the claimed
+    result, then the numbers used (before evaluating, so inputs with many literals never reach the
+    arithmetic), then the exact value."""
+    try:
+        expression, claim = parse_answer(answer)
+    except ExpressionError as exc:
+        return Verdict.failure(str(exc))
+    if claim is not None and claim != target:
+        return Verdict.failure(f"equation says = {claim}, but the target is {target}")
+    problem = _numbers_problem(nums, expression.numbers)
+    if problem:
+        return Verdict.failure(problem)
+    try:
+        value = expression.evaluate()
+    except ExpressionError as exc:
+        return Verdict.failure(str(exc))
+    if value != target:
+        return Verdict.failure(f"evaluates to {format_value(value)}, not {target}")
+    return Verdict.success()
+
+
+def _times(count: int) -> str:
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")
+
+
+def _numbers_problem(given: list[int], used: tuple[int, ...]) -> str:
+    """A reason when `used` is not exactly the multiset `given`, else ""."""
+    have, want = Counter(used), Counter(given)
+    if have == want:
+        return ""
+    for number in dict.fromkeys(used):  # first problem in the order the answer shows them
+        if want[number] == 0:
+            return f"number {number} not in the list"
+        if have[number] > want[number]:
+            if want[number] == 1:
+                return f"number {number} used {_times(have[number])}"
+            return f"number {number} used {_times(have[number])}, but the list has it {_times(want[number])}"
+    for number in dict.fromkeys(given):
+        if have[number] == 0:
+            return f"number {number} not used"
+        if have[number] < want[number]:
+            return f"number {number} used {_times(have[number])}, but the list has it {_times(want[number])}"
+    return "numbers do not match the list"  # unreachable: the loops above cover every difference
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows
+
+
+def _is_int(value: Any) -> bool:
+    # numbers.Integral accepts numpy integers from Parquet/datasets; bool is an int to Python but
+    # never a meaningful Countdown number.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    """A short repr for error messages (repr can fail, e.g. for an int over 4,300 digits)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    return (text[:40] + "...") if len(text) > 40 else text
+
+
+def normalize_row(row: Any, index: int | None = None, source: str = "<example>") -> Example:
+    """Check a row and return a copy with `nums` as a list of int and `target` as int.
+
+    Raises `DataError` naming the source, row and field. Extra fields are kept (e.g. `solution`)."""
+    if not isinstance(row, dict):
+        raise DataError(source, index, None, f"expected an object, got {type(row).__name__}")
+    for field in ("nums", "target"):
+        if field not in row:
+            raise DataError(source, index, field, "missing")
+    nums = row["nums"]
+    if not isinstance(nums, list | tuple) and hasattr(nums, "tolist"):
+        nums = nums.tolist()  # a numpy array from a Parquet or pandas source
+    if not isinstance(nums, list | tuple):
+        raise DataError(source, index, "nums", f"expected a list of integers, got {type(nums).__name__}")
+    if not nums:
+        raise DataError(source, index, "nums", "is empty")
+    if len(nums) > MAX_NUMS:
+        raise DataError(source, index, "nums", f"has {len(nums)} numbers (at most {MAX_NUMS})")
+    clean: list[int] = []
+    for position, value in enumerate(nums, start=1):
+        if not _is_int(value):
+            kind = "a bool" if isinstance(value, bool) else type(value).__name__
+            raise DataError(
+                source, index, "nums", f"item {position} is {_describe(value)} ({kind}), expected an integer"
+            )
+        number = int(value)
+        if number < 0:
+            raise DataError(source, index, "nums", f"item {position} is {number}; numbers must be 0 or more")
+        if number >= 10**MAX_LITERAL_DIGITS:
+            raise DataError(
+                source, index, "nums", f"item {position} has more than {MAX_LITERAL_DIGITS} digits"
+            )
+        clean.append(number)
+    target = row["target"]
+    if not _is_int(target):
+        kind = "a bool" if isinstance(target, bool) else type(target).__name__
+        raise DataError(source, index, "target", f"is {_describe(target)} ({kind}), expected an integer")
+    if int(target).bit_length() > MAX_TARGET_BITS:
+        raise DataError(source, index, "target", f"is too large (more than {MAX_TARGET_BITS} bits)")
+    out = dict(row)
+    out["nums"], out["target"] = clean, int(target)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Generator
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Ranges for `generate_countdown`. Checked on creation so a bad option fails at once."""
+
+    min_nums: int = 3
+    max_nums: int = 4
+    min_number: int = 1
+    max_number: int = 99
+    min_target: int = 1
+    max_target: int = 100
+
+    def __post_init__(self) -> None:
+        values = vars(self)
+        for key, value in values.items():
+            if not _is_int(value):
+                raise R3Error(f"countdown: {key} must be an integer, got {_describe(value)}")
+        if not 1 <= self.min_nums <= self.max_nums <= MAX_NUMS:
+            raise R3Error(
+                f"countdown: need 1 <= min_nums <= max_nums <= {MAX_NUMS}, "
+                f"got {self.min_nums} and {self.max_nums}"
+            )
+        if not 1 <= self.min_number <= self.max_number < 10**MAX_LITERAL_DIGITS:
+            raise R3Error(
+                f"countdown: need 1 <= min_number <= max_number < {10**MAX_LITERAL_DIGITS}, "
+                f"got {self.min_number} and {self.max_number}"
+            )
+        if not 1 <= self.min_target <= self.max_target:
+            raise R3Error(
+                f"countdown: need 1 <= min_target <= max_target, got {self.min_target} and {self.max_target}"
+            )
+
+
+#: Tries per example before giving up (only reachable with a target range the numbers cannot hit).
+MAX_TRIES = 10_000
+
+
+def generate_countdown(
+    n: int, seed: int = 0, config: GeneratorConfig | None = None, **ranges: int
+) -> list[Example]:
+    """`n` solvable Countdown rows, deterministic in `seed` (and a prefix of any larger `n`).
+
+    Each row is `{"nums", "target", "solution"}`. In the TinyZero style, numbers are drawn
+    uniformly, then combined two at a time in random order with a random operator, keeping every
+    intermediate a positive integer (subtraction only when positive, division only when exact), and
+    the row is kept when the result lies in the target range. `solution` is that equation: the
+    verifier never looks at it, tests use it to prove each row solvable. `ranges` are
+    `GeneratorConfig` fields (min_nums, max_nums, min_number, max_number, min_target, max_target)."""
+    if config is None:
+        config = GeneratorConfig(**ranges)
+    elif ranges:
+        raise TypeError("give either config or keyword ranges, not both")
+    if not _is_int(n) or n < 0:
+        raise R3Error(f"countdown: number of examples must be an integer >= 0, got {_describe(n)}")
+    rng = random.Random(seed)
+    return [_generate_one(rng, config) for _ in range(n)]
+
+
+# An operand while building: value, text, and the precedence of its top operator (3 = atom).
+_Operand = tuple[int, str, int]
+
+
+def _generate_one(rng: random.Random, config: GeneratorConfig) -> Example:
+    for _ in range(MAX_TRIES):
+        count = rng.randint(config.min_nums, config.max_nums)
+        nums = [rng.randint(config.min_number, config.max_number) for _ in range(count)]
+        value, text = _random_equation(rng, nums)
+        if config.min_target <= value <= config.max_target:
+            return {"nums": nums, "target": value, "solution": text}
+    raise R3Error(
+        f"countdown: could not generate a target in {config.min_target}..{config.max_target} "
+        f"from {config.min_nums}-{config.max_nums} numbers in "
+        f"{config.min_number}..{config.max_number}; widen the ranges"
+    )
+
+
+def _random_equation(rng: random.Random, nums: list[int]) -> tuple[int, str]:
+    pool: list[_Operand] = [(number, str(number), 3) for number in nums]
+    while len(pool) > 1:
+        a = pool.pop(rng.randrange(len(pool)))
+        b = pool.pop(rng.randrange(len(pool)))
+        choices: list[tuple[str, _Operand, _Operand]] = [("+", a, b), ("*", a, b)]
+        if a[0] != b[0]:
+            choices.append(("-", a, b) if a[0] > b[0] else ("-", b, a))
+        if a[0] % b[0] == 0:
+            choices.append(("/", a, b))
+        elif b[0] % a[0] == 0:
+            choices.append(("/", b, a))
+        op, left, right = rng.choice(choices)
+        pool.append(_combine(op, left, right))
+    return pool[0][0], pool[0][1]
+
+
+def _combine(op: str, left: _Operand, right: _Operand) -> _Operand:
+    """Join two operands with the fewest parentheses that keep the meaning."""
+    precedence = 1 if op in "+-" else 2
+    left_text = f"({left[1]})" if left[2] < precedence else left[1]
+    needs = right[2] < precedence or (right[2] == precedence and op in "-/")
+    right_text = f"({right[1]})" if needs else right[1]
+    value = {"+": left[0] + right[0], "-": left[0] - right[0], "*": left[0] * right[0]}.get(op)
+    if value is None:
+        value = left[0] // right[0]
+    return value, f"{left_text} {op} {right_text}", precedence
+
+
+# --------------------------------------------------------------------------------------------------
+# Task
+
+
+class CountdownTask(Task):
+    """Countdown: rows from `data`, or `num_examples` generated rows when no data is given.
+
+    Constructor options (all optional; `r3 ... --task countdown` uses the defaults):
+    `num_examples` (rows generated when `load` has no data and no limit) and the generator ranges
+    `min_nums`, `max_nums`, `min_number`, `max_number`, `min_target`, `max_target`
+    (see `GeneratorConfig`), and `system_prompt` (None for no system message)."""
+
+    name = "countdown"
+    stop = (CLOSE_TAG,)
+    reflection_instruction = MATH_REFLECTION
+    retry_instruction = RETRY_INSTRUCTION
+    required_fields = ("nums", "target")
+
+    def __init__(
+        self,
+        num_examples: int = DEFAULT_NUM_EXAMPLES,
+        *,
+        system_prompt: str | None = SYSTEM_PROMPT,
+        **ranges: int,
+    ) -> None:
+        if not _is_int(num_examples) or num_examples < 1:
+            raise R3Error(f"countdown: num_examples must be an integer >= 1, got {_describe(num_examples)}")
+        self.num_examples = int(num_examples)
+        self.config = GeneratorConfig(**ranges)  # TypeError for an unknown option -> R3Error in get_task
+        self.system_prompt = system_prompt
+
+    def load(self, data: str | None, limit: int | None = None, seed: int = 0) -> list[Example]:
+        """Validated rows from `data`, or `limit` (default `num_examples`) rows generated from `seed`."""
+        if limit is not None and (not _is_int(limit) or limit < 0):
+            raise R3Error(f"limit must be an integer >= 0, got {_describe(limit)}")
+        if data is not None:
+            return load_rows(self, data, limit)
+        return generate_countdown(self.num_examples if limit is None else limit, seed, self.config)
+
+    def validate(self, row: Any, index: int, source: str) -> Example:
+        return normalize_row(row, index, source)
+
+    def prompt(self, example: Example) -> Prompt:
+        nums = ", ".join(str(number) for number in example["nums"])
+        user = {"role": "user", "content": USER_TEMPLATE.format(nums=f"[{nums}]", target=example["target"])}
+        if self.system_prompt:
+            return Prompt([{"role": "system", "content": self.system_prompt}, user])
+        return Prompt([user])
+
+    def verify(self, example: Example, completion: str) -> Verdict:
+        """Check the last `<answer>` of `completion`. Never raises and never executes it."""
+        try:
+            if not isinstance(completion, str):
+                return Verdict.failure(f"completion is not text ({type(completion).__name__})")
+            answer = extract_answer(completion)
+            if answer is None:
+                return Verdict.failure("no <answer> tag")
+            try:
+                row = normalize_row(example)
+            except DataError as exc:
+                return Verdict.failure(f"invalid example: {exc.field or 'row'} {exc.problem}")
+            return check_equation(row["nums"], row["target"], answer)
+        except Exception as exc:  # a verifier must answer, whatever happens; this is a bug if reached
+            return Verdict.failure(f"verifier error: {type(exc).__name__}")

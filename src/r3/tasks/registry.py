@@ -1,0 +1,69 @@
+"""Find a task by name: built-ins by short name, a user's task by dotted path `pkg.module:Attr`.
+
+Built-ins are imported lazily so that `r3 --help` stays fast and a broken optional task cannot break
+the others. Unknown names are answered with the closest known names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from r3.errors import R3Error
+from r3.tasks.base import Task
+
+BUILTIN_TASKS: dict[str, str] = {
+    "countdown": "r3.tasks.countdown:CountdownTask",
+    "function_calling": "r3.tasks.function_calling:FunctionCallingTask",
+    "custom": "r3.tasks.custom:CustomTask",
+}
+
+
+def available_tasks() -> list[str]:
+    """Names accepted by `get_task` besides dotted paths."""
+    return sorted(BUILTIN_TASKS)
+
+
+def import_object(path: str, what: str = "object") -> Any:
+    """Import `package.module:attr` (also accepts `package.module.attr`). Errors are one line."""
+    if ":" in path:
+        module_name, _, attr = path.partition(":")
+    else:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise R3Error(f"cannot import {what} '{path}': expected 'package.module:name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise R3Error(f"cannot import {what} '{path}': {exc}") from exc
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise R3Error(f"cannot import {what} '{path}': module '{module_name}' has no '{attr}'") from exc
+    return obj
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """Return a task instance. `options` go to the task's constructor (e.g. `verifier=` for custom)."""
+    if name in BUILTIN_TASKS:
+        target = import_object(BUILTIN_TASKS[name], "task")
+    elif ":" in name or "." in name:
+        target = import_object(name, "task")
+    else:
+        close = difflib.get_close_matches(name, available_tasks(), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise R3Error(f"unknown task '{name}'.{hint} Known tasks: {', '.join(available_tasks())}, "
+                      "or a dotted path 'package.module:TaskClass'.")
+    if isinstance(target, Task):
+        if options:
+            raise R3Error(f"task '{name}' is an instance and takes no options")
+        return target
+    if isinstance(target, type) and issubclass(target, Task):
+        try:
+            return target(**options)
+        except TypeError as exc:
+            raise R3Error(f"task '{name}': {exc}") from exc
+    raise R3Error(f"'{name}' is not a Task subclass or instance")

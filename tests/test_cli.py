@@ -1,0 +1,104 @@
+"""The `r3` command line: end to end on a tiny model, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from r3.cli import main
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "R3_NO_PROGRESS": "1"}
+    return subprocess.run([sys.executable, "-m", "r3.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("r3: error:")
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_eval_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval"
+    code = main(["eval", "--model", str(tiny_model_dir), "--limit", "3", "--max-new-tokens", "8",
+                 "--reflection-max-new-tokens", "8", "--output-dir", str(out), "--device", "cpu"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["n"] == 3 and results["model"] == str(tiny_model_dir)
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    # a random model fails countdown: every row carries a reflection and a retry
+    assert all(r["reflection"] is not None and r["retry"] is not None for r in rows if not r["first_try_ok"])
+    assert "second try" in capsys.readouterr().out
+
+
+def test_config_file_sets_defaults_and_flags_override(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"model: {tiny_model_dir}\nlimit: 2\nmax_new_tokens: 4\nreflection_max_new_tokens: 4\n")
+    out = tmp_path / "eval"
+    assert main(["eval", "--config", str(cfg), "--limit", "1", "--output-dir", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["n"] == 1 and results["config"]["max_new_tokens"] == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: x\n")
+    assert_one_line_error(run_cli("eval", "--config", str(bad)), "unknown option 'modle'")
+
+
+def test_unknown_task_suggests_the_closest() -> None:
+    assert_one_line_error(run_cli("eval", "--task", "countdwn"), "unknown task 'countdwn'", "countdown")
+
+
+def test_missing_data_file(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("eval", "--data", str(tmp_path / "nope.jsonl")), "nope.jsonl", "no such file")
+
+
+def test_malformed_row_names_file_row_and_field(tmp_path: Path) -> None:
+    data = tmp_path / "cd.jsonl"
+    data.write_text('{"nums": [1, 2, 3], "target": 6}\n{"nums": [1, 2], "target": "six"}\n')
+    assert_one_line_error(run_cli("eval", "--data", str(data)), "cd.jsonl", "row 2", "target")
+
+
+def test_not_json_line(tmp_path: Path) -> None:
+    data = tmp_path / "cd.jsonl"
+    data.write_text('{"nums": [1, 2, 3], "target": 6}\n{"nums": [1, 2\n')
+    assert_one_line_error(run_cli("eval", "--data", str(data)), "row 2", "not valid JSON")
+
+
+def test_tools_that_are_not_json(tmp_path: Path) -> None:
+    data = tmp_path / "fc.jsonl"
+    row = {"query": "q", "tools": "[{not json", "answers": "[]"}
+    data.write_text(json.dumps(row) + "\n")
+    assert_one_line_error(run_cli("eval", "--task", "function_calling", "--data", str(data)), "row 1", "tools")
+
+
+def test_missing_model_folder(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("eval", "--model", str(tmp_path / "no-model"), "--limit", "1"), "no-model")
+
+
+def test_no_command_prints_help() -> None:
+    proc = run_cli()
+    assert proc.returncode == 1 and "eval" in proc.stdout
+
+
+@pytest.mark.slow
+def test_eval_on_the_embedded_model(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    proc = run_cli("eval", "--limit", "2", "--max-new-tokens", "48", "--reflection-max-new-tokens", "32",
+                   "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "first try" in proc.stdout and "second try" in proc.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"].startswith("SmolLM2-135M-Instruct") and results["n"] == 2
+    assert 0.0 <= results["second_try"]["accuracy"] <= 1.0
+    assert results["first_try"]["correct"] <= results["second_try"]["correct"]
