@@ -1,0 +1,1 @@
+"""A custom R3 task: integer arithmetic questions (data.jsonl) checked by `verifier.verify`."""

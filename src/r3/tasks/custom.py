@@ -1,0 +1,290 @@
+"""The `custom` task: your JSONL rows plus your verifier function, with no Task subclass to write.
+
+    r3 eval --task custom --data rows.jsonl --verifier my_pkg.checks:verify
+
+Rows (one JSON object per line):
+
+* `"prompt"`: the user message (a string), **or** `"messages"`: a chat, a list of
+  `{"role": "system"|"user"|"assistant", "content": str}` ending with a user turn. Not both.
+* `"system"` (optional): a system message put first (not allowed when `messages` already starts
+  with a system turn).
+* `"tools"` (optional): tool schemas (a list of objects), passed to the chat template like the
+  function-calling task does.
+* `"reflection_instruction"` (optional): this row's own request for a reflection.
+* Anything else (a reference answer, ids, ...) is kept and handed to the verifier untouched.
+
+The verifier is `verify(example, completion) -> bool | Verdict`. It is called in a daemon worker thread
+with a time limit, so a verifier that raises, hangs or returns something else costs one failed attempt, not
+the run. Python cannot kill a thread: a hung call keeps running in the background until it returns
+(or the process exits; daemon threads never keep the process alive).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from r3.errors import DataError, R3Error
+from r3.tasks.base import Example, Prompt, Task, Verdict, load_rows
+from r3.tasks.registry import import_object
+
+#: The paper's reflection request, with the task-specific words made generic.
+GENERIC_REFLECTION = (
+    "You tried performing the task and your answer was wrong. Reflect on what went wrong and write a "
+    "short explanation that will help you do better next time."
+)
+
+VerifierFn = Callable[[Example, str], Any]
+
+_ROLES = ("system", "user", "assistant")
+
+
+def load_verifier(spec: str | VerifierFn) -> VerifierFn:
+    """Resolve `spec` to a callable.
+
+    Accepted: a callable; `package.module:function` (imported normally; when that fails because the
+    module is not on `sys.path`, the current directory is added and the import retried, because the
+    `r3` console script, unlike `python -m`, does not put it there); or `path/to/file.py:function`."""
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise R3Error("the custom task needs a verifier: pass --verifier package.module:function")
+    spec = spec.strip()
+    module_part, sep, attr = spec.rpartition(":")
+    if sep and (module_part.endswith(".py") or "/" in module_part or os.sep in module_part):
+        obj = _load_from_file(module_part, attr, spec)
+    else:
+        try:
+            obj = import_object(spec, "verifier")
+        except R3Error as exc:
+            cwd = os.getcwd()
+            if not isinstance(exc.__cause__, ModuleNotFoundError) or cwd in sys.path:
+                raise
+            sys.path.append(cwd)
+            importlib.invalidate_caches()
+            obj = import_object(spec, "verifier")
+    if not callable(obj):
+        raise R3Error(f"verifier '{spec}' is not callable (it is a {type(obj).__name__})")
+    return obj
+
+
+def _load_from_file(file: str, attr: str, spec: str) -> Any:
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise R3Error(f"cannot import verifier '{spec}': no such file '{file}'")
+    module_name = f"_r3_custom_verifier_{abs(hash(str(path.resolve())))}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise R3Error(f"cannot import verifier '{spec}': not a Python file")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise R3Error(f"cannot import verifier '{spec}': {type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, attr):
+        raise R3Error(f"cannot import verifier '{spec}': '{file}' has no '{attr}'")
+    return getattr(module, attr)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def to_verdict(result: Any) -> Verdict:
+    """A verifier's return value as a Verdict; anything but a bool or a Verdict is a failure."""
+    if isinstance(result, Verdict):
+        if result.ok:
+            return Verdict.success()
+        return Verdict.failure(result.reason or "verifier returned a failure")
+    if isinstance(result, bool):
+        return Verdict.success() if result else Verdict.failure("verifier returned False")
+    return Verdict.failure(f"verifier returned {type(result).__name__}, expected bool or Verdict")
+
+
+class CustomTask(Task):
+    """A task made of a user's rows and a user's verifier function (see the module docstring)."""
+
+    name = "custom"
+
+    def __init__(
+        self,
+        verifier: str | VerifierFn | None = None,
+        *,
+        timeout_s: float | None = 10.0,
+        stop: Sequence[str] | str | None = None,
+        reflection_instruction: str | None = None,
+        retry_instruction: str | None = None,
+    ) -> None:
+        """`verifier`: a callable or `pkg.module:function`; `timeout_s`: seconds per verifier call
+        (None or 0 calls it inline, without a thread or limit: fastest, but a hang hangs the run);
+        `stop`: strings that end generation; the two instructions replace the defaults."""
+        if verifier is None:
+            raise R3Error(
+                "the custom task needs a verifier: pass --verifier package.module:function, a function "
+                "(example, completion) -> bool or Verdict (see docs/custom_tasks.md)"
+            )
+        if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s < 0):
+            raise R3Error(f"the custom task's timeout_s must be a number of seconds >= 0, got {timeout_s!r}")
+        self.verifier: VerifierFn = load_verifier(verifier)
+        self.timeout_s: float | None = float(timeout_s) if timeout_s else None
+        self.stop = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        self.reflection_instruction = reflection_instruction or GENERIC_REFLECTION
+        if retry_instruction:
+            self.retry_instruction = retry_instruction
+
+    def load(self, data: str | None, limit: int | None = None, seed: int = 0) -> list[Example]:
+        """The validated rows of `data`, in file order (`seed` is unused). There is no default set."""
+        if data is None:
+            raise R3Error(
+                "the custom task needs --data: a .jsonl, .json or .parquet file of rows "
+                "(see docs/custom_tasks.md)"
+            )
+        return load_rows(self, data, limit)
+
+    def validate(self, row: Any, index: int, source: str) -> Example:
+        """Check the prompt fields (`prompt` or `messages`, `system`, `tools`); keep everything else."""
+        example = super().validate(row, index, source)
+        has_prompt, has_messages = "prompt" in example, "messages" in example
+        if has_prompt == has_messages:
+            both = "give either 'prompt' or 'messages', not both"
+            problem = both if has_prompt else "missing (or give 'messages')"
+            raise DataError(source, index, "prompt", problem)
+        if has_prompt and not isinstance(example["prompt"], str):
+            kind = type(example["prompt"]).__name__
+            raise DataError(source, index, "prompt", f"expected a string, got {kind}")
+        if has_messages:
+            _check_messages(example["messages"], index, source)
+        system = example.get("system")
+        if system is not None:
+            if not isinstance(system, str):
+                raise DataError(source, index, "system", f"expected a string, got {type(system).__name__}")
+            if has_messages and example["messages"][0]["role"] == "system":
+                raise DataError(source, index, "system", "'messages' already starts with a system turn")
+        tools = example.get("tools")
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+            raise DataError(source, index, "tools", "expected a list of objects")
+        instruction = example.get("reflection_instruction")
+        if instruction is not None and not isinstance(instruction, str):
+            raise DataError(source, index, "reflection_instruction", "expected a string")
+        return example
+
+    def prompt(self, example: Example) -> Prompt:
+        """`system` (if any) then `prompt` as the user turn, or the row's `messages` as given."""
+        if "messages" in example:
+            messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in example["messages"]]
+        else:
+            messages = [{"role": "user", "content": str(example["prompt"])}]
+        if example.get("system"):
+            messages.insert(0, {"role": "system", "content": str(example["system"])})
+        return Prompt(messages, tools=example.get("tools") or None)
+
+    def reflection_prompt(self, example: Example, attempt: str) -> Prompt:
+        """As in `Task`, but a row's own `reflection_instruction` wins over the task's."""
+        instruction = example.get("reflection_instruction") or self.reflection_instruction
+        return self.prompt(example).extend(
+            {"role": "assistant", "content": attempt},
+            {"role": "user", "content": str(instruction)},
+        )
+
+    def verify(self, example: Example, completion: str) -> Verdict:
+        """Call the user's verifier under the time limit; exceptions, hangs and odd returns fail."""
+        if self.timeout_s is None:
+            try:
+                return to_verdict(self.verifier(example, completion))
+            except Exception as exc:
+                return _raised(exc)
+        finished, value = _WORKERS.call(self.verifier, example, completion, self.timeout_s)
+        if not finished:
+            return Verdict.failure(f"verifier timed out after {self.timeout_s:g}s")
+        if isinstance(value, _Raised):
+            return _raised(value.error)
+        return to_verdict(value)
+
+
+class _Raised:
+    """Marks an exception caught in a worker, so it cannot be mistaken for a returned value."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _Worker:
+    """A daemon thread that runs one call at a time, handed over through queues."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[tuple[VerifierFn, Example, str] | None] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="r3-custom-verifier", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self.inbox.get()
+            if job is None:
+                return
+            fn, example, completion = job
+            try:
+                result: Any = fn(example, completion)
+            except BaseException as exc:  # our own thread: even SystemExit must become a verdict
+                result = _Raised(exc)
+            self.outbox.put(result)
+
+
+class _WorkerPool:
+    """Reusable daemon threads for verifier calls with a time limit.
+
+    Reusing threads makes a call about three times cheaper than starting a thread each time (this
+    matters when mining runs millions of checks). Daemon threads never keep the process alive, which
+    a `ThreadPoolExecutor` would (it joins its threads at exit), so a hung verifier cannot hang the
+    exit either. A worker that times out is retired: it is told to stop once its call returns, and a
+    fresh worker serves the next call. Concurrent callers each get their own idle worker."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def call(self, fn: VerifierFn, example: Example, completion: str, timeout_s: float) -> tuple[bool, Any]:
+        """`(True, value)` if the call finished in time (`value` may be a `_Raised`), else `(False, None)`."""
+        with self._lock:
+            worker = self._idle.pop() if self._idle else _Worker()
+        worker.inbox.put((fn, example, completion))
+        try:
+            value = worker.outbox.get(timeout=timeout_s)
+        except queue.Empty:
+            worker.inbox.put(None)  # retire it after the hung call returns, if ever
+            return False, None
+        with self._lock:
+            self._idle.append(worker)
+        return True, value
+
+
+_WORKERS = _WorkerPool()
+
+
+def _raised(exc: BaseException) -> Verdict:
+    message = str(exc)
+    text = f"verifier raised {type(exc).__name__}" + (f": {message}" if message else "")
+    return Verdict.failure(_clip(text))
+
+
+def _check_messages(messages: Any, index: int, source: str) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise DataError(source, index, "messages", "expected a non-empty list of {role, content}")
+    for number, message in enumerate(messages, start=1):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in _ROLES
+            or not isinstance(message.get("content"), str)
+        ):
+            shape = '{"role": "system"|"user"|"assistant", "content": str}'
+            raise DataError(source, index, "messages", f"message {number} is not {shape}")
+    if messages[-1]["role"] != "user":
+        raise DataError(source, index, "messages", "the last message must be a user turn")

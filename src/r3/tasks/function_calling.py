@@ -1,0 +1,125 @@
+"""Function calling in the APIGen / xLAM format (the paper's first task).
+
+A row is `{"query": str, "tools": [...], "answers": [...]}`. In the hub dataset
+(`Salesforce/xlam-function-calling-60k`) `tools` and `answers` are JSON *strings*; parsed lists are
+accepted too, and `validate` turns both into lists so nothing downstream parses them again.
+
+* `tools`: a list of objects, each with a `"name"` (usually also `description` and `parameters`).
+* `answers`: the reference calls, a list of `{"name": str, "arguments": {...}}`.
+
+The model sees the tools through its chat template's `tools=` when the template takes them (the
+renderer decides; see `r3.generation.chat.render_prompt`), otherwise as JSON in the system turn. It must
+answer with a JSON list of calls; `r3.tasks.tool_calls` finds and compares them (exact multiset match).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from r3.errors import DataError
+from r3.tasks.base import TOOL_REFLECTION, Example, Prompt, Task, Verdict, load_rows
+from r3.tasks.tool_calls import call_problem, canonical, verify_calls
+
+SAMPLE_FILE = "function_calling_sample.jsonl"
+
+SYSTEM_PROMPT = (
+    "You are an assistant that answers requests by calling tools. Use only the tools you are given, "
+    "with their exact names and parameter names. Reply with only a JSON list of the calls needed, "
+    'in this form: [{"name": "tool_name", "arguments": {"parameter": value}}]. Include one entry per '
+    "call (several when the request asks for several things), give each value its proper JSON type, "
+    "and optionally wrap the list in a ```json code block. Write nothing else."
+)
+
+
+def sample_path() -> str:
+    """The path of the small built-in sample (package data), used when no `data` is given."""
+    return str(resources.files("r3.tasks").joinpath("data", SAMPLE_FILE))
+
+
+def _parse_json_field(row: dict[str, Any], field: str, index: int, source: str) -> Any:
+    value = row[field]
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+            raise DataError(source, index, field, f"not valid JSON ({detail})") from None
+    return value
+
+
+def parse_tools(row: dict[str, Any], index: int, source: str) -> list[dict[str, Any]]:
+    """The row's tools as a list of objects with a `name`; DataError otherwise."""
+    tools = _parse_json_field(row, "tools", index, source)
+    if not isinstance(tools, list):
+        raise DataError(source, index, "tools", f"expected a list of tools, got {type(tools).__name__}")
+    for number, tool in enumerate(tools, start=1):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise DataError(source, index, "tools", f"tool {number} is not an object with a 'name'")
+    return tools
+
+
+def parse_answers(row: dict[str, Any], index: int, source: str) -> list[dict[str, Any]]:
+    """The row's reference calls as a list of `{name, arguments}`; DataError otherwise."""
+    answers = _parse_json_field(row, "answers", index, source)
+    if not isinstance(answers, list):
+        raise DataError(source, index, "answers", f"expected a list of calls, got {type(answers).__name__}")
+    for number, call in enumerate(answers, start=1):
+        problem = call_problem(call, number)
+        if problem:
+            raise DataError(source, index, "answers", problem)
+        try:
+            canonical(call["arguments"])
+        except (ValueError, RecursionError):
+            problem = f"call {number} has arguments that are not JSON values"
+            raise DataError(source, index, "answers", problem) from None
+    return answers
+
+
+class FunctionCallingTask(Task):
+    """Call the right tools with exactly the right arguments (APIGen / xLAM rows).
+
+    `verify` accepts calls as a bare JSON list or object, in a ```json fence, or in `<tool_call>` tags,
+    and compares them with the reference as an order-free multiset of exact calls."""
+
+    name = "function_calling"
+    stop: tuple[str, ...] = ()
+    reflection_instruction = TOOL_REFLECTION
+    required_fields = ("query", "tools", "answers")
+
+    def load(self, data: str | None, limit: int | None = None, seed: int = 0) -> list[Example]:
+        """Rows of `data` (file or hub id), or the built-in sample; in file order (`seed` is unused)."""
+        return load_rows(self, data if data is not None else sample_path(), limit)
+
+    def validate(self, row: Any, index: int, source: str) -> Example:
+        """Check the row and return it with `tools` and `answers` parsed into lists."""
+        example = super().validate(row, index, source)
+        if not isinstance(example["query"], str) or not example["query"].strip():
+            raise DataError(source, index, "query", "expected a non-empty string")
+        example["tools"] = parse_tools(example, index, source)
+        example["answers"] = parse_answers(example, index, source)
+        return example
+
+    def prompt(self, example: Example) -> Prompt:
+        """A system turn with the answer format, the query as the user turn, and the tools alongside."""
+        tools = example.get("tools")
+        if isinstance(tools, str):  # an unvalidated row straight from the hub
+            tools = parse_tools(example, 0, "example")
+        return Prompt(
+            [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": str(example["query"])},
+            ],
+            tools=list(tools) if tools else None,
+        )
+
+    def verify(self, example: Example, completion: str) -> Verdict:
+        """Exact, order-free match of the completion's calls against `example["answers"]`. Never raises."""
+        try:
+            reference = parse_answers(example, 0, "example")
+        except DataError as exc:
+            return Verdict.failure(f"bad reference answers: {exc.problem}")
+        except Exception as exc:  # e.g. no "answers" key: still answer, never raise
+            return Verdict.failure(f"bad reference answers ({type(exc).__name__})")
+        return verify_calls(completion, reference)

@@ -1,0 +1,458 @@
+"""Find tool calls in a model's text and compare them with a reference, without ever executing anything.
+
+Two jobs, kept apart so that other tasks (or outside tools) can reuse them:
+
+* `extract_calls(text)` finds the JSON the model meant as its answer. Models write calls in three
+  common ways, tried in this order (the first way present in the text decides):
+
+  1. `<tool_call>...</tool_call>` tags (Hermes / Qwen style). Every tag is read; each holds one call
+     (an object) or a list of calls. A last tag that is never closed runs to the end of the text.
+  2. Markdown code fences (`````json ... `````, any or no language tag). The *last* fence whose content
+     is JSON wins, because a retry often quotes the wrong first answer before giving the new one.
+  3. Bare JSON anywhere in the text: the first JSON value that looks like calls (an object with a
+     `"name"`, or a list of objects, or `[]`). An object is a single call.
+
+  Only `json` is used; the work is bounded (text length, number of blocks and of places where a
+  JSON value may start, nesting depth) so any input up to `MAX_TEXT_CHARS` is handled quickly.
+
+* `compare_calls(predicted, reference)` decides correctness strictly. A call is an object with
+  exactly two keys: `"name"` (a string) and `"arguments"` (an object). Arguments given as a JSON
+  *string* (OpenAI wire style) or under `"parameters"` are rejected with a reason that says so: the
+  prompt asks for objects, and the paper counts only exactly right calls. The predicted calls must be
+  the same multiset as the reference: the order of calls is ignored, names match exactly, and argument
+  values match as JSON values (`canonical`): object key order is ignored, `1 == 1.0`, but
+  `"1" != 1` and `true != 1`; lists keep their order; no fuzzy string matching.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from r3.tasks.base import Verdict
+
+#: Longer completions are refused outright (a model answering a tool call never needs this much).
+MAX_TEXT_CHARS = 200_000
+#: At most this many `<tool_call>` tags or code fences are read.
+MAX_BLOCKS = 64
+#: At most this many positions are tried as the start of a bare JSON value.
+MAX_JSON_STARTS = 128
+#: Deeper JSON is refused (Python's json parser would otherwise recurse until RecursionError).
+MAX_DEPTH = 64
+
+_OPEN_TAG = "<tool_call>"
+_CLOSE_TAG = "</tool_call>"
+_FENCE = "```"
+
+
+class _TooDeep(ValueError):
+    """JSON nested deeper than `MAX_DEPTH`."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What `extract_calls` found: the call candidates (not yet checked), or why none were found."""
+
+    calls: list[Any] | None
+    problem: str = ""
+    #: Where the calls came from: "tag", "fence" or "bare" ("" when nothing was found).
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when `value` is nested at most `limit` deep (checked iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _loads(text: str) -> Any:
+    """Parse one complete JSON value; raise ValueError (never RecursionError) when it is not one."""
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise _TooDeep("JSON nested too deeply") from None
+    if not _depth_ok(value):
+        raise _TooDeep("JSON nested too deeply")
+    return value
+
+
+def _raw_decode(text: str, start: int) -> tuple[Any, int]:
+    """Parse the JSON value that begins at `start`; return it and where it ends."""
+    try:
+        value, end = _DECODER.raw_decode(text, start)
+    except RecursionError:
+        raise _TooDeep("JSON nested too deeply") from None
+    if not _depth_ok(value):
+        raise _TooDeep("JSON nested too deeply")
+    return value, end
+
+
+def _as_calls(value: Any) -> list[Any]:
+    """A list of calls as written: a list stays a list, a single object is one call."""
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _looks_like_calls(value: Any) -> bool:
+    """Whether a bare JSON value was meant as the answer (rather than, say, numbers in prose)."""
+    if isinstance(value, dict):
+        return "name" in value
+    if isinstance(value, list):
+        return all(isinstance(item, dict) for item in value)
+    return False
+
+
+def _strip_fence(content: str) -> str:
+    """Remove one surrounding code fence (```json ... ```), if any, from a block's content."""
+    text = content.strip()
+    if text.startswith(_FENCE):
+        newline = text.find("\n")
+        text = text[newline + 1 :] if newline != -1 else text[len(_FENCE) :]
+        if text.rstrip().endswith(_FENCE):
+            text = text.rstrip()[: -len(_FENCE)]
+    return text.strip()
+
+
+def _tag_blocks(text: str) -> Iterator[str]:
+    """Contents of `<tool_call>` tags, in order; an unclosed last tag runs to the end."""
+    pos = 0
+    for _ in range(MAX_BLOCKS):
+        start = text.find(_OPEN_TAG, pos)
+        if start == -1:
+            return
+        start += len(_OPEN_TAG)
+        end = text.find(_CLOSE_TAG, start)
+        if end == -1:
+            yield text[start:]
+            return
+        yield text[start:end]
+        pos = end + len(_CLOSE_TAG)
+
+
+def _fence_blocks(text: str) -> Iterator[str]:
+    """Contents of ``` fences, in order, without the language tag line; an unclosed last one runs on."""
+    pos = 0
+    for _ in range(MAX_BLOCKS):
+        start = text.find(_FENCE, pos)
+        if start == -1:
+            return
+        start += len(_FENCE)
+        end = text.find(_FENCE, start)
+        body = text[start:] if end == -1 else text[start:end]
+        first_line, newline, rest = body.partition("\n")
+        # "```json\n[...]" -> drop the language tag; "```[...]```" -> keep everything.
+        tag = first_line.strip()
+        if newline and all(ch.isalnum() or ch in "-_+." for ch in tag):
+            body = rest
+        yield body
+        if end == -1:
+            return
+        pos = end + len(_FENCE)
+
+
+def _from_tags(text: str) -> Extraction:
+    calls: list[Any] = []
+    for number, block in enumerate(_tag_blocks(text), start=1):
+        content = _strip_fence(block)
+        try:
+            value = _loads(content)
+        except ValueError as exc:
+            return Extraction(None, f"invalid JSON in <tool_call> block {number}: {_short_error(exc)}", "tag")
+        calls.extend(_as_calls(value))
+    return Extraction(calls, "", "tag")
+
+
+def _from_fences(text: str) -> Extraction | None:
+    found: Any = None
+    first_error = ""
+    for block in _fence_blocks(text):
+        content = block.strip()
+        if not content:
+            continue
+        try:
+            value = _loads(content)
+        except ValueError as exc:
+            if not first_error and content[:1] in "[{":
+                first_error = _short_error(exc)
+            continue
+        if isinstance(value, (list, dict)):
+            found = value
+    if found is not None:
+        return Extraction(_as_calls(found), "", "fence")
+    if first_error:
+        return Extraction(None, f"invalid JSON in code block: {first_error}", "fence")
+    return None
+
+
+def _from_bare(text: str) -> Extraction:
+    stripped = text.strip()
+    try:
+        value = _loads(stripped)
+    except ValueError:
+        value = None
+    else:
+        if isinstance(value, (list, dict)):
+            return Extraction(_as_calls(value), "", "bare")
+    pos = 0
+    tries = 0
+    too_deep = False
+    while tries < MAX_JSON_STARTS:
+        starts = [i for i in (text.find("[", pos), text.find("{", pos)) if i != -1]
+        if not starts:
+            break
+        start = min(starts)
+        tries += 1
+        try:
+            value, end = _raw_decode(text, start)
+        except _TooDeep:
+            too_deep = True
+            pos = start + 1
+            continue
+        except ValueError:
+            pos = start + 1
+            continue
+        if _looks_like_calls(value):
+            return Extraction(_as_calls(value), "", "bare")
+        pos = max(end, start + 1)
+    if too_deep:
+        return Extraction(None, "tool call JSON nested too deeply")
+    return Extraction(None, "no tool call found")
+
+
+def extract_calls(text: Any) -> Extraction:
+    """Find the calls the model wrote in `text` (see the module docstring for the accepted forms).
+
+    Never raises; returns `Extraction(None, problem)` when nothing usable is there. The candidates are
+    returned as parsed, not checked: `compare_calls` says what is wrong with them."""
+    if not isinstance(text, str):
+        return Extraction(None, f"completion is {type(text).__name__}, not text")
+    if len(text) > MAX_TEXT_CHARS:
+        return Extraction(None, f"completion too long ({len(text)} characters)")
+    try:
+        if _OPEN_TAG in text:
+            return _from_tags(text)
+        if _FENCE in text:
+            fenced = _from_fences(text)
+            if fenced is not None:
+                return fenced
+        return _from_bare(text)
+    except RecursionError:  # belt and braces: the helpers already turn deep nesting into _TooDeep
+        return Extraction(None, "tool call JSON nested too deeply")
+
+
+def _short_error(exc: BaseException) -> str:
+    message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+    return _clip(message, 80)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- canonical JSON values -------------------------------------------------------------------------
+
+
+def canonical(value: Any, _depth: int = 0) -> Hashable:
+    """A hashable form of a JSON value under which equal JSON values are equal, and only those.
+
+    Python's own equality is wrong for JSON: `True == 1` and `1 == 1.0` are both true in Python,
+    but a boolean is never a number in JSON, while `1` and `1.0` are the same number. So every value
+    is tagged with its JSON type; numbers are compared by value (an integral float becomes an int, so
+    `1.0` and `1` agree and big integers keep their precision); objects ignore key order; lists keep
+    their order. Raises `ValueError` for a value that is not JSON (or nested deeper than `MAX_DEPTH`).
+    """
+    if _depth > MAX_DEPTH:
+        raise _TooDeep("JSON nested too deeply")
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):  # before int: bool is a subclass of int in Python
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("num", value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ValueError("NaN is not a JSON number")
+        if value.is_integer():
+            return ("num", int(value))
+        return ("num", value)
+    if isinstance(value, str):
+        return ("str", value)
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(canonical(item, _depth + 1) for item in value))
+    if isinstance(value, dict):
+        return ("obj", frozenset((str(k), canonical(v, _depth + 1)) for k, v in value.items()))
+    raise ValueError(f"{type(value).__name__} is not a JSON value")
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Whether two JSON values are equal under `canonical`'s rules (False when either is not JSON)."""
+    try:
+        return canonical(a) == canonical(b)
+    except ValueError:
+        return False
+
+
+# --- calls -----------------------------------------------------------------------------------------
+
+
+def call_problem(call: Any, number: int) -> str:
+    """Why `call` (the `number`-th, 1-based) is not a well-formed call; "" when it is one."""
+    label = f"call {number}"
+    if not isinstance(call, dict):
+        return f"{label} is {_json_type(call)}, expected an object with 'name' and 'arguments'"
+    name = call.get("name")
+    if not isinstance(name, str):
+        return f"{label} has no 'name' string"
+    label = f"call '{_clip(name, 60)}'"
+    if "arguments" not in call:
+        if "parameters" in call:
+            return f"{label} uses 'parameters'; expected 'arguments'"
+        return f"{label} has no 'arguments'"
+    arguments = call["arguments"]
+    if not isinstance(arguments, dict):
+        return f"{label}: 'arguments' is {_json_type(arguments)}, expected an object"
+    extra = sorted(str(k) for k in call if k not in ("name", "arguments"))
+    if extra:
+        return f"{label} has unexpected key '{_clip(extra[0], 40)}'"
+    return ""
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A value as short JSON text, for reasons."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return _clip(text, 60)
+
+
+def _key(call: dict[str, Any]) -> Hashable:
+    return (call["name"], canonical(call["arguments"]))
+
+
+def _count(n: int) -> str:
+    return f"{n} call" if n == 1 else f"{n} calls"
+
+
+def _argument_difference(expected: dict[str, Any], got: dict[str, Any], name: str) -> str:
+    """The first difference between two argument objects of the call `name`, as a reason."""
+    where = f"of '{_clip(name, 60)}'"
+    for key in expected:
+        if key not in got:
+            return f"missing argument '{_clip(str(key), 40)}' {where}"
+    for key in got:
+        if key not in expected:
+            return f"unexpected argument '{_clip(str(key), 40)}' {where}"
+    for key, value in expected.items():
+        if not json_equal(value, got[key]):
+            return f"argument '{_clip(str(key), 40)}' {where}: expected {_show(value)}, got {_show(got[key])}"
+    return ""
+
+
+def _difference_size(expected: dict[str, Any], got: dict[str, Any]) -> int:
+    keys = set(expected) | set(got)
+    return sum(1 for k in keys if k not in expected or k not in got or not json_equal(expected[k], got[k]))
+
+
+def compare_calls(predicted: list[Any], reference: list[dict[str, Any]]) -> Verdict:
+    """Whether `predicted` is exactly the multiset `reference`, with the first difference as the reason.
+
+    `reference` must hold well-formed calls (the task validates it); `predicted` is checked here."""
+    for number, call in enumerate(predicted, start=1):
+        problem = call_problem(call, number)
+        if problem:
+            return Verdict.failure(problem)
+    try:
+        got = Counter(_key(c) for c in predicted)
+        want = Counter(_key(c) for c in reference)
+    except ValueError as exc:
+        return Verdict.failure(f"arguments are not JSON values: {_short_error(exc)}")
+    if got == want:
+        return Verdict.success()
+
+    # Drop the calls that match exactly; explain the first difference among the rest.
+    matched = got & want
+    rest_pred = [c for c in predicted if _take(matched, _key(c))]
+    matched = got & want
+    rest_ref = [c for c in reference if _take(matched, _key(c))]
+
+    ref_names = Counter(c["name"] for c in reference)
+    for call in rest_pred:
+        if call["name"] not in ref_names:
+            return Verdict.failure(f"call '{_clip(call['name'], 60)}' not in the reference")
+    missing = ref_names - Counter(c["name"] for c in predicted)
+    if missing:
+        name = next(iter(missing))
+        return Verdict.failure(f"missing call '{_clip(name, 60)}'")
+    if len(predicted) != len(reference):
+        return Verdict.failure(f"{_count(len(predicted))}, expected {len(reference)}")
+
+    # Same names, same counts: pair each remaining reference call with its closest prediction.
+    for ref in rest_ref:
+        candidates = [c for c in rest_pred if c["name"] == ref["name"]]
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda c: _difference_size(ref["arguments"], c["arguments"]))
+        reason = _argument_difference(ref["arguments"], best["arguments"], ref["name"])
+        if reason:
+            return Verdict.failure(reason)
+        rest_pred.remove(best)
+    return Verdict.failure("calls differ from the reference")
+
+
+def _take(pool: Counter[Hashable], key: Hashable) -> bool:
+    """True (and use one up) when `key` is still in `pool`; False otherwise: a call that is left over."""
+    if pool[key] > 0:
+        pool[key] -= 1
+        return False
+    return True
+
+
+def verify_calls(text: Any, reference: list[dict[str, Any]]) -> Verdict:
+    """Extract the calls from a completion and compare them with `reference`. Never raises."""
+    try:
+        found = extract_calls(text)
+        if found.calls is None:
+            return Verdict.failure(found.problem)
+        if not found.calls and reference:
+            return Verdict.failure(f"0 calls, expected {len(reference)}")
+        return compare_calls(found.calls, reference)
+    except RecursionError:
+        return Verdict.failure("tool call JSON nested too deeply")
+    except Exception as exc:  # a verifier must answer, whatever the input; this is a bug if reached
+        return Verdict.failure(f"could not check the tool calls ({type(exc).__name__})")

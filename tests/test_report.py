@@ -1,0 +1,47 @@
+"""`r3 report` on two evaluations written by the scripted generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from r3.errors import R3Error
+from r3.evaluation.evaluate import EvalConfig, evaluate
+from r3.generation.scripted import ScriptedGenerator
+from r3.reports.compare import write_report
+from r3.tasks import get_task
+
+TASK = get_task("countdown")
+EXAMPLES = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
+
+
+def run_eval(folder: Path, retry_answer: str) -> None:
+    def script(prompt, sampling, i):
+        if prompt.messages[-1]["content"] == TASK.reflection_instruction:
+            return "Use every number exactly once." if "7 + 5" in retry_answer else "I was wrong, sorry about that."
+        if len(prompt.messages) > 2:
+            return f"<answer> {retry_answer} </answer>"
+        return "<answer> 1 + 2 </answer>"
+
+    evaluate(EvalConfig(chunk_size=4), TASK, EXAMPLES, ScriptedGenerator(script), folder)
+
+
+def test_report_compares_runs(tmp_path: Path) -> None:
+    run_eval(tmp_path / "vanilla", "1 + 1")
+    run_eval(tmp_path / "trained", "7 + 5 + 2")
+    report = write_report([str(tmp_path / "vanilla"), str(tmp_path / "trained")], tmp_path / "rep")
+    text = report.read_text()
+    assert "| vanilla |" in text and "| trained |" in text
+    assert "50.0% (+50.0%)" in text  # second try: the trained reflections fixed one of two
+    assert "Use every number exactly once." in text and "I was wrong" in text
+    assert (tmp_path / "rep" / "accuracy.png").stat().st_size > 1000
+    assert (tmp_path / "rep" / "reflection_lengths.png").is_file()
+
+
+def test_report_errors(tmp_path: Path) -> None:
+    with pytest.raises(R3Error, match="no results.json"):
+        write_report([str(tmp_path)], tmp_path / "rep")
+    run_eval(tmp_path / "a", "1 + 1")
+    with pytest.raises(R3Error, match="names for"):
+        write_report([str(tmp_path / "a")], tmp_path / "rep", labels=["x", "y"])
