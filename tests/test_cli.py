@@ -15,8 +15,9 @@ from r3.cli import main
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "R3_NO_PROGRESS": "1"}
-    return subprocess.run([sys.executable, "-m", "r3.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "r3.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -31,8 +32,23 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 
 def test_eval_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "eval"
-    code = main(["eval", "--model", str(tiny_model_dir), "--limit", "3", "--max-new-tokens", "8",
-                 "--reflection-max-new-tokens", "8", "--output-dir", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_model_dir),
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--reflection-max-new-tokens",
+            "8",
+            "--output-dir",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["n"] == 3 and results["model"] == str(tiny_model_dir)
@@ -60,7 +76,9 @@ def test_unknown_task_suggests_the_closest() -> None:
 
 
 def test_missing_data_file(tmp_path: Path) -> None:
-    assert_one_line_error(run_cli("eval", "--data", str(tmp_path / "nope.jsonl")), "nope.jsonl", "no such file")
+    assert_one_line_error(
+        run_cli("eval", "--data", str(tmp_path / "nope.jsonl")), "nope.jsonl", "no such file"
+    )
 
 
 def test_malformed_row_names_file_row_and_field(tmp_path: Path) -> None:
@@ -79,7 +97,9 @@ def test_tools_that_are_not_json(tmp_path: Path) -> None:
     data = tmp_path / "fc.jsonl"
     row = {"query": "q", "tools": "[{not json", "answers": "[]"}
     data.write_text(json.dumps(row) + "\n")
-    assert_one_line_error(run_cli("eval", "--task", "function_calling", "--data", str(data)), "row 1", "tools")
+    assert_one_line_error(
+        run_cli("eval", "--task", "function_calling", "--data", str(data)), "row 1", "tools"
+    )
 
 
 def test_missing_model_folder(tmp_path: Path) -> None:
@@ -94,8 +114,17 @@ def test_no_command_prints_help() -> None:
 @pytest.mark.slow
 def test_eval_on_the_embedded_model(tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    proc = run_cli("eval", "--limit", "2", "--max-new-tokens", "48", "--reflection-max-new-tokens", "32",
-                   "--output-dir", str(out))
+    proc = run_cli(
+        "eval",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "48",
+        "--reflection-max-new-tokens",
+        "32",
+        "--output-dir",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "first try" in proc.stdout and "second try" in proc.stdout
     results = json.loads((out / "results.json").read_text())

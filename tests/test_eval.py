@@ -17,9 +17,9 @@ from r3.tasks.base import Task
 
 TASK = get_task("countdown")
 EXAMPLES = [
-    {"nums": [1, 2, 3], "target": 6},   # right first time
+    {"nums": [1, 2, 3], "target": 6},  # right first time
     {"nums": [2, 5, 7], "target": 14},  # wrong, then fixed by the retry
-    {"nums": [3, 4, 9], "target": 3},   # wrong twice
+    {"nums": [3, 4, 9], "target": 3},  # wrong twice
 ]
 RIGHT = {0: "1 + 2 + 3", 1: "(7 - 5) * 7", 2: "9 / 3 * 1"}  # 1: uses 7 twice on purpose
 
@@ -69,7 +69,17 @@ def test_files_written_and_loadable(tmp_path: Path) -> None:
     res = evaluate(config(), TASK, EXAMPLES, ScriptedGenerator(script), tmp_path)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["first_try"] == res["first_try"]
-    for key in ("task", "model", "n", "first_try", "second_try", "reflection_tokens_mean", "config", "versions", "git"):
+    for key in (
+        "task",
+        "model",
+        "n",
+        "first_try",
+        "second_try",
+        "reflection_tokens_mean",
+        "config",
+        "versions",
+        "git",
+    ):
         assert key in on_disk
     assert on_disk["config"]["max_new_tokens"] == 32
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]

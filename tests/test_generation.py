@@ -14,7 +14,12 @@ from r3.tasks import Prompt
 
 PROMPTS = [
     Prompt([{"role": "user", "content": "Count to three."}]),
-    Prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A much longer question here?"}]),
+    Prompt(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "A much longer question here?"},
+        ]
+    ),
 ]
 
 

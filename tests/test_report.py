@@ -19,7 +19,11 @@ EXAMPLES = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
 def run_eval(folder: Path, retry_answer: str) -> None:
     def script(prompt, sampling, i):
         if prompt.messages[-1]["content"] == TASK.reflection_instruction:
-            return "Use every number exactly once." if "7 + 5" in retry_answer else "I was wrong, sorry about that."
+            return (
+                "Use every number exactly once."
+                if "7 + 5" in retry_answer
+                else "I was wrong, sorry about that."
+            )
         if len(prompt.messages) > 2:
             return f"<answer> {retry_answer} </answer>"
         return "<answer> 1 + 2 </answer>"

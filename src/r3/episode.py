@@ -81,7 +81,11 @@ def run_episodes(
     for ep, group in zip(failed, reflections, strict=True):
         ep.reflection = group[0]
     retries = generator.generate(
-        [task.retry_prompt(ep.example, ep.attempt.text, ep.reflection.text) for ep in failed if ep.reflection],
+        [
+            task.retry_prompt(ep.example, ep.attempt.text, ep.reflection.text)
+            for ep in failed
+            if ep.reflection
+        ],
         1,
         sampling.retry,
     )

@@ -116,7 +116,9 @@ def load_tokenizer(model: str | None) -> Any:
     return tokenizer
 
 
-def load_model_and_tokenizer(model: str | None, device: str | None = None, dtype: str = "auto") -> tuple[Any, Any]:
+def load_model_and_tokenizer(
+    model: str | None, device: str | None = None, dtype: str = "auto"
+) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for generation, in eval mode on `device`."""
     import torch
     from transformers import AutoModelForCausalLM

@@ -17,7 +17,9 @@ from typing import Any
 class ProgressReport:
     """`with ProgressReport("eval", total) as p: p.advance(k, kept=3)`."""
 
-    def __init__(self, description: str, total: int, fields: dict[str, Any] | None = None, interval: float = 10.0):
+    def __init__(
+        self, description: str, total: int, fields: dict[str, Any] | None = None, interval: float = 10.0
+    ):
         self.description = description
         self.total = total
         self.done = 0
@@ -34,12 +36,23 @@ class ProgressReport:
     def __enter__(self) -> ProgressReport:
         if self.live:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-                TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=Console(stderr=True),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=Console(stderr=True),
             )
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=self.total, status=self._status())
@@ -62,10 +75,15 @@ class ProgressReport:
         self._last_done = self.done
         self._last_line = time.monotonic()
         elapsed = self._last_line - self._start
-        print(f"{self.description}: {self.done}/{self.total}  {self._status()}  [{elapsed:.0f}s]", file=sys.stderr,
-              flush=True)
+        print(
+            f"{self.description}: {self.done}/{self.total}  {self._status()}  [{elapsed:.0f}s]",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ):
         if self._bar is not None:
             self._bar.stop()
         elif not self.quiet:

@@ -23,17 +23,18 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="r3", description="Reflect, Retry, Reward: train better self-reflections.")
+    parser = argparse.ArgumentParser(
+        prog="r3", description="Reflect, Retry, Reward: train better self-reflections."
+    )
     parser.add_argument("--version", action="version", version=f"r3 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # not written yet
-                continue
-            raise
-        module.add_parser(sub)
+        module = importlib.import_module(module_name)
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
+        else:  # parses its own flags (train); listed here for `r3 --help`
+            summary = (module.__doc__ or name).strip().splitlines()[0]
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -70,7 +71,9 @@ def _guarded(call) -> int:  # type: ignore[no-untyped-def]
         print(f"r3: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("r3: interrupted; progress so far is saved, run the same command again to resume", file=sys.stderr)
+        print(
+            "r3: interrupted; progress so far is saved, run the same command again to resume", file=sys.stderr
+        )
         return 130
     except BrokenPipeError:
         os._exit(0)

@@ -1,7 +1,7 @@
 """`r3 eval`: first- and second-try accuracy of a model on a task.
 
-    r3 eval --task countdown --limit 50 --output-dir runs/eval-vanilla
-    r3 eval --task function_calling --model Qwen/Qwen2-1.5B-Instruct --backend vllm
+r3 eval --task countdown --limit 50 --output-dir runs/eval-vanilla
+r3 eval --task function_calling --model Qwen/Qwen2-1.5B-Instruct --backend vllm
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ from r3.cli.options import add_common, task_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
-    parser = subparsers.add_parser("eval", help="first- and second-try accuracy (attempt, reflect, retry)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "eval",
+        help="first- and second-try accuracy (attempt, reflect, retry)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common(parser)
     parser.add_argument("--reflection-max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 means greedy (default)")
@@ -30,14 +34,23 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task, **task_options(args))
     examples = task.load(args.data, limit=args.limit, seed=args.seed)
     config = EvalConfig(
-        task=args.task, task_options=task_options(args), data=args.data, limit=args.limit, seed=args.seed,
-        model=args.model, backend=args.backend, max_new_tokens=args.max_new_tokens,
-        reflection_max_new_tokens=args.reflection_max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        task=args.task,
+        task_options=task_options(args),
+        data=args.data,
+        limit=args.limit,
+        seed=args.seed,
+        model=args.model,
+        backend=args.backend,
+        max_new_tokens=args.max_new_tokens,
+        reflection_max_new_tokens=args.reflection_max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
         chunk_size=args.batch_size,
     )
     output_dir = args.output_dir or f"runs/eval-{args.task.replace(':', '_').replace('.', '_')}"
-    generator = load_generator(args.model, args.backend, device=args.device, dtype=args.dtype,
-                               batch_size=args.batch_size)
+    generator = load_generator(
+        args.model, args.backend, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+    )
     results = evaluate(config, task, examples, generator, output_dir, overwrite=args.overwrite)
     from rich.console import Console
     from rich.markdown import Markdown

@@ -18,13 +18,21 @@ from r3.errors import R3Error
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Task, data, model and sampling options used by eval and mine."""
     g = parser.add_argument_group("task and data")
-    g.add_argument("--task", default="countdown", help="countdown, function_calling, custom, or pkg.module:TaskClass")
-    g.add_argument("--data", default=None, help="local .json/.jsonl/.parquet file or hub dataset id (default: the task's own)")
+    g.add_argument(
+        "--task", default="countdown", help="countdown, function_calling, custom, or pkg.module:TaskClass"
+    )
+    g.add_argument(
+        "--data",
+        default=None,
+        help="local .json/.jsonl/.parquet file or hub dataset id (default: the task's own)",
+    )
     g.add_argument("--verifier", default=None, help="custom task: the verifier as pkg.module:function")
     g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     g.add_argument("--seed", type=int, default=0, help="seed for generated data and sampling")
     m = parser.add_argument_group("model and generation")
-    m.add_argument("--model", default=None, help="hub id or local folder (default: the embedded SmolLM2-135M-Instruct)")
+    m.add_argument(
+        "--model", default=None, help="hub id or local folder (default: the embedded SmolLM2-135M-Instruct)"
+    )
     m.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     m.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
     m.add_argument("--max-new-tokens", type=int, default=256)
@@ -48,7 +56,9 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = 
     return parser.parse_args(argv)
 
 
-def apply_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+def apply_config_file(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]
+) -> argparse.Namespace:
     """Re-parse `argv` with the YAML of `args.config` as defaults (for subparsers). `r3.cli.main`
     already does this for subcommands that set `_parser`; then this returns `args` unchanged."""
     if not getattr(args, "config", None) or getattr(args, "_config_applied", False):

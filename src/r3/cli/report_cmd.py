@@ -1,6 +1,6 @@
 """`r3 report`: compare `r3 eval` runs (vanilla vs trained) in a table, plots and sample reflections.
 
-    r3 report runs/eval-vanilla runs/eval-trained --labels vanilla trained --output-dir runs/report
+r3 report runs/eval-vanilla runs/eval-trained --labels vanilla trained --output-dir runs/report
 """
 
 from __future__ import annotations
@@ -9,8 +9,12 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
-    parser = subparsers.add_parser("report", help="compare evaluations: table, plots, reflections",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "report",
+        help="compare evaluations: table, plots, reflections",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("runs", nargs="+", help="`r3 eval` output folders; the first is the baseline")
     parser.add_argument("--labels", nargs="+", default=None, help="a name per run (default: folder names)")
     parser.add_argument("--output-dir", default="runs/report")

@@ -45,7 +45,9 @@ class EvalConfig:
     chunk_size: int = 16
 
     def sampling(self, task: Task) -> EpisodeSampling:
-        attempt = SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, tuple(task.stop), self.seed)
+        attempt = SamplingConfig(
+            self.max_new_tokens, self.temperature, self.top_p, tuple(task.stop), self.seed
+        )
         reflection = attempt.with_(max_new_tokens=self.reflection_max_new_tokens, stop=())
         return EpisodeSampling(attempt=attempt, reflection=reflection, retry=attempt)
 
@@ -54,7 +56,11 @@ OUTPUTS = ["samples.jsonl", "results.json", "results.md"]
 
 
 def evaluate(
-    config: EvalConfig, task: Task, examples: list[dict[str, Any]], generator: Generator, output_dir: str | Path,
+    config: EvalConfig,
+    task: Task,
+    examples: list[dict[str, Any]],
+    generator: Generator,
+    output_dir: str | Path,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation and write its files. Returns the results dict."""
@@ -65,7 +71,10 @@ def evaluate(
     rows = read_complete_jsonl(samples_path)
     started = time.monotonic()
     sampling = config.sampling(task)
-    with samples_path.open("a", encoding="utf-8") as handle, ProgressReport("eval", len(examples)) as progress:
+    with (
+        samples_path.open("a", encoding="utf-8") as handle,
+        ProgressReport("eval", len(examples)) as progress,
+    ):
         progress.advance(len(rows), **_running_status(rows))
         for start in range(len(rows), len(examples), config.chunk_size):
             chunk = examples[start : start + config.chunk_size]
@@ -84,8 +93,12 @@ def evaluate(
 
 def _reseed(sampling: EpisodeSampling, offset: int) -> EpisodeSampling:
     """Each chunk gets its own seed so that a resumed run samples what the full run would have."""
-    return EpisodeSampling(*(s.with_(seed=s.seed + 7919 * offset) for s in (sampling.attempt, sampling.reflection,
-                                                                          sampling.retry)))
+    return EpisodeSampling(
+        *(
+            s.with_(seed=s.seed + 7919 * offset)
+            for s in (sampling.attempt, sampling.reflection, sampling.retry)
+        )
+    )
 
 
 def _running_status(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -137,7 +150,9 @@ def summarise(config: EvalConfig, rows: list[dict[str, Any]], model_name: str) -
         "second_try": accuracy(sum(r["second_try_ok"] for r in rows), n),
         "retries": len(reflection_tokens),
         "retry_fixed": sum(bool(r["retry_ok"]) for r in rows),
-        "reflection_tokens_mean": sum(reflection_tokens) / len(reflection_tokens) if reflection_tokens else None,
+        "reflection_tokens_mean": sum(reflection_tokens) / len(reflection_tokens)
+        if reflection_tokens
+        else None,
         "first_try_failure_reasons": dict(sorted(failure_reasons.items(), key=lambda kv: -kv[1])[:10]),
         "config": asdict(config),
         "versions": versions(),
@@ -147,6 +162,7 @@ def summarise(config: EvalConfig, rows: list[dict[str, Any]], model_name: str) -
 
 def results_markdown(results: dict[str, Any]) -> str:
     """A readable table of one evaluation."""
+
     def cell(block: dict[str, Any]) -> str:
         lo, hi = block["ci95"]
         return f"{block['accuracy']:.1%} ({block['correct']}/{results['n']}) | [{lo:.1%}, {hi:.1%}]"

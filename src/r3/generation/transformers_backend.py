@@ -40,7 +40,9 @@ class TransformersBackend:
         return out
 
     @torch.no_grad()
-    def _generate_batch(self, texts: list[str], n: int, sampling: SamplingConfig, offset: int) -> list[list[Completion]]:
+    def _generate_batch(
+        self, texts: list[str], n: int, sampling: SamplingConfig, offset: int
+    ) -> list[list[Completion]]:
         greedy = sampling.temperature <= 0
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}

@@ -28,7 +28,9 @@ def vllm_available() -> bool:
 class VLLMBackend:
     """A `Generator` over a vLLM engine."""
 
-    def __init__(self, model_path: str, model_name: str = "", dtype: str = "auto", **engine_kwargs: Any) -> None:
+    def __init__(
+        self, model_path: str, model_name: str = "", dtype: str = "auto", **engine_kwargs: Any
+    ) -> None:
         try:
             from vllm import LLM
         except ImportError:
@@ -60,6 +62,8 @@ class VLLMBackend:
             group = []
             for c in out.outputs:
                 text, _ = truncate_at_stop(c.text, sampling.stop)
-                group.append(Completion(text, len(c.token_ids), c.finish_reason or "stop", tuple(c.token_ids)))
+                group.append(
+                    Completion(text, len(c.token_ids), c.finish_reason or "stop", tuple(c.token_ids))
+                )
             groups.append(group * n if greedy else group)
         return groups

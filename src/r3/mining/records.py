@@ -40,7 +40,9 @@ class FailureRecord:
         row = task.to_record(self.example)
         clash = [k for k in RESERVED if k in row]
         if clash:
-            raise DataError(task.name, self.query_index, clash[0], "field name is reserved by the failures file")
+            raise DataError(
+                task.name, self.query_index, clash[0], "field name is reserved by the failures file"
+            )
         row.update(
             task=self.task,
             query_index=self.query_index,
@@ -71,21 +73,31 @@ def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
                 if key not in row:
                     raise DataError(str(file), line_no, key, "missing (is this a file written by `r3 mine`?)")
             if row["task"] != task.name:
-                raise DataError(str(file), line_no, "task", f"'{row['task']}' does not match the task '{task.name}'")
+                raise DataError(
+                    str(file), line_no, "task", f"'{row['task']}' does not match the task '{task.name}'"
+                )
             attempts = row["failed_attempts"]
-            if not isinstance(attempts, list) or not attempts or not all(
-                isinstance(a, dict) and isinstance(a.get("completion"), str) for a in attempts
+            if (
+                not isinstance(attempts, list)
+                or not attempts
+                or not all(isinstance(a, dict) and isinstance(a.get("completion"), str) for a in attempts)
             ):
-                raise DataError(str(file), line_no, "failed_attempts", "expected a non-empty list of {completion, reason}")
+                raise DataError(
+                    str(file), line_no, "failed_attempts", "expected a non-empty list of {completion, reason}"
+                )
             example = task.validate({k: v for k, v in row.items() if k not in RESERVED}, line_no, str(file))
-            records.append(FailureRecord(
-                task=row["task"],
-                query_index=int(row["query_index"]),
-                example=example,
-                failed_attempts=[{"completion": a["completion"], "reason": str(a.get("reason", ""))} for a in attempts],
-                samples_drawn=int(row["samples_drawn"]),
-                successes=int(row["successes"]),
-            ))
+            records.append(
+                FailureRecord(
+                    task=row["task"],
+                    query_index=int(row["query_index"]),
+                    example=example,
+                    failed_attempts=[
+                        {"completion": a["completion"], "reason": str(a.get("reason", ""))} for a in attempts
+                    ],
+                    samples_drawn=int(row["samples_drawn"]),
+                    successes=int(row["successes"]),
+                )
+            )
     if not records:
         raise DataError(str(file), None, None, "contains no failures")
     return records

@@ -33,8 +33,11 @@ def load_run(folder: str | Path, label: str | None = None) -> EvalRun:
         raise R3Error(f"{path}: no results.json (is this an `r3 eval` output folder?)")
     results = json.loads(results_file.read_text())
     samples_file = path / "samples.jsonl"
-    samples = [json.loads(line) for line in samples_file.read_text().splitlines() if line.strip()] \
-        if samples_file.is_file() else []
+    samples = (
+        [json.loads(line) for line in samples_file.read_text().splitlines() if line.strip()]
+        if samples_file.is_file()
+        else []
+    )
     return EvalRun(label or path.name, path, results, samples)
 
 
@@ -56,8 +59,10 @@ def comparison_table(runs: list[EvalRun]) -> str:
             cells.append(f"{block['accuracy']:.1%}{change} [{lo:.1%}, {hi:.1%}]")
         mean = r.get("reflection_tokens_mean")
         fixed = f"{r.get('retry_fixed', 0)}/{r.get('retries', 0)}"
-        lines.append(f"| {run.label} | `{r['model']}` | {r['n']} | {cells[0]} | {cells[1]} | {fixed} | "
-                     f"{'-' if mean is None else f'{mean:.1f}'} |")
+        lines.append(
+            f"| {run.label} | `{r['model']}` | {r['n']} | {cells[0]} | {cells[1]} | {fixed} | "
+            f"{'-' if mean is None else f'{mean:.1f}'} |"
+        )
     return "\n".join(lines)
 
 
@@ -76,7 +81,9 @@ def reflection_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 60
                 continue
             text = s["reflection"].strip().replace("\n", " ")
             text = text if len(text) <= max_chars else text[:max_chars] + " ..."
-            verdict = "retry succeeded" if s.get("retry_ok") else f"retry failed: {s.get('retry_reason') or '-'}"
+            verdict = (
+                "retry succeeded" if s.get("retry_ok") else f"retry failed: {s.get('retry_reason') or '-'}"
+            )
             parts.append(f"**{run.label}** ({verdict}):\n\n> {text}\n")
     return "\n".join(parts) if parts else "_No reflections were written (every first attempt succeeded)._"
 
@@ -89,7 +96,10 @@ def plot_accuracy(runs: list[EvalRun], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(runs), 3.6))
     width = 0.38
-    for offset, key, name in ((-width / 2, "first_try", "first try"), (width / 2, "second_try", "second try")):
+    for offset, key, name in (
+        (-width / 2, "first_try", "first try"),
+        (width / 2, "second_try", "second try"),
+    ):
         xs = [i + offset for i in range(len(runs))]
         acc = [run.results[key]["accuracy"] * 100 for run in runs]
         lo = [a - run.results[key]["ci95"][0] * 100 for a, run in zip(acc, runs, strict=True)]

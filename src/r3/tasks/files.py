@@ -29,14 +29,20 @@ def read_rows(data: str, split: str = "train") -> tuple[list[tuple[int, Any]], s
             return _read_json(path), str(path)
         if suffix == ".parquet":
             return _read_parquet(path), str(path)
-        raise DataError(str(path), None, None, f"unsupported file type '{suffix}' (use .json, .jsonl or .parquet)")
+        raise DataError(
+            str(path), None, None, f"unsupported file type '{suffix}' (use .json, .jsonl or .parquet)"
+        )
     if _looks_like_path(data):
         raise DataError(data, None, None, "no such file")
     return _read_hub(data, split), data
 
 
 def _looks_like_path(data: str) -> bool:
-    return data.startswith((".", "/", "~")) or data.endswith((".json", ".jsonl", ".parquet")) or data.count("/") != 1
+    return (
+        data.startswith((".", "/", "~"))
+        or data.endswith((".json", ".jsonl", ".parquet"))
+        or data.count("/") != 1
+    )
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
@@ -60,7 +66,7 @@ def _read_json(path: Path) -> list[tuple[int, Any]]:
     if isinstance(payload, dict) and isinstance(payload.get("data"), list):
         payload = payload["data"]
     if not isinstance(payload, list):
-        raise DataError(str(path), None, None, "expected a list of rows (or {\"data\": [...]})")
+        raise DataError(str(path), None, None, 'expected a list of rows (or {"data": [...]})')
     return list(enumerate(payload, start=1))
 
 
@@ -80,5 +86,7 @@ def _read_hub(dataset_id: str, split: str) -> list[tuple[int, Any]]:
         return list(enumerate(datasets.load_dataset(dataset_id, split=split), start=1))
     except Exception as exc:
         offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise R3Error(f"cannot load dataset '{dataset_id}' from the hub{offline}: {type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise R3Error(
+            f"cannot load dataset '{dataset_id}' from the hub{offline}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None

@@ -55,8 +55,10 @@ def get_task(name: str, **options: Any) -> Task:
     else:
         close = difflib.get_close_matches(name, available_tasks(), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise R3Error(f"unknown task '{name}'.{hint} Known tasks: {', '.join(available_tasks())}, "
-                      "or a dotted path 'package.module:TaskClass'.")
+        raise R3Error(
+            f"unknown task '{name}'.{hint} Known tasks: {', '.join(available_tasks())}, "
+            "or a dotted path 'package.module:TaskClass'."
+        )
     if isinstance(target, Task):
         if options:
             raise R3Error(f"task '{name}' is an instance and takes no options")
