@@ -37,9 +37,18 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# The whole loop on the embedded model, sized for about ten minutes on a 2-core CPU: evaluate, mine
+# failures, a few R3 steps, evaluate the trained model, compare. Re-running resumes finished steps.
 demo: setup
-	$(R3) eval --task countdown --limit 8 --max-new-tokens 96 --reflection-max-new-tokens 64 \
-		--batch-size 8 --output-dir $(DEMO)/eval-vanilla
+	$(R3) eval --task countdown --limit 6 --max-new-tokens 64 --reflection-max-new-tokens 48 \
+		--batch-size 6 --output-dir $(DEMO)/eval-vanilla
+	$(R3) mine --task countdown --limit 6 --budget 8 --round-size 4 --max-new-tokens 64 \
+		--output-dir $(DEMO)/mine
+	test -f $(DEMO)/trained/config.json || $(R3) train --config recipes/smollm2_countdown_cpu.yaml \
+		--failures $(DEMO)/mine/failures.jsonl --output_dir $(DEMO)/trained --max_steps 4 --save_steps 2
+	$(R3) eval --task countdown --limit 6 --max-new-tokens 64 --reflection-max-new-tokens 48 \
+		--batch-size 6 --model $(DEMO)/trained --output-dir $(DEMO)/eval-trained
+	$(R3) report $(DEMO)/eval-vanilla $(DEMO)/eval-trained --labels vanilla trained --output-dir $(DEMO)/report
 
 clean-demo:
 	rm -rf $(DEMO)

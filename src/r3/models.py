@@ -80,12 +80,18 @@ def resolve_model(model: str | None) -> str:
         return str(embedded_model_dir())
     path = Path(model).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise R3Error(f"{model}: not a model folder (no config.json)")
+        if not (path / "config.json").is_file() and not is_adapter_dir(path):
+            raise R3Error(f"{model}: not a model folder (no config.json or adapter_config.json)")
         return str(path)
     if model.startswith((".", "/", "~")):
         raise R3Error(f"{model}: no such model folder")
     return model
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """A LoRA adapter saved by PEFT (e.g. `r3 train --use_peft true` without `merge_lora`)."""
+    folder = Path(path)
+    return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
 
 
 def display_name(model: str | None) -> str:
@@ -134,7 +140,13 @@ def load_model_and_tokenizer(
             raise R3Error(f"unknown dtype '{dtype}'") from None
     tokenizer = load_tokenizer(model)
     try:
-        lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+        if is_adapter_dir(name):
+            # A LoRA adapter: load its base model, apply the adapter, and merge it for fast generation.
+            from peft import AutoPeftModelForCausalLM
+
+            lm = AutoPeftModelForCausalLM.from_pretrained(name, dtype=torch_dtype).merge_and_unload()
+        else:
+            lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
     except OSError as exc:
         raise R3Error(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from None
     lm.to(device).eval()

@@ -1,0 +1,62 @@
+"""`r3 train`: GRPO on the failures file, reward = the retry's success, credited to the reflection.
+
+    r3 train --config recipes/smollm2_countdown_cpu.yaml --failures runs/mine/failures.jsonl \\
+             [--model M] [--output-dir O] [--resume] [--max_steps 2] [any GRPOConfig field]
+
+Options follow TRL's `TrlParser` convention: the YAML recipe sets defaults for any field of `R3Config`
+(R3's fields plus every `GRPOConfig`/`TrainingArguments` field), flags override it, and unknown keys
+in either place are an error. `r3 train --help` lists every field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from r3.errors import R3Error
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Only for `r3 --help`: `r3.cli.main` hands `r3 train ...` to `main` before argparse sees it."""
+    parser = subparsers.add_parser(
+        "train",
+        help="GRPO-train the reflections on a failures file (see `r3 train --help`)",
+        add_help=False,
+    )
+    parser.set_defaults(run=lambda args: main(["--help"]))
+
+
+def parse(argv: list[str]) -> object:
+    """Parse flags and the `--config` recipe into an `R3Config`."""
+    from trl import TrlParser
+
+    from r3.training.config import R3Config
+
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise R3Error("--config needs a YAML file")
+        if not Path(argv[at + 1]).is_file():
+            raise R3Error(f"{argv[at + 1]}: config file not found")
+    parser = TrlParser((R3Config,), prog="r3 train")
+    try:
+        (config,) = parser.parse_args_and_config(args=list(argv))
+    except ValueError as exc:  # unknown keys, bad values, inconsistent GRPO settings
+        raise R3Error(str(exc).splitlines()[0]) from None
+    return config
+
+
+def main(argv: list[str]) -> int:
+    """`r3 train ...`; returns the exit status."""
+    from r3.training.trainer import train
+
+    config = parse(argv)
+    result = train(config)  # type: ignore[arg-type]
+    last = next((row for row in reversed(result.log_history) if "reward" in row), {})
+    print(
+        f"r3 train: {result.global_step} steps on {result.num_prompts} prompts; "
+        f"last retry success {last.get('reward', float('nan')):.3f}; model saved to {result.output_dir}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,100 @@
+"""Failure records -> the prompts GRPO trains on.
+
+Stored first attempts (default): one prompt per failed attempt, the chat
+`[task prompt, failed attempt, reflection instruction]` rendered with `render_prompt`, exactly as
+evaluation and mining render it. Online first attempts: one prompt per query, the task prompt itself;
+the rollout samples the attempt and builds the reflection prompt.
+
+TRL hands `rollout_func` only the prompt strings, so `PromptIndex` maps each prompt text back to the
+example and attempt it came from. Identical texts come from identical chats, so sharing one entry is
+exact for the reflection; if two different examples render to the same text (duplicated rows with
+different answers), the first one's verifier is used and `PromptIndex.collisions` counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from r3.errors import R3Error
+from r3.generation.chat import render_prompt
+from r3.mining.records import FailureRecord
+from r3.tasks.base import Example, Task
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """What a training prompt stands for: the example and, in stored mode, the failed attempt."""
+
+    example: Example
+    attempt: str | None
+    query_index: int
+
+
+class PromptIndex:
+    """Prompt text -> `PromptItem`."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, PromptItem] = {}
+        self.collisions = 0
+
+    def add(self, text: str, item: PromptItem) -> None:
+        old = self._items.get(text)
+        if old is None:
+            self._items[text] = item
+        elif old.example != item.example:
+            self.collisions += 1
+
+    def __getitem__(self, text: str) -> PromptItem:
+        try:
+            return self._items[text]
+        except KeyError:
+            raise R3Error(
+                "rollout received a prompt that is not in the training set (was the dataset changed after "
+                f"the trainer was built?): {text[:80]!r}..."
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def build_prompts(
+    records: Sequence[FailureRecord],
+    task: Task,
+    tokenizer: Any,
+    first_attempt: str = "stored",
+    max_attempts_per_query: int | None = None,
+) -> tuple[list[dict[str, Any]], PromptIndex]:
+    """The dataset rows (`prompt`, `query_index`, `attempt_index`) and the index to resolve them."""
+    rows: list[dict[str, Any]] = []
+    index = PromptIndex()
+    for record in records:
+        if first_attempt == "online":
+            text = render_prompt(tokenizer, task.prompt(record.example))
+            index.add(text, PromptItem(record.example, None, record.query_index))
+            rows.append({"prompt": text, "query_index": record.query_index, "attempt_index": -1})
+            continue
+        attempts = record.failed_attempts[:max_attempts_per_query]
+        for number, attempt in enumerate(attempts):
+            chat = task.reflection_prompt(record.example, attempt["completion"])
+            text = render_prompt(tokenizer, chat)
+            index.add(text, PromptItem(record.example, attempt["completion"], record.query_index))
+            rows.append({"prompt": text, "query_index": record.query_index, "attempt_index": number})
+    if not rows:
+        raise R3Error("the failures file produced no training prompts")
+    return rows, index
+
+
+def build_dataset(
+    records: Sequence[FailureRecord],
+    task: Task,
+    tokenizer: Any,
+    first_attempt: str = "stored",
+    max_attempts_per_query: int | None = None,
+) -> tuple[Any, PromptIndex]:
+    """`build_prompts` as a Hugging Face `Dataset` (standard, not conversational: prompts are rendered)."""
+    from datasets import Dataset
+
+    rows, index = build_prompts(records, task, tokenizer, first_attempt, max_attempts_per_query)
+    return Dataset.from_list(rows), index

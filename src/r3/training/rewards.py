@@ -1,0 +1,89 @@
+"""Reward functions: plain functions with TRL's reward signature.
+
+TRL calls `f(prompts=, completions=, completion_ids=, **kwargs)` where kwargs hold the dataset columns,
+the rollout's extra fields (`retry_success`, `retry_length`, ... see `rollout.ROLLOUT_FIELDS`) and
+TRL's public helpers `log_metric(name, value)` and `log_extra(column, values)`. The reward is logged
+by TRL as `rewards/retry_success/mean` (= the retry success rate) and `reward`; TRL's
+`frac_reward_zero_std` is the fraction of groups with no signal (all-0 or all-1) over the whole batch.
+
+Our own per-step metrics (`r3/...`) go through `log_metric`:
+
+    r3/retry_success         retry success rate over scored rollouts (= the reward mean)
+    r3/groups_no_signal      fraction of this process's complete groups whose rewards are all equal
+    r3/groups_all_success    ... all 1;   r3/groups_all_failure   ... all 0
+    r3/reflection_length     mean reflection tokens (EOS included)
+    r3/retry_length          mean retry tokens
+    r3/retry_clipped         fraction of retries that hit retry_max_new_tokens
+    r3/first_attempt_solved  online first attempts: fraction of rollouts whose fresh attempt succeeded
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from statistics import mean
+from typing import Any
+
+RewardFunc = Callable[..., list[float | None]]
+
+
+def retry_success_rewards(retry_success: Sequence[bool | None]) -> list[float | None]:
+    """1.0 when the retry succeeded, 0.0 when it failed, None when there is nothing to score."""
+    return [None if ok is None else float(bool(ok)) for ok in retry_success]
+
+
+def group_signal(rewards: Sequence[float | None], num_generations: int) -> dict[str, float]:
+    """Fractions of complete, scored groups (consecutive `num_generations` rewards) by kind of signal."""
+    if num_generations < 1 or len(rewards) % num_generations:
+        return {}
+    groups = [rewards[i : i + num_generations] for i in range(0, len(rewards), num_generations)]
+    scored = [g for g in groups if all(r is not None for r in g)]
+    if not scored:
+        return {}
+    all_one = sum(1 for g in scored if all(r == 1.0 for r in g))
+    all_zero = sum(1 for g in scored if all(r == 0.0 for r in g))
+    no_signal = sum(1 for g in scored if len(set(g)) == 1)
+    return {
+        "groups_no_signal": no_signal / len(scored),
+        "groups_all_success": all_one / len(scored),
+        "groups_all_failure": all_zero / len(scored),
+    }
+
+
+def rollout_metrics(
+    rewards: Sequence[float | None], fields: dict[str, Any], num_generations: int
+) -> dict[str, float]:
+    """The `r3/...` metrics of one batch of rollouts."""
+    metrics: dict[str, float] = {}
+    scored = [r for r in rewards if r is not None]
+    if scored:
+        metrics["retry_success"] = mean(scored)
+    metrics.update(group_signal(rewards, num_generations))
+    if fields.get("reflection_length"):
+        metrics["reflection_length"] = mean(fields["reflection_length"])
+    live = [i for i, r in enumerate(rewards) if r is not None]
+    if live and fields.get("retry_length"):
+        metrics["retry_length"] = mean(fields["retry_length"][i] for i in live)
+    if live and fields.get("retry_clipped"):
+        metrics["retry_clipped"] = mean(float(fields["retry_clipped"][i]) for i in live)
+    if fields.get("first_attempt_solved"):
+        metrics["first_attempt_solved"] = mean(float(x) for x in fields["first_attempt_solved"])
+    return {f"r3/{k}": float(v) for k, v in metrics.items()}
+
+
+def make_retry_success_reward(num_generations: int, log_retries: bool = True) -> RewardFunc:
+    """The R3 reward: 1 if the retry (generated with the reflection in context) succeeds, else 0."""
+
+    def retry_success(
+        completions: list[Any], retry_success: list[bool | None], **kwargs: Any
+    ) -> list[float | None]:
+        rewards = retry_success_rewards(retry_success)
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            for name, value in rollout_metrics(rewards, kwargs, num_generations).items():
+                log_metric(name, value)
+        log_extra = kwargs.get("log_extra")
+        if log_retries and log_extra is not None and "retry_completion" in kwargs:
+            log_extra("retry", list(kwargs["retry_completion"]))
+        return rewards
+
+    return retry_success

@@ -1,0 +1,215 @@
+"""Build TRL's `GRPOTrainer` for R3, run it, and save the result.
+
+    from r3.training import R3Config, build_trainer, train
+    config = R3Config(output_dir="out", failures="failures.jsonl", task="countdown", max_steps=10)
+    result = train(config)            # builds, trains (resuming if asked), saves; returns TrainResult
+
+`build_trainer` takes optional ready-made pieces (model, tokenizer, task, records, reward functions,
+generation engine) so tests and benchmarks can swap any of them; everything else comes from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r3.errors import R3Error
+from r3.mining.records import FailureRecord, read_failures
+from r3.tasks.base import Task
+from r3.training.config import R3Config
+from r3.training.dataset import build_dataset
+from r3.training.rewards import RewardFunc, make_retry_success_reward
+from r3.training.rollout import Engine, R3Rollout, RolloutSettings
+
+SUMMARY_FILE = "r3_training.json"
+
+
+@dataclass
+class TrainResult:
+    """Where the model went and what the run logged."""
+
+    output_dir: str
+    global_step: int
+    num_prompts: int
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    adapter_dir: str | None = None
+
+    def metric(self, name: str) -> list[float]:
+        """The values of one logged metric, step by step (e.g. 'rewards/retry_success/mean')."""
+        return [row[name] for row in self.log_history if name in row]
+
+
+def load_task(config: R3Config) -> Task:
+    from r3.tasks.registry import get_task
+
+    return get_task(config.task, **({"verifier": config.verifier} if config.verifier else {}))
+
+
+def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
+    if not config.failures:
+        raise R3Error("no failures file: pass --failures FILE (written by `r3 mine`)")
+    records = read_failures(config.failures, task)
+    return records[: config.limit] if config.limit is not None else records
+
+
+def load_policy(config: R3Config) -> Any:
+    """The model to train, in float32 on CPU (bfloat16 when `bf16` is on), unless `dtype` says otherwise."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from r3.models import resolve_model
+
+    name = resolve_model(config.model)
+    dtype_name = config.dtype if config.dtype != "auto" else ("bfloat16" if config.bf16 else "float32")
+    try:
+        dtype = getattr(torch, dtype_name)
+    except AttributeError:
+        raise R3Error(f"unknown dtype '{config.dtype}'") from None
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **(config.model_init_kwargs or {}))
+    except OSError as exc:
+        raise R3Error(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from None
+
+
+def lora_config(config: R3Config) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def check_generation_setup(config: R3Config) -> None:
+    """The vLLM path samples through `trainer.vllm_generation.llm`, which exists only in colocate mode."""
+    if not config.use_vllm:
+        return
+    if config.vllm_mode != "colocate":
+        raise R3Error("R3 with use_vllm needs vllm_mode: colocate (server mode is not supported yet)")
+    if config.vllm_tensor_parallel_size != 1 or config.vllm_enable_sleep_mode:
+        raise R3Error("R3 with vLLM supports vllm_tensor_parallel_size 1 and vllm_enable_sleep_mode false")
+
+
+def build_trainer(
+    config: R3Config,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    task: Task | None = None,
+    records: list[FailureRecord] | None = None,
+    reward_funcs: list[RewardFunc] | None = None,
+    callbacks: list[Any] | None = None,
+    engine: Engine | None = None,
+) -> Any:
+    """A `GRPOTrainer` whose completions are reflections and whose reward is the retry's success.
+
+    The rollout is `trainer.rollout_func` (an `R3Rollout`; its `.last` holds the latest batch)."""
+    from trl import GRPOTrainer
+
+    from r3.models import load_tokenizer
+
+    check_generation_setup(config)
+    task = task or load_task(config)
+    records = records if records is not None else load_records(config, task)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config.model)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model is None:
+        model = load_policy(config)
+    dataset, index = build_dataset(
+        records, task, tokenizer, config.first_attempt, config.max_attempts_per_query
+    )
+    if index.collisions:
+        warnings.warn(
+            f"{index.collisions} training prompts render to the same text as a different example; "
+            "the first example's verifier is used for them",
+            stacklevel=2,
+        )
+    rollout = R3Rollout(task, index, RolloutSettings.from_config(config), engine=engine)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*'rollout_func'.*experimental")
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs or [make_retry_success_reward(config.num_generations)],
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=lora_config(config) if config.use_peft else None,
+            rollout_func=rollout,
+        )
+    return trainer
+
+
+def resume_target(config: R3Config) -> str | bool | None:
+    """What to pass as `resume_from_checkpoint`: an explicit path, the last checkpoint, or nothing."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if config.resume_from_checkpoint:
+        return config.resume_from_checkpoint
+    if not config.resume:
+        return None
+    folder = Path(config.output_dir)
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last is None:
+        warnings.warn(f"--resume: no checkpoint in {folder}, starting from the beginning", stacklevel=2)
+    return last
+
+
+def save_final(trainer: Any, config: R3Config) -> str | None:
+    """Save the trained model with its tokenizer in Hugging Face format into `output_dir`.
+
+    Full fine-tuning: the model. LoRA: the adapter, or with `merge_lora` the merged model in
+    `output_dir` and the adapter in `output_dir/adapter`. Returns the adapter folder, if any."""
+    out = Path(config.output_dir)
+    if not config.use_peft:
+        trainer.save_model(str(out))
+        return None
+    adapter_dir = out / "adapter" if config.merge_lora else out
+    trainer.save_model(str(adapter_dir))
+    if config.merge_lora and trainer.accelerator.is_main_process:
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(str(out))
+        trainer.processing_class.save_pretrained(str(out))
+    return str(adapter_dir)
+
+
+def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
+    if not trainer.accelerator.is_main_process:
+        return
+    summary = {
+        "task": config.task,
+        "model": config.model,
+        "failures": config.failures,
+        "first_attempt": config.first_attempt,
+        "num_prompts": num_prompts,
+        "global_step": trainer.state.global_step,
+        "log_history": trainer.state.log_history,
+    }
+    path = Path(config.output_dir) / SUMMARY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1, default=str))
+
+
+def train(config: R3Config, **pieces: Any) -> TrainResult:
+    """Build the trainer (`pieces` go to `build_trainer`), train, save the final model, return a summary."""
+    trainer = build_trainer(config, **pieces)
+    trainer.train(resume_from_checkpoint=resume_target(config))
+    adapter_dir = save_final(trainer, config)
+    num_prompts = len(trainer.train_dataset)
+    write_summary(trainer, config, num_prompts)
+    return TrainResult(
+        output_dir=str(config.output_dir),
+        global_step=trainer.state.global_step,
+        num_prompts=num_prompts,
+        log_history=list(trainer.state.log_history),
+        adapter_dir=adapter_dir,
+    )

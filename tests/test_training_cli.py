@@ -1,0 +1,187 @@
+"""`r3 train`: recipes, command-line overrides, errors; and (slow) two real steps on the embedded model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from r3.cli import main as r3_main
+from r3.cli.train_cmd import parse
+from r3.errors import R3Error
+from r3.training.config import R3Config
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+CPU_RECIPE = RECIPES / "smollm2_countdown_cpu.yaml"
+GPU_RECIPES = sorted(p for p in RECIPES.glob("*.yaml") if p != CPU_RECIPE)
+
+
+def test_recipe_plus_overrides(tmp_path):
+    config = parse(
+        [
+            "--config",
+            str(CPU_RECIPE),
+            "--model",
+            "some/model",
+            "--failures",
+            "f.jsonl",
+            "--output-dir",
+            str(tmp_path),
+            "--max_steps",
+            "2",
+            "--first-attempt",
+            "online",
+            "--retry_max_new_tokens",
+            "32",
+            "--learning-rate",
+            "1e-5",
+        ]
+    )
+    assert isinstance(config, R3Config)
+    assert (config.task, config.model, config.failures) == ("countdown", "some/model", "f.jsonl")
+    assert config.output_dir == str(tmp_path)
+    assert (config.max_steps, config.first_attempt, config.retry_max_new_tokens) == (2, "online", 32)
+    assert config.learning_rate == 1e-5
+    # from the recipe
+    assert config.use_cpu and not config.bf16 and not config.gradient_checkpointing
+    assert (config.num_generations, config.per_device_train_batch_size, config.max_completion_length) == (
+        4,
+        4,
+        64,
+    )
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CPU_RECIPE.read_text() + "\nnot_a_field: 1\n")
+    with pytest.raises(R3Error, match="not_a_field"):
+        parse(["--config", str(bad)])
+    with pytest.raises((R3Error, SystemExit)):
+        parse(["--config", str(CPU_RECIPE), "--no-such-flag", "1"])
+    with pytest.raises(R3Error, match="not found"):
+        parse(["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(R3Error, match="first_attempt"):
+        parse(["--config", str(CPU_RECIPE), "--first_attempt", "sometimes"])
+
+
+def test_cli_reports_a_missing_failures_file(tmp_path, capsys):
+    code = r3_main(
+        [
+            "train",
+            "--config",
+            str(CPU_RECIPE),
+            "--failures",
+            str(tmp_path / "none.jsonl"),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--model",
+            str(tmp_path / "nowhere"),
+        ]
+    )
+    assert code == 2
+    assert "r3: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", GPU_RECIPES, ids=lambda p: p.stem)
+def test_gpu_recipes_follow_the_paper(recipe):
+    """Parsed as YAML only: they need GPUs, bf16 and DeepSpeed. Every key must be an R3Config field."""
+    values = yaml.safe_load(recipe.read_text())
+    fields = {f.name for f in dataclasses.fields(R3Config)}
+    assert set(values) <= fields, set(values) - fields
+    assert values["beta"] == 0.001 and values["learning_rate"] == 5e-7
+    assert values["lr_scheduler_type"] == "cosine" and values["max_steps"] == 1750
+    assert values["use_vllm"] is True and values["vllm_mode"] == "colocate" and values["bf16"] is True
+    stage = json.loads((ROOT / values["deepspeed"]).read_text())["zero_optimization"]["stage"]
+    accel = yaml.safe_load((RECIPES / "accelerate" / f"zero{stage}.yaml").read_text())
+    gpus = accel["num_processes"]
+    assert values["per_device_train_batch_size"] * values["gradient_accumulation_steps"] * gpus == 256
+    assert (ROOT / accel["deepspeed_config"]["deepspeed_config_file"]) == ROOT / values["deepspeed"]
+
+
+# ----------------------------------------------------------------------------- slow: the embedded model
+
+
+@pytest.mark.slow
+def test_two_steps_on_the_embedded_model_then_eval(tmp_path, embedded_dir):
+    pytest.importorskip("r3.tasks.countdown")
+    failures = tmp_path / "failures.jsonl"
+    rows = [
+        {
+            "nums": [3, 5, 7],
+            "target": 22,
+            "failed_attempts": [{"completion": "<answer>3+5+7</answer>", "reason": "evaluates to 15"}],
+        },
+        {
+            "nums": [2, 4, 6],
+            "target": 48,
+            "failed_attempts": [{"completion": "<answer>2*4</answer>", "reason": "not all numbers used"}],
+        },
+    ]
+    with failures.open("w") as handle:
+        for i, row in enumerate(rows):
+            handle.write(
+                json.dumps({**row, "task": "countdown", "query_index": i, "samples_drawn": 1, "successes": 0})
+                + "\n"
+            )
+    out = tmp_path / "trained"
+    code = r3_main(
+        [
+            "train",
+            "--config",
+            str(CPU_RECIPE),
+            "--failures",
+            str(failures),
+            "--output-dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--save_steps",
+            "2",
+            "--save_only_model",
+            "true",
+            "--max_completion_length",
+            "16",
+            "--retry_max_new_tokens",
+            "16",
+        ]
+    )
+    assert code == 0
+    assert (out / "checkpoint-2").is_dir()
+    assert (out / "config.json").is_file() and any(out.glob("*.safetensors"))
+    assert (out / "tokenizer_config.json").is_file()
+    summary = json.loads((out / "r3_training.json").read_text())
+    steps = [row for row in summary["log_history"] if "reward" in row]
+    assert summary["global_step"] == 2 and len(steps) == 2
+    for row in steps:
+        assert 0.0 <= row["rewards/retry_success/mean"] <= 1.0
+        assert "r3/reflection_length" in row and "r3/retry_length" in row and "frac_reward_zero_std" in row
+
+    try:
+        import r3.cli.eval_cmd  # noqa: F401
+    except ModuleNotFoundError:
+        from transformers import AutoModelForCausalLM
+
+        assert AutoModelForCausalLM.from_pretrained(str(out)) is not None
+        return
+    code = r3_main(
+        [
+            "eval",
+            "--task",
+            "countdown",
+            "--model",
+            str(out),
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--reflection-max-new-tokens",
+            "16",
+            "--output-dir",
+            str(tmp_path / "eval"),
+        ]
+    )
+    assert code == 0
