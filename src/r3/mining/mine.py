@@ -1,0 +1,596 @@
+"""Mine the dataset of failures: adaptive, seeded, resumable.
+
+For every query the model attempts the task in *rounds* of `round_size` samples, up to `budget`
+samples (64 in the paper). The paper keeps a query iff some attempt within the budget fails. The
+adaptive rule (the default) stops drawing as soon as it holds `keep` failures, so with `keep=1` it
+stops at the first round that contains a failure. Because round `r` of query `i` is always sampled
+with the seed `query_seed(seed, i, r)`, the rounds drawn by the adaptive rule are exactly the first
+rounds the full protocol would draw, hence:
+
+* adaptive and `full=True` keep the *same* queries, with the *same* failed attempts (the first
+  `keep` failures in sampling order); only `samples_drawn` / `successes` differ;
+* a query that never fails costs the whole budget either way; a query that fails early costs one
+  round instead of `budget` samples, which is where the savings come from when the model fails often.
+
+`full=True` draws the whole budget for every query (the paper's protocol), so `successes /
+samples_drawn` is an unbiased per-query success rate.
+
+Files in the output folder, and why they cannot lose or duplicate a query
+-------------------------------------------------------------------------
+
+    run.json        the run's fingerprint (task, data digest, model, backend, sampling, budget ...).
+                    A later run into the same folder must match it, or it is refused.
+    failures.jsonl  one self-contained row per kept query (`FailureRecord.to_json`), ascending
+                    `query_index`; what `r3 train` reads.
+    progress.jsonl  one line per *finished* query, kept or not: the commit log of the run.
+    summary.json    totals over all sessions (rewritten at the end of every session).
+    .lock           an advisory `flock`, so two processes never write into one folder at once.
+
+A query is committed in two appends, each flushed and fsync'd before the next starts: first its
+failure row (only if kept), then its progress line. The progress line is the commit point. On
+resume, a partially written trailing line of either file is cut off, and failure rows of queries
+without a progress line (killed between the two appends) are dropped; the queries not in the
+progress log are then mined again, in ascending order, with the same per-round seeds. Queries are
+processed one at a time and in order, so the committed queries always form a prefix and the resumed
+run writes byte-for-byte the rows an uninterrupted run would have written.
+
+One query per `generate` call: `SamplingConfig` carries one seed per call, and backends batch
+prompts in ways that change the random stream, so batching queries would make the rows depend on
+how the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from r3.episode import safe_verify
+from r3.errors import R3Error
+from r3.generation.base import Generator, SamplingConfig
+from r3.mining.records import FailureRecord
+from r3.tasks.base import Example, Task
+
+RUN_FILE = "run.json"
+FAILURES_FILE = "failures.jsonl"
+PROGRESS_FILE = "progress.jsonl"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+#: Files this module owns in an output folder (`overwrite` removes exactly these, nothing else).
+OWNED_FILES = (RUN_FILE, FAILURES_FILE, PROGRESS_FILE, SUMMARY_FILE)
+FINGERPRINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    """How to mine. `max_new_tokens`, `temperature`, `top_p` go to the sampler; stop is the task's."""
+
+    budget: int = 64
+    round_size: int = 8
+    keep: int = 1
+    full: bool = False
+    seed: int = 0
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("budget", "round_size", "keep"):
+            if getattr(self, name) < 1:
+                raise R3Error(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.max_new_tokens < 1:
+            raise R3Error(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.temperature <= 0:
+            # Greedy decoding gives the same answer every round: the budget would be wasted.
+            raise R3Error("--temperature must be > 0 for mining (repeated greedy attempts are identical)")
+        if not 0 < self.top_p <= 1:
+            raise R3Error(f"--top-p must be in (0, 1] (got {self.top_p})")
+
+    def sampling(self, task: Task) -> SamplingConfig:
+        return SamplingConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(task.stop),
+        )
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The outcome of mining one query."""
+
+    query_index: int
+    samples: int
+    successes: int
+    failures: int
+    tokens: int
+    seconds: float
+    failed_attempts: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def kept(self) -> bool:
+        return bool(self.failed_attempts)
+
+    def progress_line(self) -> dict[str, Any]:
+        return {
+            "query_index": self.query_index,
+            "kept": self.kept,
+            "samples": self.samples,
+            "successes": self.successes,
+            "failures": self.failures,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass
+class MineSummary:
+    """What `summary.json` holds: totals over every session of the run.
+
+    `wall_seconds` is the time spent mining queries (sampling and verifying), summed over every
+    session, so it stays meaningful across resumes; model loading is left out. `session_*` cover
+    the last session only. `mean_success_rate` is set only with `full` (adaptive rates are biased)."""
+
+    queries_total: int
+    queries_seen: int
+    queries_kept: int
+    samples: int
+    tokens: int
+    wall_seconds: float
+    session_wall_seconds: float
+    session_queries: int
+    complete: bool
+    model: str
+    config: dict[str, Any]
+    mean_success_rate: float | None = None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["wall_seconds"] = round(self.wall_seconds, 3)
+        out["session_wall_seconds"] = round(self.session_wall_seconds, 3)
+        out["samples_per_second"] = round(self.samples_per_second, 3)
+        out["samples_per_query"] = round(self.samples / self.queries_seen, 3) if self.queries_seen else None
+        out["seconds_per_kept_query"] = (
+            round(self.wall_seconds / self.queries_kept, 3) if self.queries_kept else None
+        )
+        out["keep_rate"] = round(self.queries_kept / self.queries_seen, 4) if self.queries_seen else None
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling one query
+
+
+def query_seed(run_seed: int, query_index: int, round_index: int) -> int:
+    """The sampling seed of one round of one query: independent of batching, resumes and `full`.
+
+    A hash rather than arithmetic so that nearby (seed, index, round) triples do not share random
+    streams; 31 bits so every backend accepts it."""
+    digest = hashlib.blake2b(
+        f"r3-mine:{run_seed}:{query_index}:{round_index}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF
+
+
+def mine_query(
+    task: Task, example: Example, query_index: int, generator: Generator, config: MineConfig
+) -> QueryResult:
+    """Sample rounds for one query until the stopping rule says enough, and collect the failures."""
+    started = time.perf_counter()
+    prompt = task.prompt(example)
+    base = config.sampling(task)
+    samples = successes = failures = tokens = 0
+    kept: list[dict[str, str]] = []
+    round_index = 0
+    while samples < config.budget:
+        n = min(config.round_size, config.budget - samples)
+        sampling = base.with_(seed=query_seed(config.seed, query_index, round_index))
+        group = generator.generate([prompt], n, sampling)[0]
+        if len(group) != n:
+            raise RuntimeError(f"generator returned {len(group)} completions, expected {n}")
+        for completion in group:
+            tokens += completion.num_tokens
+            verdict = safe_verify(task, example, completion.text)
+            if verdict.ok:
+                successes += 1
+            else:
+                failures += 1
+                if len(kept) < config.keep:
+                    kept.append({"completion": completion.text, "reason": verdict.reason})
+        samples += n
+        round_index += 1
+        if not config.full and len(kept) >= config.keep:
+            break
+    return QueryResult(query_index, samples, successes, failures, tokens, time.perf_counter() - started, kept)
+
+
+# --------------------------------------------------------------------------------------------------
+# The output folder
+
+
+def examples_digest(task: Task, examples: Sequence[Example]) -> str:
+    """A digest of the examples as stored, so that a change of data (or limit, or seed of generated
+    data) is caught even when the `--data` string is the same."""
+    h = hashlib.sha256()
+    for example in examples:
+        h.update(
+            json.dumps(task.to_record(example), sort_keys=True, ensure_ascii=False, default=str).encode()
+        )
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def run_fingerprint(
+    task: Task, examples: Sequence[Example], config: MineConfig, **identity: Any
+) -> dict[str, Any]:
+    """Everything that decides which rows a run writes. `identity` adds e.g. model, data, backend.
+
+    `--limit` is not stored as such: the number and digest of the examples capture it, so that
+    `--limit 100` and no limit on a 100-row file are the same run."""
+    return {
+        "version": FINGERPRINT_VERSION,
+        "task": task.name,
+        "task_class": f"{type(task).__module__}:{type(task).__qualname__}",
+        **identity,
+        "num_queries": len(examples),
+        "examples_sha256": examples_digest(task, examples),
+        "stop": list(task.stop),
+        **asdict(config),
+    }
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON via a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _recover_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL log, cutting a damaged tail (a crash mid-write) off the file itself.
+
+    Only the tail may be damaged: a bad line followed by good ones means the file was edited or
+    corrupted, and we refuse to guess which rows are real."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    rows: list[dict[str, Any]] = []
+    good_end = 0  # byte offset just after the last line that is known good
+    bad_line: int | None = None
+    pos = 0
+    line_no = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl == -1:
+            break  # no newline: the last write never finished
+        line_no += 1
+        line = data[pos:nl]
+        pos = nl + 1
+        if not line.strip():
+            if bad_line is None:
+                good_end = pos
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            row = None
+        if not isinstance(row, dict):
+            bad_line = bad_line or line_no
+            continue
+        if bad_line is not None:
+            raise R3Error(
+                f"{path}: line {bad_line} is not a JSON object but later lines are; the file was changed "
+                "by hand or corrupted. Fix it, or use --overwrite to start afresh"
+            )
+        rows.append(row)
+        good_end = pos
+    if good_end != len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(good_end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return rows
+
+
+class RunStore:
+    """The output folder of one mining run: fingerprint check, crash recovery, durable appends.
+
+    Open it with `RunStore.open(...)` (cheap: it reads no model) before loading the model, so that a
+    refused folder fails fast."""
+
+    def __init__(
+        self, folder: Path, fingerprint: dict[str, Any], done: dict[int, dict[str, Any]], lock: IO[Any]
+    ):
+        self.folder = folder
+        self.fingerprint = fingerprint
+        #: Progress lines of the queries already committed, by query index.
+        self.done = done
+        self._lock = lock
+        self._failures = (folder / FAILURES_FILE).open("ab")
+        self._progress = (folder / PROGRESS_FILE).open("ab")
+
+    @classmethod
+    def open(
+        cls, output_dir: str | Path, fingerprint: dict[str, Any], *, overwrite: bool = False
+    ) -> RunStore:
+        folder = Path(output_dir).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise R3Error(f"--output-dir {folder}: exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = _acquire_lock(folder)
+        try:
+            run_file = folder / RUN_FILE
+            if overwrite:
+                for name in OWNED_FILES:
+                    (folder / name).unlink(missing_ok=True)
+            if run_file.exists():
+                _check_fingerprint(folder, run_file, fingerprint)
+            else:
+                stray = [n for n in OWNED_FILES if (folder / n).exists()]
+                if stray:
+                    raise R3Error(
+                        f"{folder} holds {', '.join(stray)} but no {RUN_FILE}, so it cannot be resumed "
+                        "safely. Use another --output-dir, or --overwrite to start afresh"
+                    )
+                write_json_atomic(run_file, fingerprint)
+            done = _recover(folder, fingerprint["num_queries"])
+            return cls(folder, fingerprint, done, lock)
+        except BaseException:
+            lock.close()
+            raise
+
+    def commit(self, result: QueryResult, record: dict[str, Any] | None) -> None:
+        """Durably record one finished query: the failure row first, then the progress line."""
+        if record is not None:
+            _append_line(self._failures, record)
+        _append_line(self._progress, result.progress_line())
+        self.done[result.query_index] = result.progress_line()
+
+    def close(self) -> None:
+        self._failures.close()
+        self._progress.close()
+        self._lock.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _append_line(handle: IO[bytes], row: dict[str, Any]) -> None:
+    handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _acquire_lock(folder: Path) -> IO[Any]:
+    handle = (folder / LOCK_FILE).open("a")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; one writer per folder is then the user's job
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise R3Error(
+            f"another `r3 mine` is writing into {folder}; wait for it or use another --output-dir"
+        ) from None
+    return handle
+
+
+def _check_fingerprint(folder: Path, run_file: Path, fingerprint: dict[str, Any]) -> None:
+    try:
+        stored = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
+    if stored == fingerprint:
+        return
+    keys = list(fingerprint) + [k for k in stored if k not in fingerprint]
+    diffs = []
+    for key in keys:
+        old, new = stored.get(key, "<absent>"), fingerprint.get(key, "<absent>")
+        if old != new:
+            if key == "examples_sha256":
+                diffs.append("the examples (same --data name, different content)")
+            else:
+                diffs.append(f"{key}: {old!r} -> {new!r}")
+    raise R3Error(
+        f"{folder} holds the output of another mining run ({'; '.join(diffs)}). Mixing them would corrupt "
+        "the dataset: use another --output-dir, the same options as before to resume, or --overwrite "
+        "to start afresh"
+    )
+
+
+def _recover(folder: Path, num_queries: int) -> dict[int, dict[str, Any]]:
+    """Bring the two logs back to a consistent state after a crash and return the committed queries."""
+    done: dict[int, dict[str, Any]] = {}
+    progress_path = folder / PROGRESS_FILE
+    for row in _recover_jsonl(progress_path):
+        index = row.get("query_index")
+        if not isinstance(index, int) or not 0 <= index < num_queries:
+            raise R3Error(f"{progress_path}: bad query_index {index!r}; use --overwrite to start afresh")
+        done[index] = row
+    failures_path = folder / FAILURES_FILE
+    rows = _recover_jsonl(failures_path)
+    keep = [r for r in rows if r.get("query_index") in done and done[r["query_index"]].get("kept")]
+    if len(keep) != len(rows):
+        # Rows written just before a crash, whose progress line never made it: they will be mined again.
+        tmp = failures_path.with_name(failures_path.name + ".tmp")
+        with tmp.open("wb") as handle:
+            for row in keep:
+                handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, failures_path)
+        _fsync_dir(folder)
+    have = {r["query_index"] for r in keep}
+    missing = sorted(i for i, p in done.items() if p.get("kept") and i not in have)
+    if missing:
+        raise R3Error(
+            f"{failures_path}: the failures of queries {missing[:5]} are missing although {PROGRESS_FILE} "
+            "lists them as kept; the folder was changed by hand. Use --overwrite to start afresh"
+        )
+    return done
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+
+
+#: Called after every committed query with the result, queries seen and queries kept so far.
+ProgressCallback = Callable[[QueryResult, int, int], None]
+
+
+def summarize(
+    store: RunStore, total: int, config: MineConfig, model: str, session_seconds: float, session_queries: int
+) -> MineSummary:
+    lines = list(store.done.values())
+    rates = [p["successes"] / p["samples"] for p in lines if p.get("samples")]
+    return MineSummary(
+        queries_total=total,
+        queries_seen=len(lines),
+        queries_kept=sum(1 for p in lines if p.get("kept")),
+        samples=sum(int(p.get("samples", 0)) for p in lines),
+        tokens=sum(int(p.get("tokens", 0)) for p in lines),
+        wall_seconds=sum(float(p.get("seconds", 0.0)) for p in lines),
+        session_wall_seconds=session_seconds,
+        session_queries=session_queries,
+        complete=len(lines) == total,
+        model=model,
+        config=dict(store.fingerprint),
+        # Only the full protocol samples every query the same way; adaptive rates are biased low.
+        mean_success_rate=(sum(rates) / len(rates) if rates else None) if config.full else None,
+    )
+
+
+def mine(
+    task: Task,
+    examples: Sequence[Example],
+    generator: Generator,
+    output_dir: str | Path | RunStore,
+    config: MineConfig,
+    *,
+    identity: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool | ProgressCallback = False,
+) -> MineSummary:
+    """Mine `examples` into `output_dir` (or an already opened `RunStore`) and return the summary.
+
+    Resumes where a previous run with the same fingerprint stopped. `identity` (model, data, backend
+    ...) goes into the fingerprint when `output_dir` is a path. `progress=True` shows a rich progress
+    bar on stderr; a callable is called after every query instead."""
+    if not examples:
+        raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
+    if isinstance(output_dir, RunStore):
+        store = output_dir
+        owns_store = False
+    else:
+        fingerprint = run_fingerprint(task, examples, config, **dict(identity or {}))
+        store = RunStore.open(output_dir, fingerprint, overwrite=overwrite)
+        owns_store = True
+    model = str(getattr(generator, "model_name", "") or "")
+    started = time.perf_counter()
+    session_queries = 0
+    seen = len(store.done)
+    kept = sum(1 for p in store.done.values() if p.get("kept"))
+    try:
+        todo = [i for i in range(len(examples)) if i not in store.done]
+        with _progress_display(progress, len(examples), seen, kept) as report:
+            for index in todo:
+                result = mine_query(task, examples[index], index, generator, config)
+                record = None
+                if result.kept:
+                    record = FailureRecord(
+                        task=task.name,
+                        query_index=index,
+                        example=examples[index],
+                        failed_attempts=result.failed_attempts,
+                        samples_drawn=result.samples,
+                        successes=result.successes,
+                    ).to_json(task)
+                store.commit(result, record)
+                session_queries += 1
+                seen += 1
+                kept += result.kept
+                report(result, seen, kept)
+    finally:
+        summary = summarize(
+            store, len(examples), config, model, time.perf_counter() - started, session_queries
+        )
+        with contextlib.suppress(OSError):
+            write_json_atomic(store.folder / SUMMARY_FILE, summary.to_json())
+        if owns_store:
+            store.close()
+    return summary
+
+
+@contextlib.contextmanager
+def _progress_display(
+    progress: bool | ProgressCallback, total: int, seen: int, kept: int
+) -> Iterator[ProgressCallback]:
+    """A rich progress bar (queries seen, kept, samples/s) or the caller's callback, or nothing."""
+    if callable(progress):
+        yield progress
+        return
+    if not progress:
+        yield lambda result, seen, kept: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("mining"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("kept {task.fields[kept]}"),
+        TextColumn("{task.fields[rate]} samples/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    session_samples = 0
+    session_started = time.perf_counter()
+    with bar:
+        handle = bar.add_task("mine", total=total, completed=seen, kept=kept, rate="-")
+
+        def report(result: QueryResult, seen: int, kept: int) -> None:
+            nonlocal session_samples
+            session_samples += result.samples
+            elapsed = time.perf_counter() - session_started
+            rate = f"{session_samples / elapsed:.1f}" if elapsed > 0 else "-"
+            bar.update(handle, completed=seen, kept=kept, rate=rate)
+
+        yield report

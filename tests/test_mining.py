@@ -1,0 +1,368 @@
+"""`r3 mine`: the adaptive rule, resumes after crashes, refusals, and the CLI (scripted models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from r3.cli import main as cli_main
+from r3.cli import mine_cmd
+from r3.errors import DataError, R3Error
+from r3.mining.mine import MineConfig, RunStore, mine, query_seed, run_fingerprint
+from r3.mining.records import read_failures
+from test_mining_fakes import KILL_CONFIG, CoinTask, coin_generator, expected_cost
+
+TESTS = Path(__file__).parent
+SRC = TESTS.parent / "src"
+
+
+def _rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "failures.jsonl").read_text().splitlines()]
+
+
+def _mine(folder: Path, config: MineConfig, limit: int = 40, **kw):
+    task = CoinTask()
+    examples = task.load(None, limit=limit, seed=1)
+    gen = coin_generator()
+    summary = mine(task, examples, gen, folder, config, identity={"model": "coin-model"}, **kw)
+    return task, examples, gen, summary
+
+
+# --------------------------------------------------------------------------------------------------
+# The adaptive rule
+
+
+@pytest.mark.parametrize("keep", [1, 3])
+@pytest.mark.parametrize(("budget", "round_size"), [(16, 4), (10, 4), (8, 8), (5, 1)])
+def test_adaptive_and_full_keep_the_same_queries_at_the_predicted_cost(tmp_path, keep, budget, round_size):
+    config = MineConfig(budget=budget, round_size=round_size, keep=keep, seed=7)
+    full_config = MineConfig(budget=budget, round_size=round_size, keep=keep, seed=7, full=True)
+    task, examples, gen_a, sum_a = _mine(tmp_path / "a", config)
+    _, _, gen_f, sum_f = _mine(tmp_path / "f", full_config)
+    want_kept, want_adaptive, want_full = expected_cost(examples, config)
+
+    rows_a, rows_f = _rows(tmp_path / "a"), _rows(tmp_path / "f")
+    assert {r["query_index"] for r in rows_a} == {r["query_index"] for r in rows_f} == want_kept
+    assert 0 < len(want_kept) < len(examples)  # the script has both kinds of query
+    # Same failed attempts (the first `keep` failures in sampling order); only the counts differ.
+    assert [r["failed_attempts"] for r in rows_a] == [r["failed_attempts"] for r in rows_f]
+    assert gen_a.samples == sum_a.samples == want_adaptive
+    assert gen_f.samples == sum_f.samples == want_full == budget * len(examples)
+    assert sum_a.queries_kept == sum_f.queries_kept == len(want_kept)
+    for row in rows_a + rows_f:
+        assert 1 <= len(row["failed_attempts"]) <= keep
+        assert all(a["completion"].endswith("</answer>") for a in row["failed_attempts"])  # stop applied
+        assert all(a["reason"].startswith("tails") for a in row["failed_attempts"])
+    for row in rows_f:
+        assert row["samples_drawn"] == budget
+        assert len(row["failed_attempts"]) == min(keep, budget - row["successes"])
+
+
+def test_query_that_always_fails_costs_one_round_and_one_that_never_fails_costs_the_budget(tmp_path):
+    data = tmp_path / "coins.jsonl"
+    data.write_text('{"id": 0, "p": 0.0}\n{"id": 1, "p": 1.0}\n')
+    task = CoinTask()
+    examples = task.load(str(data))
+    gen = coin_generator()
+    summary = mine(task, examples, gen, tmp_path / "out", MineConfig(budget=64, round_size=8))
+    (row,) = _rows(tmp_path / "out")
+    assert row["query_index"] == 0 and row["samples_drawn"] == 8 and row["successes"] == 0
+    assert row["id"] == 0 and row["p"] == 0.0 and row["task"] == "coin"
+    assert summary.samples == 8 + 64 and gen.calls == 1 + 8
+    progress = [json.loads(x) for x in (tmp_path / "out" / "progress.jsonl").read_text().splitlines()]
+    assert [(p["query_index"], p["kept"], p["samples"]) for p in progress] == [(0, True, 8), (1, False, 64)]
+
+
+def test_query_seeds_are_distinct_and_stable():
+    seeds = {query_seed(s, q, r) for s in range(3) for q in range(50) for r in range(8)}
+    assert len(seeds) == 3 * 50 * 8
+    assert query_seed(0, 1, 2) == query_seed(0, 1, 2)
+    assert all(0 <= s < 2**31 for s in seeds)
+
+
+def test_full_gives_a_success_rate(tmp_path):
+    _, _, _, summary = _mine(tmp_path, MineConfig(budget=16, round_size=4, full=True))
+    assert summary.mean_success_rate is not None and 0 < summary.mean_success_rate < 1
+    payload = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("queries_seen", "queries_kept", "samples", "tokens", "wall_seconds", "config", "complete"):
+        assert key in payload
+    assert payload["complete"] is True and payload["config"]["budget"] == 16 and payload["tokens"] > 0
+
+
+def test_bad_config_is_refused():
+    for bad in ({"budget": 0}, {"round_size": 0}, {"keep": 0}, {"temperature": 0.0}, {"top_p": 0.0}):
+        with pytest.raises(R3Error):
+            MineConfig(**bad)
+
+
+# --------------------------------------------------------------------------------------------------
+# Nothing lost
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crashing_generator(after_calls: int):
+    gen = coin_generator()
+    inner = gen.generate
+
+    def generate(prompts, n, sampling):
+        if gen.calls >= after_calls:
+            raise _Crash
+        return inner(prompts, n, sampling)
+
+    gen.generate = generate  # type: ignore[method-assign]
+    return gen
+
+
+def test_resume_after_an_exception_writes_the_same_rows(tmp_path):
+    config = MineConfig(budget=8, round_size=2, keep=2, seed=4)
+    _mine(tmp_path / "ref", config)
+    task = CoinTask()
+    examples = task.load(None, limit=40, seed=1)
+    for after in (5, 17, 30):
+        with pytest.raises(_Crash):
+            mine(
+                task,
+                examples,
+                _crashing_generator(after),
+                tmp_path / "cut",
+                config,
+                identity={"model": "coin-model"},
+            )
+        partial = json.loads((tmp_path / "cut" / "summary.json").read_text())
+        assert partial["complete"] is False
+    _mine(tmp_path / "cut", config)
+    assert (tmp_path / "cut" / "failures.jsonl").read_bytes() == (
+        tmp_path / "ref" / "failures.jsonl"
+    ).read_bytes()
+    progress = (tmp_path / "cut" / "progress.jsonl").read_text().splitlines()
+    assert [json.loads(x)["query_index"] for x in progress] == list(range(40))
+
+
+def test_resume_repairs_torn_writes(tmp_path):
+    """A kill between the failure row and the progress line, and a half-written line, are undone."""
+    config = MineConfig(budget=8, round_size=2, seed=4)
+    _mine(tmp_path / "ref", config, limit=12)
+    ref_rows = _rows(tmp_path / "ref")
+    task = CoinTask()
+    examples = task.load(None, limit=12, seed=1)
+    out = tmp_path / "torn"
+    with pytest.raises(_Crash):
+        mine(task, examples, _crashing_generator(6), out, config, identity={"model": "coin-model"})
+    done = len((out / "progress.jsonl").read_text().splitlines())
+    next_row = next(r for r in ref_rows if r["query_index"] >= done)
+    with (out / "failures.jsonl").open("a") as f:  # row written, progress line never written
+        f.write(json.dumps(next_row) + "\n")
+        f.write('{"task": "coin", "query_in')  # and a torn line
+    with (out / "progress.jsonl").open("a") as f:
+        f.write('{"query_index": 9')
+    _mine(out, config, limit=12)
+    assert (out / "failures.jsonl").read_bytes() == (tmp_path / "ref" / "failures.jsonl").read_bytes()
+
+
+def test_corruption_in_the_middle_is_refused(tmp_path):
+    config = MineConfig(budget=4, round_size=2)
+    _mine(tmp_path, config, limit=6)
+    lines = (tmp_path / "progress.jsonl").read_text().splitlines()
+    lines[1] = "garbage"
+    (tmp_path / "progress.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(R3Error, match="line 2"):
+        _mine(tmp_path, config, limit=6)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{SRC}", "HF_HUB_OFFLINE": "1"}
+    driver = [sys.executable, str(TESTS / "test_mining_fakes.py")]
+    subprocess.run([*driver, str(tmp_path / "ref"), "0"], env=env, check=True, timeout=60)
+
+    killed = tmp_path / "killed"
+    for round_ in range(2):  # kill twice, at different points
+        proc = subprocess.Popen([*driver, str(killed), "0.01"], env=env)
+        progress = killed / "progress.jsonl"
+        deadline = time.monotonic() + 30
+        target = 4 + 7 * round_
+        while time.monotonic() < deadline:
+            if progress.exists() and len(progress.read_text().splitlines()) >= target:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+        assert len(progress.read_text().splitlines()) < 24
+    subprocess.run([*driver, str(killed), "0"], env=env, check=True, timeout=60)
+
+    assert (killed / "failures.jsonl").read_bytes() == (tmp_path / "ref" / "failures.jsonl").read_bytes()
+    indices = [json.loads(x)["query_index"] for x in (killed / "progress.jsonl").read_text().splitlines()]
+    assert indices == list(range(24))
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["queries_seen"] == 24 and summary["complete"] is True
+    assert KILL_CONFIG.keep == 2 and any(len(r["failed_attempts"]) == 2 for r in _rows(killed))
+
+
+# --------------------------------------------------------------------------------------------------
+# Refusals
+
+
+def test_another_runs_folder_is_refused_and_overwrite_starts_afresh(tmp_path):
+    config = MineConfig(budget=4, round_size=2)
+    task = CoinTask()
+    examples = task.load(None, limit=10, seed=1)
+    mine(task, examples, coin_generator(), tmp_path, config, identity={"model": "a"})
+    before = (tmp_path / "failures.jsonl").read_bytes()
+    cases = [
+        (examples, config, {"model": "b"}, "model: 'a' -> 'b'"),
+        (task.load(None, limit=10, seed=2), config, {"model": "a"}, "examples"),
+        (examples[:5], config, {"model": "a"}, "num_queries"),
+        (examples, MineConfig(budget=8, round_size=2), {"model": "a"}, "budget"),
+        (examples, MineConfig(budget=4, round_size=4), {"model": "a"}, "round_size"),
+        (examples, MineConfig(budget=4, round_size=2, keep=2), {"model": "a"}, "keep"),
+        (examples, MineConfig(budget=4, round_size=2, full=True), {"model": "a"}, "full"),
+        (examples, MineConfig(budget=4, round_size=2, seed=1), {"model": "a"}, "seed"),
+    ]
+    for exs, cfg, identity, what in cases:
+        with pytest.raises(R3Error, match="another mining run") as info:
+            mine(task, exs, coin_generator(), tmp_path, cfg, identity=identity)
+        assert what in str(info.value) and "--overwrite" in str(info.value)
+        assert (tmp_path / "failures.jsonl").read_bytes() == before
+    # Same options: a no-op resume.
+    gen = coin_generator()
+    mine(task, examples, gen, tmp_path, config, identity={"model": "a"})
+    assert gen.samples == 0 and (tmp_path / "failures.jsonl").read_bytes() == before
+    # --overwrite: a new run.
+    mine(
+        task,
+        examples,
+        coin_generator(),
+        tmp_path,
+        MineConfig(budget=8, round_size=2),
+        identity={"model": "b"},
+        overwrite=True,
+    )
+    assert json.loads((tmp_path / "run.json").read_text())["model"] == "b"
+
+
+def test_stray_output_without_run_file_is_refused(tmp_path):
+    (tmp_path / "failures.jsonl").write_text("{}\n")
+    with pytest.raises(R3Error, match="no run.json"):
+        _mine(tmp_path, MineConfig(budget=4, round_size=2), limit=3)
+
+
+def test_two_writers_into_one_folder_are_refused(tmp_path):
+    task = CoinTask()
+    examples = task.load(None, limit=3)
+    fp = run_fingerprint(task, examples, MineConfig())
+    with RunStore.open(tmp_path, fp), pytest.raises(R3Error, match="another `r3 mine`"):
+        RunStore.open(tmp_path, fp)
+    RunStore.open(tmp_path, fp).close()  # released
+
+
+def test_empty_examples_are_refused(tmp_path):
+    with pytest.raises(R3Error, match="no queries"):
+        mine(CoinTask(), [], coin_generator(), tmp_path, MineConfig())
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line (scripted model in place of the loader)
+
+
+@pytest.fixture
+def scripted_loader(monkeypatch):
+    calls = []
+
+    def load(args):
+        calls.append(args)
+        return coin_generator()
+
+    monkeypatch.setattr(mine_cmd, "_load_generator", load)
+    return calls
+
+
+def _cli(*argv: str) -> int:
+    return cli_main(["mine", "--task", "test_mining_fakes:CoinTask", "--no-progress", *argv])
+
+
+def test_cli_writes_a_dataset_that_datasets_and_read_failures_load(tmp_path, scripted_loader, capsys):
+    out = tmp_path / "out"
+    assert (
+        _cli("--limit", "20", "--budget", "8", "--round-size", "4", "--keep", "2", "--output-dir", str(out))
+        == 0
+    )
+    assert len(scripted_loader) == 1
+    assert "queries kept" in capsys.readouterr().out
+    records = read_failures(out / "failures.jsonl", CoinTask())
+    assert records and all(1 <= len(r.failed_attempts) <= 2 for r in records)
+    import datasets
+
+    ds = datasets.load_dataset("json", data_files=str(out / "failures.jsonl"), split="train")
+    assert len(ds) == len(records) and set(ds.column_names) >= {"id", "p", "failed_attempts", "query_index"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["queries_seen"] == 20 and summary["model"] == "coin-model"
+    # Everything already mined: the model is not even loaded.
+    assert (
+        _cli("--limit", "20", "--budget", "8", "--round-size", "4", "--keep", "2", "--output-dir", str(out))
+        == 0
+    )
+    assert len(scripted_loader) == 1
+    # A different model into the same folder: refused (exit 2, one line).
+    code = _cli(
+        "--limit",
+        "20",
+        "--budget",
+        "8",
+        "--round-size",
+        "4",
+        "--keep",
+        "2",
+        "--model",
+        "other",
+        "--output-dir",
+        str(out),
+    )
+    assert code == 2 and "another mining run" in capsys.readouterr().err
+
+
+def test_cli_config_file_sets_defaults_and_flags_win(tmp_path, scripted_loader):
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("budget: 6\nround_size: 3\nlimit: 5\nfull: true\n")
+    out = tmp_path / "out"
+    assert _cli("--config", str(cfg), "--round-size", "2", "--output-dir", str(out)) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert (run["budget"], run["round_size"], run["num_queries"], run["full"]) == (6, 2, 5, True)
+
+
+def test_cli_malformed_row_is_named_before_the_model_loads(tmp_path, scripted_loader, capsys):
+    data = tmp_path / "coins.jsonl"
+    data.write_text('{"id": 0, "p": 0.5}\n{"id": 1}\n{"id": 2, "p": 0.5}\n')
+    assert _cli("--data", str(data), "--limit", "1", "--output-dir", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "row 2" in err and "'p'" in err and "missing" in err
+    assert not scripted_loader and not (tmp_path / "o").exists()
+
+
+def test_cli_empty_data_and_zero_limit_are_refused(tmp_path, scripted_loader, capsys):
+    data = tmp_path / "empty.jsonl"
+    data.write_text("")
+    assert _cli("--data", str(data), "--output-dir", str(tmp_path / "o")) == 2
+    assert "no rows" in capsys.readouterr().err
+    assert _cli("--limit", "0", "--output-dir", str(tmp_path / "o")) == 2
+    assert "no queries" in capsys.readouterr().err
+    assert _cli("--limit", "3") == 2
+    assert "--output-dir" in capsys.readouterr().err
+    assert not scripted_loader
+
+
+def test_data_error_type_for_library_users(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"id": 0, "p": 7}\n')
+    with pytest.raises(DataError, match="row 1, field 'p'"):
+        CoinTask().load(str(data))
