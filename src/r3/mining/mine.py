@@ -55,6 +55,7 @@ from r3.episode import safe_verify
 from r3.errors import R3Error
 from r3.generation.base import Generator, SamplingConfig
 from r3.mining.records import FailureRecord
+from r3.rundir import fsync_dir, write_json_atomic
 from r3.tasks.base import Example, Task
 
 RUN_FILE = "run.json"
@@ -249,27 +250,6 @@ def run_fingerprint(
     }
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON via a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _recover_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a JSONL log, cutting a damaged tail (a crash mid-write) off the file itself.
 
@@ -448,7 +428,7 @@ def _recover(folder: Path, num_queries: int) -> dict[int, dict[str, Any]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, failures_path)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     have = {r["query_index"] for r in keep}
     missing = sorted(i for i, p in done.items() if p.get("kept") and i not in have)
     if missing:
