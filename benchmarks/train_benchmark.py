@@ -1,6 +1,7 @@
 """Seconds per training step: R3 (reflect -> retry -> verify) against TRL's stock GRPOTrainer.
 
-    .venv/bin/python benchmarks/train_benchmark.py [--rounds 3] [--steps 2] [--length 64] [--json out.json]
+    .venv/bin/python benchmarks/train_benchmark.py [--rounds 3] [--steps 2] [--length 64] [--threads N]
+                                                   [--json out.json]
 
 Both trainers use the embedded SmolLM2-135M-Instruct on CPU, the same batch (one GRPO group of
 `num_generations` completions per step), the same completion budget (`max_completion_length`), the
@@ -147,12 +148,20 @@ def make_config(args: argparse.Namespace, out: Path, failures: Path) -> Any:
     )
 
 
+def quiet(trainer: Any) -> None:
+    """No per-step log dicts on stdout (with `disable_tqdm` the Trainer prints them)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 def run_r3(args: argparse.Namespace, work: Path, failures: Path) -> list[dict[str, float]]:
     from r3.training.trainer import build_trainer
 
     timer = StepTimer()
     config = make_config(args, work / "r3", failures)
     trainer = build_trainer(config, engine=timed_engine(timer), callbacks=[timer.callback])
+    quiet(trainer)
     trainer.train()
     return timer.steps[1:]  # drop the warm-up step
 
@@ -187,6 +196,7 @@ def run_stock(args: argparse.Namespace, work: Path, failures: Path) -> list[dict
         processing_class=tokenizer,
         callbacks=[timer.callback],
     )
+    quiet(trainer)
     trainer.train()
     steps = timer.steps[1:]
     for step, row in zip(steps, trainer.state.log_history[1:], strict=False):
@@ -238,11 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-length", type=int, default=64, help="retry_max_new_tokens")
     parser.add_argument("--queries", type=int, default=8, help="failure rows in the benchmark file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     results: dict[str, list[dict[str, float]]] = {"r3": [], "stock": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -151,17 +151,39 @@ def build_trainer(
 
 def resume_target(config: R3Config) -> str | bool | None:
     """What to pass as `resume_from_checkpoint`: an explicit path, the last checkpoint, or nothing."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if config.resume_from_checkpoint:
         return config.resume_from_checkpoint
     if not config.resume:
         return None
     folder = Path(config.output_dir)
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    last = last_complete_checkpoint(folder)
     if last is None:
         warnings.warn(f"--resume: no checkpoint in {folder}, starting from the beginning", stacklevel=2)
     return last
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest `checkpoint-N` whose `trainer_state.json` was written (the Trainer writes it last).
+
+    A run killed while saving leaves a torn `checkpoint-N` behind; transformers' `get_last_checkpoint`
+    would pick it and resuming would fail, so it is skipped (with a warning)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        step = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+        if path.is_dir() and path.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and step.isdigit():
+            found.append((int(step), path))
+    for _, path in sorted(found, reverse=True):
+        if (path / "trainer_state.json").is_file():
+            return str(path)
+        warnings.warn(
+            f"--resume: skipping incomplete checkpoint {path} (no trainer_state.json)",
+            stacklevel=3,
+        )
+    return None
 
 
 def save_final(trainer: Any, config: R3Config) -> str | None:

@@ -1,0 +1,257 @@
+"""Slow end-to-end checks of `r3 train`: kill and `--resume`, two processes with torchrun, LoRA.
+
+They run the real CLI (in a subprocess where a process must be killed or launched by torchrun) on
+`tiny_model_dir` (a two-layer random Llama with the embedded model's tokenizer and chat template,
+see conftest.py) with tiny generation budgets, so every test takes well under a few minutes on 2 CPU
+cores. The LoRA test also runs `r3 eval` on the merged model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from r3.cli import main as r3_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_RECIPE = ROOT / "recipes" / "smollm2_countdown_cpu.yaml"
+BIN = Path(sys.executable).parent
+
+# Same numbers, different targets: every reflection prompt has the same number of tokens (the
+# torchrun test counts tokens) and no two prompts render to the same text.
+ROWS = [{"nums": [3, 5, 7], "target": t} for t in (11, 13, 17, 19)]
+
+
+def write_failures(path: Path) -> Path:
+    with path.open("w") as handle:
+        for i, row in enumerate(ROWS):
+            attempt = "<answer>3 + 5 + 7</answer>"
+            record = {
+                **row,
+                "task": "countdown",
+                "query_index": i,
+                "samples_drawn": 1,
+                "successes": 0,
+                "failed_attempts": [{"completion": attempt, "reason": "evaluates to 15"}],
+            }
+            handle.write(json.dumps(record) + "\n")
+    return path
+
+
+def train_args(model: Path, failures: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--config",
+        str(CPU_RECIPE),
+        "--model",
+        str(model),
+        "--failures",
+        str(failures),
+        "--output-dir",
+        str(out),
+        "--max_completion_length",
+        "16",
+        "--retry_max_new_tokens",
+        "16",
+        "--save_total_limit",
+        "10",
+        *extra,
+    ]
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "R3_NO_PROGRESS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def complete_checkpoints(out: Path) -> list[int]:
+    return sorted(
+        int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+    )
+
+
+@pytest.mark.slow
+def test_kill_then_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model_dir):
+    failures = write_failures(tmp_path / "failures.jsonl")
+    out = tmp_path / "out"
+    max_steps = 4
+    command = [str(BIN / "r3"), *train_args(tiny_model_dir, failures, out)]
+    command += ["--max_steps", str(max_steps), "--save_steps", "1", "--logging_steps", "1"]
+
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, env=env(), stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 150
+    while not complete_checkpoints(out):
+        assert first.poll() is None, f"r3 train exited ({first.returncode}) before saving checkpoint-1"
+        assert time.monotonic() < deadline, "no checkpoint after 150 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    log.close()
+    assert first.returncode == -signal.SIGKILL
+    assert not (out / "r3_training.json").exists(), "the killed run must not have finished"
+    done = complete_checkpoints(out)
+    last = done[-1]
+    assert last < max_steps
+    # A run killed while saving leaves a torn checkpoint; pretend it happened at the next step.
+    torn = out / f"checkpoint-{last + 1}"
+    torn.mkdir(exist_ok=True)
+    (torn / "config.json").write_text("{}")
+    if (torn / "trainer_state.json").exists():
+        (torn / "trainer_state.json").unlink()
+    state_before = (out / f"checkpoint-{last}" / "trainer_state.json").read_text()
+
+    resumed = subprocess.run(
+        [*command, "--resume", "true"],
+        env=env(TRANSFORMERS_VERBOSITY="info"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = re.search(
+        r"Resuming training from checkpoint with epoch \d+ and global step (\d+)",
+        resumed.stderr,
+    )
+    assert said is not None, resumed.stderr[-3000:]
+    assert int(said.group(1)) == last  # started after the checkpoint, not from 0
+    # The resumed run did not redo (and so re-save) the steps up to the checkpoint ...
+    assert (out / f"checkpoint-{last}" / "trainer_state.json").read_text() == state_before
+    # ... it did the rest and finished at max_steps.
+    assert complete_checkpoints(out)[-1] == max_steps
+    final = json.loads((out / f"checkpoint-{max_steps}" / "trainer_state.json").read_text())
+    assert final["global_step"] == max_steps
+    summary = json.loads((out / "r3_training.json").read_text())
+    assert summary["global_step"] == max_steps
+    steps = [row["step"] for row in summary["log_history"] if "reward" in row]
+    assert steps == list(range(1, max_steps + 1))  # the checkpoint's history plus the new steps, once each
+    assert (out / "config.json").is_file() and any(out.glob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
+    """Two CPU processes (gloo). A group of 8 reflections with 4 per device is only a valid GRPO
+    configuration when the world size is at least 2, and TRL's `num_tokens` counts the tokens of the
+    completions gathered from every process: 8 per step here, 4 with one process."""
+    torchrun = BIN / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    failures = write_failures(tmp_path / "failures.jsonl")
+    out = tmp_path / "out"
+    command = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),  # not 0: torchrun then hands port 0 to the workers, which hang
+        "-m",
+        "r3.cli",
+        *train_args(tiny_model_dir, failures, out),
+        "--max_steps",
+        "2",
+        "--num_generations",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "no",
+    ]
+    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert (out / "config.json").is_file() and any(out.glob("*.safetensors"))
+    summary = json.loads((out / "r3_training.json").read_text())
+    assert summary["global_step"] == 2
+    rows = [row for row in summary["log_history"] if "reward" in row]
+    assert len(rows) == 2
+
+    from transformers import AutoTokenizer
+
+    from r3.generation.chat import render_prompt
+    from r3.tasks.countdown import CountdownTask
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    task = CountdownTask()
+    lengths = {
+        len(
+            tokenizer(
+                render_prompt(tokenizer, task.reflection_prompt(row, "<answer>3 + 5 + 7</answer>")),
+                add_special_tokens=False,
+            )["input_ids"]
+        )
+        for row in ROWS
+    }
+    assert len(lengths) == 1, lengths
+    prompt_len = lengths.pop()
+    seen = 0.0
+    for row in rows:
+        per_completion = prompt_len + row["completions/mean_length"]
+        completions = (row["num_tokens"] - seen) / per_completion
+        assert completions == pytest.approx(8, abs=0.01), (row, prompt_len)
+        seen = row["num_tokens"]
+        assert row["r3/retry_length"] > 0  # the retry ran on every process (each logs its own)
+    assert "r3 train: 2 steps" in done.stderr
+
+
+@pytest.mark.slow
+def test_lora_merged_model_loads_in_eval_and_adapter_is_saved(tmp_path, tiny_model_dir):
+    failures = write_failures(tmp_path / "failures.jsonl")
+    merged = tmp_path / "merged"
+    steps = ["--max_steps", "2", "--save_strategy", "no", "--use_peft", "true", "--lora_r", "4"]
+    assert r3_main(train_args(tiny_model_dir, failures, merged, *steps, "--merge_lora", "true")) == 0
+    assert (merged / "config.json").is_file() and any(merged.glob("*.safetensors"))
+    assert not (merged / "adapter_config.json").exists()  # a plain model, not an adapter
+    assert (merged / "adapter" / "adapter_config.json").is_file()
+    assert (merged / "tokenizer_config.json").is_file()
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(merged))
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+    code = r3_main(
+        [
+            "eval",
+            "--task",
+            "countdown",
+            "--model",
+            str(merged),
+            "--limit",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--reflection-max-new-tokens",
+            "8",
+            "--output-dir",
+            str(tmp_path / "eval"),
+        ]
+    )
+    assert code == 0
+
+    adapter = tmp_path / "adapter"
+    assert r3_main(train_args(tiny_model_dir, failures, adapter, *steps)) == 0
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert Path(config["base_model_name_or_path"]).resolve() == Path(tiny_model_dir).resolve()
+    assert any(adapter.glob("adapter_model.*"))
+    shutil.rmtree(tmp_path / "eval", ignore_errors=True)
