@@ -91,7 +91,7 @@ class StepTimer:
 
 def timed_engine(timer: StepTimer) -> Any:
     """The default transformers engine, timed: reflection calls have no stop strings, retries do."""
-    from r3.training.rollout import transformers_engine
+    from r3.training.engines import transformers_engine
 
     def engine(trainer: Any, prompt_ids: list[list[int]], **kwargs: Any) -> Any:
         kind = "retry" if kwargs.get("stop") else "reflection"

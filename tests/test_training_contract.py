@@ -15,8 +15,9 @@ import trl
 from r3.errors import R3Error
 from r3.generation.chat import render_prompt
 from r3.training.dataset import build_prompts
+from r3.training.engines import Sampled
 from r3.training.rewards import group_signal, make_retry_success_reward, retry_success_rewards
-from r3.training.rollout import ROLLOUT_FIELDS, R3Rollout, Sampled
+from r3.training.rollout import ROLLOUT_FIELDS, R3Rollout
 from r3.training.trainer import build_trainer
 from test_training_support import (
     QUERIES,

@@ -5,6 +5,7 @@
     config.py   R3Config (GRPOConfig + R3 fields)
     dataset.py  failure records -> rendered reflection prompts (+ PromptIndex back to the examples)
     rollout.py  R3Rollout, the `rollout_func`: reflect -> retry -> verify
+    engines.py  how the rollout samples: the trainer's model, colocated vLLM, or a vLLM server
     rewards.py  the retry-success reward and the r3/... metrics
     trainer.py  build_trainer / train / save_final
 

@@ -8,6 +8,8 @@ For each prompt received we return exactly one completion:
     completion_ids  the sampled reflection, ending with EOS when the model stopped by itself
     logprobs        None (transformers) or the sampled tokens' logprobs (vLLM)
 
+How tokens are sampled (the trainer's model, colocated vLLM, or a vLLM server) is `engines.py`.
+
 The completion TRL trains on is the reflection and nothing else: the first attempt is part of the
 prompt (prompt tokens never enter the loss) and the retry never reaches TRL as tokens at all. It is
 generated here with the reflection in context, verified, and only its outcome is passed on as extra
@@ -24,7 +26,7 @@ failures the current policy actually makes; stored is cheaper and matches the pa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ from r3.generation.base import truncate_at_stop
 from r3.generation.chat import render_prompt
 from r3.tasks.base import Task
 from r3.training.dataset import PromptIndex
+from r3.training.engines import Engine, choose_engine
 
 #: Extra fields the rollout returns; TRL passes them to the reward functions as keyword arguments.
 ROLLOUT_FIELDS = (
@@ -77,140 +80,6 @@ class RolloutSettings:
 
 
 @dataclass
-class Sampled:
-    """Generated token ids (prompt excluded) and, when the engine has them, per-token logprobs."""
-
-    token_ids: list[list[int]]
-    logprobs: list[list[float]] | None = None
-
-
-#: engine(trainer, prompt_ids, max_new_tokens=, temperature=, top_p=, top_k=, stop=) -> Sampled
-Engine = Callable[..., Sampled]
-
-
-def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every token that ends a turn: the generation config's EOS ids and the tokenizer's."""
-    ids: list[int] = []
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(config_eos, int):
-        ids.append(config_eos)
-    elif config_eos:
-        ids.extend(int(i) for i in config_eos)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
-def _clean(ids: Sequence[int], eos: Sequence[int], pad: int | None) -> list[int]:
-    """Cut after the first EOS (kept) and drop trailing padding."""
-    out: list[int] = []
-    for token in ids:
-        out.append(int(token))
-        if token in eos:
-            return out
-    while out and pad is not None and out[-1] == pad:
-        out.pop()
-    return out
-
-
-def transformers_engine(
-    trainer: Any,
-    prompt_ids: list[list[int]],
-    *,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float = 1.0,
-    top_k: int | None = None,
-    stop: Sequence[str] = (),
-) -> Sampled:
-    """Sample with the trainer's own model (`model.generate`), in this process, without gradients.
-
-    Uses TRL's public `unwrap_model_for_generation`, which unwraps DDP/DeepSpeed (gathering ZeRO-3
-    weights) and turns gradient checkpointing off for the duration."""
-    import torch
-    from trl.models import unwrap_model_for_generation
-
-    tokenizer = trainer.processing_class
-    pad = tokenizer.pad_token_id
-    width = max(len(p) for p in prompt_ids)
-    input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompt_ids])
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
-    with (
-        unwrap_model_for_generation(
-            trainer.model_wrapped,
-            trainer.accelerator,
-            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
-        ) as model,
-        torch.no_grad(),
-    ):
-        eos = eos_token_ids(model, tokenizer)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "pad_token_id": pad,
-            "eos_token_id": eos,
-        }
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or 0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
-        was_training = model.training
-        model.eval()
-        try:
-            device = next(model.parameters()).device
-            out = model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
-            )
-        finally:
-            model.train(was_training)
-    generated = out[:, width:].tolist()
-    return Sampled([_clean(row, eos, pad) for row in generated])
-
-
-def vllm_engine(
-    trainer: Any,
-    prompt_ids: list[list[int]],
-    *,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float = 1.0,
-    top_k: int | None = None,
-    stop: Sequence[str] = (),
-) -> Sampled:
-    """Sample with TRL's colocated vLLM engine (`trainer.vllm_generation.llm`, a public `vllm.LLM`).
-
-    TRL syncs the policy weights into it before calling the rollout. Supported: vllm_mode colocate,
-    tensor parallel size 1, sleep mode off (checked in `build_trainer`). Not exercised by the CPU tests."""
-    from vllm import SamplingParams
-
-    params = SamplingParams(
-        n=1,
-        temperature=temperature,
-        top_p=top_p if temperature > 0 else 1.0,
-        top_k=(top_k or -1) if temperature > 0 else -1,
-        max_tokens=max_new_tokens,
-        stop=list(stop) or None,
-        include_stop_str_in_output=True,
-        logprobs=0,
-    )
-    llm = trainer.vllm_generation.llm
-    outputs = llm.generate(
-        [{"prompt_token_ids": ids} for ids in prompt_ids], sampling_params=params, use_tqdm=False
-    )
-    token_ids, logprobs = [], []
-    for output in outputs:
-        sample = output.outputs[0]
-        token_ids.append(list(sample.token_ids))
-        per_token = []
-        for token, entry in zip(sample.token_ids, sample.logprobs or [], strict=False):
-            per_token.append(entry[token].logprob if token in entry else None)
-        logprobs.append(per_token)
-    return Sampled(token_ids, logprobs)
-
-
-@dataclass
 class RolloutBatch:
     """Everything one rollout call produced (kept on `R3Rollout.last` for tests and debugging)."""
 
@@ -244,9 +113,7 @@ class R3Rollout:
         self.calls = 0
 
     def _engine(self, trainer: Any) -> Engine:
-        if self.engine is not None:
-            return self.engine
-        return vllm_engine if getattr(trainer.args, "use_vllm", False) else transformers_engine
+        return self.engine if self.engine is not None else choose_engine(trainer)
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
         self.calls += 1
@@ -297,21 +164,21 @@ class R3Rollout:
         todo = [i for i in range(n) if not solved[i]]
         reflection_ids: list[list[int]] = [[eos] for _ in range(n)]
         logprobs: list[list[float | None]] | None = None
-        if todo:
-            sampled = engine(
-                trainer,
-                [prompt_ids[i] for i in todo],
-                max_new_tokens=s.reflection_max_new_tokens,
-                temperature=s.reflection_temperature,
-                top_p=s.top_p,
-                top_k=s.top_k,
-            )
-            for i, ids in zip(todo, sampled.token_ids, strict=True):
-                reflection_ids[i] = ids if ids else [eos]
-            if sampled.logprobs is not None:
-                logprobs = [[None] for _ in range(n)]
-                for i, lp in zip(todo, sampled.logprobs, strict=True):
-                    logprobs[i] = lp if lp else [None]
+        # Engines are called on every process even with nothing to sample (see engines.py: collectives).
+        sampled = engine(
+            trainer,
+            [prompt_ids[i] for i in todo],
+            max_new_tokens=s.reflection_max_new_tokens,
+            temperature=s.reflection_temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+        )
+        for i, ids in zip(todo, sampled.token_ids, strict=True):
+            reflection_ids[i] = ids if ids else [eos]
+        if sampled.logprobs is not None:
+            logprobs = [[None] for _ in range(n)]  # None: no sampling logprob (TRL skips its correction)
+            for i, lp in zip(todo, sampled.logprobs, strict=True):
+                logprobs[i] = lp if lp else [None]
         reflections = [decode(ids) for ids in reflection_ids]
 
         # 3. Retry with the reflection in context, stopped at the task's stop strings; 4. verify it.
@@ -320,27 +187,26 @@ class R3Rollout:
         retry_lengths = [0] * n
         retry_clipped = [False] * n
         success: list[bool | None] = [None] * n
-        if todo:
-            for i in todo:
-                retry_prompts[i] = render_prompt(
-                    tokenizer, task.retry_prompt(items[i].example, attempts[i], reflections[i])
-                )
-            sampled = engine(
-                trainer,
-                [encode(retry_prompts[i]) for i in todo],
-                max_new_tokens=s.retry_max_new_tokens,
-                temperature=s.retry_temperature,
-                top_p=s.top_p,
-                top_k=s.top_k,
-                stop=task.stop,
+        for i in todo:
+            retry_prompts[i] = render_prompt(
+                tokenizer, task.retry_prompt(items[i].example, attempts[i], reflections[i])
             )
-            for i, ids in zip(todo, sampled.token_ids, strict=True):
-                text, stopped = truncate_at_stop(decode(ids), task.stop)
-                retries[i] = text
-                retry_lengths[i] = len(ids)
-                ended = bool(ids) and ids[-1] == eos
-                retry_clipped[i] = len(ids) >= s.retry_max_new_tokens and not (stopped or ended)
-                success[i] = safe_verify(task, items[i].example, text).ok
+        sampled = engine(
+            trainer,
+            [encode(retry_prompts[i]) for i in todo],
+            max_new_tokens=s.retry_max_new_tokens,
+            temperature=s.retry_temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            stop=task.stop,
+        )
+        for i, ids in zip(todo, sampled.token_ids, strict=True):
+            text, stopped = truncate_at_stop(decode(ids), task.stop)
+            retries[i] = text
+            retry_lengths[i] = len(ids)
+            ended = bool(ids) and ids[-1] == eos
+            retry_clipped[i] = len(ids) >= s.retry_max_new_tokens and not (stopped or ended)
+            success[i] = safe_verify(task, items[i].example, text).ok
 
         extra = {
             "retry_success": success,

@@ -87,13 +87,20 @@ def lora_config(config: R3Config) -> Any:
 
 
 def check_generation_setup(config: R3Config) -> None:
-    """The vLLM path samples through `trainer.vllm_generation.llm`, which exists only in colocate mode."""
-    if not config.use_vllm:
+    """The vLLM settings the R3 engines support (see `r3.training.engines`).
+
+    Server mode: any (the server is TRL's `trl vllm-serve`). Colocate mode: tensor parallel size 1
+    (each process samples its own prompts) and sleep mode off (TRL wakes a sleeping engine only
+    inside its own generation step, which a `rollout_func` replaces)."""
+    if not config.use_vllm or config.vllm_mode == "server":
         return
     if config.vllm_mode != "colocate":
-        raise R3Error("R3 with use_vllm needs vllm_mode: colocate (server mode is not supported yet)")
+        raise R3Error(f"unknown vllm_mode '{config.vllm_mode}': use colocate or server")
     if config.vllm_tensor_parallel_size != 1 or config.vllm_enable_sleep_mode:
-        raise R3Error("R3 with vLLM supports vllm_tensor_parallel_size 1 and vllm_enable_sleep_mode false")
+        raise R3Error(
+            "R3 with colocated vLLM supports vllm_tensor_parallel_size 1 and vllm_enable_sleep_mode false "
+            "(for larger models use vllm_mode: server)"
+        )
 
 
 def build_trainer(

@@ -1,0 +1,192 @@
+"""Generation engines of the rollout: which one is chosen, the vLLM server engine's request and
+scatter, and the rule that every process calls the engine, even with nothing to sample.
+
+The vLLM engines need a GPU; the server engine is tested here with a stand-in for TRL's `VLLMClient`
+(same `generate` keywords and return shape), in one process and (slow) in two gloo processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from r3.errors import R3Error
+from r3.training.engines import (
+    Sampled,
+    choose_engine,
+    scatter_slice,
+    server_request,
+    top1_logprobs,
+    transformers_engine,
+    vllm_colocate_engine,
+    vllm_server_engine,
+)
+from r3.training.trainer import build_trainer, check_generation_setup
+from test_training_support import ToyTask, make_model, make_tokenizer, records, tiny_config
+
+HERE = Path(__file__).resolve().parent
+
+
+class EchoClient:
+    """Stands in for `VLLMClient`: each completion is its prompt reversed; logprobs -i per token."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+
+    def generate(self, **request):
+        self.requests.append(request)
+        completions = [list(reversed(ids)) for ids in request["prompts"]]
+        return {
+            "prompt_ids": request["prompts"],
+            "completion_ids": completions,
+            "logprobs": [[[-float(t)] for t in ids] for ids in completions],
+            "logprob_token_ids": [[[t] for t in ids] for ids in completions],
+        }
+
+
+def args(**kw):
+    return SimpleNamespace(**kw)
+
+
+def test_choose_engine_follows_use_vllm_and_mode():
+    assert choose_engine(SimpleNamespace(args=args(use_vllm=False))) is transformers_engine
+    assert (
+        choose_engine(SimpleNamespace(args=args(use_vllm=True, vllm_mode="colocate"))) is vllm_colocate_engine
+    )
+    assert choose_engine(SimpleNamespace(args=args(use_vllm=True, vllm_mode="server"))) is vllm_server_engine
+
+
+def test_server_request_greedy_and_sampled():
+    greedy = server_request(
+        [[1, 2]], max_new_tokens=7, temperature=0.0, top_p=0.9, top_k=5, stop=("</answer>",)
+    )
+    assert greedy == {
+        "prompts": [[1, 2]],
+        "n": 1,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "max_tokens": 7,
+        "logprobs": 0,
+        "generation_kwargs": {"stop": ["</answer>"], "include_stop_str_in_output": True},
+    }
+    sampled = server_request([[3]], max_new_tokens=4, temperature=0.7, top_p=0.9, top_k=None, stop=())
+    assert (sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (0.7, 0.9, 0)
+    assert "generation_kwargs" not in sampled  # no stop strings: nothing extra in the request body
+
+
+def test_scatter_slice_and_top1_logprobs():
+    counts = [2, 0, 3]
+    rows = ["a", "b", "c", "d", "e"]
+    assert [rows[scatter_slice(counts, i)] for i in range(3)] == [["a", "b"], [], ["c", "d", "e"]]
+    assert top1_logprobs([[[-0.5], [-1.0]], [[-2.0]]]) == [[-0.5, -1.0], [-2.0]]
+    assert top1_logprobs([[[], [-1.0]]]) == [[None, -1.0]]
+    assert top1_logprobs(None) is None
+
+
+def fake_trainer(client, process_index=0, main=True):
+    return SimpleNamespace(
+        accelerator=SimpleNamespace(is_main_process=main, process_index=process_index),
+        vllm_generation=SimpleNamespace(vllm_client=client),
+    )
+
+
+def test_server_engine_one_process():
+    client = EchoClient()
+    out = vllm_server_engine(
+        fake_trainer(client), [[1, 2, 3], [4]], max_new_tokens=8, temperature=1.0, stop=("end",)
+    )
+    assert out.token_ids == [[3, 2, 1], [4]]
+    assert out.logprobs == [[-3.0, -2.0, -1.0], [-4.0]]
+    (request,) = client.requests
+    assert request["prompts"] == [[1, 2, 3], [4]] and request["max_tokens"] == 8
+    assert request["generation_kwargs"]["stop"] == ["end"]
+
+
+def test_server_engine_with_no_prompt_sends_no_request():
+    client = EchoClient()
+    out = vllm_server_engine(fake_trainer(client), [], max_new_tokens=8, temperature=1.0)
+    assert out.token_ids == [] and client.requests == []
+
+
+def test_check_generation_setup():
+    base = dict(use_vllm=True, vllm_tensor_parallel_size=1, vllm_enable_sleep_mode=False)
+    check_generation_setup(args(**base, vllm_mode="colocate"))
+    check_generation_setup(args(**{**base, "vllm_tensor_parallel_size": 4}, vllm_mode="server"))
+    check_generation_setup(args(use_vllm=False))
+    with pytest.raises(R3Error, match="vllm_tensor_parallel_size 1"):
+        check_generation_setup(args(**{**base, "vllm_tensor_parallel_size": 2}, vllm_mode="colocate"))
+    with pytest.raises(R3Error, match="unknown vllm_mode"):
+        check_generation_setup(args(**base, vllm_mode="remote"))
+
+
+def test_engine_is_called_even_when_every_first_attempt_is_solved(tmp_path):
+    """Online mode, a batch where every fresh first attempt succeeds: nothing to reflect on or retry,
+    yet the reflection and retry engine calls still happen (with no prompt), so that processes which
+    do have work are not left waiting in a collective."""
+    tokenizer = make_tokenizer()
+    eos = tokenizer.eos_token_id
+    calls: list[int] = []
+
+    def engine(trainer, prompt_ids, **_):
+        calls.append(len(prompt_ids))
+        good = tokenizer("good end", add_special_tokens=False)["input_ids"] + [eos]
+        return Sampled([list(good) for _ in prompt_ids])
+
+    config = tiny_config(tmp_path, num_generations=4, per_device_train_batch_size=8, first_attempt="online")
+    trainer = build_trainer(
+        config,
+        model=make_model(tokenizer),
+        tokenizer=tokenizer,
+        task=ToyTask(),
+        records=records(),
+        engine=engine,
+    )
+    prompts = [p for p in trainer.train_dataset["prompt"][:2] for _ in range(4)]
+    out = trainer.rollout_func(prompts, trainer)
+    assert calls == [2, 0, 0]  # one first attempt per group, then empty reflection and retry calls
+    assert out["completion_ids"] == [[eos]] * 8
+    assert out["retry_success"] == [None] * 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_server_engine_in_two_processes(tmp_path):
+    """Rank 0 has two prompts, rank 1 one (then none): one request from the main process holds all
+    of them in rank order, and each rank gets back exactly its own completions."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    command = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(HERE / "server_engine_worker.py"),
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0["world"] == 2 and rank1["world"] == 2
+    assert rank0["first"] == [[3, 2, 1], [5, 4]] and rank1["first"] == [[9, 8, 7, 6]]
+    assert rank0["first_logprobs"] == [[-3.0, -2.0, -1.0], [-5.0, -4.0]]
+    assert rank0["second"] == [[11, 10]] and rank1["second"] == []  # rank 1 had nothing to sample
+    # One request per call, from the main process only, with every rank's prompts in rank order.
+    assert rank0["requests"] == [[[1, 2, 3], [4, 5], [6, 7, 8, 9]], [[10, 11]]]
+    assert rank1["requests"] == []
