@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -438,6 +441,48 @@ def test_hostile_inputs_are_fast_and_never_raise(completion: str) -> None:
 
 def test_non_string_completion() -> None:
     assert not FunctionCallingTask().verify(PARIS, None).ok  # type: ignore[arg-type]
+
+
+def test_depth_is_checked_before_parsing_whatever_the_recursion_limit() -> None:
+    """Python's json parser recurses once per level up to the interpreter's recursion limit; a program
+    that raises the limit must not turn deep input into a slow rejection or a C stack overflow."""
+    code = (
+        "import sys; sys.setrecursionlimit(1_000_000)\n"
+        "from r3.tasks.function_calling import FunctionCallingTask\n"
+        "from test_function_calling import PARIS\n"
+        "for text in ['[' * 150_000, '{\"a\":' * 30_000, '<tool_call>' + '[' * 150_000]:\n"
+        "    print(FunctionCallingTask().verify(PARIS, text).reason)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    reasons = done.stdout.splitlines()
+    assert len(reasons) == 3 and all("nested too deeply" in reason for reason in reasons), reasons
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = "[" * 300 + "]" * 5
+    example = row([call("get_weather", city=text)])
+    assert FunctionCallingTask().verify(example, json.dumps([call("get_weather", city=text)])).ok
+    escaped = 'say \\"[[[' * 40  # escaped quotes keep the string open; its brackets stay text
+    example = row([call("get_weather", city=escaped)])
+    assert FunctionCallingTask().verify(example, json.dumps([call("get_weather", city=escaped)])).ok
+
+
+def test_nesting_limit_and_token_budget() -> None:
+    deep = {"x": 1}
+    for _ in range(70):
+        deep = {"x": deep}
+    verdict = FunctionCallingTask().verify(PARIS, json.dumps([call("get_weather", city=deep)]))
+    assert not verdict.ok and verdict.reason == "tool call JSON nested too deeply"
+    shallow = {"x": 1}
+    for _ in range(50):
+        shallow = {"x": shallow}
+    verdict = FunctionCallingTask().verify(PARIS, json.dumps([call("get_weather", city=shallow)]))
+    assert not verdict.ok and "nested" not in verdict.reason  # parsed, then compared: wrong value
+    unclosed = "[" + '"a",' * 40_000  # every start scans to the end: the per-completion budget stops it
+    verdict = FunctionCallingTask().verify(PARIS, unclosed)
+    assert not verdict.ok and verdict.reason.startswith("too much JSON to check")
 
 
 json_values = st.recursive(

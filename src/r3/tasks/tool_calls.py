@@ -13,7 +13,8 @@ Two jobs, kept apart so that other tasks (or outside tools) can reuse them:
      `"name"`, or a list of objects, or `[]`). An object is a single call.
 
   Only `json` is used; the work is bounded (text length, number of blocks and of places where a
-  JSON value may start, nesting depth) so any input up to `MAX_TEXT_CHARS` is handled quickly.
+  JSON value may start, nesting depth checked before parsing, JSON tokens read) so any input up to
+  `MAX_TEXT_CHARS` is handled quickly, whatever the interpreter's recursion limit.
 
 * `compare_calls(predicted, reference)` decides correctness strictly. A call is an object with
   exactly two keys: `"name"` (a string) and `"arguments"` (an object). Arguments given as a JSON
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
@@ -41,8 +43,10 @@ MAX_TEXT_CHARS = 200_000
 MAX_BLOCKS = 64
 #: At most this many positions are tried as the start of a bare JSON value.
 MAX_JSON_STARTS = 128
-#: Deeper JSON is refused (Python's json parser would otherwise recurse until RecursionError).
+#: Deeper JSON is refused before Python's json parser sees it (see `_check_nesting`).
 MAX_DEPTH = 64
+#: At most this many JSON tokens (a string or a bracket each) are read per completion by the depth check.
+MAX_SCAN_TOKENS = 30_000
 
 _OPEN_TAG = "<tool_call>"
 _CLOSE_TAG = "</tool_call>"
@@ -51,6 +55,22 @@ _FENCE = "```"
 
 class _TooDeep(ValueError):
     """JSON nested deeper than `MAX_DEPTH`."""
+
+
+class _OverBudget(_TooDeep):
+    """The completion holds more JSON tokens than `MAX_SCAN_TOKENS`: no answer needs that many."""
+
+
+@dataclass
+class _Budget:
+    """JSON tokens the depth check may still read for this completion (shared by all its parses)."""
+
+    tokens: int = MAX_SCAN_TOKENS
+
+
+#: One JSON string (possibly unterminated: it then runs to the end) or one bracket. The string part
+#: is written as runs of plain characters between escapes, which `re` matches far faster than per character.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
 def _reject_constant(name: str) -> Any:
@@ -71,40 +91,51 @@ class Extraction:
     notes: list[str] = field(default_factory=list)
 
 
-def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """True when `value` is nested at most `limit` deep (checked iteratively: no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
+def _check_nesting(text: str, start: int, budget: _Budget) -> None:
+    """Raise `_TooDeep` if the JSON value at `start` (after whitespace) nests deeper than `MAX_DEPTH`.
+
+    Python's json parser recurses once per level, bounded only by the interpreter's recursion limit:
+    a program that raises that limit makes each deep input slower to reject, and one that raises it
+    far enough lets "[" * 100_000 overflow the C stack. So the depth is counted first, by a regex
+    tokenizer that reads strings whole (brackets inside them do not count) and stops when the value
+    closes, with a per-completion budget so that many starts in one text cannot add up."""
+    at = start
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    if at >= len(text) or text[at] not in "[{":
+        return  # a scalar (or not JSON): the parser does not recurse
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text, at):
+        budget.tokens -= 1
+        if budget.tokens < 0:
+            raise _OverBudget("JSON too long to check")
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeep("JSON nested too deeply")
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return
 
 
-def _loads(text: str) -> Any:
+def _loads(text: str, budget: _Budget) -> Any:
     """Parse one complete JSON value; raise ValueError (never RecursionError) when it is not one."""
+    _check_nesting(text, 0, budget)
     try:
-        value = _DECODER.decode(text)
-    except RecursionError:
+        return _DECODER.decode(text)
+    except RecursionError:  # not expected after the check; kept so that nothing can escape
         raise _TooDeep("JSON nested too deeply") from None
-    if not _depth_ok(value):
-        raise _TooDeep("JSON nested too deeply")
-    return value
 
 
-def _raw_decode(text: str, start: int) -> tuple[Any, int]:
+def _raw_decode(text: str, start: int, budget: _Budget) -> tuple[Any, int]:
     """Parse the JSON value that begins at `start`; return it and where it ends."""
+    _check_nesting(text, start, budget)
     try:
-        value, end = _DECODER.raw_decode(text, start)
+        return _DECODER.raw_decode(text, start)
     except RecursionError:
         raise _TooDeep("JSON nested too deeply") from None
-    if not _depth_ok(value):
-        raise _TooDeep("JSON nested too deeply")
-    return value, end
 
 
 def _as_calls(value: Any) -> list[Any]:
@@ -169,19 +200,19 @@ def _fence_blocks(text: str) -> Iterator[str]:
         pos = end + len(_FENCE)
 
 
-def _from_tags(text: str) -> Extraction:
+def _from_tags(text: str, budget: _Budget) -> Extraction:
     calls: list[Any] = []
     for number, block in enumerate(_tag_blocks(text), start=1):
         content = _strip_fence(block)
         try:
-            value = _loads(content)
+            value = _loads(content, budget)
         except ValueError as exc:
             return Extraction(None, f"invalid JSON in <tool_call> block {number}: {_short_error(exc)}", "tag")
         calls.extend(_as_calls(value))
     return Extraction(calls, "", "tag")
 
 
-def _from_fences(text: str) -> Extraction | None:
+def _from_fences(text: str, budget: _Budget) -> Extraction | None:
     found: Any = None
     first_error = ""
     for block in _fence_blocks(text):
@@ -189,7 +220,9 @@ def _from_fences(text: str) -> Extraction | None:
         if not content:
             continue
         try:
-            value = _loads(content)
+            value = _loads(content, budget)
+        except _OverBudget:
+            raise
         except ValueError as exc:
             if not first_error and content[:1] in "[{":
                 first_error = _short_error(exc)
@@ -203,10 +236,12 @@ def _from_fences(text: str) -> Extraction | None:
     return None
 
 
-def _from_bare(text: str) -> Extraction:
+def _from_bare(text: str, budget: _Budget) -> Extraction:
     stripped = text.strip()
     try:
-        value = _loads(stripped)
+        value = _loads(stripped, budget)
+    except _OverBudget:
+        raise
     except ValueError:
         value = None
     else:
@@ -222,7 +257,9 @@ def _from_bare(text: str) -> Extraction:
         start = min(starts)
         tries += 1
         try:
-            value, end = _raw_decode(text, start)
+            value, end = _raw_decode(text, start, budget)
+        except _OverBudget:
+            raise
         except _TooDeep:
             too_deep = True
             pos = start + 1
@@ -247,14 +284,17 @@ def extract_calls(text: Any) -> Extraction:
         return Extraction(None, f"completion is {type(text).__name__}, not text")
     if len(text) > MAX_TEXT_CHARS:
         return Extraction(None, f"completion too long ({len(text)} characters)")
+    budget = _Budget()
     try:
         if _OPEN_TAG in text:
-            return _from_tags(text)
+            return _from_tags(text, budget)
         if _FENCE in text:
-            fenced = _from_fences(text)
+            fenced = _from_fences(text, budget)
             if fenced is not None:
                 return fenced
-        return _from_bare(text)
+        return _from_bare(text, budget)
+    except _OverBudget:
+        return Extraction(None, f"too much JSON to check (more than {MAX_SCAN_TOKENS} strings and brackets)")
     except RecursionError:  # belt and braces: the helpers already turn deep nesting into _TooDeep
         return Extraction(None, "tool call JSON nested too deeply")
 
