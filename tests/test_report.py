@@ -49,3 +49,19 @@ def test_report_errors(tmp_path: Path) -> None:
     run_eval(tmp_path / "a", "1 + 1")
     with pytest.raises(R3Error, match="names for"):
         write_report([str(tmp_path / "a")], tmp_path / "rep", labels=["x", "y"])
+
+
+def test_report_of_runs_that_solve_nothing(tmp_path: Path) -> None:
+    """0% everywhere, with n = 6 (where the Wilson bound used to round to just above 0)."""
+    examples = EXAMPLES * 3
+
+    def script(prompt, sampling, i):
+        if prompt.messages[-1]["content"] == TASK.reflection_instruction:
+            return "I should check the sum."
+        return "<answer> 1 + 1 </answer>"
+
+    for name in ("a", "b"):
+        evaluate(EvalConfig(chunk_size=4), TASK, examples, ScriptedGenerator(script), tmp_path / name)
+    report = write_report([str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "rep")
+    assert "0.0%" in report.read_text()
+    assert (tmp_path / "rep" / "accuracy.png").stat().st_size > 1000

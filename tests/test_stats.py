@@ -32,3 +32,14 @@ def test_empty_and_invalid() -> None:
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
     assert accuracy(1, 4)["accuracy"] == 0.25
+
+
+def test_wilson_is_exact_at_the_ends_and_contains_the_estimate() -> None:
+    """0 of n has lower bound exactly 0 and n of n upper bound exactly 1 (a rounding error above 0
+    once gave plots negative error bars); every interval contains the point estimate."""
+    for n in range(1, 201):
+        assert wilson_interval(0, n)[0] == 0.0
+        assert wilson_interval(n, n)[1] == 1.0
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0

@@ -15,7 +15,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Exact at the ends: with 0 (or n) successes the bound is 0 (or 1) in exact arithmetic, but
+    # centre - half rounds to a tiny positive number (2.8e-17 for 0 of 6), which would put the
+    # interval above the point estimate and give plots negative error bars.
+    lo = 0.0 if successes == 0 else min(p, max(0.0, centre - half))
+    hi = 1.0 if successes == n else max(p, min(1.0, centre + half))
+    return (lo, hi)
 
 
 def accuracy(successes: int, n: int) -> dict[str, object]:

@@ -102,8 +102,10 @@ def plot_accuracy(runs: list[EvalRun], path: Path) -> None:
     ):
         xs = [i + offset for i in range(len(runs))]
         acc = [run.results[key]["accuracy"] * 100 for run in runs]
-        lo = [a - run.results[key]["ci95"][0] * 100 for a, run in zip(acc, runs, strict=True)]
-        hi = [run.results[key]["ci95"][1] * 100 - a for a, run in zip(acc, runs, strict=True)]
+        # Clamped at 0: results.json files written before the interval was exact at 0% and 100%
+        # can hold a bound a rounding error on the wrong side of the accuracy.
+        lo = [max(0.0, a - run.results[key]["ci95"][0] * 100) for a, run in zip(acc, runs, strict=True)]
+        hi = [max(0.0, run.results[key]["ci95"][1] * 100 - a) for a, run in zip(acc, runs, strict=True)]
         ax.bar(xs, acc, width, yerr=[lo, hi], capsize=4, label=name)
     ax.set_xticks(range(len(runs)), [run.label for run in runs])
     ax.set_ylabel("accuracy (%)")
