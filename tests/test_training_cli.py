@@ -107,7 +107,6 @@ def test_gpu_recipes_follow_the_paper(recipe):
 
 @pytest.mark.slow
 def test_two_steps_on_the_embedded_model_then_eval(tmp_path, embedded_dir):
-    pytest.importorskip("r3.tasks.countdown")
     failures = tmp_path / "failures.jsonl"
     rows = [
         {
@@ -160,13 +159,6 @@ def test_two_steps_on_the_embedded_model_then_eval(tmp_path, embedded_dir):
         assert 0.0 <= row["rewards/retry_success/mean"] <= 1.0
         assert "r3/reflection_length" in row and "r3/retry_length" in row and "frac_reward_zero_std" in row
 
-    try:
-        import r3.cli.eval_cmd  # noqa: F401
-    except ModuleNotFoundError:
-        from transformers import AutoModelForCausalLM
-
-        assert AutoModelForCausalLM.from_pretrained(str(out)) is not None
-        return
     code = r3_main(
         [
             "eval",

@@ -2,7 +2,7 @@
 
 On a terminal: a rich progress bar. Elsewhere (CI logs, `nohup`): a plain line at most every
 `interval` seconds and one at the end, so logs show progress without a flood of redraws.
-`R3_NO_PROGRESS=1` silences both.
+`R3_NO_PROGRESS=1` (or `--no-progress`) silences both. Used by every long job: eval, mine.
 """
 
 from __future__ import annotations
@@ -18,14 +18,21 @@ class ProgressReport:
     """`with ProgressReport("eval", total) as p: p.advance(k, kept=3)`."""
 
     def __init__(
-        self, description: str, total: int, fields: dict[str, Any] | None = None, interval: float = 10.0
+        self,
+        description: str,
+        total: int,
+        fields: dict[str, Any] | None = None,
+        interval: float = 10.0,
+        done: int = 0,
+        enabled: bool = True,
     ):
+        """`done`: already finished (a resumed job); `enabled=False` (`--no-progress`) shows nothing."""
         self.description = description
         self.total = total
-        self.done = 0
+        self.done = done
         self.fields = dict(fields or {})
         self.interval = interval
-        self.quiet = os.environ.get("R3_NO_PROGRESS") == "1"
+        self.quiet = not enabled or os.environ.get("R3_NO_PROGRESS") == "1"
         self.live = not self.quiet and sys.stderr.isatty()
         self._start = time.monotonic()
         self._last_line = 0.0
@@ -55,7 +62,9 @@ class ProgressReport:
                 console=Console(stderr=True),
             )
             self._bar.start()
-            self._task = self._bar.add_task(self.description, total=self.total, status=self._status())
+            self._task = self._bar.add_task(
+                self.description, total=self.total, completed=self.done, status=self._status()
+            )
         return self
 
     def advance(self, steps: int = 1, **fields: Any) -> None:

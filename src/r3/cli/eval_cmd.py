@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     generator = load_generator(
         args.model, args.backend, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
-    results = evaluate(config, task, examples, generator, output_dir, overwrite=args.overwrite)
+    results = evaluate(
+        config, task, examples, generator, output_dir, overwrite=args.overwrite, progress=not args.no_progress
+    )
     from rich.console import Console
     from rich.markdown import Markdown
 

@@ -45,7 +45,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (must be > 0)")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--overwrite", action="store_true", help="discard the output folder's previous run")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     # `_parser` lets `r3.cli` apply `--config FILE.yaml` as defaults of this subcommand (flags win).
     parser.set_defaults(run=run, _parser=parser)
     return parser

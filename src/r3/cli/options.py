@@ -39,6 +39,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--output-dir", default=None, help="where results go")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     parser.add_argument("--config", default=None, help="YAML file of option defaults; flags override it")
 
 

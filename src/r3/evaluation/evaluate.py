@@ -62,6 +62,7 @@ def evaluate(
     generator: Generator,
     output_dir: str | Path,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation and write its files. Returns the results dict."""
     folder = Path(output_dir)
@@ -73,9 +74,9 @@ def evaluate(
     sampling = config.sampling(task)
     with (
         samples_path.open("a", encoding="utf-8") as handle,
-        ProgressReport("eval", len(examples)) as progress,
+        ProgressReport("eval", len(examples), enabled=progress) as report,
     ):
-        progress.advance(len(rows), **_running_status(rows))
+        report.advance(len(rows), **_running_status(rows))
         for start in range(len(rows), len(examples), config.chunk_size):
             chunk = examples[start : start + config.chunk_size]
             step = sampling if start == 0 else _reseed(sampling, start)
@@ -83,7 +84,7 @@ def evaluate(
             new_rows = [sample_row(task, ep) for ep in episodes]
             append_jsonl(handle, new_rows)
             rows.extend(new_rows)
-            progress.advance(len(chunk), **_running_status(rows))
+            report.advance(len(chunk), **_running_status(rows))
     results = summarise(config, rows, getattr(generator, "model_name", config.model or "embedded"))
     results["wall_seconds_this_run"] = round(time.monotonic() - started, 2)
     write_json_atomic(folder / "results.json", results)

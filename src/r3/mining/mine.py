@@ -55,6 +55,7 @@ from r3.episode import safe_verify
 from r3.errors import R3Error
 from r3.generation.base import Generator, SamplingConfig
 from r3.mining.records import FailureRecord
+from r3.progress import ProgressReport
 from r3.rundir import fsync_dir, write_json_atomic
 from r3.tasks.base import Example, Task
 
@@ -534,43 +535,20 @@ def mine(
 def _progress_display(
     progress: bool | ProgressCallback, total: int, seen: int, kept: int
 ) -> Iterator[ProgressCallback]:
-    """A rich progress bar (queries seen, kept, samples/s) or the caller's callback, or nothing."""
+    """The caller's callback, or a `ProgressReport` (queries seen, kept, samples/s), or nothing."""
     if callable(progress):
         yield progress
         return
-    if not progress:
-        yield lambda result, seen, kept: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("mining"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("kept {task.fields[kept]}"),
-        TextColumn("{task.fields[rate]} samples/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
     session_samples = 0
     session_started = time.perf_counter()
-    with bar:
-        handle = bar.add_task("mine", total=total, completed=seen, kept=kept, rate="-")
+    fields = {"kept": kept, "samples/s": "-"}
+    with ProgressReport("mine", total, fields, done=seen, enabled=bool(progress)) as bar:
 
         def report(result: QueryResult, seen: int, kept: int) -> None:
             nonlocal session_samples
             session_samples += result.samples
             elapsed = time.perf_counter() - session_started
             rate = f"{session_samples / elapsed:.1f}" if elapsed > 0 else "-"
-            bar.update(handle, completed=seen, kept=kept, rate=rate)
+            bar.advance(seen - bar.done, kept=kept, **{"samples/s": rate})
 
         yield report
