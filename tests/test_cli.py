@@ -102,6 +102,55 @@ def test_tools_that_are_not_json(tmp_path: Path) -> None:
     )
 
 
+def in_process_error(capsys, *argv: str) -> str:
+    """Run `r3 argv` in this process; it must fail with status 2 and one line on stderr."""
+    assert main(list(argv)) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("r3: error:"), lines
+    return lines[0]
+
+
+def test_data_files_that_are_not_utf8_or_nested_too_deeply(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "cd.jsonl"
+    data.write_bytes(b'{"nums": [1, 2, 3], "target": 6}\n{"nums": [1, 2], "target": "\xff\xfe"}\n')
+    line = in_process_error(capsys, "eval", "--data", str(data))
+    assert "cd.jsonl, row 2" in line and "not UTF-8" in line
+    data.write_text("[" * 100_000 + "\n")
+    line = in_process_error(capsys, "eval", "--data", str(data))
+    assert "cd.jsonl, row 1" in line and "nested too deeply" in line
+    whole = tmp_path / "cd.json"
+    whole.write_bytes(b"[\xff]")
+    assert "not UTF-8" in in_process_error(capsys, "eval", "--data", str(whole))
+
+
+def test_counts_must_be_positive_from_flags_and_yaml(tmp_path: Path, capsys) -> None:
+    line = in_process_error(capsys, "eval", "--batch-size", "0", "--limit", "1")
+    assert "--batch-size must be at least 1 (got 0)" in line
+    assert "--limit must be at least 0" in in_process_error(capsys, "eval", "--limit", "-1")
+    assert "no examples to evaluate" in in_process_error(capsys, "eval", "--limit", "0")
+    config = tmp_path / "c.yaml"
+    config.write_text("max_new_tokens: 0\n")
+    assert "--max-new-tokens must be at least 1" in in_process_error(capsys, "eval", "--config", str(config))
+    assert "--batch-size" in in_process_error(capsys, "mine", "--batch-size", "0", "--output-dir", "x")
+
+
+def test_eval_refuses_another_runs_folder_before_loading_the_model(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"task": "function_calling"}))
+    # The model folder does not exist: reaching the loader would be a different error.
+    line = in_process_error(
+        capsys, "eval", "--limit", "1", "--model", str(tmp_path / "no-model"), "--output-dir", str(out)
+    )
+    assert "holds another run's output" in line
+    # A mistyped model leaves no trace in a new folder: the corrected command is not refused.
+    fresh = tmp_path / "fresh"
+    assert "no-model" in in_process_error(
+        capsys, "eval", "--limit", "1", "--model", str(tmp_path / "no-model"), "--output-dir", str(fresh)
+    )
+    assert not fresh.exists()
+
+
 def test_missing_model_folder(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("eval", "--model", str(tmp_path / "no-model"), "--limit", "1"), "no-model")
 

@@ -87,6 +87,11 @@ def test_files_written_and_loadable(tmp_path: Path) -> None:
     assert rows[1]["reflection"] and rows[1]["attempt_reason"] and rows[1]["retry_ok"]
     assert rows[2]["retry_reason"].startswith("evaluates to")
     assert rows[0]["reflection"] is None
+    assert rows[0]["reflection_prompt"] is None and rows[0]["retry_prompt"] is None
+    # The exact chats the reflection and the retry were generated from.
+    assert rows[1]["reflection_prompt"][-1]["content"] == TASK.reflection_instruction
+    assert rows[1]["reflection_prompt"][-2] == {"role": "assistant", "content": rows[1]["attempt"]}
+    assert {"role": "assistant", "content": rows[1]["reflection"]} in rows[1]["retry_prompt"]
     assert "| first try |" in (tmp_path / "results.md").read_text()
     import datasets
 

@@ -349,6 +349,15 @@ def test_cli_malformed_row_is_named_before_the_model_loads(tmp_path, scripted_lo
     assert not scripted_loader and not (tmp_path / "o").exists()
 
 
+def test_cli_reserved_field_is_refused_before_the_model_loads(tmp_path, scripted_loader, capsys):
+    data = tmp_path / "coins.jsonl"
+    data.write_text('{"id": 0, "p": 0.5}\n{"id": 1, "p": 0.5, "successes": 3}\n')
+    assert _cli("--data", str(data), "--output-dir", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "coins.jsonl, row 2, field 'successes'" in err and "rename the column" in err
+    assert not scripted_loader
+
+
 def test_cli_empty_data_and_zero_limit_are_refused(tmp_path, scripted_loader, capsys):
     data = tmp_path / "empty.jsonl"
     data.write_text("")

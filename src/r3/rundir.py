@@ -18,11 +18,23 @@ from r3.errors import R3Error
 RUN_FILE = "run.json"
 
 
-def prepare(output_dir: str | Path, identity: dict[str, Any], outputs: list[str], overwrite: bool) -> bool:
-    """Create or check the folder. Returns True when an earlier run is being resumed."""
+def prepare(
+    output_dir: str | Path,
+    identity: dict[str, Any],
+    outputs: list[str],
+    overwrite: bool,
+    check_only: bool = False,
+) -> bool:
+    """Create or check the folder. Returns True when an earlier run is being resumed.
+
+    `check_only`: raise if the folder would be refused, but create, delete and write nothing (so a
+    command can check its folder before a slow step that may still fail, e.g. loading a model)."""
     folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     run_file = folder / RUN_FILE
+    if check_only and (overwrite or not folder.is_dir()):
+        return False
+    if not check_only:
+        folder.mkdir(parents=True, exist_ok=True)
     if overwrite:
         for name in [RUN_FILE, *outputs]:
             (folder / name).unlink(missing_ok=True)
@@ -41,7 +53,8 @@ def prepare(output_dir: str | Path, identity: dict[str, Any], outputs: list[str]
         return True
     if any((folder / name).exists() for name in outputs):
         raise R3Error(f"{folder} holds output without {RUN_FILE}; pass --overwrite to replace it")
-    write_json_atomic(run_file, identity)
+    if not check_only:
+        write_json_atomic(run_file, identity)
     return False
 
 

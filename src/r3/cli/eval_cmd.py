@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from r3.cli.options import add_common, task_options
+from r3.cli.options import add_common, check_numbers, task_options
+from r3.errors import R3Error
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
@@ -27,12 +28,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse expo
 
 
 def run(args: argparse.Namespace) -> int:
-    from r3.evaluation.evaluate import EvalConfig, evaluate
+    from r3.evaluation.evaluate import EvalConfig, evaluate, prepare_output
     from r3.generation.loader import load_generator
     from r3.tasks import get_task
 
+    check_numbers(args)
     task = get_task(args.task, **task_options(args))
     examples = task.load(args.data, limit=args.limit, seed=args.seed)
+    if not examples:
+        raise R3Error("no examples to evaluate (the data is empty, or --limit is 0)")
     config = EvalConfig(
         task=args.task,
         task_options=task_options(args),
@@ -41,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         model=args.model,
         backend=args.backend,
+        dtype=args.dtype,
         max_new_tokens=args.max_new_tokens,
         reflection_max_new_tokens=args.reflection_max_new_tokens,
         temperature=args.temperature,
@@ -48,12 +53,11 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.batch_size,
     )
     output_dir = args.output_dir or f"runs/eval-{args.task.replace(':', '_').replace('.', '_')}"
+    prepare_output(config, output_dir, overwrite=args.overwrite, check_only=True)  # before the slow load
     generator = load_generator(
         args.model, args.backend, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
-    results = evaluate(
-        config, task, examples, generator, output_dir, overwrite=args.overwrite, progress=not args.no_progress
-    )
+    results = evaluate(config, task, examples, generator, output_dir, progress=not args.no_progress)
     from rich.console import Console
     from rich.markdown import Markdown
 

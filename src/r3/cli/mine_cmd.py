@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from r3.cli.options import add_common, task_options
+from r3.cli.options import add_common, check_numbers, task_options
 from r3.errors import R3Error
 from r3.generation.base import Generator
 from r3.mining.mine import FAILURES_FILE, SUMMARY_FILE, MineConfig, RunStore, mine, run_fingerprint
+from r3.mining.records import check_reserved_fields
 from r3.tasks.registry import get_task
 
 DESCRIPTION = """\
@@ -81,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_p=args.top_p,
     )
-    if args.limit is not None and args.limit < 0:
-        raise R3Error(f"--limit must be >= 0 (got {args.limit})")
+    check_numbers(args)
     task = get_task(args.task, **task_options(args))
     # Validates every row (a malformed row is named here, before any model is loaded).
     examples = task.load(args.data, args.limit, args.seed)
     if not examples:
         raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
+    check_reserved_fields(examples, args.data or f"{task.name} (generated)")
     fingerprint = run_fingerprint(
         task,
         examples,

@@ -48,6 +48,20 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"verifier": args.verifier} if args.verifier else {}
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Counts that must be positive (flags and YAML values alike: YAML skips argparse's `type`)."""
+    at_least = {"limit": 0, "batch_size": 1, "max_new_tokens": 1, "reflection_max_new_tokens": 1}
+    for name, low in at_least.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise R3Error(f"{flag} must be an integer (got {value!r})")
+        if value < low:
+            raise R3Error(f"{flag} must be at least {low} (got {value})")
+
+
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse `argv`, taking defaults from `--config` when given."""
     pre, _ = parser.parse_known_args(argv)

@@ -38,6 +38,7 @@ class EvalConfig:
     seed: int = 0
     model: str | None = None
     backend: str = "transformers"
+    dtype: str = "auto"
     max_new_tokens: int = 256
     reflection_max_new_tokens: int = 256
     temperature: float = 0.0
@@ -55,6 +56,17 @@ class EvalConfig:
 OUTPUTS = ["samples.jsonl", "results.json", "results.md"]
 
 
+def prepare_output(
+    config: EvalConfig, output_dir: str | Path, overwrite: bool = False, check_only: bool = False
+) -> bool:
+    """Create the output folder, or check that it holds this same evaluation (then it resumes).
+
+    `check_only` writes nothing: the CLI calls it before loading the model, so that a wrong folder
+    is refused at once and a mistyped model leaves no trace."""
+    identity = {k: v for k, v in asdict(config).items() if k != "chunk_size"}
+    return prepare(Path(output_dir), identity, OUTPUTS, overwrite, check_only=check_only)
+
+
 def evaluate(
     config: EvalConfig,
     task: Task,
@@ -66,8 +78,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation and write its files. Returns the results dict."""
     folder = Path(output_dir)
-    identity = {k: v for k, v in asdict(config).items() if k != "chunk_size"}
-    prepare(folder, identity, OUTPUTS, overwrite)
+    prepare_output(config, folder, overwrite)
     samples_path = folder / "samples.jsonl"
     rows = read_complete_jsonl(samples_path)
     started = time.monotonic()
@@ -121,8 +132,10 @@ def sample_row(task: Task, ep: Episode) -> dict[str, Any]:
         "attempt_ok": ep.attempt_verdict.ok,
         "attempt_reason": ep.attempt_verdict.reason,
         "attempt_tokens": ep.attempt.num_tokens,
+        "reflection_prompt": None,
         "reflection": None,
         "reflection_tokens": None,
+        "retry_prompt": None,
         "retry": None,
         "retry_ok": None,
         "retry_reason": None,
@@ -130,9 +143,18 @@ def sample_row(task: Task, ep: Episode) -> dict[str, Any]:
         "second_try_ok": ep.second_try_ok,
     }
     if ep.reflection is not None:
-        row.update(reflection=ep.reflection.text, reflection_tokens=ep.reflection.num_tokens)
-    if ep.retry is not None and ep.retry_verdict is not None:
-        row.update(retry=ep.retry.text, retry_ok=ep.retry_verdict.ok, retry_reason=ep.retry_verdict.reason)
+        row.update(
+            reflection_prompt=task.reflection_prompt(ep.example, ep.attempt.text).messages,
+            reflection=ep.reflection.text,
+            reflection_tokens=ep.reflection.num_tokens,
+        )
+    if ep.retry is not None and ep.retry_verdict is not None and ep.reflection is not None:
+        row.update(
+            retry_prompt=task.retry_prompt(ep.example, ep.attempt.text, ep.reflection.text).messages,
+            retry=ep.retry.text,
+            retry_ok=ep.retry_verdict.ok,
+            retry_reason=ep.retry_verdict.reason,
+        )
     return row
 
 

@@ -25,6 +25,21 @@ from r3.tasks.base import Example, Task
 RESERVED = ("task", "query_index", "failed_attempts", "samples_drawn", "successes")
 
 
+def check_reserved_fields(examples: list[Example], source: str) -> None:
+    """Refuse examples with a field the failures file uses for itself, before any sampling starts.
+
+    Rows are numbered 1-based among the rows read (blank JSONL lines are not counted)."""
+    for number, example in enumerate(examples, start=1):
+        clash = next((k for k in RESERVED if k in example), None)
+        if clash is not None:
+            raise DataError(
+                source,
+                number,
+                clash,
+                f"the failures file uses this name for itself ({', '.join(RESERVED)}); rename the column",
+            )
+
+
 @dataclass(frozen=True)
 class FailureRecord:
     """One mined query: the example, its failed attempts, and how often the model succeeded."""

@@ -45,14 +45,26 @@ def _looks_like_path(data: str) -> bool:
     )
 
 
+def _parse(text: str) -> Any:
+    """`json.loads`, with the errors it can raise besides JSONDecodeError turned into one."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text[:0], 0) from None
+
+
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     rows: list[tuple[int, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(str(path), line_no, None, f"not UTF-8 text (byte {exc.start + 1})") from None
             if not line.strip():
                 continue
             try:
-                rows.append((line_no, json.loads(line)))
+                rows.append((line_no, _parse(line)))
             except json.JSONDecodeError as exc:
                 raise DataError(str(path), line_no, None, f"not valid JSON ({exc.msg})") from None
     return rows
@@ -60,7 +72,9 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
 
 def _read_json(path: Path) -> list[tuple[int, Any]]:
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = _parse(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(str(path), None, None, f"not UTF-8 text (byte {exc.start + 1})") from None
     except json.JSONDecodeError as exc:
         raise DataError(str(path), None, None, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if isinstance(payload, dict) and isinstance(payload.get("data"), list):
