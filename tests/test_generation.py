@@ -68,6 +68,22 @@ def test_stop_strings_cut_the_completion(tiny) -> None:
             assert c.text.find(stop) in (-1, len(c.text) - len(stop))
 
 
+def test_padding_after_a_stop_string_is_not_counted(tiny) -> None:
+    """A row stopped by a stop string is padded to the batch length; with the embedded tokenizer the
+    pad token is also the end-of-turn token, so the cut at end-of-turn used to keep one pad."""
+    tok = tiny.tokenizer
+    assert tok.pad_token_id in tiny.stop_ids
+    body = tok("<answer> 1 + 2 </answer>", add_special_tokens=False)["input_ids"]
+    sampling = SamplingConfig(max_new_tokens=40, stop=("</answer>",))
+    padded = tiny._completion(body + [tok.pad_token_id] * 5, sampling)
+    assert padded.num_tokens == len(body) and padded.text == "<answer> 1 + 2 </answer>"
+    assert padded.finish_reason == "stop"
+    # The model's own end-of-turn token, with no stop string, is kept and counted.
+    plain = tok("hello", add_special_tokens=False)["input_ids"]
+    ended = tiny._completion(plain + [tok.eos_token_id] + [tok.pad_token_id] * 3, sampling)
+    assert ended.num_tokens == len(plain) + 1
+
+
 def test_render_uses_template_and_generation_prompt(tiny) -> None:
     text = render_prompt(tiny.tokenizer, PROMPTS[1])
     assert "Be brief." in text and text.endswith("<|im_start|>assistant\n")

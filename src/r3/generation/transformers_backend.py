@@ -84,6 +84,12 @@ class TransformersBackend:
         ids = ids[:cut]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         text, stopped = truncate_at_stop(text, sampling.stop)
+        if stopped:
+            # A row stopped by a stop string is padded to the batch's length; when the pad token is
+            # also an end-of-turn token (Qwen's <|endoftext|>) the cut above kept one pad. Drop them.
+            pad = self.tokenizer.pad_token_id
+            while ids and pad is not None and ids[-1] == pad:
+                ids = ids[:-1]
         ended = stopped or (bool(ids) and ids[-1] in self.stop_ids)
         return Completion(
             text=text,
