@@ -375,3 +375,27 @@ def test_data_error_type_for_library_users(tmp_path):
     data.write_text('{"id": 0, "p": 7}\n')
     with pytest.raises(DataError, match="row 1, field 'p'"):
         CoinTask().load(str(data))
+
+
+def test_function_calling_failures_keep_tools_as_json_strings_and_load_back(tmp_path):
+    """Rows of many tool schemas: `tools` and `answers` are written as JSON strings (as in xLAM), so
+    `datasets` sees two string columns; `read_failures` parses them back into lists for training."""
+    import datasets
+
+    from r3.generation.scripted import ScriptedGenerator
+    from r3.tasks import get_task
+
+    task = get_task("function_calling")
+    examples = task.load(None, limit=12)
+    wrong = ScriptedGenerator(lambda prompt, sampling, i: '[{"name": "nothing", "arguments": {}}]')
+    config = MineConfig(budget=2, round_size=2, seed=0, max_new_tokens=16)
+    mine(task, examples, wrong, tmp_path / "fc", config)
+    path = tmp_path / "fc" / "failures.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 12
+    assert all(isinstance(row["tools"], str) and isinstance(row["answers"], str) for row in rows)
+    loaded = datasets.load_dataset("json", data_files=str(path), split="train")
+    assert loaded.features["tools"].dtype == "string" and loaded.features["answers"].dtype == "string"
+    records = read_failures(path, task)
+    assert [r.example["answers"] for r in records] == [e["answers"] for e in examples]
+    assert all(isinstance(r.example["tools"], list) for r in records)

@@ -14,13 +14,13 @@ Everything is plain JSON so `datasets.load_dataset("json", data_files=...)` load
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from r3.errors import DataError
 from r3.tasks.base import Example, Task
+from r3.tasks.files import read_jsonl
 
 RESERVED = ("task", "query_index", "failed_attempts", "samples_drawn", "successes")
 
@@ -74,45 +74,38 @@ def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
     if not file.is_file():
         raise DataError(str(file), None, None, "no such failures file (run `r3 mine` first)")
     records: list[FailureRecord] = []
-    with file.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(str(file), line_no, None, f"not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(str(file), line_no, None, "expected an object")
-            for key in RESERVED:
-                if key not in row:
-                    raise DataError(str(file), line_no, key, "missing (is this a file written by `r3 mine`?)")
-            if row["task"] != task.name:
-                raise DataError(
-                    str(file), line_no, "task", f"'{row['task']}' does not match the task '{task.name}'"
-                )
-            attempts = row["failed_attempts"]
-            if (
-                not isinstance(attempts, list)
-                or not attempts
-                or not all(isinstance(a, dict) and isinstance(a.get("completion"), str) for a in attempts)
-            ):
-                raise DataError(
-                    str(file), line_no, "failed_attempts", "expected a non-empty list of {completion, reason}"
-                )
-            example = task.validate({k: v for k, v in row.items() if k not in RESERVED}, line_no, str(file))
-            records.append(
-                FailureRecord(
-                    task=row["task"],
-                    query_index=int(row["query_index"]),
-                    example=example,
-                    failed_attempts=[
-                        {"completion": a["completion"], "reason": str(a.get("reason", ""))} for a in attempts
-                    ],
-                    samples_drawn=int(row["samples_drawn"]),
-                    successes=int(row["successes"]),
-                )
+    for line_no, row in read_jsonl(file):
+        if not isinstance(row, dict):
+            raise DataError(str(file), line_no, None, "expected an object")
+        for key in RESERVED:
+            if key not in row:
+                raise DataError(str(file), line_no, key, "missing (is this a file written by `r3 mine`?)")
+        if row["task"] != task.name:
+            raise DataError(
+                str(file), line_no, "task", f"'{row['task']}' does not match the task '{task.name}'"
             )
+        attempts = row["failed_attempts"]
+        if (
+            not isinstance(attempts, list)
+            or not attempts
+            or not all(isinstance(a, dict) and isinstance(a.get("completion"), str) for a in attempts)
+        ):
+            raise DataError(
+                str(file), line_no, "failed_attempts", "expected a non-empty list of {completion, reason}"
+            )
+        example = task.validate({k: v for k, v in row.items() if k not in RESERVED}, line_no, str(file))
+        records.append(
+            FailureRecord(
+                task=row["task"],
+                query_index=int(row["query_index"]),
+                example=example,
+                failed_attempts=[
+                    {"completion": a["completion"], "reason": str(a.get("reason", ""))} for a in attempts
+                ],
+                samples_drawn=int(row["samples_drawn"]),
+                successes=int(row["successes"]),
+            )
+        )
     if not records:
         raise DataError(str(file), None, None, "contains no failures")
     return records

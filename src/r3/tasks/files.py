@@ -24,7 +24,7 @@ def read_rows(data: str, split: str = "train") -> tuple[list[tuple[int, Any]], s
             raise DataError(str(path), None, None, "is a folder; give a .json, .jsonl or .parquet file")
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
-            return _read_jsonl(path), str(path)
+            return read_jsonl(path), str(path)
         if suffix == ".json":
             return _read_json(path), str(path)
         if suffix == ".parquet":
@@ -53,7 +53,8 @@ def _parse(text: str) -> Any:
         raise json.JSONDecodeError("nested too deeply", text[:0], 0) from None
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+def read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """`(line_number, value)` for every non-blank line; DataError naming the line otherwise."""
     rows: list[tuple[int, Any]] = []
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle, start=1):

@@ -101,6 +101,16 @@ class FunctionCallingTask(Task):
         example["answers"] = parse_answers(example, index, source)
         return example
 
+    def to_record(self, example: Example) -> Example:
+        """`tools` and `answers` as JSON strings again, as in xLAM: one string column each, so that a
+        file of rows with thousands of different tool schemas loads in `datasets` as plain strings
+        instead of one struct holding the union of every tool's parameters."""
+        record = dict(example)
+        for key in ("tools", "answers"):
+            if not isinstance(record.get(key), str):
+                record[key] = json.dumps(record[key], ensure_ascii=False)
+        return record
+
     def prompt(self, example: Example) -> Prompt:
         """A system turn with the answer format, the query as the user turn, and the tools alongside."""
         tools = example.get("tools")
