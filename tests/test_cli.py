@@ -180,3 +180,37 @@ def test_eval_on_the_embedded_model(tmp_path: Path) -> None:
     assert results["model"].startswith("SmolLM2-135M-Instruct") and results["n"] == 2
     assert 0.0 <= results["second_try"]["accuracy"] <= 1.0
     assert results["first_try"]["correct"] <= results["second_try"]["correct"]
+
+
+def test_task_args_reach_the_task_constructor(tmp_path: Path, capsys) -> None:
+    from r3.cli import build_parser
+    from r3.cli.options import task_options
+    from r3.tasks import get_task
+
+    args = build_parser().parse_args(
+        ["eval", "--task-arg", "min_nums=4", "--task-arg", "max_nums=4", "--task-arg", "system_prompt=null"]
+    )
+    options = task_options(args)
+    assert options == {"min_nums": 4, "max_nums": 4, "system_prompt": None}
+    task = get_task("countdown", **options)
+    assert all(len(row["nums"]) == 4 for row in task.load(None, limit=20))
+    assert task.prompt(task.load(None, limit=1)[0]).messages[0]["role"] == "user"  # no system turn
+
+    line = in_process_error(capsys, "eval", "--task-arg", "min_nums")
+    assert "--task-arg expects KEY=VALUE" in line
+    line = in_process_error(capsys, "eval", "--task-arg", "min_num=4", "--limit", "1")
+    assert "task 'countdown'" in line and "min_num" in line
+
+
+def test_task_args_from_a_config_file(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("task_arg: {min_nums: 5, max_nums: 5}\nlimit: 2\nmax_new_tokens: 2\n")
+    out = tmp_path / "eval"
+    argv = ["eval", "--config", str(config), "--model", str(tiny_model_dir), "--output-dir", str(out)]
+    assert main([*argv, "--reflection-max-new-tokens", "2", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(len(row["example"]["nums"]) == 5 for row in rows)
+    assert json.loads((out / "results.json").read_text())["config"]["task_options"] == {
+        "min_nums": 5,
+        "max_nums": 5,
+    }

@@ -55,6 +55,22 @@ def test_recipe_plus_overrides(tmp_path):
     )
 
 
+def test_task_args_from_the_recipe_or_the_command_line(tmp_path):
+    from r3.training.trainer import load_task
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(CPU_RECIPE.read_text() + "\ntask_args:\n  min_nums: 4\n  max_nums: 4\n")
+    config = parse(["--config", str(recipe), "--output-dir", str(tmp_path)])
+    assert config.task_args == {"min_nums": 4, "max_nums": 4}
+    assert load_task(config).config.min_nums == 4
+    config = parse(
+        ["--config", str(CPU_RECIPE), "--output-dir", str(tmp_path), "--task_args", "{max_nums: 3}"]
+    )
+    assert load_task(config).config.max_nums == 3
+    with pytest.raises(R3Error, match="task_args must be a mapping"):
+        parse(["--config", str(CPU_RECIPE), "--output-dir", str(tmp_path), "--task_args", "[1, 2]"])
+
+
 def test_unknown_keys_are_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(CPU_RECIPE.read_text() + "\nnot_a_field: 1\n")

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         task,
         examples,
         config,
-        verifier=args.verifier,
+        task_options=task_options(args),
         data=_absolute_if_local(args.data),
         model=_absolute_if_local(args.model) or "embedded",
         backend=args.backend,

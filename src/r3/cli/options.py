@@ -27,6 +27,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         help="local .json/.jsonl/.parquet file or hub dataset id (default: the task's own)",
     )
     g.add_argument("--verifier", default=None, help="custom task: the verifier as pkg.module:function")
+    g.add_argument(
+        "--task-arg",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="an option of the task's constructor, repeatable (e.g. countdown's --task-arg min_nums=4); "
+        "VALUE is read as YAML (4, 0.5, true, null, text). In a --config file: task_arg: {min_nums: 4}",
+    )
     g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     g.add_argument("--seed", type=int, default=0, help="seed for generated data and sampling")
     m = parser.add_argument_group("model and generation")
@@ -44,8 +52,31 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Constructor options for `get_task` from the parsed flags."""
-    return {"verifier": args.verifier} if args.verifier else {}
+    """Constructor options for `get_task` from the parsed flags (`--verifier`, `--task-arg`)."""
+    options = parse_task_args(getattr(args, "task_arg", None))
+    if args.verifier:
+        options["verifier"] = args.verifier
+    return options
+
+
+def parse_task_args(raw: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """`["min_nums=4", "system_prompt=null"]` (flags) or a mapping (YAML) -> constructor options."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return {str(k): v for k, v in raw.items()}
+    if isinstance(raw, str):
+        raw = [raw]
+    options: dict[str, Any] = {}
+    for item in raw:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise R3Error(f"--task-arg expects KEY=VALUE, got '{item}'")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
 
 
 def check_numbers(args: argparse.Namespace) -> None:

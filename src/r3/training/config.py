@@ -30,6 +30,13 @@ class R3Config(GRPOConfig):
     verifier: str | None = field(
         default=None, metadata={"help": "custom task: the verifier as pkg.module:function"}
     )
+    task_args: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "options of the task's constructor: a mapping in the recipe "
+            "(task_args: {min_nums: 4}), a YAML/JSON mapping string on the command line"
+        },
+    )
     failures: str | None = field(
         default=None, metadata={"help": "the failures file written by `r3 mine` (failures.jsonl)"}
     )
@@ -95,6 +102,15 @@ class R3Config(GRPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.task_args, str):
+            import yaml
+
+            try:
+                self.task_args = yaml.safe_load(self.task_args) or {}
+            except yaml.YAMLError as exc:
+                raise R3Error(f"task_args: not a YAML mapping ({str(exc).splitlines()[0]})") from None
+        if self.task_args is not None and not isinstance(self.task_args, dict):
+            raise R3Error(f"task_args must be a mapping, got {type(self.task_args).__name__}")
         if self.first_attempt not in FIRST_ATTEMPT_MODES:
             raise R3Error(
                 f"first_attempt must be one of {', '.join(FIRST_ATTEMPT_MODES)}, not '{self.first_attempt}'"

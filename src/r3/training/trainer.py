@@ -45,7 +45,10 @@ class TrainResult:
 def load_task(config: R3Config) -> Task:
     from r3.tasks.registry import get_task
 
-    return get_task(config.task, **({"verifier": config.verifier} if config.verifier else {}))
+    options = dict(config.task_args or {})
+    if config.verifier:
+        options["verifier"] = config.verifier
+    return get_task(config.task, **options)
 
 
 def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
