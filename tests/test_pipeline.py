@@ -1,6 +1,7 @@
 """The whole loop through the command line, as `make demo` runs it, on the tiny random model.
 
-eval -> mine -> train (on the mined failures) -> eval of the trained model -> report. Each step reads
+eval -> mine -> train (on the mined failures) -> eval of the trained model -> report, for Countdown
+and for function calling. Each step reads
 only what the one before it wrote, so this catches a broken hand-over (a failures file that training
 refuses, a checkpoint that eval cannot load, results that the report cannot plot) in seconds rather
 than in the ten minutes of `make demo` on the embedded model.
@@ -21,12 +22,13 @@ GEN = ["--max-new-tokens", "8", "--reflection-max-new-tokens", "8"]
 
 
 @pytest.mark.slow
-def test_eval_mine_train_eval_report(tmp_path: Path, tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("task", ["countdown", "function_calling"])
+def test_eval_mine_train_eval_report(task: str, tmp_path: Path, tiny_model_dir: Path) -> None:
     model = str(tiny_model_dir)
     vanilla, mined, trained, after, report = (
         tmp_path / name for name in ("eval-vanilla", "mine", "trained", "eval-trained", "report")
     )
-    common = ["--task", "countdown", "--limit", "6", "--no-progress"]
+    common = ["--task", task, "--limit", "6", "--no-progress"]
 
     assert r3_main(["eval", *common, *GEN, "--model", model, "--output-dir", str(vanilla)]) == 0
     before = json.loads((vanilla / "results.json").read_text())
@@ -38,7 +40,17 @@ def test_eval_mine_train_eval_report(tmp_path: Path, tiny_model_dir: Path) -> No
     kept = [json.loads(line) for line in failures.read_text().splitlines()]
     assert kept and all(row["failed_attempts"] for row in kept)
 
-    train = ["train", "--config", str(CPU_RECIPE), "--model", model, "--failures", str(failures)]
+    train = [
+        "train",
+        "--config",
+        str(CPU_RECIPE),
+        "--task",
+        task,
+        "--model",
+        model,
+        "--failures",
+        str(failures),
+    ]
     train += ["--output_dir", str(trained), "--max_steps", "2", "--save_strategy", "no"]
     train += ["--max_completion_length", "8", "--retry_max_new_tokens", "8"]
     assert r3_main(train) == 0
