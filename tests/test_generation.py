@@ -111,3 +111,15 @@ def test_vllm_missing_is_a_clear_error() -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(R3Error, match="unknown backend"):
         load_generator(None, backend="nope")
+
+
+def test_vllm_prompts_are_the_same_tokens_as_the_transformers_backend(tiny) -> None:
+    """Checked without vLLM: the token prompts it would be given, against the transformers encoding."""
+    from r3.generation.vllm_backend import prompt_token_ids
+
+    tok = tiny.tokenizer
+    got = prompt_token_ids(tok, PROMPTS)
+    for prompt, entry in zip(PROMPTS, got, strict=True):
+        text = render_prompt(tok, prompt)
+        assert entry["prompt_token_ids"] == tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(entry["prompt_token_ids"]) == text

@@ -25,6 +25,18 @@ def vllm_available() -> bool:
     return True
 
 
+def prompt_token_ids(tokenizer: Any, prompts: Sequence[Prompt]) -> list[dict[str, list[int]]]:
+    """vLLM token prompts, encoded as the transformers backend encodes them.
+
+    The rendered chat already holds the template's special tokens; handing vLLM the text would let
+    it add a BOS of its own (a doubled BOS for Llama-style templates) and make the two backends see
+    different inputs."""
+    return [
+        {"prompt_token_ids": tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]}
+        for p in prompts
+    ]
+
+
 class VLLMBackend:
     """A `Generator` over a vLLM engine."""
 
@@ -55,8 +67,7 @@ class VLLMBackend:
             include_stop_str_in_output=True,
             seed=sampling.seed,
         )
-        texts = [render_prompt(self.tokenizer, p) for p in prompts]
-        outputs = self.llm.generate(texts, params, use_tqdm=False)
+        outputs = self.llm.generate(prompt_token_ids(self.tokenizer, prompts), params, use_tqdm=False)
         groups: list[list[Completion]] = []
         for out in outputs:
             group = []
