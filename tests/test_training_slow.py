@@ -3,7 +3,7 @@
 They run the real CLI (in a subprocess where a process must be killed or launched by torchrun) on
 `tiny_model_dir` (a two-layer random Llama with the embedded model's tokenizer and chat template,
 see conftest.py) with tiny generation budgets, so every test takes well under a few minutes on 2 CPU
-cores. The LoRA test also runs `r3 eval` on the merged model.
+cores. The LoRA test also runs `r3 eval` on the merged model and on the adapter folder alone.
 """
 
 from __future__ import annotations
@@ -255,3 +255,23 @@ def test_lora_merged_model_loads_in_eval_and_adapter_is_saved(tmp_path, tiny_mod
     assert Path(config["base_model_name_or_path"]).resolve() == Path(tiny_model_dir).resolve()
     assert any(adapter.glob("adapter_model.*"))
     shutil.rmtree(tmp_path / "eval", ignore_errors=True)
+    # The adapter folder alone is a model for `r3 eval` (base model + adapter, merged on load).
+    code = r3_main(
+        [
+            "eval",
+            "--task",
+            "countdown",
+            "--model",
+            str(adapter),
+            "--limit",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--reflection-max-new-tokens",
+            "8",
+            "--output-dir",
+            str(tmp_path / "eval-adapter"),
+        ]
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "eval-adapter" / "results.json").read_text())["n"] == 1
