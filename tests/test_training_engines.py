@@ -190,3 +190,33 @@ def test_server_engine_in_two_processes(tmp_path):
     # One request per call, from the main process only, with every rank's prompts in rank order.
     assert rank0["requests"] == [[[1, 2, 3], [4, 5], [6, 7, 8, 9]], [[10, 11]]]
     assert rank1["requests"] == []
+
+
+def test_transformers_engine_with_no_prompt_joins_a_collective_generate(tmp_path, monkeypatch):
+    """Under ZeRO-3 or FSDP `generate` runs in lock-step across processes: a process with nothing to
+    sample must still generate (from a dummy prompt) and return nothing; elsewhere it just returns."""
+    from r3.training import engines
+
+    tokenizer = make_tokenizer()
+    trainer = build_trainer(
+        tiny_config(tmp_path),
+        model=make_model(tokenizer),
+        tokenizer=tokenizer,
+        task=ToyTask(),
+        records=records(),
+    )
+    calls = []
+    real_generate = trainer.model.generate
+
+    def counting_generate(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.model, "generate", counting_generate)
+    assert engines.transformers_engine(trainer, [], max_new_tokens=3, temperature=0.0) == Sampled([])
+    assert calls == []
+    monkeypatch.setattr(engines, "generation_is_collective", lambda model: True)
+    assert engines.transformers_engine(trainer, [], max_new_tokens=3, temperature=0.0) == Sampled([])
+    assert len(calls) == 1 and tuple(calls[0]) == (1, 1)
+    monkeypatch.undo()
+    assert engines.generation_is_collective(trainer.model) is False  # one process, no process group

@@ -73,7 +73,9 @@ def transformers_engine(
     """Sample with the trainer's own model (`model.generate`), in this process, without gradients.
 
     Uses TRL's public `unwrap_model_for_generation`, which unwraps DDP/DeepSpeed (gathering ZeRO-3
-    weights, a collective: entered even with no prompt) and turns gradient checkpointing off meanwhile."""
+    weights, a collective: entered even with no prompt) and turns gradient checkpointing off meanwhile.
+    Where `generate` itself is collective (ZeRO-3, FSDP) a process with no prompt generates from a
+    dummy one, so that the others are not left waiting."""
     import torch
     from trl.models import unwrap_model_for_generation
 
@@ -88,8 +90,13 @@ def transformers_engine(
         ) as model,
         torch.no_grad(),
     ):
-        if not prompt_ids:
-            return Sampled([])
+        real = bool(prompt_ids)
+        if not real:
+            if not generation_is_collective(model):
+                return Sampled([])
+            # ZeRO-3 / FSDP: `generate` runs in lock-step with the other processes (synced_gpus), so
+            # a process with nothing to sample still generates, from a one-token dummy, and drops it.
+            prompt_ids = [[pad if pad is not None else 0]]
         width = max(len(p) for p in prompt_ids)
         input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompt_ids])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
@@ -114,8 +121,23 @@ def transformers_engine(
             )
         finally:
             model.train(was_training)
+    if not real:
+        return Sampled([])
     generated = out[:, width:].tolist()
     return Sampled([_clean(row, eos, pad) for row in generated])
+
+
+def generation_is_collective(model: Any) -> bool:
+    """Whether `model.generate` is a collective here: transformers then runs it with `synced_gpus`
+    (DeepSpeed ZeRO-3 or FSDP, more than one process), the same rule `generate` itself applies."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.integrations.fsdp import is_fsdp_managed_module
+
+    return bool(is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model))
 
 
 def vllm_colocate_engine(
