@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +65,23 @@ def train_args(model: Path, failures: Path, out: Path, *extra: str) -> list[str]
         "--save_total_limit",
         "10",
         *extra,
+    ]
+
+
+def eval_args(model: Path, out: Path) -> list[str]:
+    """`r3 eval` of one Countdown example with tiny budgets."""
+    budgets = ["--max-new-tokens", "8", "--reflection-max-new-tokens", "8"]
+    return [
+        "eval",
+        "--task",
+        "countdown",
+        "--model",
+        str(model),
+        "--limit",
+        "1",
+        *budgets,
+        "--output-dir",
+        str(out),
     ]
 
 
@@ -230,48 +246,13 @@ def test_lora_merged_model_loads_in_eval_and_adapter_is_saved(tmp_path, tiny_mod
     model = AutoModelForCausalLM.from_pretrained(str(merged))
     assert not any("lora" in name for name, _ in model.named_parameters())
 
-    code = r3_main(
-        [
-            "eval",
-            "--task",
-            "countdown",
-            "--model",
-            str(merged),
-            "--limit",
-            "1",
-            "--max-new-tokens",
-            "8",
-            "--reflection-max-new-tokens",
-            "8",
-            "--output-dir",
-            str(tmp_path / "eval"),
-        ]
-    )
-    assert code == 0
+    assert r3_main(eval_args(merged, tmp_path / "eval")) == 0
 
     adapter = tmp_path / "adapter"
     assert r3_main(train_args(tiny_model_dir, failures, adapter, *steps)) == 0
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"]).resolve() == Path(tiny_model_dir).resolve()
     assert any(adapter.glob("adapter_model.*"))
-    shutil.rmtree(tmp_path / "eval", ignore_errors=True)
     # The adapter folder alone is a model for `r3 eval` (base model + adapter, merged on load).
-    code = r3_main(
-        [
-            "eval",
-            "--task",
-            "countdown",
-            "--model",
-            str(adapter),
-            "--limit",
-            "1",
-            "--max-new-tokens",
-            "8",
-            "--reflection-max-new-tokens",
-            "8",
-            "--output-dir",
-            str(tmp_path / "eval-adapter"),
-        ]
-    )
-    assert code == 0
+    assert r3_main(eval_args(adapter, tmp_path / "eval-adapter")) == 0
     assert json.loads((tmp_path / "eval-adapter" / "results.json").read_text())["n"] == 1
