@@ -114,12 +114,29 @@ def test_unknown_backend() -> None:
 
 
 def test_vllm_prompts_are_the_same_tokens_as_the_transformers_backend(tiny) -> None:
-    """Checked without vLLM: the token prompts it would be given, against the transformers encoding."""
+    """Checked without vLLM: the token prompts it would be given. The rendered chat already holds
+    the template's special tokens, so encoding must not add more (a tokenizer that adds a BOS, as
+    Llama's does, stands in here: a second BOS would show up as the sentinel)."""
     from r3.generation.vllm_backend import prompt_token_ids
 
     tok = tiny.tokenizer
-    got = prompt_token_ids(tok, PROMPTS)
+    sentinel = -7
+
+    class AddsBos:
+        """The tiny tokenizer, plus a BOS of its own unless told add_special_tokens=False."""
+
+        def __call__(self, text, add_special_tokens=True, **kwargs):
+            out = tok(text, add_special_tokens=False, **kwargs)
+            if add_special_tokens:
+                out["input_ids"] = [sentinel, *out["input_ids"]]
+            return out
+
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+    got = prompt_token_ids(AddsBos(), PROMPTS)
     for prompt, entry in zip(PROMPTS, got, strict=True):
         text = render_prompt(tok, prompt)
+        assert sentinel not in entry["prompt_token_ids"]
         assert entry["prompt_token_ids"] == tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(entry["prompt_token_ids"]) == text
