@@ -65,3 +65,23 @@ def test_report_of_runs_that_solve_nothing(tmp_path: Path) -> None:
     report = write_report([str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "rep")
     assert "0.0%" in report.read_text()
     assert (tmp_path / "rep" / "accuracy.png").stat().st_size > 1000
+
+
+def test_report_shows_each_runs_protocol_when_they_differ(tmp_path: Path) -> None:
+    """Reflect and resample of one model side by side: a protocol column, only when they differ."""
+
+    def script(prompt, sampling, i):
+        if prompt.messages[-1]["content"] == TASK.reflection_instruction:
+            return "Use every number exactly once."
+        return "<answer> 7 + 5 + 2 </answer>" if len(prompt.messages) > 2 else "<answer> 1 + 2 </answer>"
+
+    for name, mode in (("reflect", "reflect"), ("resample", "resample"), ("again", "reflect")):
+        config = EvalConfig(chunk_size=4, second_try=mode)
+        evaluate(config, TASK, EXAMPLES, ScriptedGenerator(script), tmp_path / name, progress=False)
+    text = write_report([str(tmp_path / "reflect"), str(tmp_path / "resample")], tmp_path / "rep").read_text()
+    assert "| second-try protocol |" in text
+    assert "| reflect | `scripted` | 2 | reflect |" in text
+    assert "| resample | `scripted` | 2 | resample |" in text
+    assert "resample = a second independent attempt" in text
+    same = write_report([str(tmp_path / "reflect"), str(tmp_path / "again")], tmp_path / "rep2").read_text()
+    assert "protocol" not in same

@@ -43,3 +43,26 @@ def test_wilson_is_exact_at_the_ends_and_contains_the_estimate() -> None:
         for k in range(n + 1):
             lo, hi = wilson_interval(k, n)
             assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_two_proportion_test_against_hand_computed_values() -> None:
+    from r3.evaluation.stats import two_proportion_test
+
+    # 60/100 vs 40/100: pooled 0.5, se = sqrt(0.25 * 0.02) = 0.070711, z = 2.828427, p = 0.004678
+    got = two_proportion_test(60, 100, 40, 100)
+    assert got["diff"] == pytest.approx(0.2)
+    assert got["z"] == pytest.approx(2.828427, abs=1e-5)
+    assert got["p"] == pytest.approx(0.004678, abs=1e-5)
+    assert two_proportion_test(40, 100, 60, 100)["z"] == pytest.approx(-2.828427, abs=1e-5)
+    assert two_proportion_test(0, 10, 0, 10)["p"] == 1.0  # no variance: no evidence either way
+
+
+def test_mcnemar_exact_against_hand_computed_values() -> None:
+    from r3.evaluation.stats import mcnemar_exact
+
+    # 8 discordant pairs split 7/1: P(X <= 1) = 9/256, two-sided 18/256
+    assert mcnemar_exact(7, 1) == pytest.approx(18 / 256)
+    assert mcnemar_exact(1, 7) == pytest.approx(18 / 256)
+    assert mcnemar_exact(4, 4) == 1.0
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)

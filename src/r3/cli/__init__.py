@@ -1,4 +1,4 @@
-"""The `r3` command line: `r3 eval`, `r3 mine`, `r3 train`, `r3 report`.
+"""The `r3` command line: `r3 eval`, `r3 mine`, `r3 sft`, `r3 train`, `r3 report`.
 
 Each subcommand lives in its own module here with two functions, `add_parser(subparsers)` and
 `run(args) -> int`. User errors (`R3Error`) are printed as one line and exit with status 2.
@@ -17,9 +17,12 @@ from r3.errors import R3Error
 SUBCOMMANDS = {
     "eval": "r3.cli.eval_cmd",
     "mine": "r3.cli.mine_cmd",
+    "sft": "r3.cli.sft_cmd",
     "train": "r3.cli.train_cmd",
     "report": "r3.cli.report_cmd",
 }
+#: Subcommands whose flags are TRL config fields, parsed by `TrlParser` in the module's `main(argv)`.
+TRL_PARSED = ("sft", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `r3` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":
-        # Training parses its own flags (YAML recipe + any GRPOConfig field, TRL style).
-        module = importlib.import_module(SUBCOMMANDS["train"])
+    if argv and argv[0] in TRL_PARSED:
+        # Training commands parse their own flags (YAML recipe + any TRL config field, TRL style).
+        module = importlib.import_module(SUBCOMMANDS[argv[0]])
         return _guarded(lambda: module.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)

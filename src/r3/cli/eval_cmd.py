@@ -2,6 +2,7 @@
 
 r3 eval --task countdown --limit 50 --output-dir runs/eval-vanilla
 r3 eval --task function_calling --model Qwen/Qwen2-1.5B-Instruct --backend vllm
+r3 eval --task countdown --limit 50 --second-try resample --temperature 0.7 --output-dir runs/eval-resample
 """
 
 from __future__ import annotations
@@ -23,16 +24,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse expo
     parser.add_argument("--reflection-max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 means greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument(
+        "--second-try",
+        default="reflect",
+        metavar="{reflect,resample,feedback}",
+        # Checked in `run` (not with `choices`), so that a bad value from a --config file and from
+        # the command line is the same one-line error.
+        help="what follows a failed first attempt. reflect (default, the paper's protocol): a "
+        "reflection, then a retry with it in context. resample: a second independent attempt at the "
+        "original prompt, no reflection, sampled like the first (same temperature) with another seed; "
+        "with greedy decoding (temperature 0, the default) it repeats the first attempt exactly, so "
+        "use --temperature > 0. feedback: as reflect, but the reflection instruction also shows the "
+        "verifier's reason for the failure",
+    )
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --output-dir")
     parser.set_defaults(run=run, _parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from r3.episode import check_second_try
     from r3.evaluation.evaluate import EvalConfig, evaluate, prepare_output
     from r3.generation.loader import load_generator
     from r3.tasks import get_task
 
     check_numbers(args)
+    check_second_try(args.second_try)
     task = get_task(args.task, **task_options(args))
     examples = task.load(args.data, limit=args.limit, seed=args.seed)
     if not examples:
@@ -51,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_p=args.top_p,
         chunk_size=args.batch_size,
+        second_try=args.second_try,
     )
     output_dir = args.output_dir or f"runs/eval-{args.task.replace(':', '_').replace('.', '_')}"
     prepare_output(config, output_dir, overwrite=args.overwrite, check_only=True)  # before the slow load

@@ -1,7 +1,8 @@
-"""`r3 eval`: first-try and second-try accuracy with the paper's protocol.
+"""`r3 eval`: first-try and second-try accuracy with the paper's protocol (or a baseline).
 
-For every example: a first attempt; on failure a reflection, then a retry. Second-try accuracy counts
-examples solved on either attempt. Writes, in the output folder:
+For every example: a first attempt; on failure a second try, by default a reflection, then a retry
+(`--second-try` picks another protocol, see `r3.episode`). Second-try accuracy counts examples solved
+on either attempt. Writes, in the output folder:
 
     samples.jsonl   one row per example (prompts, attempts, reflection, verdicts, reasons), appended
                     chunk by chunk, so an interrupted run resumes where it stopped
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3.episode import Episode, EpisodeSampling, run_episodes
+from r3.episode import RESAMPLE_SEED_OFFSET, Episode, EpisodeSampling, check_second_try, run_episodes
 from r3.evaluation.stats import accuracy
 from r3.generation.base import Generator, SamplingConfig
 from r3.progress import ProgressReport
@@ -44,6 +45,11 @@ class EvalConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     chunk_size: int = 16
+    #: What follows a failed first attempt: reflect (the paper's), resample or feedback.
+    second_try: str = "reflect"
+
+    def __post_init__(self) -> None:
+        check_second_try(self.second_try)  # before a folder is prepared for an impossible run
 
     def sampling(self, task: Task) -> EpisodeSampling:
         attempt = SamplingConfig(
@@ -62,8 +68,13 @@ def prepare_output(
     """Create the output folder, or check that it holds this same evaluation (then it resumes).
 
     `check_only` writes nothing: the CLI calls it before loading the model, so that a wrong folder
-    is refused at once and a mistyped model leaves no trace."""
+    is refused at once and a mistyped model leaves no trace.
+
+    `second_try` is part of the identity (it changes what is sampled), except when it is the default
+    `reflect`: folders written before the option existed hold reflect runs, and still resume."""
     identity = {k: v for k, v in asdict(config).items() if k != "chunk_size"}
+    if identity["second_try"] == "reflect":
+        del identity["second_try"]
     return prepare(Path(output_dir), identity, OUTPUTS, overwrite, check_only=check_only)
 
 
@@ -91,7 +102,9 @@ def evaluate(
         for start in range(len(rows), len(examples), config.chunk_size):
             chunk = examples[start : start + config.chunk_size]
             step = sampling if start == 0 else _reseed(sampling, start)
-            episodes = run_episodes(task, generator, chunk, step, first_index=start)
+            episodes = run_episodes(
+                task, generator, chunk, step, first_index=start, second_try=config.second_try
+            )
             new_rows = [sample_row(task, ep) for ep in episodes]
             append_jsonl(handle, new_rows)
             rows.extend(new_rows)
@@ -142,20 +155,63 @@ def sample_row(task: Task, ep: Episode) -> dict[str, Any]:
         "first_try_ok": ep.first_try_ok,
         "second_try_ok": ep.second_try_ok,
     }
+    # The prompts the episode really sent (feedback mode's reflection chat holds the verifier's
+    # reason; resample's second attempt is the original prompt again, with no reflection).
     if ep.reflection is not None:
+        prompt = ep.reflection_prompt or task.reflection_prompt(ep.example, ep.attempt.text)
         row.update(
-            reflection_prompt=task.reflection_prompt(ep.example, ep.attempt.text).messages,
+            reflection_prompt=prompt.messages,
             reflection=ep.reflection.text,
             reflection_tokens=ep.reflection.num_tokens,
         )
-    if ep.retry is not None and ep.retry_verdict is not None and ep.reflection is not None:
+    if ep.retry is not None and ep.retry_verdict is not None:
+        if ep.retry_prompt is not None:
+            retry_prompt = ep.retry_prompt
+        elif ep.reflection is not None:
+            retry_prompt = task.retry_prompt(ep.example, ep.attempt.text, ep.reflection.text)
+        else:
+            retry_prompt = task.prompt(ep.example)
         row.update(
-            retry_prompt=task.retry_prompt(ep.example, ep.attempt.text, ep.reflection.text).messages,
+            retry_prompt=retry_prompt.messages,
             retry=ep.retry.text,
             retry_ok=ep.retry_verdict.ok,
             retry_reason=ep.retry_verdict.reason,
         )
     return row
+
+
+SECOND_TRY_LABELS = {
+    "reflect": "second try (reflect + retry)",
+    "resample": "second try (resample, no reflection)",
+    "feedback": "second try (reflect with verifier feedback + retry)",
+}
+
+
+def second_try_note(config: EvalConfig) -> str:
+    """One sentence on how the second attempt was drawn, for results.json and results.md (a
+    resample under greedy decoding is a replay, which a reader of the numbers must know)."""
+    if config.second_try == "resample":
+        note = (
+            "After a failed first attempt, a second independent attempt at the original prompt with no "
+            f"reflection, sampled like the first (temperature {config.temperature}, top_p {config.top_p}, "
+            f"max_new_tokens {config.max_new_tokens}) with the seed shifted by {RESAMPLE_SEED_OFFSET}."
+        )
+        if config.temperature <= 0:
+            note += (
+                " Greedy decoding (temperature 0): the second attempt repeats the first exactly (up to "
+                "numerical noise from batching), so second-try accuracy is first-try accuracy; use "
+                "--temperature > 0 for a real resample."
+            )
+        return note
+    if config.second_try == "feedback":
+        return (
+            "After a failed first attempt, a reflection whose instruction also shows the verifier's "
+            "reason for the failure, then a retry with the reflection in context."
+        )
+    return (
+        "After a failed first attempt, a reflection (told only that the answer was wrong), then a retry "
+        "with the reflection in context (the paper's protocol)."
+    )
 
 
 def summarise(config: EvalConfig, rows: list[dict[str, Any]], model_name: str) -> dict[str, Any]:
@@ -171,7 +227,9 @@ def summarise(config: EvalConfig, rows: list[dict[str, Any]], model_name: str) -
         "n": n,
         "first_try": accuracy(sum(r["first_try_ok"] for r in rows), n),
         "second_try": accuracy(sum(r["second_try_ok"] for r in rows), n),
-        "retries": len(reflection_tokens),
+        "second_try_protocol": config.second_try,
+        "second_try_note": second_try_note(config),
+        "retries": sum(r["retry"] is not None for r in rows),
         "retry_fixed": sum(bool(r["retry_ok"]) for r in rows),
         "reflection_tokens_mean": sum(reflection_tokens) / len(reflection_tokens)
         if reflection_tokens
@@ -191,6 +249,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         return f"{block['accuracy']:.1%} ({block['correct']}/{results['n']}) | [{lo:.1%}, {hi:.1%}]"
 
     mean = results["reflection_tokens_mean"]
+    protocol = results.get("second_try_protocol", "reflect")
+    note = results.get("second_try_note")
     lines = [
         f"# R3 evaluation: {results['task']}",
         "",
@@ -199,10 +259,12 @@ def results_markdown(results: dict[str, Any]) -> str:
         "| attempt | accuracy | 95% CI (Wilson) |",
         "|---|---|---|",
         f"| first try | {cell(results['first_try'])} |",
-        f"| second try (reflect + retry) | {cell(results['second_try'])} |",
+        f"| {SECOND_TRY_LABELS.get(protocol, f'second try ({protocol})')} | {cell(results['second_try'])} |",
         "",
         f"Retries: {results['retries']}, fixed by the retry: {results['retry_fixed']}. "
         f"Mean reflection length: {'-' if mean is None else f'{mean:.1f} tokens'}.",
         "",
     ]
+    if note:
+        lines += [f"Second try: {note}", ""]
     return "\n".join(lines)

@@ -27,3 +27,30 @@ def accuracy(successes: int, n: int) -> dict[str, object]:
     """The block written to results.json for one attempt."""
     lo, hi = wilson_interval(successes, n)
     return {"correct": successes, "accuracy": successes / n if n else 0.0, "ci95": [lo, hi]}
+
+
+def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> dict[str, float]:
+    """Two-sided two-proportion z-test (pooled variance) of k1/n1 against k2/n2.
+
+    For two models evaluated on *different* problems, or as the issue-level yardstick; on the same
+    problems `mcnemar_exact` uses the pairing and is the sharper test. Returns the difference, z and p."""
+    if n1 <= 0 or n2 <= 0:
+        raise ValueError("both samples need n > 0")
+    p1, p2 = k1 / n1, k2 / n2
+    pooled = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return {"diff": p1 - p2, "z": 0.0, "p": 1.0}
+    z = (p1 - p2) / se
+    return {"diff": p1 - p2, "z": z, "p": math.erfc(abs(z) / math.sqrt(2))}
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test (binomial on the discordant pairs): `only_a` problems solved by A
+    and not B, `only_b` the reverse. The paired test for two models on the same problems."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)

@@ -41,11 +41,25 @@ def load_run(folder: str | Path, label: str | None = None) -> EvalRun:
     return EvalRun(label or path.name, path, results, samples)
 
 
+def protocol(run: EvalRun) -> str:
+    """The run's second-try protocol (`r3 eval --second-try`); results written before the option
+    existed were all `reflect`."""
+    r = run.results
+    return str(r.get("second_try_protocol") or r.get("config", {}).get("second_try") or "reflect")
+
+
 def comparison_table(runs: list[EvalRun]) -> str:
-    """Markdown: one row per run, accuracies with intervals, and the change over the first run."""
+    """Markdown: one row per run, accuracies with intervals, and the change over the first run.
+
+    When the runs used different second-try protocols (e.g. reflect and resample of one model), a
+    column names each run's, so that a protocol comparison reads side by side; otherwise the column
+    would only repeat itself and is left out."""
+    mixed = len({protocol(run) for run in runs}) > 1
     lines = [
-        "| run | model | n | first try | second try | retries fixed | mean reflection tokens |",
-        "|---|---|---|---|---|---|---|",
+        "| run | model | n |"
+        + (" second-try protocol |" if mixed else "")
+        + " first try | second try | retries fixed | mean reflection tokens |",
+        "|---|---|---|" + ("---|" if mixed else "") + "---|---|---|---|",
     ]
     base = runs[0].results
     for run in runs:
@@ -60,7 +74,9 @@ def comparison_table(runs: list[EvalRun]) -> str:
         mean = r.get("reflection_tokens_mean")
         fixed = f"{r.get('retry_fixed', 0)}/{r.get('retries', 0)}"
         lines.append(
-            f"| {run.label} | `{r['model']}` | {r['n']} | {cells[0]} | {cells[1]} | {fixed} | "
+            f"| {run.label} | `{r['model']}` | {r['n']} | "
+            + (f"{protocol(run)} | " if mixed else "")
+            + f"{cells[0]} | {cells[1]} | {fixed} | "
             f"{'-' if mean is None else f'{mean:.1f}'} |"
         )
     return "\n".join(lines)
@@ -159,6 +175,15 @@ def write_report(folders: list[str], output_dir: str | Path, labels: list[str] |
         "Second try counts examples solved on either attempt. Intervals are 95% Wilson intervals; "
         "changes are against the first run.",
         "",
+    ]
+    if len({protocol(run) for run in runs}) > 1:
+        body += [
+            "Second-try protocols: reflect = a reflection, then a retry (the paper's); resample = a "
+            "second independent attempt with no reflection (a replay under greedy decoding); feedback "
+            "= a reflection shown the verifier's reason, then a retry.",
+            "",
+        ]
+    body += [
         "![accuracy](accuracy.png)",
         "",
     ]

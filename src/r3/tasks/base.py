@@ -82,6 +82,16 @@ class Task(ABC):
     def verify(self, example: Example, completion: str) -> Verdict:
         """Check a completion. Must not raise and must not execute the completion."""
 
+    def reference_answer(self, example: Example) -> str | None:
+        """A correct completion for `example`, written in exactly the format the task's prompt asks for,
+        or None when the example has no known answer.
+
+        It exists for the supervised warm-start (`r3 sft`): before R3 training, a model can be taught
+        the answer format on solved examples. Only first attempts are trained that way (prompt, then
+        this answer); reflections and retries have no reference. It must pass `verify`. The default
+        knows no answers."""
+        return None
+
     def validate(self, row: Any, index: int, source: str) -> Example:
         """Check one raw row and return it normalised; raise `DataError` naming row and field."""
         from r3.errors import DataError

@@ -19,6 +19,7 @@ from typing import Any
 from r3.errors import DataError, R3Error
 from r3.tasks.base import MATH_REFLECTION, Example, Prompt, Task, Verdict, load_rows
 from r3.tasks.countdown_expr import MAX_LITERAL_DIGITS, ExpressionError, format_value, parse_answer
+from r3.tasks.countdown_solver import solve
 
 #: Most numbers a row may have. TinyZero uses 3 or 4; the cap keeps answers within the parser's limits.
 MAX_NUMS = 20
@@ -324,6 +325,25 @@ class CountdownTask(Task):
         if self.system_prompt:
             return Prompt([{"role": "system", "content": self.system_prompt}, user])
         return Prompt([user])
+
+    def reference_answer(self, example: Example) -> str | None:
+        """`<answer> EQUATION </answer>`: the row's `solution` if it verifies, else one from the solver.
+
+        Only the tagged equation, with no reasoning: the prompt asks for brief reasoning, and the
+        shortest target teaches the format without teaching made-up reasoning. It ends with the stop
+        string, as a generated completion would. None for an unsolvable or invalid row, or one with
+        more numbers than the solver searches (`countdown_solver.MAX_SOLVER_NUMS`)."""
+        try:
+            row = normalize_row(example)
+        except DataError:
+            return None
+        solution = row.get("solution")
+        if isinstance(solution, str) and "<" not in solution and ">" not in solution:  # no stray tags
+            answer = f"{OPEN_TAG} {' '.join(solution.split())} {CLOSE_TAG}"  # one line
+            if self.verify(row, answer).ok:
+                return answer
+        equation = solve(row["nums"], row["target"])
+        return None if equation is None else f"{OPEN_TAG} {equation} {CLOSE_TAG}"
 
     def verify(self, example: Example, completion: str) -> Verdict:
         """Check the last `<answer>` of `completion`. Never raises and never executes it."""

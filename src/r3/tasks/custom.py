@@ -11,7 +11,9 @@ Rows (one JSON object per line):
 * `"tools"` (optional): tool schemas (a list of objects), passed to the chat template like the
   function-calling task does.
 * `"reflection_instruction"` (optional): this row's own request for a reflection.
-* Anything else (a reference answer, ids, ...) is kept and handed to the verifier untouched.
+* `"reference"` (optional): a correct completion, in the format the prompt asks for, used as the
+  reference answer of a supervised warm-start (`r3 sft`). It must be a string.
+* Anything else (the answer your verifier checks against, ids, ...) is kept and handed to it untouched.
 
 The verifier is `verify(example, completion) -> bool | Verdict`. It is called in a daemon worker thread
 with a time limit, so a verifier that raises, hangs or returns something else costs one failed attempt, not
@@ -151,7 +153,7 @@ class CustomTask(Task):
         return load_rows(self, data, limit)
 
     def validate(self, row: Any, index: int, source: str) -> Example:
-        """Check the prompt fields (`prompt` or `messages`, `system`, `tools`); keep everything else."""
+        """Check `prompt` or `messages`, `system`, `tools` and `reference`; keep every other field."""
         example = super().validate(row, index, source)
         has_prompt, has_messages = "prompt" in example, "messages" in example
         if has_prompt == has_messages:
@@ -175,7 +177,16 @@ class CustomTask(Task):
         instruction = example.get("reflection_instruction")
         if instruction is not None and not isinstance(instruction, str):
             raise DataError(source, index, "reflection_instruction", "expected a string")
+        reference = example.get("reference")
+        if reference is not None and not isinstance(reference, str):
+            kind = type(reference).__name__
+            raise DataError(source, index, "reference", f"expected a string (a whole completion), got {kind}")
         return example
+
+    def reference_answer(self, example: Example) -> str | None:
+        """The row's `reference` completion, or None when it has none (missing, null or empty)."""
+        reference = example.get("reference")
+        return reference if isinstance(reference, str) and reference else None
 
     def prompt(self, example: Example) -> Prompt:
         """`system` (if any) then `prompt` as the user turn, or the row's `messages` as given."""

@@ -124,6 +124,18 @@ class FunctionCallingTask(Task):
             tools=list(tools) if tools else None,
         )
 
+    def reference_answer(self, example: Example) -> str | None:
+        """The row's `answers` as the compact JSON list of `{"name", "arguments"}` the system prompt asks
+        for (no code fence, no other text). None when the row has no usable `answers`."""
+        try:
+            answers = parse_answers(example, 0, "example")
+        except Exception:  # DataError, or no "answers" key: no known answer
+            return None
+        calls = [{"name": call["name"], "arguments": call["arguments"]} for call in answers]
+        text = json.dumps(calls, ensure_ascii=False)
+        # Cheap insurance for odd values (NaN, say) that JSON cannot carry both ways.
+        return text if self.verify(example, text).ok else None
+
     def verify(self, example: Example, completion: str) -> Verdict:
         """Exact, order-free match of the completion's calls against `example["answers"]`. Never raises."""
         try:

@@ -14,46 +14,40 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from r3.errors import R3Error
+from r3.training.common import CommonTrainingFields
 
 FIRST_ATTEMPT_MODES = ("stored", "online")
 
 
 @dataclass
-class R3Config(GRPOConfig):
+class R3Config(GRPOConfig, CommonTrainingFields):
     """GRPO configuration for training self-reflections (see docs/training.md)."""
 
-    # --- task and data -------------------------------------------------------------------------
-    task: str = field(
-        default="countdown",
-        metadata={"help": "countdown, function_calling, custom, or a dotted path pkg.module:TaskClass"},
-    )
-    verifier: str | None = field(
-        default=None, metadata={"help": "custom task: the verifier as pkg.module:function"}
-    )
-    task_args: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "options of the task's constructor: a mapping in the recipe "
-            "(task_args: {min_nums: 4}), a YAML/JSON mapping string on the command line"
-        },
-    )
+    # --- data ------------------------------------------------------------------------------------
     failures: str | None = field(
         default=None, metadata={"help": "the failures file written by `r3 mine` (failures.jsonl)"}
     )
-    limit: int | None = field(default=None, metadata={"help": "use only the first N failure records"})
     max_attempts_per_query: int | None = field(
         default=None,
         metadata={"help": "stored mode: use at most this many failed attempts per query (default: all)"},
     )
 
-    # --- model -----------------------------------------------------------------------------------
-    model: str | None = field(
-        default=None,
-        metadata={"help": "hub id or local folder to train (default: the embedded SmolLM2-135M-Instruct)"},
+    min_successes: int = field(
+        default=0,
+        metadata={
+            "help": "train only on queries that mining saw solved at least this many times (`successes` in "
+            "the failures file; use `r3 mine --full` for comparable counts). A group on a query the model "
+            "never solves rarely has a successful retry, so it carries no signal and wastes its compute"
+        },
     )
-    dtype: str = field(
-        default="auto",
-        metadata={"help": "auto (bfloat16 when bf16 is on, else float32), float32, bfloat16, float16"},
+
+    # --- rewards -----------------------------------------------------------------------------------
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["retry_success"],
+        metadata={
+            "help": "rewards by name: retry_success (R3's reward), retry_success_shuffled (the control: "
+            "rewards shuffled within each group), or pkg.module:function with TRL's reward signature"
+        },
     )
 
     # --- the three generation steps ------------------------------------------------------------------
@@ -79,38 +73,17 @@ class R3Config(GRPOConfig):
         },
     )
 
-    # --- LoRA ------------------------------------------------------------------------------------
-    use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "modules to adapt (default: all linear layers)"}
-    )
-    merge_lora: bool = field(
-        default=False,
-        metadata={
-            "help": "LoRA: also save the merged model in output_dir (the adapter goes to output_dir/adapter)"
-        },
-    )
-
-    # --- checkpoints -------------------------------------------------------------------------------
-    resume: bool = field(
-        default=False,
-        metadata={"help": "continue from the last checkpoint in output_dir (or from resume_from_checkpoint)"},
-    )
-
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.task_args, str):
-            import yaml
+        self.check_common_fields()
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [self.reward_funcs]
+        from r3.training.rewards import BUILTIN_REWARDS
 
-            try:
-                self.task_args = yaml.safe_load(self.task_args) or {}
-            except yaml.YAMLError as exc:
-                raise R3Error(f"task_args: not a YAML mapping ({str(exc).splitlines()[0]})") from None
-        if self.task_args is not None and not isinstance(self.task_args, dict):
-            raise R3Error(f"task_args must be a mapping, got {type(self.task_args).__name__}")
+        for name in self.reward_funcs:
+            if name not in BUILTIN_REWARDS and ":" not in name:
+                known = ", ".join(BUILTIN_REWARDS)
+                raise R3Error(f"unknown reward '{name}': use one of {known}, or pkg.module:function")
         if self.first_attempt not in FIRST_ATTEMPT_MODES:
             raise R3Error(
                 f"first_attempt must be one of {', '.join(FIRST_ATTEMPT_MODES)}, not '{self.first_attempt}'"
@@ -128,5 +101,3 @@ class R3Config(GRPOConfig):
                     "first_attempt=online needs per_device_train_batch_size * steps_per_generation "
                     f"({local}) to be a multiple of num_generations ({self.num_generations})"
                 )
-        if self.merge_lora and not self.use_peft:
-            raise R3Error("merge_lora needs use_peft")

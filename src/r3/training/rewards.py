@@ -19,9 +19,13 @@ Our own per-step metrics (`r3/...`) go through `log_metric`:
 
 from __future__ import annotations
 
+import importlib
+import random
 from collections.abc import Callable, Sequence
 from statistics import mean
 from typing import Any
+
+from r3.errors import R3Error
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -87,3 +91,69 @@ def make_retry_success_reward(num_generations: int, log_retries: bool = True) ->
         return rewards
 
     return retry_success
+
+
+def shuffle_within_groups(
+    rewards: Sequence[float | None], num_generations: int, rng: random.Random
+) -> list[float | None]:
+    """`rewards` with each group's (consecutive `num_generations`) values permuted at random.
+
+    The control of the learning experiment: the same rewards, the same compute, but no link between a
+    reflection and its own retry's outcome. Unscored rewards (None) stay where they are."""
+    if num_generations < 1 or len(rewards) % num_generations:
+        raise R3Error(
+            f"cannot shuffle {len(rewards)} rewards in groups of {num_generations}: each process must hold "
+            "whole groups (per_device_train_batch_size * steps_per_generation a multiple of num_generations)"
+        )
+    out = list(rewards)
+    for start in range(0, len(out), num_generations):
+        live = [i for i in range(start, start + num_generations) if out[i] is not None]
+        values = [out[i] for i in live]
+        rng.shuffle(values)
+        for i, value in zip(live, values, strict=True):
+            out[i] = value
+    return out
+
+
+def make_shuffled_retry_success_reward(num_generations: int, seed: int = 0) -> RewardFunc:
+    """The control: the retry-success rewards shuffled within each group (see `shuffle_within_groups`).
+
+    It logs the true retry success (`r3/...`) like the real reward, so both curves are comparable."""
+    real = make_retry_success_reward(num_generations)
+    rng = random.Random(seed)
+
+    def retry_success_shuffled(completions: list[Any], **kwargs: Any) -> list[float | None]:
+        return shuffle_within_groups(real(completions, **kwargs), num_generations, rng)
+
+    return retry_success_shuffled
+
+
+#: Built-in rewards by name (`reward_funcs` in the training config): name -> factory(num_generations, seed).
+BUILTIN_REWARDS: dict[str, Callable[[int, int], RewardFunc]] = {
+    "retry_success": lambda num_generations, seed: make_retry_success_reward(num_generations),
+    "retry_success_shuffled": make_shuffled_retry_success_reward,
+}
+
+
+def resolve_rewards(names: Sequence[str], num_generations: int, seed: int = 0) -> list[RewardFunc]:
+    """Reward functions from names: a built-in (`BUILTIN_REWARDS`) or `pkg.module:function`, a plain
+    function with TRL's reward signature (it receives the rollout's fields, e.g. `retry_success`)."""
+    funcs: list[RewardFunc] = []
+    for name in names:
+        if name in BUILTIN_REWARDS:
+            funcs.append(BUILTIN_REWARDS[name](num_generations, seed))
+            continue
+        module_name, sep, attr = name.partition(":")
+        if not sep or not module_name or not attr:
+            known = ", ".join(BUILTIN_REWARDS)
+            raise R3Error(f"unknown reward '{name}': use one of {known}, or pkg.module:function")
+        try:
+            func = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise R3Error(f"reward '{name}': cannot import it ({exc})") from None
+        if not callable(func):
+            raise R3Error(f"reward '{name}' is not a function")
+        funcs.append(func)
+    if not funcs:
+        raise R3Error("reward_funcs is empty: name at least one reward")
+    return funcs

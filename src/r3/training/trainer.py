@@ -21,7 +21,7 @@ from r3.mining.records import FailureRecord, read_failures
 from r3.tasks.base import Task
 from r3.training.config import R3Config
 from r3.training.dataset import build_dataset
-from r3.training.rewards import RewardFunc, make_retry_success_reward
+from r3.training.rewards import RewardFunc, resolve_rewards
 from r3.training.rollout import Engine, R3Rollout, RolloutSettings
 
 SUMMARY_FILE = "r3_training.json"
@@ -55,6 +55,13 @@ def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
     if not config.failures:
         raise R3Error("no failures file: pass --failures FILE (written by `r3 mine`)")
     records = read_failures(config.failures, task)
+    if config.min_successes:
+        records = [r for r in records if r.successes >= config.min_successes]
+        if not records:
+            raise R3Error(
+                f"{config.failures}: no query was solved at least {config.min_successes} times while mining "
+                "(min_successes); lower it, or mine with `r3 mine --full` for success counts"
+            )
     return records[: config.limit] if config.limit is not None else records
 
 
@@ -148,7 +155,8 @@ def build_trainer(
         warnings.filterwarnings("ignore", message=".*'rollout_func'.*experimental")
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=reward_funcs or [make_retry_success_reward(config.num_generations)],
+            reward_funcs=reward_funcs
+            or resolve_rewards(config.reward_funcs, config.num_generations, config.seed),
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
@@ -222,6 +230,7 @@ def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
         "model": config.model,
         "failures": config.failures,
         "first_attempt": config.first_attempt,
+        "reward_funcs": list(config.reward_funcs),
         "num_prompts": num_prompts,
         "global_step": trainer.state.global_step,
         "log_history": trainer.state.log_history,

@@ -1,0 +1,40 @@
+"""`r3 sft`: warm-start a model on the task's reference answers (first attempts only).
+
+    r3 sft --config recipes/smollm2_countdown_sft.yaml [--model M] [--output_dir O] [--resume]
+           [--limit 500] [--task_seed 1] [any SFTConfig field]
+
+Options follow TRL's `TrlParser` convention, as `r3 train`: the YAML recipe sets defaults for any field
+(R3's task, data, model and LoRA fields plus every `SFTConfig`/`TrainingArguments` field), flags
+override it, and unknown keys are an error. `r3 sft --help` lists every field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from r3.cli.train_cmd import parse_trl_config
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
+    """Only for `r3 --help`: `r3.cli.main` hands `r3 sft ...` to `main` before argparse sees it."""
+    parser = subparsers.add_parser(
+        "sft", help="warm-start on solved examples (see `r3 sft --help`)", add_help=False
+    )
+    parser.set_defaults(run=lambda args: main(["--help"]))
+
+
+def main(argv: list[str]) -> int:
+    """`r3 sft ...`; returns the exit status."""
+    from r3.training.sft import SFTRunConfig, train_sft
+
+    config = parse_trl_config(SFTRunConfig, argv, prog="r3 sft")
+    result = train_sft(config)  # type: ignore[arg-type]
+    losses = [row["loss"] for row in result.log_history if "loss" in row]
+    last = f"last loss {losses[-1]:.3f}" if losses else "no loss logged"
+    print(
+        f"r3 sft: {result.global_step} steps on {result.used} examples ({result.skipped} without a "
+        f"reference answer, skipped); {last}; model saved to {result.output_dir}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,207 @@
+"""The learning experiment's report: R3 against its controls, with tests, and the training curves.
+
+Reads the folders `experiments/countdown_r3.py` writes (`eval-<model>[-resample]`, `trained`,
+`trained-shuffled`) and writes `experiment.md` and `training_curves.png` into the report folder. The
+comparison that decides whether R3 learned is second-try accuracy on the same problems: R3 against
+the warm-started model (did training help?) and against the shuffled control (same compute, no link
+between a reflection and its reward: did the *reward* help?). Both a two-proportion z-test and the
+paired exact McNemar test are given; the verdict line uses the z-test's p, as the experiment's goal
+states it, and says plainly when the run showed nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from r3.evaluation.stats import mcnemar_exact, two_proportion_test
+
+LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled control"}
+TRAINING_DIRS = {"trained": "trained", "shuffled": "trained-shuffled"}
+#: The goal: R3's second try at least this far above both controls, with p below `ALPHA`.
+MIN_GAIN, ALPHA = 0.10, 0.05
+
+
+def _load(folder: Path) -> tuple[dict[str, Any], dict[int, dict[str, Any]]] | None:
+    results = folder / "results.json"
+    if not results.is_file():
+        return None
+    rows = {}
+    samples = folder / "samples.jsonl"
+    if samples.is_file():
+        for line in samples.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["index"]] = row
+    return json.loads(results.read_text()), rows
+
+
+def _cell(block: dict[str, Any], n: int) -> str:
+    lo, hi = block["ci95"]
+    return f"{block['accuracy']:.1%} ({block['correct']}/{n}) [{lo:.1%}, {hi:.1%}]"
+
+
+def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str) -> dict[str, float]:
+    """`key` accuracy of run a against run b on the problems both evaluated."""
+    common = sorted(set(a) & set(b))
+    ka = sum(bool(a[i][key]) for i in common)
+    kb = sum(bool(b[i][key]) for i in common)
+    only_a = sum(bool(a[i][key]) and not b[i][key] for i in common)
+    only_b = sum(bool(b[i][key]) and not a[i][key] for i in common)
+    test = two_proportion_test(ka, len(common), kb, len(common)) if common else {"diff": 0, "z": 0, "p": 1}
+    return {
+        **test,
+        "n": len(common),
+        "only_a": only_a,
+        "only_b": only_b,
+        "mcnemar_p": mcnemar_exact(only_a, only_b),
+    }
+
+
+def training_series(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-step `r3/...` metrics from a training folder's `r3_training.json`."""
+    path = folder / "r3_training.json"
+    if not path.is_file():
+        return {}
+    history = json.loads(path.read_text()).get("log_history", [])
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in history:
+        for key in ("r3/retry_success", "r3/groups_no_signal", "r3/reflection_length"):
+            if key in row and "step" in row:
+                series.setdefault(key, []).append((int(row["step"]), float(row[key])))
+    return series
+
+
+def plot_training_curves(runs: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> None:
+    """Retry success, groups without signal and reflection length against steps, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("r3/retry_success", "retry success (reward mean)"),
+        ("r3/groups_no_signal", "groups with no signal"),
+        ("r3/reflection_length", "reflection length (tokens)"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for label, series in runs.items():
+            points = series.get(key, [])
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=".", alpha=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _mean(points: list[tuple[int, float]]) -> float | None:
+    return sum(p[1] for p in points) / len(points) if points else None
+
+
+def write_experiment_report(
+    out: Path,
+    report: Path,
+    suffix: str = "",
+    *,
+    split: str = "heldout",
+    seed: int | None = None,
+    config: dict[str, Any] | None = None,
+    wall_seconds: float | None = None,
+) -> str:
+    """Write `experiment.md` and `training_curves.png` into `report`; return the markdown."""
+    report.mkdir(parents=True, exist_ok=True)
+    evals = {name: _load(out / f"eval-{name}{suffix}") for name in LABELS}
+    resamples = {name: _load(out / f"eval-{name}-resample{suffix}") for name in LABELS}
+    lines = [
+        f"# Countdown learning experiment ({split} split, evaluation seed {seed})",
+        "",
+        "| model | 1st try (greedy) | 2nd try: reflect + retry (greedy) | 1st try (sampled) | "
+        "2nd try: resample, no reflection (sampled) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, label in LABELS.items():
+        loaded, resampled = evals[name], resamples[name]
+        cells = ["-", "-"] if loaded is None else [
+            _cell(loaded[0]["first_try"], loaded[0]["n"]), _cell(loaded[0]["second_try"], loaded[0]["n"])
+        ]  # fmt: skip
+        cells += ["-", "-"] if resampled is None else [
+            _cell(resampled[0]["first_try"], resampled[0]["n"]),
+            _cell(resampled[0]["second_try"], resampled[0]["n"]),
+        ]  # fmt: skip
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "95% Wilson intervals. Same problems for every model.", ""]
+
+    verdict = "This run showed no change: an evaluation is missing."
+    if all(evals[name] is not None for name in LABELS):
+        rows = {name: evals[name][1] for name in LABELS}  # type: ignore[index]
+        lines += [
+            "| comparison | attempt | difference | z | p (two-proportion z) | discordant (A only / B only) "
+            "| p (exact McNemar, paired) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        tests = {}
+        for other in ("warmstart", "shuffled"):
+            for key, attempt in (("second_try_ok", "2nd try"), ("first_try_ok", "1st try")):
+                t = compare(rows["trained"], rows[other], key)
+                tests[(other, key)] = t
+                lines.append(
+                    f"| R3 vs {LABELS[other]} | {attempt} | {t['diff']:+.1%} | {t['z']:.2f} | {t['p']:.3g} "
+                    f"| {t['only_a']} / {t['only_b']} | {t['mcnemar_p']:.3g} |"
+                )
+        wins = [tests[(o, "second_try_ok")] for o in ("warmstart", "shuffled")]
+        if all(t["diff"] >= MIN_GAIN and t["p"] < ALPHA for t in wins):
+            verdict = (
+                f"R3 beat both controls on the second try by at least {MIN_GAIN:.0%} "
+                f"(+{wins[0]['diff']:.1%} over the warm-start, +{wins[1]['diff']:.1%} over the shuffled "
+                f"control; p = {wins[0]['p']:.3g}, {wins[1]['p']:.3g})."
+            )
+        elif all(t["p"] < ALPHA and t["diff"] > 0 for t in wins):
+            verdict = (
+                f"R3 beat both controls on the second try (p < {ALPHA}), but by less than {MIN_GAIN:.0%} "
+                f"(+{wins[0]['diff']:.1%}, +{wins[1]['diff']:.1%})."
+            )
+        else:
+            verdict = (
+                "This run showed no significant gain of R3 over both controls on the second try "
+                f"({wins[0]['diff']:+.1%} vs the warm-start, p = {wins[0]['p']:.3g}; "
+                f"{wins[1]['diff']:+.1%} vs the shuffled control, p = {wins[1]['p']:.3g})."
+            )
+    lines += ["", f"**{verdict}**", ""]
+
+    runs = {LABELS[name]: training_series(out / folder) for name, folder in TRAINING_DIRS.items()}
+    if any(runs.values()):
+        plot_training_curves(runs, report / "training_curves.png")
+        lines += ["## Training", "", "![training curves](training_curves.png)", ""]
+        lines += [
+            "| run | steps | mean retry success | mean groups with no signal | mean reflection length |"
+        ]
+        lines += ["|---|---|---|---|---|"]
+        for label, series in runs.items():
+            steps = len(series.get("r3/retry_success", []))
+
+            def fmt(key: str, pattern: str, series: dict[str, list[tuple[int, float]]] = series) -> str:
+                value = _mean(series.get(key, []))
+                return "-" if value is None else pattern.format(value)
+
+            lines.append(
+                f"| {label} | {steps} | {fmt('r3/retry_success', '{:.3f}')} | "
+                f"{fmt('r3/groups_no_signal', '{:.2f}')} | {fmt('r3/reflection_length', '{:.1f}')} |"
+            )
+        lines.append("")
+    if wall_seconds is not None:
+        lines += [
+            f"Wall time of this invocation: {wall_seconds / 60:.1f} min (steps already done are skipped).",
+            "",
+        ]
+    lines += ["Reflections side by side and accuracy plots: `report.md` in this folder.", ""]
+    if config is not None:
+        lines += ["## Settings", "", "```yaml", json.dumps(config, indent=1), "```", ""]
+    text = "\n".join(lines)
+    (report / "experiment.md").write_text(text)
+    return text

@@ -1,0 +1,165 @@
+"""An exact Countdown solver: one equation that reaches the target, or None.
+
+It exists to give every Countdown row a reference answer (`CountdownTask.reference_answer`), so that a
+supervised warm-start can train on rows whose `solution` is unknown, e.g. rows from the hub dataset.
+
+Any equation is a last operation joining the values of two disjoint groups of the numbers. So the solver
+lists every value each small group can reach (every way to combine its numbers, two at a time, with
++ - * /), then, for each split of the numbers into two groups and each value `a` of the smaller one, works
+out the value `b` the other group would need (`target - a`, `a - target`, `target / a`, ...) and looks it up
+(or, for a group too large to list, asks the same question of that group). Arithmetic is exact
+(`fractions.Fraction`), so intermediate values may be non-integers (`6 / (1 - 3 / 4)` = 24) and no float
+rounding can make a wrong equation look right; division by zero is skipped.
+
+A 4-number row, solvable or not, takes about a millisecond (a few hundred exact operations). The work grows
+very fast with more numbers, so rows with more than `MAX_SOLVER_NUMS` are refused (None) instead of searched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import TypeAlias
+
+#: Most numbers `solve` searches. TinyZero rows have 3 or 4; 6 is the classic Countdown game and takes
+#: at most a fraction of a second. Each extra number multiplies the work by well over ten.
+MAX_SOLVER_NUMS = 6
+
+# An expression tree: a number, or (operator, left, right). Text is only built for the answer.
+_Tree: TypeAlias = int | tuple[str, "_Tree", "_Tree"]
+# Every value a group of numbers (a bit mask over `nums`) can reach, with one tree for each.
+_Values = dict[Fraction, _Tree]
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+_ATOM = 3
+
+
+def solve(nums: list[int], target: int) -> str | None:
+    """An equation using every number of `nums` exactly once that evaluates exactly to `target`.
+
+    The text uses `+ - * /`, spaces around operators and only the parentheses it needs, e.g.
+    `6 / (1 - 3 / 4)`. Returns None when no such equation exists, and also (without searching) when
+    `nums` is empty or has more than `MAX_SOLVER_NUMS` numbers: callers read None as "no known answer".
+    `nums` must be integers >= 0, as in a validated Countdown row (ValueError otherwise: a negative
+    number would print as a unary minus, which the verifier reads as a different number)."""
+    for number in nums:
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise ValueError(f"countdown numbers must be integers >= 0, got {number!r}")
+    if not nums or len(nums) > MAX_SOLVER_NUMS:
+        return None
+    tree = _Solver(nums).find((1 << len(nums)) - 1, Fraction(target))
+    return None if tree is None else _render(tree)[0]
+
+
+class _Solver:
+    """One search: the numbers, and the values of the groups listed so far."""
+
+    def __init__(self, nums: list[int]) -> None:
+        self.nums = nums
+        # Groups up to this size are listed in full; larger ones (the whole set and, from 4 numbers on,
+        # groups one number smaller) are asked for one value at a time instead: far less work.
+        self.list_up_to = max(2, len(nums) - 2)
+        self.cache: dict[int, _Values] = {1 << i: {Fraction(n): n} for i, n in enumerate(nums)}
+
+    def values(self, mask: int) -> _Values:
+        """Every value the numbers in `mask` can reach, each with the first tree found for it."""
+        known = self.cache.get(mask)
+        if known is not None:
+            return known
+        out: _Values = {}
+        for small, large in _splits(mask):
+            for a, a_tree in self.values(small).items():
+                for b, b_tree in self.values(large).items():
+                    for value, tree in _combinations(a, a_tree, b, b_tree):
+                        out.setdefault(value, tree)
+        self.cache[mask] = out
+        return out
+
+    def find(self, mask: int, goal: Fraction) -> _Tree | None:
+        """A tree over exactly the numbers in `mask` whose value is `goal`, or None."""
+        if mask.bit_count() <= self.list_up_to:
+            return self.values(mask).get(goal)
+        for small, large in _splits(mask):
+            for a, a_tree in self.values(small).items():
+                found = self.join(a, a_tree, goal, large)
+                if found is not None:
+                    return found
+        return None
+
+    def join(self, a: Fraction, a_tree: _Tree, goal: Fraction, other: int) -> _Tree | None:
+        """A tree `a op b` or `b op a` equal to `goal`, with `b` made of the numbers in `other`, or None."""
+        found = self.find(other, goal - a)
+        if found is not None:
+            return ("+", a_tree, found)
+        found = self.find(other, a - goal)
+        if found is not None:
+            return ("-", a_tree, found)
+        found = self.find(other, a + goal)
+        if found is not None:
+            return ("-", found, a_tree)
+        if a == 0:
+            # 0 * b is 0 for every b, and b / 0 is never allowed; 0 / b == 0 is covered by 0 * b.
+            return ("*", a_tree, self.any_tree(other)) if goal == 0 else None
+        found = self.find(other, goal / a)
+        if found is not None:
+            return ("*", a_tree, found)
+        if goal != 0:
+            found = self.find(other, a / goal)  # never 0, so a / b is defined
+            if found is not None:
+                return ("/", a_tree, found)
+        found = self.find(other, goal * a)
+        if found is not None:
+            return ("/", found, a_tree)
+        return None
+
+    def any_tree(self, mask: int) -> _Tree:
+        """Some tree over the numbers in `mask` (their sum), for `0 * anything`."""
+        leaves = [n for i, n in enumerate(self.nums) if mask >> i & 1]
+        tree: _Tree = leaves[0]
+        for leaf in leaves[1:]:
+            tree = ("+", tree, leaf)
+        return tree
+
+
+def _splits(mask: int) -> Iterator[tuple[int, int]]:
+    """Each way to split `mask` into two non-empty groups, once, the smaller group first."""
+    sub = (mask - 1) & mask
+    while sub:
+        rest = mask ^ sub
+        size, rest_size = sub.bit_count(), rest.bit_count()
+        if size < rest_size or (size == rest_size and sub < rest):
+            yield sub, rest
+        sub = (sub - 1) & mask
+
+
+def _combinations(a: Fraction, a_tree: _Tree, b: Fraction, b_tree: _Tree) -> list[tuple[Fraction, _Tree]]:
+    """Every value of `a op b` and `b op a`; for - and / the larger operand first (easier to read)."""
+    if a < b:
+        a, a_tree, b, b_tree = b, b_tree, a, a_tree
+    out: list[tuple[Fraction, _Tree]] = [
+        (a + b, ("+", a_tree, b_tree)),
+        (a - b, ("-", a_tree, b_tree)),
+        (a * b, ("*", a_tree, b_tree)),
+    ]
+    if b != 0:
+        out.append((a / b, ("/", a_tree, b_tree)))
+    if a != b:
+        out.append((b - a, ("-", b_tree, a_tree)))
+        if a != 0:
+            out.append((b / a, ("/", b_tree, a_tree)))
+    return out
+
+
+def _render(tree: _Tree) -> tuple[str, int]:
+    """The text of `tree` with the fewest parentheses that keep its meaning, and its precedence."""
+    if isinstance(tree, int):
+        return str(tree), _ATOM
+    op, left, right = tree
+    precedence = _PRECEDENCE[op]
+    left_text, left_precedence = _render(left)
+    right_text, right_precedence = _render(right)
+    if left_precedence < precedence:
+        left_text = f"({left_text})"
+    if right_precedence < precedence or (right_precedence == precedence and op in "-/"):
+        right_text = f"({right_text})"
+    return f"{left_text} {op} {right_text}", precedence
