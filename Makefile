@@ -17,7 +17,7 @@ DEMO   ?= runs/demo
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast demo lint clean-demo
+.PHONY: setup test test-fast demo experiment lint clean-demo
 
 setup: $(STAMP)
 
@@ -37,21 +37,17 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks experiments
+	$(VENV)/bin/ruff format --check src tests benchmarks experiments
 
-# The whole loop on the embedded model, sized for about ten minutes on a 2-core CPU: evaluate, mine
-# failures, a few R3 steps, evaluate the trained model, compare. Re-running resumes finished steps.
+# A small version of the learning experiment on the embedded model, sized for 20 minutes on a 2-core
+# CPU: warm-start (`r3 sft`, cached in $R3_CACHE), eval, mine, R3 training, eval of the trained model,
+# report. Re-running resumes or skips finished steps. `make experiment` runs the full one with controls.
 demo: setup
-	$(R3) eval --task countdown --limit 6 --max-new-tokens 64 --reflection-max-new-tokens 48 \
-		--batch-size 6 --output-dir $(DEMO)/eval-vanilla
-	$(R3) mine --task countdown --limit 6 --budget 8 --round-size 4 --max-new-tokens 64 \
-		--output-dir $(DEMO)/mine
-	test -f $(DEMO)/trained/config.json || $(R3) train --config recipes/smollm2_countdown_cpu.yaml \
-		--failures $(DEMO)/mine/failures.jsonl --output_dir $(DEMO)/trained --max_steps 4 --save_steps 2
-	$(R3) eval --task countdown --limit 6 --max-new-tokens 64 --reflection-max-new-tokens 48 \
-		--batch-size 6 --model $(DEMO)/trained --output-dir $(DEMO)/eval-trained
-	$(R3) report $(DEMO)/eval-vanilla $(DEMO)/eval-trained --labels vanilla trained --output-dir $(DEMO)/report
+	$(PY) experiments/countdown_r3.py --config experiments/demo.yaml --output $(DEMO)
+
+experiment: setup
+	$(PY) experiments/countdown_r3.py --config experiments/countdown.yaml
 
 clean-demo:
 	rm -rf $(DEMO)

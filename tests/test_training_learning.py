@@ -12,13 +12,11 @@ reflection and its retry's outcome while keeping every group's reward statistics
 from __future__ import annotations
 
 import copy
-import random
 from statistics import mean
 
 import pytest
 import torch
 
-from r3.training.rewards import make_retry_success_reward
 from r3.training.trainer import build_trainer
 from test_training_support import ToyTask, make_model, make_tokenizer, pretrain, prob_a, records, tiny_config
 
@@ -37,22 +35,6 @@ def pretrained():
     torch.set_num_threads(threads)
 
 
-def shuffled_reward(num_generations: int, seed: int = 0):
-    inner = make_retry_success_reward(num_generations)
-    rng = random.Random(seed)
-
-    def shuffled_retry_success(completions, **kwargs):
-        rewards = inner(completions, **kwargs)
-        out = []
-        for start in range(0, len(rewards), num_generations):
-            group = rewards[start : start + num_generations]
-            rng.shuffle(group)
-            out.extend(group)
-        return out
-
-    return shuffled_retry_success
-
-
 def run(tmp_path, pretrained, shuffle: bool):
     tokenizer, state = pretrained
     model = make_model(tokenizer)
@@ -65,6 +47,7 @@ def run(tmp_path, pretrained, shuffle: bool):
         num_generations=GROUP,
         per_device_train_batch_size=2 * GROUP,
         seed=0,
+        reward_funcs=["retry_success_shuffled" if shuffle else "retry_success"],
     )
     trainer = build_trainer(
         config,
@@ -72,7 +55,6 @@ def run(tmp_path, pretrained, shuffle: bool):
         tokenizer=tokenizer,
         task=ToyTask(),
         records=records(),
-        reward_funcs=[shuffled_reward(GROUP)] if shuffle else None,
     )
     trainer.train()
     success = [row["r3/retry_success"] for row in trainer.state.log_history if "r3/retry_success" in row]

@@ -137,41 +137,35 @@ def write_experiment_report(
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "95% Wilson intervals. Same problems for every model.", ""]
 
+    others = [name for name in ("warmstart", "shuffled") if evals[name] is not None]
     verdict = "This run showed no change: an evaluation is missing."
-    if all(evals[name] is not None for name in LABELS):
-        rows = {name: evals[name][1] for name in LABELS}  # type: ignore[index]
+    if evals["trained"] is not None and "warmstart" in others:
+        rows = {name: evals[name][1] for name in ["trained", *others]}  # type: ignore[index]
         lines += [
             "| comparison | attempt | difference | z | p (two-proportion z) | discordant (A only / B only) "
             "| p (exact McNemar, paired) |",
             "|---|---|---|---|---|---|---|",
         ]
-        tests = {}
-        for other in ("warmstart", "shuffled"):
+        wins = []
+        for other in others:
             for key, attempt in (("second_try_ok", "2nd try"), ("first_try_ok", "1st try")):
                 t = compare(rows["trained"], rows[other], key)
-                tests[(other, key)] = t
+                if key == "second_try_ok":
+                    wins.append((LABELS[other], t))
                 lines.append(
                     f"| R3 vs {LABELS[other]} | {attempt} | {t['diff']:+.1%} | {t['z']:.2f} | {t['p']:.3g} "
                     f"| {t['only_a']} / {t['only_b']} | {t['mcnemar_p']:.3g} |"
                 )
-        wins = [tests[(o, "second_try_ok")] for o in ("warmstart", "shuffled")]
-        if all(t["diff"] >= MIN_GAIN and t["p"] < ALPHA for t in wins):
+        against = "; ".join(f"{t['diff']:+.1%} vs the {label}, p = {t['p']:.3g}" for label, t in wins)
+        scope = "both controls" if len(wins) == 2 else "the warm-start (this run has no shuffled control)"
+        if all(t["diff"] >= MIN_GAIN and t["p"] < ALPHA for _, t in wins):
+            verdict = f"R3 beat {scope} on the second try by at least {MIN_GAIN:.0%} ({against})."
+        elif all(t["p"] < ALPHA and t["diff"] > 0 for _, t in wins):
             verdict = (
-                f"R3 beat both controls on the second try by at least {MIN_GAIN:.0%} "
-                f"(+{wins[0]['diff']:.1%} over the warm-start, +{wins[1]['diff']:.1%} over the shuffled "
-                f"control; p = {wins[0]['p']:.3g}, {wins[1]['p']:.3g})."
-            )
-        elif all(t["p"] < ALPHA and t["diff"] > 0 for t in wins):
-            verdict = (
-                f"R3 beat both controls on the second try (p < {ALPHA}), but by less than {MIN_GAIN:.0%} "
-                f"(+{wins[0]['diff']:.1%}, +{wins[1]['diff']:.1%})."
+                f"R3 beat {scope} on the second try (p < {ALPHA}), by less than {MIN_GAIN:.0%} ({against})."
             )
         else:
-            verdict = (
-                "This run showed no significant gain of R3 over both controls on the second try "
-                f"({wins[0]['diff']:+.1%} vs the warm-start, p = {wins[0]['p']:.3g}; "
-                f"{wins[1]['diff']:+.1%} vs the shuffled control, p = {wins[1]['p']:.3g})."
-            )
+            verdict = f"This run showed no significant gain of R3 over {scope} on the second try ({against})."
     lines += ["", f"**{verdict}**", ""]
 
     runs = {LABELS[name]: training_series(out / folder) for name, folder in TRAINING_DIRS.items()}

@@ -1,0 +1,65 @@
+"""The learning experiment's report, on hand-made evaluation folders with known outcomes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r3.evaluation.stats import accuracy
+from r3.reports.experiment import compare, write_experiment_report
+
+
+def fake_eval(folder: Path, first: list[bool], second: list[bool]) -> None:
+    folder.mkdir(parents=True)
+    rows = [
+        {"index": i, "first_try_ok": f, "second_try_ok": s}
+        for i, (f, s) in enumerate(zip(first, second, strict=True))
+    ]
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    n = len(rows)
+    results = {"n": n, "first_try": accuracy(sum(first), n), "second_try": accuracy(sum(second), n)}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def fake_training(folder: Path, success: list[float]) -> None:
+    folder.mkdir(parents=True)
+    history = [
+        {"step": i + 1, "r3/retry_success": s, "r3/groups_no_signal": 0.5, "r3/reflection_length": 20.0}
+        for i, s in enumerate(success)
+    ]
+    (folder / "r3_training.json").write_text(json.dumps({"log_history": history}))
+
+
+def build(tmp_path: Path, r3_second: int) -> str:
+    n = 200
+    base = [i < 60 for i in range(n)]  # 30% first try everywhere
+    fake_eval(tmp_path / "eval-warmstart", base, [i < 70 for i in range(n)])
+    fake_eval(tmp_path / "eval-shuffled", base, [i < 72 for i in range(n)])
+    fake_eval(tmp_path / "eval-trained", base, [i < r3_second for i in range(n)])
+    fake_training(tmp_path / "trained", [0.2, 0.3, 0.4])
+    fake_training(tmp_path / "trained-shuffled", [0.2, 0.2, 0.2])
+    return write_experiment_report(tmp_path, tmp_path / "report", seed=4000)
+
+
+def test_a_clear_win_is_reported_with_its_tests(tmp_path: Path) -> None:
+    text = build(tmp_path, r3_second=110)  # 55% against 35% and 36%
+    assert "R3 beat both controls on the second try by at least 10%" in text
+    assert "55.0% (110/200)" in text
+    assert (tmp_path / "report" / "training_curves.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "experiment.md").read_text() == text
+
+
+def test_no_gain_is_said_plainly(tmp_path: Path) -> None:
+    text = build(tmp_path, r3_second=72)
+    assert "This run showed no significant gain" in text
+    assert "R3 beat" not in text
+
+
+def test_compare_pairs_problems_by_index() -> None:
+    a = {i: {"second_try_ok": i < 10} for i in range(20)}
+    b = {i: {"second_try_ok": 5 <= i < 12} for i in range(20)}
+    got = compare(a, b, "second_try_ok")
+    assert (got["n"], got["only_a"], got["only_b"]) == (20, 5, 2)
+    assert got["diff"] == pytest.approx((10 - 7) / 20)
