@@ -7,9 +7,11 @@ Target (issue 2): every verdict in under 50 ms for any input up to 100 KB; ordin
 under a millisecond. Not a timed test: run it by hand, paste the table into benchmarks/README.md.
 
 Inputs: a fixed corpus of adversarial texts (deep nesting, huge literals, repeated tags, long
-operator chains, broken JSON, surrogates), plus `--random` random 100 KB strings drawn from the
+operator chains, broken JSON, surrogates; for function calling also `<think>` tags by the thousand
+and thousands of calls in plain text), plus `--random` random 100 KB strings drawn from the
 characters that matter to each parser (seeded). Each input is timed `--repeats` times and its
-median kept; the table shows the worst and the median over inputs.
+median kept; the table shows the worst and the median over inputs. The function-calling verifier is
+timed twice on the fixed inputs: strict (the default) and with `defaults_as_omitted=True`.
 
 Baseline, measured in the same run on the same texts: `ast.parse(text, mode="eval")` for Countdown
 and `json.loads(text)` for function calling (parse only, nothing is executed; their exceptions are
@@ -46,7 +48,11 @@ COUNTDOWN_ORDINARY = [
 ]
 
 FC_TOOLS = [
-    {"name": "get_weather", "description": "Weather.", "parameters": {"city": {"type": "str"}}},
+    {
+        "name": "get_weather",
+        "description": "Weather.",
+        "parameters": {"city": {"type": "str"}, "units": {"type": "str", "default": "metric"}},
+    },
     {"name": "get_time", "description": "Time.", "parameters": {"zone": {"type": "str"}}},
 ]
 FC_EXAMPLE = {
@@ -60,7 +66,15 @@ FC_ORDINARY = [
     '<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>',
     "I think you should call get_weather for Paris.",
     '[{"name": "get_weather", "arguments": {"city": "Paris", "units": "metric"}}]',
+    '<think>\nThe user wants Paris; maybe <tool_call>? Draft: [{"name": "get_weather", "arguments": '
+    '{"city": "Lyon"}}]\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+    "</tool_call>",
+    'My call {"name": "get_weather", "arguments": {"city": "paris"}} failed: {"error": "unknown city"}. '
+    'Retrying: {"name": "get_weather", "arguments": {"city": "Paris"}}',
+    'Draft: [{"name": "get_time", "arguments": {"zone": "CET"}}]\nCorrected: '
+    '[{"name": "get_weather", "arguments": {"city": "Paris"}}]',
 ]
+FC_CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 
 
 def countdown_hostile() -> list[str]:
@@ -95,7 +109,15 @@ def fc_hostile() -> list[str]:
         "{}" * 50_000,
         "[{" * 50_000,
         '[{"name": "get_weather", "arguments": {"city": 1' + "0" * 99_000 + "}}]",
-        "[" + ",".join(['{"name": "get_weather", "arguments": {"city": "Paris"}}'] * 1700) + "]",
+        "[" + ",".join([FC_CALL] * 1700) + "]",
+        "<think>" * 14_000,
+        "\n<think>" * 12_000 + "</think>",
+        "<think></think>" * 6_600,
+        "x<think>" * 12_000 + "</think>",
+        "</think>\n" * 11_000,
+        ("<think>" + FC_CALL + "</think>\n") * 1_400,
+        (FC_CALL + " retry ") * 1_600,
+        "[" + ",".join([FC_CALL] * 800) + "] " + "{" * 50_000,
     ]
 
 
@@ -153,12 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     sys.setrecursionlimit(10_000)  # ast.parse's own limit, not the verifiers' (they do not recurse)
 
     countdown, fc = CountdownTask(), FunctionCallingTask()
+    fc_lenient = FunctionCallingTask(defaults_as_omitted=True)
 
     def cd_verify(text: str) -> Any:
         return countdown.verify(COUNTDOWN_EXAMPLE, text)
 
     def fc_verify(text: str) -> Any:
         return fc.verify(FC_EXAMPLE, text)
+
+    def fc_lenient_verify(text: str) -> Any:
+        return fc_lenient.verify(FC_EXAMPLE, text)
 
     cd_base = quietly(lambda text: ast.parse(text, mode="eval"))
     fc_base = quietly(json.loads)
@@ -171,6 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         ("function calling", "hostile, fixed"): (fc_verify, fc_base, fc_hostile()),
         ("function calling", f"random 100 KB x{args.random}"): (fc_verify, fc_base, fc_random),
         ("function calling", "ordinary answers"): (fc_verify, fc_base, FC_ORDINARY),
+        ("function calling, defaults_as_omitted", "hostile, fixed"): (
+            fc_lenient_verify,
+            fc_base,
+            fc_hostile(),
+        ),
+        ("function calling, defaults_as_omitted", "ordinary answers"): (
+            fc_lenient_verify,
+            fc_base,
+            FC_ORDINARY,
+        ),
     }
     results = []
     for (task, kind), (verify, base, texts) in cases.items():

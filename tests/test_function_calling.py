@@ -15,12 +15,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from r3.errors import DataError
+from r3.cli.options import parse_task_args
+from r3.errors import DataError, R3Error
 from r3.generation.chat import render_prompt
 from r3.tasks import get_task
 from r3.tasks.base import TOOL_REFLECTION, Prompt
 from r3.tasks.function_calling import FunctionCallingTask, sample_path
-from r3.tasks.tool_calls import MAX_TEXT_CHARS, canonical, extract_calls, json_equal
+from r3.tasks.tool_calls import (
+    MAX_TEXT_CHARS,
+    canonical,
+    extract_calls,
+    json_equal,
+    schema_defaults,
+    strip_think,
+)
 
 WEATHER = {
     "name": "get_weather",
@@ -274,6 +282,311 @@ def test_extract_calls_reports_source() -> None:
     assert extract_calls(None).calls is None  # type: ignore[arg-type]
 
 
+# --- real outputs: retries and drafts in plain text -------------------------------------------------
+
+WRONG_CALL = json.dumps(call("get_weather", city="paris"))
+RIGHT_CALL = json.dumps(REF[0])
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        # a retry that quotes its failed call, then gives the corrected one
+        f'My call {WRONG_CALL} failed with {{"error": "unknown city"}}. Retrying: {RIGHT_CALL}',
+        f"Previous attempt:\n{WRONG_CALL}\nCorrected call:\n{RIGHT_CALL}",
+        # a draft list, then a corrected list
+        f"Draft: {json.dumps([call('get_weather', city='paris')])}\nCorrected list: {REF_JSON}",
+        f"Draft: {json.dumps([call('get_time', zone='CET'), REF[0]])}\nFinal: {REF_JSON}",
+        # a draft that is not even valid JSON, then the answer
+        f'Draft: [{{"name": "get_weather", "arguments": {{"city": "Paris"}} (unfinished)\nFinal: {REF_JSON}',
+        # JSON after the answer that does not look like calls does not replace it
+        f'{REF_JSON}\nExpected result: {{"temperature": 21}} and [1, 2].',
+    ],
+)
+def test_the_last_call_shaped_value_in_plain_text_counts(completion: str) -> None:
+    found = extract_calls(completion)
+    assert found.source == "bare" and found.calls == REF, found
+    assert FunctionCallingTask().verify(PARIS, completion).ok
+
+
+def test_a_correct_call_followed_by_a_wrong_one_fails() -> None:
+    verdict = FunctionCallingTask().verify(PARIS, f"First: {RIGHT_CALL}\nOn second thought: {WRONG_CALL}")
+    assert verdict.reason == "argument 'city' of 'get_weather': expected \"Paris\", got \"paris\""
+    draft_then_empty = f"Draft: {REF_JSON}\nNo tool is needed after all: []"
+    assert FunctionCallingTask().verify(PARIS, draft_then_empty).reason == "0 calls, expected 1"
+
+
+def test_a_draft_list_then_a_corrected_list_with_several_calls() -> None:
+    draft = json.dumps(TWO["answers"][:1])
+    corrected = json.dumps(TWO["answers"][::-1], indent=2)
+    assert FunctionCallingTask().verify(TWO, f"Draft:\n{draft}\nCorrected:\n{corrected}\nDone.").ok
+    assert not FunctionCallingTask().verify(TWO, f"Draft:\n{corrected}\nCorrected:\n{draft}").ok
+
+
+def test_calls_inside_a_list_are_not_candidates_of_their_own() -> None:
+    found = extract_calls("Calling: " + json.dumps(TWO["answers"]) + " now.")
+    assert found.calls == TWO["answers"]
+
+
+# --- reasoning models: <think> blocks --------------------------------------------------------------
+
+LONDON = json.dumps([call("get_weather", city="London")])
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        f"<think>\nThe user wants Paris. A draft: {LONDON}. No, Paris.\n</think>\n\n{REF_JSON}",
+        f"<think>I should answer with <tool_call> tags, maybe {LONDON}?</think>\n{REF_JSON}",
+        f"<think>\n<tool_call>{json.dumps(call('get_weather', city='London'))}</tool_call>\n</think>\n"
+        f"<tool_call>\n{RIGHT_CALL}\n</tool_call>",
+        f"<think>Draft:\n```json\n{LONDON}\n```\n</think>\n```json\n{REF_JSON}\n```",
+        f"<think>\nfirst thought {LONDON}\n</think>\n<think>second thought <tool_call></think>\n{REF_JSON}",
+        f"  <think>unclosed <think> inside {LONDON}</think>{REF_JSON}",
+        # the chat template opened the block (Qwen3-Thinking, DeepSeek-R1): only </think> is generated
+        f"The user wants Paris. Draft: {LONDON}, or <tool_call>?\n</think>\n\n{REF_JSON}",
+    ],
+)
+def test_closed_think_blocks_are_ignored(completion: str) -> None:
+    verdict = FunctionCallingTask().verify(PARIS, completion)
+    assert verdict.ok, verdict.reason
+
+
+def test_calls_only_inside_a_think_block_do_not_count() -> None:
+    verdict = FunctionCallingTask().verify(PARIS, f"<think>\n<tool_call>{RIGHT_CALL}</tool_call>\n</think>\n")
+    assert verdict.reason == "no tool call found"
+    assert FunctionCallingTask().verify(PARIS, f"<think>{REF_JSON}</think>\nI cannot help.").reason == (
+        "no tool call found"
+    )
+
+
+def test_an_unclosed_think_block_is_left_as_it_is() -> None:
+    for text in (f"<think>\nI will call {REF_JSON}", "<think>" * 3, f"<think>{REF_JSON}<think>"):
+        assert strip_think(text) == text
+    assert FunctionCallingTask().verify(PARIS, f"<think>\nI will call {REF_JSON}").ok  # read as plain text
+    verdict = FunctionCallingTask().verify(PARIS, "<think>\nmaybe <tool_call> then " + REF_JSON)
+    assert verdict.reason.startswith("invalid JSON in <tool_call> block 1")
+
+
+def test_think_tags_inside_json_strings_are_not_tags() -> None:
+    """A <think> opens a block only at the start of a line, a lone </think> closes one only at the end
+    of a line: JSON strings cannot hold a line break, so argument values are never cut into."""
+    values = [
+        {"city": "<think>", "units": "</think>"},
+        {"city": "a </think>", "units": "<think> b"},
+        {"city": "<think>x</think>", "units": "</think>"},
+    ]
+    for arguments in values:
+        example = row([call("get_weather", **arguments)])
+        calls = json.dumps(example["answers"])
+        for text in (
+            calls,
+            "Calling:\n" + calls,
+            "```json\n" + json.dumps(example["answers"], indent=2) + "\n```",
+        ):
+            assert strip_think(text) == text
+            assert FunctionCallingTask().verify(example, text).ok
+        thought = f"<think>\nLet me call {calls}\n</think>\n{calls}"
+        assert FunctionCallingTask().verify(example, thought).ok
+    assert strip_think("x</think>y <think>z</think>") == "x</think>y <think>z</think>"
+
+
+def test_strip_think_rules() -> None:
+    assert strip_think("<think>a</think>b") == "b"
+    assert strip_think("<think>a</think><think>b</think>c") == "c"  # right after a cut counts as a line start
+    assert strip_think("q\n  <think>x</think> y") == "q\n   y"
+    assert strip_think("x <think>a</think>b") == "x <think>a</think>b"  # mid-line: text
+    assert strip_think("reasoning\n</think>  \n[1]") == "  \n[1]"  # opened by the prompt
+    assert strip_think("<think>a</think>b</think>\nc") == "b</think>\nc"  # a leftover </think> is text
+    assert strip_think("<think>a <think> b</think>c</think>") == "c</think>"  # blocks do not nest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<think>" * 50_000,
+        "\n<think>" * 50_000,
+        "<think></think>" * 50_000,
+        "\n<think>" * 50_000 + "</think>",
+        "x<think>" * 50_000 + "</think>",
+        " <think>" * 50_000 + "</think>" * 50_000,
+        "</think>\n" * 50_000,
+        "</think>" * 50_000,
+        "<think>" + " " * 200_000 + "</think>",
+        " " * 200_000 + "<think>" * 20_000,
+    ],
+)
+def test_strip_think_is_linear(text: str) -> None:
+    start = time.perf_counter()
+    strip_think(text)
+    assert time.perf_counter() - start < 0.5
+
+
+# --- option defaults_as_omitted: a schema default counts as omitted ---------------------------------
+
+LENIENT = FunctionCallingTask(defaults_as_omitted=True)
+STRICT = FunctionCallingTask()
+PARIS_METRIC = row([call("get_weather", city="Paris", units="metric")])
+
+
+def test_strict_by_default_a_default_argument_is_still_an_argument() -> None:
+    assert STRICT.defaults_as_omitted is False
+    passed = json.dumps([call("get_weather", city="Paris", units="metric")])
+    assert STRICT.verify(PARIS, passed).reason == "unexpected argument 'units' of 'get_weather'"
+    omitted = json.dumps([call("get_weather", city="Paris")])
+    assert STRICT.verify(PARIS_METRIC, omitted).reason == "missing argument 'units' of 'get_weather'"
+
+
+def test_option_accepts_passing_or_omitting_the_default_on_either_side() -> None:
+    passed = json.dumps([call("get_weather", city="Paris", units="metric")])
+    omitted = json.dumps([call("get_weather", city="Paris")])
+    assert LENIENT.verify(PARIS, passed).ok  # the reference omits it, the model passes the default
+    assert LENIENT.verify(PARIS_METRIC, omitted).ok  # the reference passes it, the model omits it
+    assert LENIENT.verify(PARIS, omitted).ok and LENIENT.verify(PARIS_METRIC, passed).ok
+
+
+def test_option_still_rejects_a_value_other_than_the_default() -> None:
+    imperial = json.dumps([call("get_weather", city="Paris", units="imperial")])
+    assert LENIENT.verify(PARIS, imperial).reason == (
+        "unexpected argument 'units' of 'get_weather' (expected its default, got \"imperial\")"
+    )
+    ref = row([call("get_weather", city="Paris", units="imperial")])
+    omitted = json.dumps([call("get_weather", city="Paris")])
+    assert LENIENT.verify(ref, omitted).reason == (
+        "missing argument 'units' of 'get_weather' (expected \"imperial\", not its default)"
+    )
+    metric = json.dumps(
+        [call("get_weather", city="Paris", units="metric")]
+    )  # passing the default = omitting it
+    assert LENIENT.verify(ref, metric).reason == LENIENT.verify(ref, omitted).reason
+    celsius = json.dumps([call("get_weather", city="Paris", units="celsius")])
+    assert LENIENT.verify(ref, celsius).reason == (
+        "argument 'units' of 'get_weather': expected \"imperial\", got \"celsius\""
+    )
+    assert not LENIENT.verify(PARIS, json.dumps([call("get_weather", city="Lyon", units="metric")])).ok
+
+
+def test_option_applies_only_to_the_tool_that_declares_the_default() -> None:
+    ref = row([call("get_time", zone="CET")])
+    verdict = LENIENT.verify(ref, json.dumps([call("get_time", zone="CET", units="metric")]))
+    assert verdict.reason == "unexpected argument 'units' of 'get_time'"
+
+
+def test_option_with_parallel_calls() -> None:
+    ref = row([call("get_weather", city="Paris"), call("get_weather", city="Oslo", units="imperial")])
+    calls = [
+        call("get_weather", city="Oslo", units="imperial"),
+        call("get_weather", city="Paris", units="metric"),
+    ]
+    assert LENIENT.verify(ref, json.dumps(calls)).ok
+    assert not STRICT.verify(ref, json.dumps(calls)).ok
+
+
+COUNT_TOOL = {
+    "name": "search",
+    "parameters": {
+        "q": {"type": "str"},
+        "limit": {"type": "int", "default": "10"},  # xLAM writes many defaults as strings
+        "safe": {"type": "bool", "default": "true"},
+        "page": {"type": "int", "default": 1},
+        "lang": {"type": "str", "default": None},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "ok"),
+    [
+        ({"limit": 10}, True),  # the string default "10" spells the number 10
+        ({"limit": "10"}, True),  # and is the string "10"
+        ({"limit": 10.0}, True),
+        ({"limit": 11}, False),
+        ({"limit": " 10"}, False),  # only the default's own text, or the scalar it spells
+        ({"safe": True}, True),
+        ({"safe": "true"}, True),
+        ({"safe": 1}, False),
+        ({"page": 1}, True),
+        ({"page": "1"}, False),  # a number default is not its string: only string defaults are read
+        ({"lang": None}, True),  # a null default is a default
+        ({"lang": "en"}, False),
+    ],
+)
+def test_option_default_equality(arguments: dict[str, Any], ok: bool) -> None:
+    ref = row([call("search", q="cats")], tools=[COUNT_TOOL])
+    verdict = LENIENT.verify(ref, json.dumps([call("search", q="cats", **arguments)]))
+    assert verdict.ok is ok, verdict.reason
+    assert not STRICT.verify(ref, json.dumps([call("search", q="cats", **arguments)])).ok
+
+
+def test_option_with_json_schema_parameters() -> None:
+    tool = {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "units": {"type": "string", "default": "metric"}},
+            "required": ["city"],
+        },
+    }
+    ref = row([call("get_weather", city="Paris")], tools=[tool])
+    assert LENIENT.verify(ref, json.dumps([call("get_weather", city="Paris", units="metric")])).ok
+    assert not LENIENT.verify(ref, json.dumps([call("get_weather", city="Paris", units="imperial")])).ok
+
+
+def test_schema_defaults_shapes() -> None:
+    xlam_with_awkward_names = {
+        "name": "t",
+        "parameters": {
+            "type": {"type": "str", "default": "a"},
+            "properties": {"type": "str", "default": "b"},
+        },
+    }
+    found = schema_defaults([xlam_with_awkward_names])
+    assert set(found["t"]) == {"type", "properties"}
+    assert found["t"]["type"] == {canonical("a")}
+    assert schema_defaults([COUNT_TOOL])["search"]["limit"] == {canonical("10"), canonical(10)}
+    first_wins = schema_defaults(
+        [WEATHER, {"name": "get_weather", "parameters": {"units": {"default": "x"}}}]
+    )
+    assert first_wins["get_weather"]["units"] == {canonical("metric")}
+    odd = [
+        "not a tool",
+        {"name": "n", "parameters": {"a": {"default": float("nan")}, "b": "str", "c": {"default": [1]}}},
+        {"name": "m", "parameters": [1, 2]},
+        {"name": "k"},
+    ]
+    assert schema_defaults(odd) == {"n": {"c": frozenset({canonical([1])})}, "m": {}, "k": {}}
+    assert schema_defaults(None) == {} and schema_defaults("tools") == {}
+
+
+def test_option_reaches_the_constructor_from_the_cli_and_recipes() -> None:
+    for options in (
+        parse_task_args(["defaults_as_omitted=true"]),
+        parse_task_args({"defaults_as_omitted": True}),
+    ):
+        task = get_task("function_calling", **options)
+        assert isinstance(task, FunctionCallingTask) and task.defaults_as_omitted is True
+    assert get_task("function_calling").defaults_as_omitted is False  # type: ignore[attr-defined]
+    with pytest.raises(R3Error, match="defaults_as_omitted must be true or false"):
+        get_task("function_calling", defaults_as_omitted="metric")
+    with pytest.raises(R3Error, match="function_calling"):
+        get_task("function_calling", default_as_omitted=True)
+
+
+def test_option_needs_readable_tools() -> None:
+    raw = {"query": "q", "answers": json.dumps(REF)}
+    assert LENIENT.verify(raw, REF_JSON).reason == "bad tools (KeyError)"
+    assert LENIENT.verify({**raw, "tools": "not json"}, REF_JSON).reason.startswith(
+        "bad tools: not valid JSON"
+    )
+    assert STRICT.verify(raw, REF_JSON).ok  # strict matching does not read the tools
+
+
+def test_option_sample_references_still_pass() -> None:
+    for example in LENIENT.load(None):
+        assert LENIENT.verify(example, json.dumps(example["answers"])).ok
+        assert LENIENT.reference_answer(example) is not None
+
+
 # --- strict comparison: one test per rule ----------------------------------------------------------
 
 
@@ -430,13 +743,23 @@ def test_canonical_rules() -> None:
         "x" * (MAX_TEXT_CHARS + 1),
         "\x00\ud800\uffff",
         '[{"name": "get_weather", "arguments": {"city": 1' + "0" * 5000 + "}}]",
+        "<think>" * 28_000,
+        "\n<think>" * 24_000 + "</think>",
+        "<think></think>" * 13_000,
+        "x<think>" * 24_000 + "</think>",
+        "</think>\n" * 22_000,
+        "<think>" + "[" * 100_000 + "</think>" + "[" * 90_000,
+        ("<think>" + RIGHT_CALL + "</think>\n") * 3_000,
+        (WRONG_CALL + " ") * 3_000,
+        "[" + ",".join([RIGHT_CALL] * 1_000) + "] " + "{" * 100_000,
     ],
 )
 def test_hostile_inputs_are_fast_and_never_raise(completion: str) -> None:
-    start = time.perf_counter()
-    verdict = FunctionCallingTask().verify(PARIS, completion)
-    assert not verdict.ok and verdict.reason
-    assert time.perf_counter() - start < 2.0
+    for task in (STRICT, LENIENT):
+        start = time.perf_counter()
+        verdict = task.verify(PARIS, completion)
+        assert not verdict.ok and verdict.reason
+        assert time.perf_counter() - start < 2.0
 
 
 def test_non_string_completion() -> None:
@@ -554,6 +877,18 @@ def test_reference_in_any_order_with_shuffled_keys_passes(
         text = "Calling the tools now.\n" + json.dumps(again) + "\nThat is all."
     verdict = FunctionCallingTask().verify(reference, text)
     assert verdict.ok, verdict.reason
+
+
+@settings(max_examples=50, deadline=None)
+@given(calls_strategy, st.randoms(use_true_random=False))
+def test_under_the_option_the_reference_still_passes(calls: list[Any], rng: random.Random) -> None:
+    tools = [WEATHER, COUNT_TOOL]
+    reference = LENIENT.validate({"query": "q", "tools": tools, "answers": calls}, 1, "t")
+    again = shuffled(calls, rng)
+    rng.shuffle(again)
+    for text in (json.dumps(again), "<think>\nhm\n</think>\n" + json.dumps(again)):
+        verdict = LENIENT.verify(reference, text)
+        assert verdict.ok, verdict.reason
 
 
 @settings(max_examples=100, deadline=None)

@@ -10,6 +10,14 @@ accepted too, and `validate` turns both into lists so nothing downstream parses 
 The model sees the tools through its chat template's `tools=` when the template takes them (the
 renderer decides; see `r3.generation.chat.render_prompt`), otherwise as JSON in the system turn. It must
 answer with a JSON list of calls; `r3.tasks.tool_calls` finds and compares them (exact multiset match).
+A reasoning model's closed `<think>...</think>` blocks are ignored, and when the text holds several
+answers (a retry quoting its failed call), the last one counts.
+
+Option `defaults_as_omitted` (default False: strict, the paper's rule; `--task-arg
+defaults_as_omitted=true`, or `task_args: {defaults_as_omitted: true}` in a recipe): an argument equal
+to the `default` in its tool's parameter schema counts as omitted, in the model's calls and in the
+reference alike. xLAM references often leave out an optional argument that a model then passes at its
+default value; strictly that is a wrong call, under this option it is right.
 """
 
 from __future__ import annotations
@@ -18,9 +26,9 @@ import json
 from importlib import resources
 from typing import Any
 
-from r3.errors import DataError
+from r3.errors import DataError, R3Error
 from r3.tasks.base import TOOL_REFLECTION, Example, Prompt, Task, Verdict, load_rows
-from r3.tasks.tool_calls import call_problem, canonical, verify_calls
+from r3.tasks.tool_calls import call_problem, canonical, schema_defaults, verify_calls
 
 SAMPLE_FILE = "function_calling_sample.jsonl"
 
@@ -81,12 +89,29 @@ class FunctionCallingTask(Task):
     """Call the right tools with exactly the right arguments (APIGen / xLAM rows).
 
     `verify` accepts calls as a bare JSON list or object, in a ```json fence, or in `<tool_call>` tags,
-    and compares them with the reference as an order-free multiset of exact calls."""
+    and compares them with the reference as an order-free multiset of exact calls.
+
+    `defaults_as_omitted` (default False, strict): drop from every call, the model's and the
+    reference's, each argument whose value equals the `default` that the row's `tools` give that
+    parameter, before comparing. The tools' `parameters` may be xLAM's `{name: {"type", "default", ...}}`
+    or JSON Schema's `{"type": "object", "properties": {...}}`. Equal means equal as JSON values
+    (`tool_calls.canonical`: `1 == 1.0`, `"1" != 1`), with one allowance for xLAM, which writes many
+    defaults as strings: a string default that spells a JSON scalar also matches that scalar
+    (`"default": "10"` matches both `"10"` and `10`; `"true"` matches `true`); the reverse does not hold
+    (`"default": 10` does not match `"10"`). Only top-level arguments are dropped; a value other than
+    the default must still match exactly."""
 
     name = "function_calling"
     stop: tuple[str, ...] = ()
     reflection_instruction = TOOL_REFLECTION
     required_fields = ("query", "tools", "answers")
+
+    def __init__(self, defaults_as_omitted: bool = False) -> None:
+        if not isinstance(defaults_as_omitted, bool):
+            raise R3Error(
+                f"function_calling: defaults_as_omitted must be true or false, got {defaults_as_omitted!r}"
+            )
+        self.defaults_as_omitted = defaults_as_omitted
 
     def load(self, data: str | None, limit: int | None = None, seed: int = 0) -> list[Example]:
         """Rows of `data` (file or hub id), or the built-in sample; in file order (`seed` is unused)."""
@@ -137,11 +162,20 @@ class FunctionCallingTask(Task):
         return text if self.verify(example, text).ok else None
 
     def verify(self, example: Example, completion: str) -> Verdict:
-        """Exact, order-free match of the completion's calls against `example["answers"]`. Never raises."""
+        """Exact, order-free match of the completion's calls against `example["answers"]` (arguments at
+        their schema default left out on both sides under `defaults_as_omitted`). Never raises."""
         try:
             reference = parse_answers(example, 0, "example")
         except DataError as exc:
             return Verdict.failure(f"bad reference answers: {exc.problem}")
         except Exception as exc:  # e.g. no "answers" key: still answer, never raise
             return Verdict.failure(f"bad reference answers ({type(exc).__name__})")
-        return verify_calls(completion, reference)
+        defaults = None
+        if self.defaults_as_omitted:
+            try:
+                defaults = schema_defaults(parse_tools(example, 0, "example"))
+            except DataError as exc:
+                return Verdict.failure(f"bad tools: {exc.problem}")
+            except Exception as exc:  # e.g. no "tools" key
+                return Verdict.failure(f"bad tools ({type(exc).__name__})")
+        return verify_calls(completion, reference, defaults)

@@ -2,15 +2,21 @@
 
 Two jobs, kept apart so that other tasks (or outside tools) can reuse them:
 
-* `extract_calls(text)` finds the JSON the model meant as its answer. Models write calls in three
-  common ways, tried in this order (the first way present in the text decides):
+* `extract_calls(text)` finds the JSON the model meant as its answer. First every closed
+  `<think>...</think>` block is cut out (`strip_think`): reasoning models (Qwen3, DeepSeek-R1) think
+  before answering, and their drafts, or a mere mention of `<tool_call>`, are not the answer. Models
+  then write calls in three common ways, tried in this order (the first way present in the text decides):
 
   1. `<tool_call>...</tool_call>` tags (Hermes / Qwen style). Every tag is read; each holds one call
      (an object) or a list of calls. A last tag that is never closed runs to the end of the text.
   2. Markdown code fences (`````json ... `````, any or no language tag). The *last* fence whose content
      is JSON wins, because a retry often quotes the wrong first answer before giving the new one.
-  3. Bare JSON anywhere in the text: the first JSON value that looks like calls (an object with a
-     `"name"`, or a list of objects, or `[]`). An object is a single call.
+  3. Bare JSON anywhere in the text: the whole text if it is one JSON list or object, otherwise the
+     *last* JSON value that looks like calls (an object with a `"name"`, or a list of objects, or `[]`),
+     for the same reason as fences: a retry that quotes its failed call, or a draft list followed by a
+     corrected list, means the last one. A value that looks like calls is read whole (the calls inside
+     a list are not candidates of their own), and other JSON values are skipped whole. An object is a
+     single call.
 
   Only `json` is used; the work is bounded (text length, number of blocks and of places where a
   JSON value may start, nesting depth checked before parsing, JSON tokens read) so any input up to
@@ -23,6 +29,8 @@ Two jobs, kept apart so that other tasks (or outside tools) can reuse them:
   the same multiset as the reference: the order of calls is ignored, names match exactly, and argument
   values match as JSON values (`canonical`): object key order is ignored, `1 == 1.0`, but
   `"1" != 1` and `true != 1`; lists keep their order; no fuzzy string matching.
+  Optionally (`defaults`, from `schema_defaults(tools)`), an argument equal to its tool's schema
+  `default` counts as omitted, on both sides; strict matching, the paper's rule, is the default.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +59,8 @@ MAX_SCAN_TOKENS = 30_000
 _OPEN_TAG = "<tool_call>"
 _CLOSE_TAG = "</tool_call>"
 _FENCE = "```"
+_THINK_OPEN = "<think>"
+_THINK_CLOSE = "</think>"
 
 
 class _TooDeep(ValueError):
@@ -163,6 +173,71 @@ def _strip_fence(content: str) -> str:
     return text.strip()
 
 
+def strip_think(text: str) -> str:
+    """`text` without its closed `<think>...</think>` blocks, which hold reasoning, not the answer.
+
+    * A `<think>` at the start of a line (after optional spaces or tabs; the start of the text counts,
+      and so does the place right after a block that was cut out) opens a block; the block runs to the
+      first `</think>` after it, and is cut out with both tags and everything between them, wherever it
+      is in the text. So nothing written inside it counts: not a draft call, not a `<tool_call>`.
+      Blocks do not nest: a `<think>` inside a block is text of that block.
+    * Only at the start of a line, because JSON strings cannot hold a line break: a `<think>` inside an
+      argument value (`{"q": "<think>"}`) is never taken for a tag, so no answer is cut into.
+    * A `</think>` before any such `<think>`, at the end of its line, closes a block the prompt opened
+      (chat templates of thinking models such as Qwen3-Thinking-2507 and DeepSeek-R1 end the prompt with
+      `<think>`, so the completion holds only the closing tag): everything up to it is cut out too.
+      At the end of a line for the same reason: inside a JSON string it is always followed by more of
+      the string.
+    * A `<think>` with no `</think>` after it (the model ran out of tokens while thinking, or just wrote
+      the tag) is left as it is, with all the text after it: nothing says where the reasoning stops.
+      Any other `<think>` or `</think>` is ordinary text.
+
+    One left-to-right pass of `str.find` (each character is looked at a bounded number of times): linear
+    in the length of the text, whatever the tags (`"<think>" * 50_000` is read once)."""
+    first_close = text.find(_THINK_CLOSE)
+    if first_close == -1:
+        return text  # no closed block: the common case, and the text is returned unchanged
+    pos = 0
+    start = _find_think_open(text, 0)
+    if (start == -1 or first_close < start) and _ends_line(text, first_close + len(_THINK_CLOSE)):
+        pos = first_close + len(_THINK_CLOSE)  # the prompt opened this block
+        start = _find_think_open(text, pos)
+    pieces = []
+    while start != -1:
+        end = text.find(_THINK_CLOSE, start + len(_THINK_OPEN))
+        if end == -1:
+            break  # unclosed: the rest stays as it is
+        pieces.append(text[pos:start])
+        pos = end + len(_THINK_CLOSE)
+        start = _find_think_open(text, pos)
+    pieces.append(text[pos:])
+    return "".join(pieces)
+
+
+def _find_think_open(text: str, floor: int) -> int:
+    """The first `<think>` at or after `floor` that starts a line (or starts at `floor`, after spaces);
+    -1 when there is none. Each backward look stops at the previous `<think>`, so the whole search is
+    linear."""
+    pos = floor
+    while True:
+        start = text.find(_THINK_OPEN, pos)
+        if start == -1:
+            return -1
+        at = start
+        while at > floor and text[at - 1] in " \t":
+            at -= 1
+        if at == floor or text[at - 1] in "\r\n":
+            return start
+        pos = start + 1
+
+
+def _ends_line(text: str, at: int) -> bool:
+    """Whether only spaces or tabs stand between `at` and the end of its line (or of the text)."""
+    while at < len(text) and text[at] in " \t":
+        at += 1
+    return at == len(text) or text[at] in "\r\n"
+
+
 def _tag_blocks(text: str) -> Iterator[str]:
     """Contents of `<tool_call>` tags, in order; an unclosed last tag runs to the end."""
     pos = 0
@@ -247,6 +322,7 @@ def _from_bare(text: str, budget: _Budget) -> Extraction:
     else:
         if isinstance(value, (list, dict)):
             return Extraction(_as_calls(value), "", "bare")
+    found: Any = None
     pos = 0
     tries = 0
     too_deep = False
@@ -268,8 +344,10 @@ def _from_bare(text: str, budget: _Budget) -> Extraction:
             pos = start + 1
             continue
         if _looks_like_calls(value):
-            return Extraction(_as_calls(value), "", "bare")
-        pos = max(end, start + 1)
+            found = value  # keep looking: a later value (a corrected call) replaces this one
+        pos = max(end, start + 1)  # a value is skipped whole: the calls inside a list are not candidates
+    if found is not None:
+        return Extraction(_as_calls(found), "", "bare")
     if too_deep:
         return Extraction(None, "tool call JSON nested too deeply")
     return Extraction(None, "no tool call found")
@@ -284,6 +362,7 @@ def extract_calls(text: Any) -> Extraction:
         return Extraction(None, f"completion is {type(text).__name__}, not text")
     if len(text) > MAX_TEXT_CHARS:
         return Extraction(None, f"completion too long ({len(text)} characters)")
+    text = strip_think(text)
     budget = _Budget()
     try:
         if _OPEN_TAG in text:
@@ -351,6 +430,90 @@ def json_equal(a: Any, b: Any) -> bool:
         return False
 
 
+# --- schema defaults -------------------------------------------------------------------------------
+
+#: A string default at most this long is also read as the JSON scalar it spells ("10" -> 10).
+MAX_DEFAULT_TEXT = 100
+
+#: Tool name -> parameter name -> the canonical values (`canonical`) that count as its default.
+Defaults = Mapping[str, Mapping[str, frozenset[Hashable]]]
+
+
+def _parameter_specs(parameters: Any) -> dict[Any, Any]:
+    """A tool's `{parameter: spec}`, from either schema shape: xLAM's own
+    `{"city": {"type": "str", "default": ...}}`, or JSON Schema's
+    `{"type": "object", "properties": {"city": {...}}}` (recognised by `"type": "object"` with a
+    `"properties"` object, which an xLAM schema cannot have: its values are specs, not strings)."""
+    if not isinstance(parameters, dict):
+        return {}
+    properties = parameters.get("properties")
+    if parameters.get("type") == "object" and isinstance(properties, dict):
+        return properties
+    return parameters
+
+
+def _default_forms(default: Any) -> frozenset[Hashable]:
+    """The canonical values equal to a schema default: the default itself as a JSON value, and, for a
+    string default, also the JSON scalar it spells when it spells one (`"10"` -> 10, `"2.5"` -> 2.5,
+    `"true"` -> true, `"null"` -> null): xLAM often writes defaults as strings whatever the type.
+    Only JSON spellings count (`"True"` and `"None"` stay strings); lists and objects in a string are
+    not read. Raises ValueError when the default is not a JSON value (NaN, say)."""
+    forms = {canonical(default)}
+    if isinstance(default, str) and len(default) <= MAX_DEFAULT_TEXT:
+        text = default.strip()
+        if text and text[0] not in "[{":  # a scalar: json does not recurse, and the text is short
+            try:
+                value = _DECODER.decode(text)
+            except ValueError:  # not JSON (a plain word): the string alone is the default
+                pass
+            else:
+                forms.add(canonical(value))
+    return frozenset(forms)
+
+
+def schema_defaults(tools: Any) -> dict[str, dict[str, frozenset[Hashable]]]:
+    """The `default` of every tool parameter that declares one, for `compare_calls(defaults=...)`.
+
+    `tools` is a list of tool objects with a `"name"` and `"parameters"` in either schema shape (see
+    `_parameter_specs`). A parameter counts only when its spec is an object with a `"default"` key (a
+    `null` default is a default of null). When two tools share a name, the first one's schema is used.
+    Anything unexpected (a tool that is not an object, a default that is not JSON) is skipped, never
+    raised: such a parameter simply has no default, and is compared strictly."""
+    defaults: dict[str, dict[str, frozenset[Hashable]]] = {}
+    if not isinstance(tools, list):
+        return defaults
+    for tool in tools:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or tool["name"] in defaults:
+            continue
+        params: dict[str, frozenset[Hashable]] = {}
+        for key, spec in _parameter_specs(tool.get("parameters")).items():
+            if isinstance(key, str) and isinstance(spec, dict) and "default" in spec:
+                try:
+                    params[key] = _default_forms(spec["default"])
+                except ValueError:
+                    continue
+        defaults[tool["name"]] = params
+    return defaults
+
+
+def _is_default(value: Any, forms: frozenset[Hashable] | None) -> bool:
+    if not forms:
+        return False
+    try:
+        return canonical(value) in forms
+    except ValueError:  # not a JSON value: never a default (and `_key` will say so)
+        return False
+
+
+def omit_defaults(call: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
+    """A well-formed call without the arguments that equal their schema default (top level only)."""
+    known = defaults.get(call["name"])
+    if not known:
+        return call
+    arguments = {k: v for k, v in call["arguments"].items() if not _is_default(v, known.get(k))}
+    return {"name": call["name"], "arguments": arguments}
+
+
 # --- calls -----------------------------------------------------------------------------------------
 
 
@@ -409,15 +572,21 @@ def _count(n: int) -> str:
     return f"{n} call" if n == 1 else f"{n} calls"
 
 
-def _argument_difference(expected: dict[str, Any], got: dict[str, Any], name: str) -> str:
-    """The first difference between two argument objects of the call `name`, as a reason."""
+def _argument_difference(
+    expected: dict[str, Any], got: dict[str, Any], name: str, defaults: Defaults | None = None
+) -> str:
+    """The first difference between two argument objects of the call `name`, as a reason. With
+    `defaults`, both sides have lost their default arguments already; the reason says so."""
     where = f"of '{_clip(name, 60)}'"
+    has_default = defaults.get(name, {}) if defaults else {}
     for key in expected:
         if key not in got:
-            return f"missing argument '{_clip(str(key), 40)}' {where}"
+            note = f" (expected {_show(expected[key])}, not its default)" if key in has_default else ""
+            return f"missing argument '{_clip(str(key), 40)}' {where}{note}"
     for key in got:
         if key not in expected:
-            return f"unexpected argument '{_clip(str(key), 40)}' {where}"
+            note = f" (expected its default, got {_show(got[key])})" if key in has_default else ""
+            return f"unexpected argument '{_clip(str(key), 40)}' {where}{note}"
     for key, value in expected.items():
         if not json_equal(value, got[key]):
             return f"argument '{_clip(str(key), 40)}' {where}: expected {_show(value)}, got {_show(got[key])}"
@@ -429,14 +598,22 @@ def _difference_size(expected: dict[str, Any], got: dict[str, Any]) -> int:
     return sum(1 for k in keys if k not in expected or k not in got or not json_equal(expected[k], got[k]))
 
 
-def compare_calls(predicted: list[Any], reference: list[dict[str, Any]]) -> Verdict:
+def compare_calls(
+    predicted: list[Any], reference: list[dict[str, Any]], defaults: Defaults | None = None
+) -> Verdict:
     """Whether `predicted` is exactly the multiset `reference`, with the first difference as the reason.
 
-    `reference` must hold well-formed calls (the task validates it); `predicted` is checked here."""
+    `reference` must hold well-formed calls (the task validates it); `predicted` is checked here.
+    `defaults` (from `schema_defaults`; None for strict matching, the paper's rule): an argument equal
+    to its tool's schema default is dropped from every call on both sides before comparing, so passing
+    a default and leaving it out are the same answer; any other value must still match exactly."""
     for number, call in enumerate(predicted, start=1):
         problem = call_problem(call, number)
         if problem:
             return Verdict.failure(problem)
+    if defaults:
+        predicted = [omit_defaults(c, defaults) for c in predicted]
+        reference = [omit_defaults(c, defaults) for c in reference]
     try:
         got = Counter(_key(c) for c in predicted)
         want = Counter(_key(c) for c in reference)
@@ -468,7 +645,7 @@ def compare_calls(predicted: list[Any], reference: list[dict[str, Any]]) -> Verd
         if not candidates:
             continue
         best = min(candidates, key=lambda c: _difference_size(ref["arguments"], c["arguments"]))
-        reason = _argument_difference(ref["arguments"], best["arguments"], ref["name"])
+        reason = _argument_difference(ref["arguments"], best["arguments"], ref["name"], defaults)
         if reason:
             return Verdict.failure(reason)
         rest_pred.remove(best)
@@ -483,15 +660,16 @@ def _take(pool: Counter[Hashable], key: Hashable) -> bool:
     return True
 
 
-def verify_calls(text: Any, reference: list[dict[str, Any]]) -> Verdict:
-    """Extract the calls from a completion and compare them with `reference`. Never raises."""
+def verify_calls(text: Any, reference: list[dict[str, Any]], defaults: Defaults | None = None) -> Verdict:
+    """Extract the calls from a completion and compare them with `reference` (with `defaults`, see
+    `compare_calls`). Never raises."""
     try:
         found = extract_calls(text)
         if found.calls is None:
             return Verdict.failure(found.problem)
         if not found.calls and reference:
             return Verdict.failure(f"0 calls, expected {len(reference)}")
-        return compare_calls(found.calls, reference)
+        return compare_calls(found.calls, reference, defaults)
     except RecursionError:
         return Verdict.failure("tool call JSON nested too deeply")
     except Exception as exc:  # a verifier must answer, whatever the input; this is a bug if reached
