@@ -1,31 +1,48 @@
-"""`r3 report`: compare `r3 eval` runs (vanilla vs trained) in a table, plots and sample reflections.
+"""`r3 report`: compare `r3 eval` runs (vanilla vs trained) and plot `r3 train` runs' curves.
 
 r3 report runs/eval-vanilla runs/eval-trained --labels vanilla trained --output-dir runs/report
+r3 report runs/eval-vanilla runs/eval-trained runs/trained --output-dir runs/report
+
+Evaluation folders (holding results.json and samples.jsonl): the accuracy table and plot, reflection
+length histograms, how often reflections contain an answer and retries repeat the failed attempt, the
+retry's fix rate by the first attempt's failure reason, and reflections side by side for the examples
+a later run fixed and the first did not. Training folders (holding r3_training.json): retry success,
+groups with no signal and reflection length against steps (training_curves.png) and a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
     parser = subparsers.add_parser(
         "report",
-        help="compare evaluations: table, plots, reflections",
+        help="compare evaluations and training runs: tables, plots, reflections",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("runs", nargs="+", help="`r3 eval` output folders; the first is the baseline")
-    parser.add_argument("--labels", nargs="+", default=None, help="a name per run (default: folder names)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        help="`r3 eval` output folders (the first is the baseline) and/or `r3 train` output folders",
+    )
+    parser.add_argument("--labels", nargs="+", default=None, help="a name per folder (default: folder names)")
     parser.add_argument("--output-dir", default="runs/report")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from r3.reports.compare import comparison_table, load_run, write_report
+    from r3.reports.compare import comparison_table, load_folders, write_report
+    from r3.reports.training import training_table
 
     report = write_report(args.runs, args.output_dir, args.labels)
-    runs = [load_run(f, args.labels[i] if args.labels else None) for i, f in enumerate(args.runs)]
-    print(comparison_table(runs))
-    print(f"Report in {report} (with accuracy.png, reflection_lengths.png)")
+    evals, trainings = load_folders(args.runs, args.labels)
+    if evals:
+        print(comparison_table(evals))
+    if trainings:
+        print(training_table({t.label: t.series for t in trainings}))
+    plots = ", ".join(re.findall(r"\]\(([^)]+\.png)\)", report.read_text()))
+    print(f"Report in {report}" + (f" (with {plots})" if plots else ""))
     return 0

@@ -1,9 +1,20 @@
-"""Compare evaluations (e.g. the vanilla and the trained model): a table, plots, and reflections.
+"""Compare evaluations (e.g. the vanilla and the trained model): tables, plots, and reflections.
 
     r3 report runs/demo/eval-vanilla runs/demo/eval-trained --output-dir runs/demo/report
+    r3 report runs/demo/eval-vanilla runs/demo/eval-trained runs/demo/trained --output-dir ...
 
-Reads each folder's `results.json` and `samples.jsonl` (written by `r3 eval`) and writes
-`report.md`, `accuracy.png` (first/second try with 95% intervals) and `reflection_lengths.png`.
+Reads each `r3 eval` folder's `results.json` and `samples.jsonl` and each `r3 train` folder's
+`r3_training.json`, and writes `report.md` with
+
+- the accuracy table and `accuracy.png` (first/second try with 95% intervals);
+- reflection lengths: `reflection_lengths.png` (histograms on shared bins) and their quantiles;
+- what the reflections do: how many contain an answer, how many retries repeat the failed attempt;
+- the retry's fix rate by category of the first attempt's failure reason, and `fix_rates.png`;
+- reflections side by side for the examples a later run fixed and the first (baseline) did not;
+- for training folders: `training_curves.png` (retry success, groups with no signal, reflection
+  length against steps) and a table.
+
+The analysis itself (categories, answer detection, repeats) is in `r3.reports.analysis`.
 """
 
 from __future__ import annotations
@@ -14,6 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from r3.errors import R3Error
+from r3.reports import analysis
+from r3.reports.training import (
+    SUMMARY_FILE,
+    Series,
+    is_training_folder,
+    plot_training_curves,
+    training_series,
+    training_table,
+)
 
 
 @dataclass
@@ -24,6 +44,16 @@ class EvalRun:
     folder: Path
     results: dict[str, Any]
     samples: list[dict[str, Any]]
+
+
+@dataclass
+class TrainingRun:
+    """One `r3 train` output folder: its per-step `r3/...` metrics."""
+
+    label: str
+    folder: Path
+    task: str | None
+    series: Series
 
 
 def load_run(folder: str | Path, label: str | None = None) -> EvalRun:
@@ -133,43 +163,205 @@ def plot_accuracy(runs: list[EvalRun], path: Path) -> None:
     plt.close(fig)
 
 
+def load_training_run(folder: str | Path, label: str | None = None) -> TrainingRun:
+    path = Path(folder)
+    try:
+        task = json.loads((path / SUMMARY_FILE).read_text()).get("task")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise R3Error(f"{path / SUMMARY_FILE}: cannot read it ({exc})") from None
+    return TrainingRun(label or path.name, path, task, training_series(path))
+
+
+def load_folders(
+    folders: list[str], labels: list[str] | None = None
+) -> tuple[list[EvalRun], list[TrainingRun]]:
+    """Each folder as an evaluation (`results.json`) or a training run (`r3_training.json`), in order."""
+    if labels and len(labels) != len(folders):
+        raise R3Error(f"--labels gives {len(labels)} names for {len(folders)} runs")
+    evals: list[EvalRun] = []
+    trainings: list[TrainingRun] = []
+    for i, folder in enumerate(folders):
+        path, label = Path(folder), labels[i] if labels else None
+        if (path / "results.json").is_file():
+            evals.append(load_run(path, label))
+        elif is_training_folder(path):
+            trainings.append(load_training_run(path, label))
+        elif not path.is_dir():
+            raise R3Error(f"{path}: no such folder")
+        else:
+            raise R3Error(
+                f"{path}: no results.json and no {SUMMARY_FILE} (neither an `r3 eval` nor an `r3 train` "
+                "output folder)"
+            )
+    return evals, trainings
+
+
+def _pct(k: int, n: int) -> str:
+    return f"{k}/{n} ({k / n:.0%})" if n else "-"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _clip(text: str | None, limit: int) -> str:
+    """One line of at most `limit` characters (and " ..."), with no backticks to break inline code."""
+    text = " ".join((text or "").split()).replace("`", "'")
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def length_table(runs: list[EvalRun]) -> str:
+    """Markdown: the distribution of each run's reflection lengths (tokens)."""
+    lines = [
+        "| run | reflections | mean | min | 25% | median | 75% | 90% | max |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        s = analysis.length_summary(analysis.reflection_lengths(run.samples))
+        if s is None:
+            lines.append(f"| {run.label} | 0 | - | - | - | - | - | - | - |")
+            continue
+        lines.append(
+            f"| {run.label} | {s['n']} | {s['mean']:.1f} | {s['min']} | {s['p25']:.0f} | {s['median']:.0f} "
+            f"| {s['p75']:.0f} | {s['p90']:.0f} | {s['max']} |"
+        )
+    return "\n".join(lines)
+
+
+def behaviour_table(runs: list[EvalRun]) -> str:
+    """Markdown: reflections that contain an answer, retries fixed, retries that repeat the attempt."""
+    lines = [
+        "| run | reflections | containing an answer | retries of failed attempts | fixed "
+        "| repeating the failed attempt |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        b = analysis.reflection_behaviour(run.samples)
+        lines.append(
+            f"| {run.label} | {b['reflections']} | {_pct(b['with_answer'], b['reflections'])} "
+            f"| {b['retries']} | {_pct(b['fixed'], b['retries'])} | {_pct(b['repeats'], b['retries'])} |"
+        )
+    return "\n".join(lines)
+
+
+def fix_rate_table(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, int]]]]) -> str:
+    """Markdown: per failure category of the first attempt, each run's retries fixed / made."""
+    lines = [
+        "| first attempt's failure | " + " | ".join(run.label for run in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
+    for category, cells in table:
+        lines.append(f"| {_cell(category)} | " + " | ".join(_pct(k, n) for k, n in cells) + " |")
+    return "\n".join(lines)
+
+
+def fixed_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 500) -> str:
+    """For each later run: the examples its retry fixed and the first run did not solve, with both
+    runs' attempt, reflection and retry side by side."""
+    if len(runs) < 2:
+        return ""
+    base = runs[0]
+    base_rows = {s["index"]: s for s in base.samples}
+    parts: list[str] = []
+    for run in runs[1:]:
+        indices = analysis.fixed_only_by(run.samples, base.samples)
+        noun = "example" if len(indices) == 1 else "examples"
+        parts.append(f"### Fixed by {run.label}, not by {base.label}: {len(indices)} {noun}\n")
+        rows = {s["index"]: s for s in run.samples}
+        for index in indices[:count]:
+            example = json.dumps(rows[index].get("example"), ensure_ascii=False)
+            parts.append(f"#### Example {index}\n\n`{_clip(example, 300)}`\n")
+            for label, row in ((base.label, base_rows[index]), (run.label, rows[index])):
+                if row.get("first_try_ok"):
+                    parts.append(f"**{label}**: first attempt right.\n")
+                    continue
+                attempt = _clip(row.get("attempt"), max_chars)
+                lines = [
+                    f"**{label}**",
+                    "",
+                    f"- attempt ({row.get('attempt_reason') or 'failed'}): `{attempt}`",
+                    f"- reflection: {_clip(row.get('reflection'), max_chars) or '_(none)_'}",
+                ]
+                if row.get("retry") is not None:
+                    verdict = "right" if row.get("retry_ok") else f"failed: {row.get('retry_reason') or '-'}"
+                    lines.append(f"- retry ({verdict}): `{_clip(row.get('retry'), max_chars)}`")
+                parts.append("\n".join(lines) + "\n")
+        if len(indices) > count:
+            parts.append(f"_... and {len(indices) - count} more (see samples.jsonl)._\n")
+    return "\n".join(parts)
+
+
 def plot_reflection_lengths(runs: list[EvalRun], path: Path) -> bool:
+    """Histograms of each run's reflection lengths on shared bins; False (no file) when none."""
+    lengths = [analysis.reflection_lengths(run.samples) for run in runs]
+    if not any(lengths):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lengths = [[s["reflection_tokens"] for s in run.samples if s.get("reflection_tokens")] for run in runs]
-    if not any(lengths):
-        return False
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    top = max(max(values) for values in lengths if values)
+    width = max(1, -(-top // 25))  # about 25 bins of whole tokens
+    bins = list(range(0, top + 2 * width, width))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     for run, values in zip(runs, lengths, strict=True):
         if values:
-            ax.hist(values, bins=20, alpha=0.55, label=f"{run.label} (mean {sum(values) / len(values):.0f})")
+            s = analysis.length_summary(values)
+            assert s is not None
+            ax.hist(
+                values,
+                bins=bins,
+                alpha=0.5,
+                label=f"{run.label} (n {s['n']}, mean {s['mean']:.0f}, median {s['median']:.0f})",
+            )
     ax.set_xlabel("reflection length (tokens)")
-    ax.set_ylabel("examples")
-    ax.legend()
+    ax.set_ylabel("reflections")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
 
 
-def write_report(folders: list[str], output_dir: str | Path, labels: list[str] | None = None) -> Path:
-    """Write the comparison report and return the path of `report.md`."""
-    if labels and len(labels) != len(folders):
-        raise R3Error(f"--labels gives {len(labels)} names for {len(folders)} runs")
-    runs = [load_run(f, labels[i] if labels else None) for i, f in enumerate(folders)]
-    tasks = {run.results["task"] for run in runs}
-    if len(tasks) > 1:
-        raise R3Error(f"the runs are of different tasks ({', '.join(sorted(tasks))}); compare like with like")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def plot_fix_rates(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, int]]]], path: Path) -> bool:
+    """Horizontal bars: each run's fix rate per failure category; False (no file) when no retries."""
+    if not table:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.25 * len(table) * len(runs) + 0.3 * len(table)))
+    for j, run in enumerate(runs):
+        ys = [i - 0.4 + height * (j + 0.5) for i in range(len(table))]
+        rates = [100 * cells[j][0] / cells[j][1] if cells[j][1] else 0.0 for _, cells in table]
+        bars = ax.barh(ys, rates, height, label=run.label)
+        for bar, (_, cells) in zip(bars, table, strict=True):
+            k, n = cells[j]
+            ax.text(
+                bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, f"{k}/{n}", va="center", fontsize=7
+            )
+    labels = [c if len(c) <= 40 else c[:37] + "..." for c, _ in table]
+    ax.set_yticks(range(len(table)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 110)
+    ax.set_xlabel("retries that fixed the attempt (%)")
+    ax.set_title("fix rate by the first attempt's failure")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
+    """The report's sections on evaluations (writing their plots into `out`)."""
     plot_accuracy(runs, out / "accuracy.png")
-    has_lengths = plot_reflection_lengths(runs, out / "reflection_lengths.png")
     body = [
-        f"# R3 report: {runs[0].results['task']}",
-        "",
         comparison_table(runs),
         "",
         "Second try counts examples solved on either attempt. Intervals are 95% Wilson intervals; "
@@ -183,13 +375,74 @@ def write_report(folders: list[str], output_dir: str | Path, labels: list[str] |
             "= a reflection shown the verifier's reason, then a retry.",
             "",
         ]
+    body += ["![accuracy](accuracy.png)", ""]
+
+    body += ["## Reflection lengths", "", length_table(runs), ""]
+    if plot_reflection_lengths(runs, out / "reflection_lengths.png"):
+        body += ["![reflection lengths](reflection_lengths.png)", ""]
+
     body += [
-        "![accuracy](accuracy.png)",
+        "## What the reflections do",
+        "",
+        behaviour_table(runs),
+        "",
+        "A reflection contains an answer when it holds a closed `<answer>...</answer>` pair or tool-call "
+        'JSON with a `"name"` (it was asked for advice, not for the answer). A retry repeats the failed '
+        "attempt when both are the same text once whitespace is collapsed.",
         "",
     ]
-    if has_lengths:
-        body += ["![reflection lengths](reflection_lengths.png)", ""]
+
+    fixes = analysis.fix_rates_by_reason([run.samples for run in runs])
+    body += ["## Fix rate by the first attempt's failure", ""]
+    if fixes:
+        body += [
+            fix_rate_table(runs, fixes),
+            "",
+            "Retries that fixed the first attempt / retries made, by the verifier's reason for the first "
+            "attempt's failure (numbers shown as N, quoted text as '…'; the "
+            f"{analysis.TOP_REASONS} most frequent, then `{analysis.OTHER}`).",
+            "",
+        ]
+        if plot_fix_rates(runs, fixes, out / "fix_rates.png"):
+            body += ["![fix rates](fix_rates.png)", ""]
+    else:
+        body += ["_No retries: every first attempt succeeded._", ""]
+
+    fixed = fixed_examples(runs)
+    if fixed:
+        body += ["## Fixed by a later run, not by the first", "", fixed, ""]
     body += ["## Reflections", "", reflection_examples(runs), ""]
+    return body
+
+
+def write_report(folders: list[str], output_dir: str | Path, labels: list[str] | None = None) -> Path:
+    """Write the report of `r3 eval` and `r3 train` folders and return the path of `report.md`."""
+    if not folders:
+        raise R3Error("no folders to report on")
+    runs, trainings = load_folders(folders, labels)
+    tasks = {run.results["task"] for run in runs}
+    if len(tasks) > 1:
+        raise R3Error(f"the runs are of different tasks ({', '.join(sorted(tasks))}); compare like with like")
+    task = runs[0].results["task"] if runs else next((t.task for t in trainings if t.task), "training")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    body = [f"# R3 report: {task}", ""]
+    if runs:
+        body += eval_sections(runs, out)
+    if trainings:
+        series = {t.label: t.series for t in trainings}
+        body += ["## Training", ""]
+        if any(series.values()):
+            plot_training_curves(series, out / "training_curves.png")
+            body += ["![training curves](training_curves.png)", ""]
+        body += [
+            training_table(series),
+            "",
+            "From each folder's `r3_training.json` (the `r3/...` metrics logged every `logging_steps`): "
+            "retry success is the reward mean; a group with no signal has the same reward for all its "
+            "reflections.",
+            "",
+        ]
     report = out / "report.md"
     report.write_text("\n".join(body))
     return report

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from r3.evaluation.stats import mcnemar_exact, two_proportion_test
+from r3.reports.training import plot_training_curves, training_series
 
 LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled control"}
 TRAINING_DIRS = {"trained": "trained", "shuffled": "trained-shuffled"}
@@ -57,47 +58,6 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str
         "only_b": only_b,
         "mcnemar_p": mcnemar_exact(only_a, only_b),
     }
-
-
-def training_series(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-step `r3/...` metrics from a training folder's `r3_training.json`."""
-    path = folder / "r3_training.json"
-    if not path.is_file():
-        return {}
-    history = json.loads(path.read_text()).get("log_history", [])
-    series: dict[str, list[tuple[int, float]]] = {}
-    for row in history:
-        for key in ("r3/retry_success", "r3/groups_no_signal", "r3/reflection_length"):
-            if key in row and "step" in row:
-                series.setdefault(key, []).append((int(row["step"]), float(row[key])))
-    return series
-
-
-def plot_training_curves(runs: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> None:
-    """Retry success, groups without signal and reflection length against steps, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        ("r3/retry_success", "retry success (reward mean)"),
-        ("r3/groups_no_signal", "groups with no signal"),
-        ("r3/reflection_length", "reflection length (tokens)"),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        for label, series in runs.items():
-            points = series.get(key, [])
-            if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=".", alpha=0.8)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _mean(points: list[tuple[int, float]]) -> float | None:

@@ -1,0 +1,170 @@
+"""What the reflections of an evaluation did: pure functions over `samples.jsonl` rows (`r3 eval`).
+
+Each row is one example (see `r3.evaluation.evaluate.sample_row`); the fields used here are
+`index`, `attempt`, `attempt_ok`, `attempt_reason`, `reflection`, `reflection_tokens`, `retry`,
+`retry_ok`, `first_try_ok` and `second_try_ok`. `reflection` is None when the first try succeeded or
+the run's second try was `resample`; `retry` is None when there was no second try.
+
+- Failure reasons are grouped into categories by `reason_category`: numbers become `N` and quoted
+  text becomes `'…'`, so "number 7 used twice" and "number 3 used twice" are one category, whatever
+  the task.
+- A reflection "contains an answer" (`contains_answer`) when it holds what a verifier would read as
+  one: a closed `<answer>…</answer>` pair (Countdown and tag-based tasks) or tool-call JSON with a
+  `"name"` (function calling). The reflection was asked for advice, not for the answer itself.
+- A retry "repeats the failed attempt" (`repeats_attempt`) when both texts are equal once runs of
+  whitespace are collapsed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from r3.tasks.countdown import extract_answer
+from r3.tasks.tool_calls import extract_calls
+
+Row = dict[str, Any]
+
+#: Categories shown in the fix-rate table; the rest are summed up as `OTHER`.
+TOP_REASONS = 8
+OTHER = "other"
+NO_REASON = "(no reason given)"
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"-?\d+(?:[./]\d+)*")
+_MAX_CATEGORY_CHARS = 80
+
+
+def reason_category(reason: str | None) -> str:
+    """A failure reason with its specifics removed: quoted text -> `'…'`, numbers -> `N`.
+
+    "evaluates to 12, not 30" -> "evaluates to N, not N"; "missing argument 'city' in call 1" ->
+    "missing argument '…' in call N". Long reasons are cut at 80 characters."""
+    if not reason or not reason.strip():
+        return NO_REASON
+    text = _QUOTED.sub("'…'", " ".join(reason.split()))
+    text = _NUMBER.sub("N", text)
+    return text if len(text) <= _MAX_CATEGORY_CHARS else text[: _MAX_CATEGORY_CHARS - 3] + "..."
+
+
+def retried(rows: Iterable[Row]) -> list[Row]:
+    """Rows whose first attempt failed and that have a verified retry."""
+    return [r for r in rows if not r.get("attempt_ok") and r.get("retry") is not None]
+
+
+def fix_rates_by_reason(
+    runs: Sequence[Sequence[Row]], top: int = TOP_REASONS
+) -> list[tuple[str, list[tuple[int, int]]]]:
+    """For each category of the first attempt's failure reason: (fixed, retried) per run.
+
+    Categories are ordered by how many retries all runs made for them; the `top` most frequent are
+    kept and the rest are summed up in a last `other` row (only when there is a rest)."""
+    counts: list[dict[str, list[int]]] = []
+    total: Counter[str] = Counter()
+    for rows in runs:
+        per: dict[str, list[int]] = {}
+        for row in retried(rows):
+            category = reason_category(row.get("attempt_reason"))
+            cell = per.setdefault(category, [0, 0])
+            cell[0] += bool(row.get("retry_ok"))
+            cell[1] += 1
+            total[category] += 1
+        counts.append(per)
+    ordered = [c for c, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))]
+    kept, rest = ordered[:top], ordered[top:]
+    table = [(c, [tuple(per.get(c, (0, 0))) for per in counts]) for c in kept]
+    if rest:
+        others = [
+            (sum(per.get(c, (0, 0))[0] for c in rest), sum(per.get(c, (0, 0))[1] for c in rest))
+            for per in counts
+        ]
+        table.append((OTHER, others))
+    return table  # type: ignore[return-value]
+
+
+def reflection_lengths(rows: Iterable[Row]) -> list[int]:
+    """Token counts of the reflections that were written."""
+    return [
+        int(r["reflection_tokens"])
+        for r in rows
+        if r.get("reflection") is not None and r.get("reflection_tokens")
+    ]
+
+
+def _quantile(ordered: Sequence[int], q: float) -> float:
+    """Linear-interpolation quantile of sorted values (numpy's default)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def length_summary(lengths: Sequence[int]) -> dict[str, float] | None:
+    """n, mean, min, quartiles, 90th percentile and max of reflection lengths; None when empty."""
+    if not lengths:
+        return None
+    ordered = sorted(lengths)
+    return {
+        "n": len(ordered),
+        "mean": sum(ordered) / len(ordered),
+        "min": ordered[0],
+        "p25": _quantile(ordered, 0.25),
+        "median": _quantile(ordered, 0.5),
+        "p75": _quantile(ordered, 0.75),
+        "p90": _quantile(ordered, 0.9),
+        "max": ordered[-1],
+    }
+
+
+def contains_answer(text: str | None) -> bool:
+    """Whether `text` holds an answer a verifier would read: a closed `<answer>…</answer>` pair, or
+    tool-call JSON (an object, or a list of objects, with a `"name"`)."""
+    if not text:
+        return False
+    if extract_answer(text) is not None:
+        return True
+    calls = extract_calls(text).calls
+    return bool(calls) and any(isinstance(c, dict) and "name" in c for c in calls)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def repeats_attempt(row: Row) -> bool:
+    """Whether the retry is the failed attempt again (equal once whitespace runs are collapsed)."""
+    attempt, retry = row.get("attempt"), row.get("retry")
+    if not isinstance(attempt, str) or not isinstance(retry, str):
+        return False
+    return _squash(attempt) == _squash(retry)
+
+
+def reflection_behaviour(rows: Iterable[Row]) -> dict[str, int]:
+    """Counts: reflections written and how many contain an answer; retries of failed attempts, how
+    many were fixed and how many repeat the failed attempt."""
+    rows = list(rows)
+    reflections = [r["reflection"] for r in rows if r.get("reflection") is not None]
+    tries = retried(rows)
+    return {
+        "reflections": len(reflections),
+        "with_answer": sum(contains_answer(t) for t in reflections),
+        "retries": len(tries),
+        "fixed": sum(bool(r.get("retry_ok")) for r in tries),
+        "repeats": sum(repeats_attempt(r) for r in tries),
+    }
+
+
+def fixed_only_by(candidate: Iterable[Row], baseline: Iterable[Row]) -> list[int]:
+    """Indices of the examples that `candidate`'s retry fixed (first try failed, second try right)
+    and `baseline` did not solve on either try, among the examples both runs hold."""
+    base = {r["index"]: r for r in baseline}
+    out = []
+    for row in candidate:
+        other = base.get(row["index"])
+        if other is None:
+            continue
+        if not row.get("first_try_ok") and row.get("second_try_ok") and not other.get("second_try_ok"):
+            out.append(row["index"])
+    return sorted(out)

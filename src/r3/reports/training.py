@@ -1,0 +1,91 @@
+"""Training curves from `r3 train` output folders: the per-step `r3/...` metrics of `r3_training.json`.
+
+Used by `r3 report` (a training folder among its arguments) and by the learning experiment's report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from r3.errors import R3Error
+
+SUMMARY_FILE = "r3_training.json"  # = r3.training.trainer.SUMMARY_FILE (not imported: no torch here)
+#: The metrics plotted and tabulated, with their titles.
+CURVES = {
+    "r3/retry_success": "retry success (reward mean)",
+    "r3/groups_no_signal": "groups with no signal",
+    "r3/reflection_length": "reflection length (tokens)",
+}
+
+Series = dict[str, list[tuple[int, float]]]
+
+
+def is_training_folder(folder: str | Path) -> bool:
+    return (Path(folder) / SUMMARY_FILE).is_file()
+
+
+def training_series(folder: str | Path) -> Series:
+    """Per-step `r3/...` metrics from a training folder's `r3_training.json` ({} when it has none)."""
+    path = Path(folder) / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        history = json.loads(path.read_text()).get("log_history", [])
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise R3Error(f"{path}: not a training summary ({exc})") from None
+    series: Series = {}
+    for row in history:
+        for key in CURVES:
+            if row.get(key) is not None and "step" in row:
+                series.setdefault(key, []).append((int(row["step"]), float(row[key])))
+    return series
+
+
+def plot_training_curves(runs: dict[str, Series], path: Path) -> None:
+    """Retry success, groups without signal and reflection length against steps, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (key, title) in zip(axes, CURVES.items(), strict=True):
+        for label, series in runs.items():
+            points = series.get(key, [])
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=".", alpha=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _mean(points: list[tuple[int, float]]) -> float | None:
+    return sum(p[1] for p in points) / len(points) if points else None
+
+
+def training_table(runs: dict[str, Series]) -> str:
+    """Markdown: per run, the steps logged and the mean (and last) value of each curve."""
+    lines = [
+        "| run | steps logged | retry success: mean (last) | groups with no signal: mean (last) "
+        "| reflection length: mean (last) |",
+        "|---|---|---|---|---|",
+    ]
+    patterns = {
+        "r3/retry_success": "{:.3f}",
+        "r3/groups_no_signal": "{:.2f}",
+        "r3/reflection_length": "{:.1f}",
+    }
+    for label, series in runs.items():
+        steps = len({step for points in series.values() for step, _ in points})
+        cells = []
+        for key, pattern in patterns.items():
+            points = series.get(key, [])
+            mean = _mean(points)
+            cells.append("-" if mean is None else f"{pattern.format(mean)} ({pattern.format(points[-1][1])})")
+        lines.append(f"| {label} | {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

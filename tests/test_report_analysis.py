@@ -1,0 +1,163 @@
+"""`r3.reports.analysis`: what the reflections did, on hand-written `samples.jsonl` rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from r3.reports import analysis
+
+
+def row(index: int, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "index": index,
+        "attempt": "<answer> 1 + 2 </answer>",
+        "attempt_ok": False,
+        "attempt_reason": "evaluates to 3, not 6",
+        "reflection": "Multiply instead.",
+        "reflection_tokens": 4,
+        "retry": "<answer> 1 * 2 * 3 </answer>",
+        "retry_ok": True,
+        "retry_reason": "",
+    }
+    base.update(fields)
+    base.setdefault("first_try_ok", bool(base["attempt_ok"]))
+    base.setdefault("second_try_ok", bool(base["attempt_ok"] or base["retry_ok"]))
+    return base
+
+
+SOLVED = {"attempt_ok": True, "attempt_reason": "", "reflection": None, "reflection_tokens": None,
+          "retry": None, "retry_ok": None}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("reason", "category"),
+    [
+        ("number 7 used twice", "number N used twice"),
+        ("number 12 not in the list", "number N not in the list"),
+        ("evaluates to 12, not 30", "evaluates to N, not N"),
+        ("evaluates to -7/2, not 30", "evaluates to N, not N"),
+        ("evaluates to 1.5, not 4", "evaluates to N, not N"),
+        ("no <answer> tag", "no <answer> tag"),
+        ("missing argument 'city' in call 1", "missing argument '…' in call N"),
+        ('call "get_weather" not in the reference', "call '…' not in the reference"),
+        ("  two\n lines ", "two lines"),
+        (None, analysis.NO_REASON),
+        ("", analysis.NO_REASON),
+    ],
+)
+def test_reason_category(reason, category):
+    assert analysis.reason_category(reason) == category
+
+
+def test_reason_category_is_short():
+    assert len(analysis.reason_category("x" * 500)) == 80
+
+
+def test_fix_rates_by_reason_per_run_ordered_by_frequency():
+    vanilla = [
+        row(0, attempt_reason="number 7 used twice", retry_ok=False),
+        row(1, attempt_reason="number 3 used twice", retry_ok=True),
+        row(2, attempt_reason="no <answer> tag", retry_ok=False),
+        row(3, **SOLVED),  # solved at once: no retry, not counted
+        row(4, attempt_reason="evaluates to 2, not 6", retry=None, retry_ok=None),  # no retry made
+    ]
+    trained = [
+        row(0, attempt_reason="number 7 used twice", retry_ok=True),
+        row(1, attempt_reason="evaluates to 5, not 6", retry_ok=True),
+        row(2, attempt_reason="number 1 used twice", retry_ok=True),
+    ]
+    table = analysis.fix_rates_by_reason([vanilla, trained])
+    assert table == [
+        ("number N used twice", [(1, 2), (2, 2)]),
+        ("evaluates to N, not N", [(0, 0), (1, 1)]),
+        ("no <answer> tag", [(0, 1), (0, 0)]),
+    ]
+
+
+def test_fix_rates_caps_categories_with_other():
+    rows = [row(i, attempt_reason=f"reason {chr(97 + i)}", retry_ok=i % 2 == 0) for i in range(5)]
+    rows += [row(10, attempt_reason="reason a", retry_ok=True)]
+    table = analysis.fix_rates_by_reason([rows], top=2)
+    assert table[0] == ("reason a", [(2, 2)])
+    assert [c for c, _ in table] == ["reason a", "reason b", analysis.OTHER]
+    assert table[-1][1] == [(2, 3)]  # reasons c, d, e: c and e fixed
+    assert analysis.fix_rates_by_reason([[row(0, **SOLVED)]]) == []
+
+
+def test_reflection_lengths_and_summary():
+    rows = [row(i, reflection_tokens=n) for i, n in enumerate([10, 20, 30, 40, 100])]
+    rows.append(row(9, **SOLVED))
+    lengths = analysis.reflection_lengths(rows)
+    assert lengths == [10, 20, 30, 40, 100]
+    s = analysis.length_summary(lengths)
+    assert s is not None
+    assert (s["n"], s["mean"], s["min"], s["median"], s["max"]) == (5, 40, 10, 30, 100)
+    assert (s["p25"], s["p75"]) == (20, 40)
+    assert s["p90"] == pytest.approx(76)
+    assert analysis.length_summary([]) is None
+    assert analysis.length_summary([7])["median"] == 7  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("Try multiplying: <answer> 1 * 2 * 3 </answer>", True),
+        ("Remember to close the <answer> tag.", False),
+        ("Use every number once; 7 + 5 was wrong.", False),
+        ('Call it as [{"name": "get_weather", "arguments": {"city": "Paris"}}]', True),
+        ('{"name": "get_weather", "arguments": {}}', True),
+        ("The list [1, 2, 3] has three numbers.", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_contains_answer(text, answer):
+    assert analysis.contains_answer(text) is answer
+
+
+def test_repeats_attempt_ignores_whitespace_only():
+    assert analysis.repeats_attempt(
+        row(0, attempt="<answer> 1 + 2 </answer>", retry="<answer>  1 + 2\n</answer>")
+    )
+    assert not analysis.repeats_attempt(
+        row(0, attempt="<answer> 1 + 2 </answer>", retry="<answer> 1+2 </answer>")
+    )
+    assert not analysis.repeats_attempt(row(0, **SOLVED))
+
+
+def test_reflection_behaviour_counts():
+    rows = [
+        row(0, reflection="The answer is <answer> 1 * 2 * 3 </answer>"),
+        row(1, retry="<answer> 1 + 2 </answer>", retry_ok=False),  # repeats the attempt
+        row(2, reflection=None, reflection_tokens=None, retry="<answer> 2 + 2 </answer>", retry_ok=False),
+        row(3, **SOLVED),
+    ]
+    assert analysis.reflection_behaviour(rows) == {
+        "reflections": 2,
+        "with_answer": 1,
+        "retries": 3,
+        "fixed": 1,
+        "repeats": 1,
+    }
+
+
+def test_fixed_only_by():
+    vanilla = [
+        row(0, retry_ok=False),
+        row(1, retry_ok=True),  # vanilla fixed it too
+        row(2, retry_ok=False),
+        row(3, retry_ok=False),
+        row(5, retry_ok=False),
+    ]
+    trained = [
+        row(0, retry_ok=True),  # fixed only by trained
+        row(1, retry_ok=True),
+        row(2, retry_ok=False),
+        row(3, **SOLVED),  # solved on the first try: not a fix
+        row(4, retry_ok=True),  # vanilla has no such example
+        row(5, retry_ok=True),
+    ]
+    assert analysis.fixed_only_by(trained, vanilla) == [0, 5]
+    assert analysis.fixed_only_by(vanilla, trained) == []
