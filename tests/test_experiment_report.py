@@ -63,3 +63,14 @@ def test_compare_pairs_problems_by_index() -> None:
     got = compare(a, b, "second_try_ok")
     assert (got["n"], got["only_a"], got["only_b"]) == (20, 5, 2)
     assert got["diff"] == pytest.approx((10 - 7) / 20)
+
+
+def test_without_a_control_the_verdict_says_so(tmp_path: Path) -> None:
+    """The demo trains no shuffled control: the verdict compares with the warm-start only, and says it."""
+    n = 100
+    base = [i < 30 for i in range(n)]
+    fake_eval(tmp_path / "eval-warmstart", base, [i < 35 for i in range(n)])
+    fake_eval(tmp_path / "eval-trained", base, [i < 36 for i in range(n)])
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "R3 vs shuffled control" not in text
+    assert "no significant gain of R3 over the warm-start (this run has no shuffled control)" in text
