@@ -72,5 +72,5 @@ def test_without_a_control_the_verdict_says_so(tmp_path: Path) -> None:
     fake_eval(tmp_path / "eval-warmstart", base, [i < 35 for i in range(n)])
     fake_eval(tmp_path / "eval-trained", base, [i < 36 for i in range(n)])
     text = write_experiment_report(tmp_path, tmp_path / "report")
-    assert "R3 vs shuffled control" not in text
+    assert "R3 vs shuffled control" not in text and "| shuffled control |" not in text
     assert "no significant gain of R3 over the warm-start (this run has no shuffled control)" in text

@@ -87,6 +87,8 @@ def write_experiment_report(
     ]
     for name, label in LABELS.items():
         loaded, resampled = evals[name], resamples[name]
+        if loaded is None and resampled is None:
+            continue  # not part of this run (the demo trains no control)
         cells = ["-", "-"] if loaded is None else [
             _cell(loaded[0]["first_try"], loaded[0]["n"]), _cell(loaded[0]["second_try"], loaded[0]["n"])
         ]  # fmt: skip
@@ -129,6 +131,7 @@ def write_experiment_report(
     lines += ["", f"**{verdict}**", ""]
 
     runs = {LABELS[name]: training_series(out / folder) for name, folder in TRAINING_DIRS.items()}
+    runs = {label: series for label, series in runs.items() if series}
     if any(runs.values()):
         plot_training_curves(runs, report / "training_curves.png")
         lines += ["## Training", "", "![training curves](training_curves.png)", ""]
