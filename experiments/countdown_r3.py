@@ -35,9 +35,10 @@ from typing import Any
 
 import yaml
 
+from r3.reports.experiment import LABELS, write_experiment_report
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("warmstart", "trained", "shuffled")
-LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled-control"}
 
 
 def r3(*args: str, log: Path) -> None:
@@ -163,8 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         "report", *[str(out / f"eval-{name}{suffix}") for name in names],
         "--labels", *[LABELS[name] for name in names], "--output-dir", str(report), log=log,
     )  # fmt: skip
-    from r3.reports.experiment import write_experiment_report
-
     text = write_experiment_report(
         out, report, suffix, split=args.split, seed=seed, config=cfg,
         wall_seconds=time.monotonic() - started,
