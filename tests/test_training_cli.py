@@ -25,7 +25,7 @@ GPU_RECIPES = sorted(p for p in RECIPES.glob("*.yaml") if p not in CPU_RECIPES)
 @pytest.mark.parametrize("recipe", CPU_RECIPES, ids=lambda p: p.stem)
 def test_cpu_recipes_parse(recipe, tmp_path):
     """Every CPU recipe is a valid config of its command (`r3 sft` for the warm-start, else `r3 train`)."""
-    from r3.cli.train_cmd import parse_trl_config
+    from r3.cli.options import parse_trl_config
     from r3.training.sft import SFTRunConfig
 
     config_class = SFTRunConfig if recipe.stem.endswith("_sft") else R3Config

@@ -10,6 +10,7 @@ checkpoint under the cache folder (`$R3_CACHE`, default `~/.cache/r3`) and load 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -94,6 +95,18 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
 
 
+def adapter_base(path: str | Path) -> str:
+    """The base model an adapter was trained on (`base_model_name_or_path` in adapter_config.json)."""
+    config_file = Path(path) / "adapter_config.json"
+    try:
+        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise R3Error(f"{config_file}: unreadable ({exc})") from None
+    if not base:
+        raise R3Error(f"{config_file}: no base_model_name_or_path")
+    return str(base)
+
+
 def display_name(model: str | None) -> str:
     """The model as reported in results: the hub id, the folder, or the embedded default's name."""
     return f"{EMBEDDED_NAME} (embedded)" if model in (None, "embedded", EMBEDDED_NAME) else model
@@ -112,6 +125,8 @@ def load_tokenizer(model: str | None) -> Any:
     from transformers import AutoTokenizer
 
     name = resolve_model(model)
+    if is_adapter_dir(name) and not (Path(name) / "tokenizer_config.json").is_file():
+        name = adapter_base(name)  # an adapter saved without its tokenizer uses its base model's
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except OSError as exc:

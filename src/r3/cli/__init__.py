@@ -1,4 +1,4 @@
-"""The `r3` command line: `r3 eval`, `r3 mine`, `r3 sft`, `r3 train`, `r3 report`.
+"""The `r3` command line: `r3 eval`, `r3 mine`, `r3 sft`, `r3 train`, `r3 report`, `r3 forgetting`.
 
 Each subcommand lives in its own module here with two functions, `add_parser(subparsers)` and
 `run(args) -> int`. User errors (`R3Error`) are printed as one line and exit with status 2.
@@ -20,9 +20,10 @@ SUBCOMMANDS = {
     "sft": "r3.cli.sft_cmd",
     "train": "r3.cli.train_cmd",
     "report": "r3.cli.report_cmd",
+    "forgetting": "r3.cli.forgetting_cmd",
 }
-#: Subcommands whose flags are TRL config fields, parsed by `TrlParser` in the module's `main(argv)`.
-TRL_PARSED = ("sft", "train")
+#: Subcommands whose flags are dataclass fields, parsed by `TrlParser` in the module's `main(argv)`.
+TRL_PARSED = ("sft", "train", "forgetting")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,3 +132,22 @@ def load_yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, 
             raise R3Error(f"{path}: unknown option '{key}'")
         out[dest] = value
     return out
+
+
+def parse_trl_config(config_class: type, argv: list[str], prog: str) -> object:
+    """Parse flags and the `--config` recipe into `config_class` with TRL's `TrlParser` (every
+    training command parses this way); bad or unknown keys become one-line `R3Error`s."""
+    from trl import TrlParser
+
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise R3Error("--config needs a YAML file")
+        if not Path(argv[at + 1]).is_file():
+            raise R3Error(f"{argv[at + 1]}: config file not found")
+    parser = TrlParser((config_class,), prog=prog)
+    try:
+        (config,) = parser.parse_args_and_config(args=list(argv))
+    except ValueError as exc:  # unknown keys, bad values, inconsistent GRPO settings
+        raise R3Error(str(exc).splitlines()[0]) from None
+    return config

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from r3.cli.train_cmd import parse_trl_config
+from r3.cli.options import parse_trl_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type

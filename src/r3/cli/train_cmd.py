@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-from r3.errors import R3Error
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,28 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def parse(argv: list[str]) -> object:
     """Parse flags and the `--config` recipe into an `R3Config`."""
+    from r3.cli.options import parse_trl_config
     from r3.training.config import R3Config
 
     return parse_trl_config(R3Config, argv, prog="r3 train")
-
-
-def parse_trl_config(config_class: type, argv: list[str], prog: str) -> object:
-    """Parse flags and the `--config` recipe into `config_class` with TRL's `TrlParser` (every
-    training command parses this way); bad or unknown keys become one-line `R3Error`s."""
-    from trl import TrlParser
-
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise R3Error("--config needs a YAML file")
-        if not Path(argv[at + 1]).is_file():
-            raise R3Error(f"{argv[at + 1]}: config file not found")
-    parser = TrlParser((config_class,), prog=prog)
-    try:
-        (config,) = parser.parse_args_and_config(args=list(argv))
-    except ValueError as exc:  # unknown keys, bad values, inconsistent GRPO settings
-        raise R3Error(str(exc).splitlines()[0]) from None
-    return config
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,39 @@
+"""`r3 forgetting`: general ability before and after training, with lm-evaluation-harness.
+
+    r3 forgetting --models runs/demo/warmstart runs/demo/trained [--tasks r3_basics,gsm8k,...]
+                  [--labels before after] [--limit 100] [--batch_size 8] [--device cuda]
+                  [--output_dir runs/forgetting] [--config FILE.yaml]
+
+Runs lm-eval (its Hugging Face model class, its task names and settings) on each model and writes a
+table of scores with standard errors and each model's change against the first (forgetting.md), a
+plot of the changes (forgetting.png) and lm-eval's own result files (lm_eval/). `r3_basics` is a local
+task shipped with R3; lm-eval's own tasks (gsm8k, hellaswag, mmlu_pro, ...) need the hub for their data.
+Options are fields of `ForgettingConfig`, parsed as `r3 train`'s are: YAML via `--config`, flags override.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
+    """Only for `r3 --help`: `r3.cli.main` hands `r3 forgetting ...` to `main` before argparse sees it."""
+    parser = subparsers.add_parser(
+        "forgetting",
+        help="general ability before and after training, with lm-eval (see `r3 forgetting --help`)",
+        add_help=False,
+    )
+    parser.set_defaults(run=lambda args: main(["--help"]))
+
+
+def main(argv: list[str]) -> int:
+    """`r3 forgetting ...`; returns the exit status."""
+    from r3.cli.options import parse_trl_config
+    from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
+    from r3.reports.forgetting import forgetting_table
+
+    config = parse_trl_config(ForgettingConfig, argv, prog="r3 forgetting")
+    summary = run_forgetting(config)  # type: ignore[arg-type]
+    print(forgetting_table(summary))
+    print(f"Report in {config.output_dir}/forgetting.md (lm-eval's files in {config.output_dir}/lm_eval/)")  # type: ignore[attr-defined]
+    return 0

@@ -1,0 +1,217 @@
+"""`r3 forgetting`: general ability before and after training, measured by lm-evaluation-harness.
+
+The paper checks that R3 costs little elsewhere (MMLU-Pro, GSM8K, HellaSwag, MATH: under 1% lost in
+nearly all cases). This runs the same kind of check on a user's own models with lm-eval itself: its
+Hugging Face model class (`HFLM`), its task names and settings, its result files. R3 only adds what
+lm-eval does not do: loading each model the way `r3 eval` does (hub id, folder, the embedded model, a
+LoRA adapter merged onto its base), and the comparison against the first model.
+
+Output folder:
+
+    forgetting.json      settings, and per model and task every metric with its standard error
+    forgetting.md        the table (each model, and its change against the first)
+    forgetting.png       the changes with +-1.96 combined standard errors
+    lm_eval/<label>/     lm-eval's own files (results_*.json, samples_*.jsonl)
+
+A model whose results are in `forgetting.json` under the same settings is not evaluated again, so an
+interrupted run continues with the next model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r3.errors import R3Error
+
+#: lm-eval task folders shipped with R3 (`r3_basics`: a local task that needs no download).
+BUILTIN_TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
+SUMMARY_FILE = "forgetting.json"
+
+
+@dataclass
+class ForgettingConfig:
+    """Options of `r3 forgetting` (YAML via `--config`, any field as a flag)."""
+
+    models: list[str] = field(
+        default_factory=list,
+        metadata={"help": "models to compare, the first is the reference: hub ids, folders, LoRA adapters"},
+    )
+    labels: list[str] = field(default_factory=list, metadata={"help": "a name per model (default: folders)"})
+    tasks: str = field(
+        default="r3_basics",
+        metadata={
+            "help": "lm-eval task names, comma-separated (r3_basics is local; gsm8k, ... need the hub)"
+        },
+    )
+    include_path: list[str] = field(
+        default_factory=list, metadata={"help": "more folders of lm-eval YAML tasks"}
+    )
+    output_dir: str = field(default="runs/forgetting", metadata={"help": "where the table and files go"})
+    limit: float | None = field(
+        default=None, metadata={"help": "lm-eval's --limit: examples per task (or a fraction if < 1)"}
+    )
+    num_fewshot: int | None = field(default=None, metadata={"help": "lm-eval's --num_fewshot"})
+    batch_size: str = field(default="1", metadata={"help": "lm-eval's batch size (a number or 'auto')"})
+    device: str | None = field(
+        default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if any)"}
+    )
+    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16"})
+    apply_chat_template: bool = field(default=False, metadata={"help": "lm-eval's --apply_chat_template"})
+    seed: int = field(default=0, metadata={"help": "lm-eval's random, numpy, torch and few-shot seeds"})
+    overwrite: bool = field(default=False, metadata={"help": "evaluate every model again"})
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("--models: give at least one model (the first is the reference)")
+        if self.labels and len(self.labels) != len(self.models):
+            raise ValueError(f"--labels: {len(self.labels)} names for {len(self.models)} models")
+        if not self.task_list:
+            raise ValueError("--tasks: give at least one lm-eval task name")
+        if len(set(self.model_labels)) != len(self.model_labels):
+            raise ValueError("two models have the same label; give --labels")
+
+    @property
+    def task_list(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
+
+    @property
+    def model_labels(self) -> list[str]:
+        return list(self.labels) or [Path(m).name or m for m in self.models]
+
+    def settings(self, model: str) -> dict[str, Any]:
+        """What decides a model's scores: a stored result is reused only when these match."""
+        return {
+            "model": model,
+            "tasks": self.task_list,
+            "include_path": [str(Path(p).resolve()) for p in self.include_path],
+            "limit": self.limit,
+            "num_fewshot": self.num_fewshot,
+            "dtype": self.dtype,
+            "apply_chat_template": self.apply_chat_template,
+            "seed": self.seed,
+        }
+
+
+def scores_of(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """`{task: {metric: {"value", "stderr"}}}` from lm-eval's results: every `metric,filter` entry
+    that is a number (its `metric_stderr,filter` beside it, None when lm-eval gave none)."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for task, entries in results.get("results", {}).items():
+        metrics: dict[str, dict[str, float | None]] = {}
+        for key, value in entries.items():
+            if "," not in key or "_stderr" in key or not isinstance(value, int | float):
+                continue
+            name, filt = key.split(",", 1)
+            stderr = entries.get(f"{name}_stderr,{filt}")
+            label = name if filt == "none" else f"{name} ({filt})"
+            metrics[label] = {
+                "value": float(value),
+                "stderr": float(stderr) if isinstance(stderr, int | float) else None,
+            }
+        if metrics:
+            out[task] = metrics
+    return out
+
+
+def _load_summary(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {"models": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise R3Error(f"{path}: not valid JSON; delete it or pass --overwrite true") from None
+
+
+def _save_summary(path: Path, summary: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, path)
+
+
+def evaluate_model(config: ForgettingConfig, model: str, label: str, out: Path) -> dict[str, Any]:
+    """Run lm-eval on one model and save lm-eval's own files under `out/lm_eval/<label>/`."""
+    try:
+        from lm_eval import simple_evaluate
+        from lm_eval.loggers import EvaluationTracker
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise R3Error("r3 forgetting needs lm-evaluation-harness: pip install 'r3[forgetting]'") from None
+    from r3.models import load_model_and_tokenizer, pick_device
+
+    device = pick_device(config.device)
+    lm, tokenizer = load_model_and_tokenizer(model, device=device, dtype=config.dtype)
+    tokenizer.padding_side = "right"  # lm-eval pads its own batches; generation's left padding is ours
+    batch = config.batch_size if config.batch_size == "auto" else int(config.batch_size)
+    harness_model = HFLM(pretrained=lm, tokenizer=tokenizer, batch_size=batch, device=device)
+    manager = TaskManager(include_path=[str(BUILTIN_TASKS_DIR), *config.include_path])
+    unknown = [t for t in config.task_list if t not in manager.all_tasks]
+    if unknown:
+        raise R3Error(f"--tasks: lm-eval knows no task {', '.join(repr(t) for t in unknown)}")
+    tracker = EvaluationTracker(output_path=str(out / "lm_eval" / label))
+    try:
+        results = simple_evaluate(
+            model=harness_model,
+            tasks=config.task_list,
+            num_fewshot=config.num_fewshot,
+            limit=config.limit,
+            log_samples=True,
+            evaluation_tracker=tracker,
+            apply_chat_template=config.apply_chat_template,
+            task_manager=manager,
+            random_seed=config.seed,
+            numpy_random_seed=config.seed,
+            torch_random_seed=config.seed,
+            fewshot_random_seed=config.seed,
+        )
+    except (ConnectionError, OSError) as exc:  # a task whose data must come from the hub, offline
+        raise R3Error(f"lm-eval could not load a task's data ({str(exc).splitlines()[0]})") from None
+    if results is None:  # only on ranks other than 0 in a distributed run
+        return {}
+    samples = results.pop("samples", {})
+    tracker.general_config_tracker.model_name = label
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results.get("configs", {}):
+        if task_name in samples:
+            tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    return scores_of(results)
+
+
+def run_forgetting(config: ForgettingConfig, progress: bool = True) -> dict[str, Any]:
+    """Evaluate each model (reusing stored results with the same settings) and write the report."""
+    from r3.reports.forgetting import write_forgetting_report
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / SUMMARY_FILE
+    summary = {"models": {}} if config.overwrite else _load_summary(summary_path)
+    for model, label in zip(config.models, config.model_labels, strict=True):
+        settings = config.settings(model)
+        stored = summary["models"].get(label)
+        if stored and stored.get("settings") == settings:
+            if progress:
+                print(f"r3 forgetting: {label}: results stored, not evaluated again", flush=True)
+            continue
+        if progress:
+            print(f"r3 forgetting: {label}: lm-eval on {', '.join(config.task_list)}", flush=True)
+        summary["models"][label] = {"settings": settings, "scores": evaluate_model(config, model, label, out)}
+        _save_summary(summary_path, summary)  # after every model: an interruption loses one at most
+    order = config.model_labels
+    summary["order"] = order
+    summary["config"] = asdict(config)
+    _save_summary(summary_path, summary)
+    write_forgetting_report(summary, out)
+    return summary
+
+
+def change(reference: dict[str, float | None], other: dict[str, float | None]) -> tuple[float, float | None]:
+    """`other - reference` and its standard error (the two runs' errors combined as independent)."""
+    delta = float(other["value"] or 0.0) - float(reference["value"] or 0.0)
+    if reference["stderr"] is None or other["stderr"] is None:
+        return delta, None
+    return delta, math.sqrt(reference["stderr"] ** 2 + other["stderr"] ** 2)
