@@ -13,6 +13,8 @@ Every step is an `r3` command, run as a user would run it, into one output folde
     eval-<model>-resample/    `r3 eval --second-try resample` at a temperature > 0: a second attempt
                               without reflection (how much of a second-try gain needs a reflection?)
     report/                   `r3 report` over the three models, `experiment.md` (table, tests), curves
+    forgetting/               `r3 forgetting`: lm-eval's local r3_basics task on the vanilla model and
+                              each of the above (what training cost elsewhere)
 
 Seeds: SFT rows, mining rows and evaluation rows come from disjoint seeds of Countdown's generator.
 `--split validation` evaluates on the validation seed (for choosing settings); `--split heldout` (the
@@ -162,8 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     report = out / f"report{suffix}"
     r3(
         "report", *[str(out / f"eval-{name}{suffix}") for name in names],
-        "--labels", *[LABELS[name] for name in names], "--output-dir", str(report), log=log,
+        "--labels", *[LABELS[name] for name in names], "--output-dir", str(report), "--html", log=log,
     )  # fmt: skip
+    if cfg.get("forgetting"):
+        r3(
+            "forgetting", "--models", "embedded", *[str(models[name]) for name in names],
+            "--labels", "vanilla", *[LABELS[name] for name in names], "--tasks", cfg["forgetting"]["tasks"],
+            "--device", "cpu", "--output_dir", str(out / "forgetting"), log=log,
+        )  # fmt: skip
     text = write_experiment_report(
         out, report, suffix, split=args.split, seed=seed, config=cfg,
         wall_seconds=time.monotonic() - started,

@@ -3,6 +3,7 @@
 r3 eval --task countdown --limit 50 --output-dir runs/eval-vanilla
 r3 eval --task function_calling --model Qwen/Qwen2-1.5B-Instruct --backend vllm
 r3 eval --task countdown --limit 50 --second-try resample --temperature 0.7 --output-dir runs/eval-resample
+r3 eval --task countdown --backend openai --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         model=args.model,
         backend=args.backend,
+        base_url=args.base_url if args.backend == "openai" else None,
         dtype=args.dtype,
         max_new_tokens=args.max_new_tokens,
         reflection_max_new_tokens=args.reflection_max_new_tokens,
@@ -72,7 +74,15 @@ def run(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or f"runs/eval-{args.task.replace(':', '_').replace('.', '_')}"
     prepare_output(config, output_dir, overwrite=args.overwrite, check_only=True)  # before the slow load
     generator = load_generator(
-        args.model, args.backend, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+        args.model,
+        args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        request_timeout=args.request_timeout,
+        max_retries=args.max_retries,
     )
     results = evaluate(config, task, examples, generator, output_dir, progress=not args.no_progress)
     from rich.console import Console

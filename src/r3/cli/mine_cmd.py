@@ -56,7 +56,15 @@ def _load_generator(args: argparse.Namespace) -> Generator:
     from r3.generation.loader import load_generator
 
     return load_generator(
-        args.model, args.backend, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+        args.model,
+        args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        request_timeout=args.request_timeout,
+        max_retries=args.max_retries,
     )
 
 
@@ -89,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if not examples:
         raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
     check_reserved_fields(examples, args.data or f"{task.name} (generated)")
+    server = {"base_url": args.base_url} if args.backend == "openai" else {}  # old folders still resume
     fingerprint = run_fingerprint(
         task,
         examples,
@@ -98,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         model=_absolute_if_local(args.model) or "embedded",
         backend=args.backend,
         dtype=args.dtype,
+        **server,
     )
     out = Path(args.output_dir)
     with RunStore.open(out, fingerprint, overwrite=args.overwrite) as store:

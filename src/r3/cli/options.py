@@ -41,8 +41,35 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--model", default=None, help="hub id or local folder (default: the embedded SmolLM2-135M-Instruct)"
     )
-    m.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
-    m.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
+    m.add_argument(
+        "--backend",
+        choices=["transformers", "vllm", "openai"],
+        default="transformers",
+        help="openai: a model behind an OpenAI-compatible server (--base-url; --model is its name there)",
+    )
+    m.add_argument(
+        "--base-url", default=None, help="--backend openai: the server's URL (e.g. http://127.0.0.1:8000/v1)"
+    )
+    m.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="--backend openai: the environment variable that holds the API key (none needed locally)",
+    )
+    m.add_argument(
+        "--request-timeout", type=float, default=300.0, help="--backend openai: seconds per request"
+    )
+    m.add_argument(
+        "--max-retries",
+        type=int,
+        default=6,
+        help="--backend openai: retries of a request (backoff; a 429's Retry-After is waited for)",
+    )
+    m.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="prompts per generation batch (--backend openai: requests in flight at once)",
+    )
     m.add_argument("--max-new-tokens", type=int, default=256)
     m.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -81,7 +108,13 @@ def parse_task_args(raw: list[str] | dict[str, Any] | None) -> dict[str, Any]:
 
 def check_numbers(args: argparse.Namespace) -> None:
     """Counts that must be positive (flags and YAML values alike: YAML skips argparse's `type`)."""
-    at_least = {"limit": 0, "batch_size": 1, "max_new_tokens": 1, "reflection_max_new_tokens": 1}
+    at_least = {
+        "limit": 0,
+        "batch_size": 1,
+        "max_new_tokens": 1,
+        "reflection_max_new_tokens": 1,
+        "max_retries": 0,
+    }
     for name, low in at_least.items():
         value = getattr(args, name, None)
         if value is None:

@@ -39,6 +39,8 @@ class EvalConfig:
     seed: int = 0
     model: str | None = None
     backend: str = "transformers"
+    #: The server of `--backend openai` (None otherwise): part of what identifies the model.
+    base_url: str | None = None
     dtype: str = "auto"
     max_new_tokens: int = 256
     reflection_max_new_tokens: int = 256
@@ -75,6 +77,8 @@ def prepare_output(
     identity = {k: v for k, v in asdict(config).items() if k != "chunk_size"}
     if identity["second_try"] == "reflect":
         del identity["second_try"]
+    if identity["base_url"] is None:  # local backends: folders written before the option still resume
+        del identity["base_url"]
     return prepare(Path(output_dir), identity, OUTPUTS, overwrite, check_only=check_only)
 
 
@@ -111,6 +115,8 @@ def evaluate(
             report.advance(len(chunk), **_running_status(rows))
     results = summarise(config, rows, getattr(generator, "model_name", config.model or "embedded"))
     results["wall_seconds_this_run"] = round(time.monotonic() - started, 2)
+    if getattr(generator, "usage", None):  # a server's token counts (this invocation's requests)
+        results["usage_this_run"] = dict(generator.usage)  # type: ignore[attr-defined]
     write_json_atomic(folder / "results.json", results)
     (folder / "results.md").write_text(results_markdown(results))
     return results

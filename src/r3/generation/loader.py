@@ -14,8 +14,13 @@ def load_generator(
     device: str | None = None,
     dtype: str = "auto",
     batch_size: int = 16,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    request_timeout: float = 300.0,
+    max_retries: int = 6,
 ) -> Generator:
-    """A ready backend for `model` (hub id, local folder, or None for the embedded default)."""
+    """A ready backend for `model` (hub id, local folder, or None for the embedded default; with
+    `backend="openai"`, the model's name on the server at `base_url`)."""
     if backend == "transformers":
         from r3.generation.transformers_backend import TransformersBackend
 
@@ -25,4 +30,17 @@ def load_generator(
         from r3.generation.vllm_backend import VLLMBackend
 
         return VLLMBackend(resolve_model(model), model_name=display_name(model), dtype=dtype)
-    raise R3Error(f"unknown backend '{backend}' (choose transformers or vllm)")
+    if backend == "openai":
+        from r3.generation.openai_backend import OpenAIBackend, api_key_from_env
+
+        if not base_url or not model:
+            raise R3Error("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1) and --model")
+        return OpenAIBackend(
+            base_url,
+            model,
+            api_key_from_env(api_key_env),
+            concurrency=batch_size,
+            timeout=request_timeout,
+            max_retries=max_retries,
+        )
+    raise R3Error(f"unknown backend '{backend}' (choose transformers, vllm or openai)")

@@ -151,6 +151,19 @@ def write_experiment_report(
                 f"{fmt('r3/groups_no_signal', '{:.2f}')} | {fmt('r3/reflection_length', '{:.1f}')} |"
             )
         lines.append("")
+    forgetting = out / "forgetting" / "forgetting.json"
+    if forgetting.is_file():
+        from r3.reports.forgetting import forgetting_table
+
+        lines += [
+            "## General ability before and after (`r3 forgetting`)",
+            "",
+            forgetting_table(json.loads(forgetting.read_text())),
+            "",
+            "lm-eval scores ± standard error on R3's local 40-question task (`r3_basics`): it can show a "
+            "model that training broke, not a change of a few points. `forgetting/` holds lm-eval's files.",
+            "",
+        ]
     if wall_seconds is not None:
         lines += [
             f"Wall time of this invocation: {wall_seconds / 60:.1f} min (steps already done are skipped).",
