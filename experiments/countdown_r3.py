@@ -107,6 +107,11 @@ def evaluate(cfg: dict[str, Any], model: Path, folder: Path, seed: int, log: Pat
 
 def mine(cfg: dict[str, Any], model: Path, out: Path, log: Path) -> Path:
     mi = cfg["mine"]
+    if mi.get("reuse"):  # a variant that trains on another run's mining of the same warm-start
+        failures = ROOT / mi["reuse"] / "mine" / "failures.jsonl"
+        if not failures.is_file():
+            sys.exit(f"experiment: mine.reuse: {failures} not found (run that experiment first)")
+        return failures
     folder = out / "mine"
     r3(
         "mine", "--model", str(model), "--output-dir", str(folder), "--seed", str(cfg["seeds"]["mine"]),
