@@ -14,6 +14,20 @@ share one implementation and can be compared like with like:
 - `feedback`: as `reflect`, but the reflection instruction also shows the verifier's reason for the
   failure ("The checker said: number 7 used twice."), for tasks whose verifier says more than
   pass/fail.
+
+**Rounds.** With `rounds=K > 1`, an example whose retry failed goes on: the model reflects again and
+retries again, up to K rounds in all. Each round sees the whole history in one chat (the task, every
+attempt and reflection so far, in order): round k's reflection prompt is round k-1's retry chat, plus
+the failed retry as the assistant's turn and the reflection instruction (with that retry's reason, under
+`feedback`). Under `resample`, a round is one more independent attempt at the original prompt (another
+seed), so K rounds of resample and of reflect cost the same number of answers.
+
+**When the history no longer fits.** The history is never cut: a chat that lost its task or its first
+attempts would not be the protocol. Before each round after the first, a generator that knows its
+model's context (`fits(prompt, max_new_tokens)`, the transformers backend) is asked whether the new
+prompt plus its token budget fits; an example that does not fit stops there, unsolved, and its row says
+so (`stopped`). A backend that cannot tell (vLLM, a server) sends the prompt and its own limit applies:
+a server refuses it with an error, which ends the run with one line, rows done kept.
 """
 
 from __future__ import annotations
@@ -33,6 +47,10 @@ SECOND_TRY_MODES: tuple[str, ...] = ("reflect", "resample", "feedback")
 #: stride of `r3 eval` (7919), so it never equals another chunk's attempt seed either.
 RESAMPLE_SEED_OFFSET = 104_729
 
+#: Added (times k-1) to the reflection's and retry's seeds in round k > 1, so that sampled rounds draw
+#: afresh; a prime apart from the other offsets.
+ROUND_SEED_OFFSET = 1_299_709
+
 
 @dataclass(frozen=True)
 class EpisodeSampling:
@@ -44,6 +62,20 @@ class EpisodeSampling:
     attempt: SamplingConfig
     reflection: SamplingConfig
     retry: SamplingConfig
+
+
+@dataclass
+class Round:
+    """A reflect-and-retry round after the first (round 2, 3, ...): what was asked and answered.
+
+    Under `resample`, `reflection_prompt` and `reflection` are None and `retry` is one more attempt."""
+
+    number: int
+    retry_prompt: Prompt
+    retry: Completion
+    retry_verdict: Verdict
+    reflection_prompt: Prompt | None = None
+    reflection: Completion | None = None
 
 
 @dataclass
@@ -64,6 +96,10 @@ class Episode:
     extra: dict[str, object] = field(default_factory=dict)
     reflection_prompt: Prompt | None = None
     retry_prompt: Prompt | None = None
+    #: Rounds 2..K (`rounds > 1`), in order; round 1 is `reflection` and `retry` above.
+    later_rounds: list[Round] = field(default_factory=list)
+    #: Why the episode ended before its last round while unsolved (the history no longer fit).
+    stopped: str | None = None
 
     @property
     def first_try_ok(self) -> bool:
@@ -73,6 +109,31 @@ class Episode:
     def second_try_ok(self) -> bool:
         """Solved on either attempt (the paper's second-try accuracy)."""
         return self.attempt_verdict.ok or bool(self.retry_verdict and self.retry_verdict.ok)
+
+    def solved_by(self, k: int) -> bool:
+        """Solved on any attempt up to round `k` (0: the first attempt only)."""
+        if k <= 0:
+            return self.first_try_ok
+        return self.second_try_ok or any(r.retry_verdict.ok for r in self.later_rounds if r.number <= k)
+
+    @property
+    def solved_round(self) -> int | None:
+        """The round whose answer was right (0 for the first attempt), None if never."""
+        if self.first_try_ok:
+            return 0
+        if self.retry_verdict is not None and self.retry_verdict.ok:
+            return 1
+        return next((r.number for r in self.later_rounds if r.retry_verdict.ok), None)
+
+    @property
+    def last_retry(self) -> tuple[Prompt, Completion, Verdict] | None:
+        """The latest round's retry chat, answer and verdict (None before round 1 ran)."""
+        if self.later_rounds:
+            last = self.later_rounds[-1]
+            return last.retry_prompt, last.retry, last.retry_verdict
+        if self.retry_prompt is None or self.retry is None or self.retry_verdict is None:
+            return None
+        return self.retry_prompt, self.retry, self.retry_verdict
 
 
 def check_second_try(mode: object) -> str:
@@ -89,7 +150,12 @@ def feedback_reflection_prompt(task: Task, example: Example, attempt: str, reaso
     Built from the task's own prompt (not a copy of its wording) so that a task's custom reflection
     chat carries over; only the last user turn gains the reason. With no reason (a verifier that says
     only pass/fail) the prompt is the task's unchanged."""
-    prompt = task.reflection_prompt(example, attempt)
+    return with_reason(task.reflection_prompt(example, attempt), reason)
+
+
+def with_reason(prompt: Prompt, reason: str) -> Prompt:
+    """`prompt` with "The checker said: <reason>." appended to its last user turn (unchanged if the
+    reason is empty)."""
     reason = reason.strip()
     if not reason:
         return prompt
@@ -112,6 +178,13 @@ def safe_verify(task: Task, example: Example, completion: str) -> Verdict:
     return verdict
 
 
+def check_rounds(rounds: object) -> int:
+    """Return `rounds` if it is a whole number >= 1, else raise `R3Error` (as `check_second_try`)."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise R3Error(f"--rounds must be a whole number >= 1 (got {rounds!r})")
+    return rounds
+
+
 def run_episodes(
     task: Task,
     generator: Generator,
@@ -119,12 +192,30 @@ def run_episodes(
     sampling: EpisodeSampling,
     first_index: int = 0,
     second_try: str = "reflect",
+    rounds: int = 1,
 ) -> list[Episode]:
     """Run the protocol on `examples` (one batched generate call per step).
 
     `second_try` picks what follows a failed first attempt (`SECOND_TRY_MODES`, see the module
-    docstring); an unknown value raises `R3Error` before anything is generated."""
+    docstring); `rounds` how many reflect-and-retry rounds an unsolved example gets. Bad values raise
+    `R3Error` before anything is generated."""
     check_second_try(second_try)
+    check_rounds(rounds)
+    episodes = _first_round(task, generator, examples, sampling, first_index, second_try)
+    for k in range(2, rounds + 1):
+        _next_round(task, generator, episodes, sampling, second_try, k)
+    return episodes
+
+
+def _first_round(
+    task: Task,
+    generator: Generator,
+    examples: Sequence[Example],
+    sampling: EpisodeSampling,
+    first_index: int,
+    second_try: str,
+) -> list[Episode]:
+    """The attempt and, on failure, round 1 (the paper's second try)."""
     attempts = [g[0] for g in generator.generate([task.prompt(e) for e in examples], 1, sampling.attempt)]
     episodes = [
         Episode(first_index + i, ex, att, safe_verify(task, ex, att.text))
@@ -162,6 +253,66 @@ def run_episodes(
     retries = generator.generate([ep.retry_prompt for ep in failed if ep.retry_prompt], 1, sampling.retry)
     _record_retries(task, failed, retries)
     return episodes
+
+
+def _next_round(
+    task: Task,
+    generator: Generator,
+    episodes: list[Episode],
+    sampling: EpisodeSampling,
+    second_try: str,
+    k: int,
+) -> None:
+    """Round `k` for every episode still unsolved: reflect on the last failed retry, then retry, with
+    the whole history in the chat (under `resample`: one more independent attempt)."""
+    pending = [ep for ep in episodes if ep.stopped is None and not ep.solved_by(k - 1)]
+    pending = [ep for ep in pending if ep.last_retry is not None]
+    if not pending:
+        return
+    shift = ROUND_SEED_OFFSET * (k - 1)
+    if second_try == "resample":
+        resample = sampling.attempt.with_(seed=sampling.attempt.seed + RESAMPLE_SEED_OFFSET * k)
+        prompts = [task.prompt(ep.example) for ep in pending]
+        answers = generator.generate(prompts, 1, resample)
+        for ep, prompt, group in zip(pending, prompts, answers, strict=True):
+            verdict = safe_verify(task, ep.example, group[0].text)
+            ep.later_rounds.append(Round(k, prompt, group[0], verdict))
+        return
+    reflection_sampling = sampling.reflection.with_(seed=sampling.reflection.seed + shift)
+    fits = getattr(generator, "fits", None)
+    asked: list[tuple[Episode, Prompt]] = []
+    for ep in pending:
+        history, retry, verdict = ep.last_retry  # type: ignore[misc]
+        prompt = history.extend(
+            {"role": "assistant", "content": retry.text},
+            {"role": "user", "content": task.reflection_instruction},
+        )
+        if second_try == "feedback":
+            prompt = with_reason(prompt, verdict.reason)
+        if fits is not None and not fits(prompt, reflection_sampling.max_new_tokens):
+            ep.stopped = f"round {k}: the history no longer fits the model's context"
+            continue
+        asked.append((ep, prompt))
+    if not asked:
+        return
+    reflections = generator.generate([prompt for _, prompt in asked], 1, reflection_sampling)
+    retry_sampling = sampling.retry.with_(seed=sampling.retry.seed + shift)
+    retrying: list[tuple[Episode, Prompt, Completion, Prompt]] = []
+    for (ep, prompt), group in zip(asked, reflections, strict=True):
+        retry_prompt = prompt.extend(
+            {"role": "assistant", "content": group[0].text},
+            {"role": "user", "content": task.retry_instruction},
+        )
+        if fits is not None and not fits(retry_prompt, retry_sampling.max_new_tokens):
+            ep.stopped = f"round {k}: the history no longer fits the model's context"
+            continue
+        retrying.append((ep, prompt, group[0], retry_prompt))
+    if not retrying:
+        return
+    retries = generator.generate([item[3] for item in retrying], 1, retry_sampling)
+    for (ep, prompt, reflection, retry_prompt), group in zip(retrying, retries, strict=True):
+        verdict = safe_verify(task, ep.example, group[0].text)
+        ep.later_rounds.append(Round(k, retry_prompt, group[0], verdict, prompt, reflection))
 
 
 def _record_retries(task: Task, failed: list[Episode], groups: list[list[Completion]]) -> None:

@@ -3,6 +3,7 @@
 r3 eval --task countdown --limit 50 --output-dir runs/eval-vanilla
 r3 eval --task function_calling --model Qwen/Qwen2-1.5B-Instruct --backend vllm
 r3 eval --task countdown --limit 50 --second-try resample --temperature 0.7 --output-dir runs/eval-resample
+r3 eval --task countdown --limit 50 --rounds 3 --output-dir runs/eval-3-rounds
 r3 eval --task countdown --backend openai --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
 """
 
@@ -38,6 +39,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse expo
         "use --temperature > 0. feedback: as reflect, but the reflection instruction also shows the "
         "verifier's reason for the failure",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="reflect-and-retry rounds for an unsolved example (default 1, the paper's protocol); each "
+        "round sees the whole history; results.json's `rounds` counts examples solved up to each round",
+    )
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --output-dir")
     parser.set_defaults(run=run, _parser=parser)
 
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         chunk_size=args.batch_size,
         second_try=args.second_try,
+        rounds=args.rounds,
     )
     output_dir = args.output_dir or f"runs/eval-{args.task.replace(':', '_').replace('.', '_')}"
     prepare_output(config, output_dir, overwrite=args.overwrite, check_only=True)  # before the slow load

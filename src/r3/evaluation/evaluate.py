@@ -19,7 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3.episode import RESAMPLE_SEED_OFFSET, Episode, EpisodeSampling, check_second_try, run_episodes
+from r3.episode import (
+    RESAMPLE_SEED_OFFSET,
+    Episode,
+    EpisodeSampling,
+    check_rounds,
+    check_second_try,
+    run_episodes,
+)
 from r3.evaluation.stats import accuracy
 from r3.generation.base import Generator, SamplingConfig
 from r3.progress import ProgressReport
@@ -49,9 +56,12 @@ class EvalConfig:
     chunk_size: int = 16
     #: What follows a failed first attempt: reflect (the paper's), resample or feedback.
     second_try: str = "reflect"
+    #: Reflect-and-retry rounds for an unsolved example (1: the paper's protocol).
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         check_second_try(self.second_try)  # before a folder is prepared for an impossible run
+        check_rounds(self.rounds)
 
     def sampling(self, task: Task) -> EpisodeSampling:
         attempt = SamplingConfig(
@@ -77,6 +87,8 @@ def prepare_output(
     identity = {k: v for k, v in asdict(config).items() if k != "chunk_size"}
     if identity["second_try"] == "reflect":
         del identity["second_try"]
+    if identity["rounds"] == 1:  # as second_try: one round is what folders written before hold
+        del identity["rounds"]
     if identity["base_url"] is None:  # local backends: folders written before the option still resume
         del identity["base_url"]
     return prepare(Path(output_dir), identity, OUTPUTS, overwrite, check_only=check_only)
@@ -107,9 +119,15 @@ def evaluate(
             chunk = examples[start : start + config.chunk_size]
             step = sampling if start == 0 else _reseed(sampling, start)
             episodes = run_episodes(
-                task, generator, chunk, step, first_index=start, second_try=config.second_try
+                task,
+                generator,
+                chunk,
+                step,
+                first_index=start,
+                second_try=config.second_try,
+                rounds=config.rounds,
             )
-            new_rows = [sample_row(task, ep) for ep in episodes]
+            new_rows = [sample_row(task, ep, config.rounds) for ep in episodes]
             append_jsonl(handle, new_rows)
             rows.extend(new_rows)
             report.advance(len(chunk), **_running_status(rows))
@@ -141,8 +159,12 @@ def _running_status(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {"1st": f"{first / n:.1%}", "2nd": f"{second / n:.1%}"}
 
 
-def sample_row(task: Task, ep: Episode) -> dict[str, Any]:
-    """The per-example log line: enough to read what the model did and why it was judged so."""
+def sample_row(task: Task, ep: Episode, rounds: int = 1) -> dict[str, Any]:
+    """The per-example log line: enough to read what the model did and why it was judged so.
+
+    The `reflection`/`retry` fields are round 1 (the paper's second try). With `rounds > 1` the row also
+    has `rounds` (rounds 2..K: prompts, reflection, retry, verdict), `solved_round` (0 for the first
+    attempt, k for round k's retry, None) and `stopped` (why it ended early, or None)."""
     row: dict[str, Any] = {
         "index": ep.index,
         "example": task.to_record(ep.example),
@@ -183,7 +205,41 @@ def sample_row(task: Task, ep: Episode) -> dict[str, Any]:
             retry_ok=ep.retry_verdict.ok,
             retry_reason=ep.retry_verdict.reason,
         )
+    if rounds > 1:
+        row["rounds"] = [
+            {
+                "round": r.number,
+                "reflection_prompt": r.reflection_prompt.messages if r.reflection_prompt else None,
+                "reflection": r.reflection.text if r.reflection else None,
+                "reflection_tokens": r.reflection.num_tokens if r.reflection else None,
+                "retry_prompt": r.retry_prompt.messages,
+                "retry": r.retry.text,
+                "retry_ok": r.retry_verdict.ok,
+                "retry_reason": r.retry_verdict.reason,
+            }
+            for r in ep.later_rounds
+        ]
+        row["solved_round"] = ep.solved_round
+        row["stopped"] = ep.stopped
     return row
+
+
+def solved_round(row: dict[str, Any]) -> int | None:
+    """The round that solved a row (0: first attempt), from rows with or without `rounds`."""
+    if "solved_round" in row:
+        return row["solved_round"]
+    if row["first_try_ok"]:
+        return 0
+    return 1 if row["second_try_ok"] else None
+
+
+def rounds_accuracy(rows: list[dict[str, Any]], rounds: int) -> list[dict[str, Any]]:
+    """Per round k = 1..K: examples solved on any attempt up to round k, with a Wilson interval."""
+    solved = [solved_round(r) for r in rows]
+    return [
+        {"round": k, **accuracy(sum(s is not None and s <= k for s in solved), len(rows))}
+        for k in range(1, rounds + 1)
+    ]
 
 
 SECOND_TRY_LABELS = {
@@ -234,6 +290,7 @@ def summarise(config: EvalConfig, rows: list[dict[str, Any]], model_name: str) -
         "first_try": accuracy(sum(r["first_try_ok"] for r in rows), n),
         "second_try": accuracy(sum(r["second_try_ok"] for r in rows), n),
         "second_try_protocol": config.second_try,
+        "rounds": rounds_accuracy(rows, config.rounds),
         "second_try_note": second_try_note(config),
         "retries": sum(r["retry"] is not None for r in rows),
         "retry_fixed": sum(bool(r["retry_ok"]) for r in rows),
@@ -266,6 +323,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| first try | {cell(results['first_try'])} |",
         f"| {SECOND_TRY_LABELS.get(protocol, f'second try ({protocol})')} | {cell(results['second_try'])} |",
+        *[f"| after round {r['round']} | {cell(r)} |" for r in results.get("rounds", [])[1:]],
         "",
         f"Retries: {results['retries']}, fixed by the retry: {results['retry_fixed']}. "
         f"Mean reflection length: {'-' if mean is None else f'{mean:.1f} tokens'}.",

@@ -30,6 +30,22 @@ class TransformersBackend:
         self.stop_ids = _stop_token_ids(model, tokenizer)
         self._stop_cache: dict[tuple[str, ...], StopStringCriteria] = {}
 
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens (prompt and continuation) the model takes: its position embeddings."""
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return value if isinstance(value, int) and value > 0 else None
+
+    def fits(self, prompt: Prompt, max_new_tokens: int) -> bool:
+        """Whether `prompt` and `max_new_tokens` more tokens fit in the model's context (True when the
+        model does not say its context length)."""
+        limit = self.context_length
+        if limit is None:
+            return True
+        text = render_prompt(self.tokenizer, prompt)
+        length = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return length + max_new_tokens <= limit
+
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         texts = [render_prompt(self.tokenizer, p) for p in prompts]
         out: list[list[Completion]] = []

@@ -358,6 +358,52 @@ def plot_fix_rates(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, i
     return True
 
 
+def run_rounds(run: EvalRun) -> list[dict[str, Any]]:
+    """Accuracy after round 0 (the first try), 1, ..., K; results.json files written before `rounds`
+    existed have rounds 0 and 1 (first and second try)."""
+    first = {"round": 0, **run.results["first_try"]}
+    later = run.results.get("rounds") or [{"round": 1, **run.results["second_try"]}]
+    return [first, *later]
+
+
+def rounds_table(runs: list[EvalRun]) -> str:
+    """Markdown: a row per run, a column per round."""
+    most = max(len(run_rounds(run)) for run in runs)
+    header = ["run", "protocol", *[f"round {k}" if k else "first try" for k in range(most)]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        cells = [f"{r['accuracy']:.1%} ({r['correct']}/{run.results['n']})" for r in run_rounds(run)]
+        cells += ["-"] * (most - len(cells))
+        lines.append(f"| {run.label} | {protocol(run)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_rounds(runs: list[EvalRun], path: Path) -> None:
+    """Accuracy against rounds, a line per run with its 95% interval as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for run in runs:
+        points = run_rounds(run)
+        ks = [p["round"] for p in points]
+        ax.plot(ks, [p["accuracy"] * 100 for p in points], marker="o", label=f"{run.label} ({protocol(run)})")
+        ax.fill_between(
+            ks, [p["ci95"][0] * 100 for p in points], [p["ci95"][1] * 100 for p in points], alpha=0.15
+        )
+    most = max(len(run_rounds(run)) for run in runs)
+    ax.set_xticks(range(most), ["first try", *[str(k) for k in range(1, most)]])
+    ax.set_xlabel("round")
+    ax.set_ylabel("solved so far (%)")
+    ax.set_title(f"{runs[0].results['task']}: accuracy by round (95% Wilson CI)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
     """The report's sections on evaluations (writing their plots into `out`)."""
     plot_accuracy(runs, out / "accuracy.png")
@@ -376,6 +422,20 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
             "",
         ]
     body += ["![accuracy](accuracy.png)", ""]
+    if any(len(run_rounds(run)) > 1 for run in runs):
+        plot_rounds(runs, out / "rounds.png")
+        body += [
+            "## Accuracy by round",
+            "",
+            rounds_table(runs),
+            "",
+            "Examples solved on any attempt up to each round (round 0: the first attempt alone), with "
+            "95% Wilson intervals. A round is a reflection and a retry (reflect, feedback) or one more "
+            "independent attempt (resample): the same number of answers either way.",
+            "",
+            "![accuracy by round](rounds.png)",
+            "",
+        ]
 
     body += ["## Reflection lengths", "", length_table(runs), ""]
     if plot_reflection_lengths(runs, out / "reflection_lengths.png"):
