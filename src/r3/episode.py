@@ -166,6 +166,26 @@ def with_reason(prompt: Prompt, reason: str) -> Prompt:
     return Prompt(messages, prompt.tools)
 
 
+def reflection_after(task: Task, history: Prompt, failed: str, reason: str | None = None) -> Prompt:
+    """The reflection chat of a round after the first: the previous round's retry chat `history`, its
+    failed answer, and the reflection instruction (with the verifier's `reason` under `feedback`).
+    Evaluation, mining and training all build later rounds through here."""
+    prompt = history.extend(
+        {"role": "assistant", "content": failed},
+        {"role": "user", "content": task.reflection_instruction},
+    )
+    return with_reason(prompt, reason) if reason is not None else prompt
+
+
+def retry_after(task: Task, reflection_chat: Prompt, reflection: str) -> Prompt:
+    """The retry chat of a round after the first: its reflection chat, the reflection, and the retry
+    instruction (round 1 uses `task.retry_prompt`, which a task may override)."""
+    return reflection_chat.extend(
+        {"role": "assistant", "content": reflection},
+        {"role": "user", "content": task.retry_instruction},
+    )
+
+
 def safe_verify(task: Task, example: Example, completion: str) -> Verdict:
     """`task.verify`, with any exception turned into a failed verdict (a bug in a verifier must not
     end a long run; the reason records it)."""
@@ -283,12 +303,8 @@ def _next_round(
     asked: list[tuple[Episode, Prompt]] = []
     for ep in pending:
         history, retry, verdict = ep.last_retry  # type: ignore[misc]
-        prompt = history.extend(
-            {"role": "assistant", "content": retry.text},
-            {"role": "user", "content": task.reflection_instruction},
-        )
-        if second_try == "feedback":
-            prompt = with_reason(prompt, verdict.reason)
+        reason = verdict.reason if second_try == "feedback" else None
+        prompt = reflection_after(task, history, retry.text, reason)
         if fits is not None and not fits(prompt, reflection_sampling.max_new_tokens):
             ep.stopped = f"round {k}: the history no longer fits the model's context"
             continue
@@ -299,10 +315,7 @@ def _next_round(
     retry_sampling = sampling.retry.with_(seed=sampling.retry.seed + shift)
     retrying: list[tuple[Episode, Prompt, Completion, Prompt]] = []
     for (ep, prompt), group in zip(asked, reflections, strict=True):
-        retry_prompt = prompt.extend(
-            {"role": "assistant", "content": group[0].text},
-            {"role": "user", "content": task.retry_instruction},
-        )
+        retry_prompt = retry_after(task, prompt, group[0].text)
         if fits is not None and not fits(retry_prompt, retry_sampling.max_new_tokens):
             ep.stopped = f"round {k}: the history no longer fits the model's context"
             continue

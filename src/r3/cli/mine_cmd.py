@@ -45,6 +45,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--full", action="store_true", help="always draw the whole budget (paper's protocol)")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (must be > 0)")
     g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="reflect-and-retry rounds (as r3 eval --rounds): with K > 1, after each kept attempt the model "
+        "reflects and retries while it fails, up to K-1 times, and each failed retry is stored as one more "
+        "context for r3 train (not to be confused with --round-size, the attempts drawn per call)",
+    )
+    g.add_argument(
+        "--reflection-max-new-tokens", type=int, default=256, help="with --rounds > 1: a reflection's budget"
+    )
     g.add_argument("--overwrite", action="store_true", help="discard the output folder's previous run")
     # `_parser` lets `r3.cli` apply `--config FILE.yaml` as defaults of this subcommand (flags win).
     parser.set_defaults(run=run, _parser=parser)
@@ -89,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
+        rounds=args.rounds,
+        reflection_max_new_tokens=args.reflection_max_new_tokens,
     )
     check_numbers(args)
     task = get_task(args.task, **task_options(args))

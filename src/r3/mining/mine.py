@@ -15,6 +15,13 @@ rounds the full protocol would draw, hence:
 `full=True` draws the whole budget for every query (the paper's protocol), so `successes /
 samples_drawn` is an unbiased per-query success rate.
 
+`rounds=K > 1` also mines the contexts of later rounds: after each kept failed attempt the model
+reflects and retries (sampled like the attempts, with the whole history in the chat, as `r3 eval
+--rounds` does); while its retry fails and fewer than K-1 rounds are done, the failed retry is one more
+context to reflect on. The chain is stored with the attempt (`rounds` in `failures.jsonl`) and `r3
+train` trains a reflection on every context of it. Its seeds come from the query and the attempt's
+place, like the rounds', so resumes and `full` keep it identical.
+
 Files in the output folder, and why they cannot lose or duplicate a query
 -------------------------------------------------------------------------
 
@@ -81,8 +88,14 @@ class MineConfig:
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    #: Rounds of reflect-and-retry contexts to mine after each kept attempt (1: attempts only).
+    rounds: int = 1
+    reflection_max_new_tokens: int = 256
 
     def __post_init__(self) -> None:
+        from r3.episode import check_rounds
+
+        check_rounds(self.rounds)
         for name in ("budget", "round_size", "keep"):
             if getattr(self, name) < 1:
                 raise R3Error(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
@@ -184,6 +197,45 @@ def query_seed(run_seed: int, query_index: int, round_index: int) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF
 
 
+#: Seeds of the round chains live in their own range of `query_seed`'s round index.
+CHAIN_SEED_BASE = 1_000_000
+
+
+def mine_chain(
+    task: Task,
+    example: Example,
+    query_index: int,
+    number: int,
+    attempt: str,
+    generator: Generator,
+    config: MineConfig,
+) -> list[dict[str, str]]:
+    """The rounds after one failed attempt while their retries fail: at most `rounds - 1` steps of
+    {reflection, retry, reason}. One generate call per step and kind, each with its own seed."""
+    from r3.episode import reflection_after, retry_after
+
+    base = config.sampling(task)
+    reflecting = base.with_(max_new_tokens=config.reflection_max_new_tokens, stop=())
+    chain: list[dict[str, str]] = []
+    chat = task.reflection_prompt(example, attempt)
+    for k in range(1, config.rounds):
+        seed = CHAIN_SEED_BASE + (number * config.rounds + k) * 2
+        reflection = generator.generate(
+            [chat], 1, reflecting.with_(seed=query_seed(config.seed, query_index, seed))
+        )
+        text = reflection[0][0].text
+        retry_chat = task.retry_prompt(example, attempt, text) if k == 1 else retry_after(task, chat, text)
+        retry = generator.generate(
+            [retry_chat], 1, base.with_(seed=query_seed(config.seed, query_index, seed + 1))
+        )
+        verdict = safe_verify(task, example, retry[0][0].text)
+        if verdict.ok:
+            break  # solved: nothing more to reflect on
+        chain.append({"reflection": text, "retry": retry[0][0].text, "reason": verdict.reason})
+        chat = reflection_after(task, retry_chat, retry[0][0].text)
+    return chain
+
+
 def mine_query(
     task: Task, example: Example, query_index: int, generator: Generator, config: MineConfig
 ) -> QueryResult:
@@ -213,6 +265,11 @@ def mine_query(
         round_index += 1
         if not config.full and len(kept) >= config.keep:
             break
+    if config.rounds > 1:
+        for number, attempt in enumerate(kept):
+            attempt["rounds"] = mine_chain(  # type: ignore[assignment]
+                task, example, query_index, number, attempt["completion"], generator, config
+            )
     return QueryResult(query_index, samples, successes, failures, tokens, time.perf_counter() - started, kept)
 
 
@@ -247,8 +304,17 @@ def run_fingerprint(
         "num_queries": len(examples),
         "examples_sha256": examples_digest(task, examples),
         "stop": list(task.stop),
-        **asdict(config),
+        **_config_identity(config),
     }
+
+
+def _config_identity(config: MineConfig) -> dict[str, Any]:
+    """The config's fields; the round fields only when rounds > 1, so folders mined before they
+    existed (one round) still resume."""
+    fields = asdict(config)
+    if config.rounds == 1:
+        del fields["rounds"], fields["reflection_max_new_tokens"]
+    return fields
 
 
 def _recover_jsonl(path: Path) -> list[dict[str, Any]]:

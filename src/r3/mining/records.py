@@ -5,7 +5,9 @@ own fields at the top level (as the task stores them, see `Task.to_record`) plus
 
     task             the task name
     query_index      position of the query in the mined data (stable across resumes)
-    failed_attempts  [{"completion": str, "reason": str}, ...]  (at least one)
+    failed_attempts  [{"completion": str, "reason": str}, ...]  (at least one); with `r3 mine --rounds K`
+                     each also has "rounds": [{"reflection", "retry", "reason"}, ...], the rounds that
+                     followed it while their retries failed (at most K-1; training reflects on each)
     samples_drawn    attempts sampled for this query
     successes        how many of them the verifier accepted
 
@@ -68,6 +70,28 @@ class FailureRecord:
         return row
 
 
+def _attempt(raw: dict[str, Any], source: str, line_no: int) -> dict[str, Any]:
+    """One failed attempt as training reads it, its chain of later rounds checked."""
+    attempt: dict[str, Any] = {"completion": raw["completion"], "reason": str(raw.get("reason", ""))}
+    chain = raw.get("rounds")
+    if chain is None:
+        return attempt
+    if not isinstance(chain, list) or not all(
+        isinstance(step, dict)
+        and isinstance(step.get("reflection"), str)
+        and isinstance(step.get("retry"), str)
+        for step in chain
+    ):
+        raise DataError(
+            source, line_no, "failed_attempts", "rounds: expected a list of {reflection, retry, reason}"
+        )
+    attempt["rounds"] = [
+        {"reflection": step["reflection"], "retry": step["retry"], "reason": str(step.get("reason", ""))}
+        for step in chain
+    ]
+    return attempt
+
+
 def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
     """Read and validate a failures file written by `r3 mine` (any task's rows are refused)."""
     file = Path(path)
@@ -99,9 +123,7 @@ def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
                 task=row["task"],
                 query_index=int(row["query_index"]),
                 example=example,
-                failed_attempts=[
-                    {"completion": a["completion"], "reason": str(a.get("reason", ""))} for a in attempts
-                ],
+                failed_attempts=[_attempt(a, str(file), line_no) for a in attempts],
                 samples_drawn=int(row["samples_drawn"]),
                 successes=int(row["successes"]),
             )

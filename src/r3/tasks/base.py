@@ -17,7 +17,7 @@ from typing import Any
 Message = dict[str, str]
 Example = dict[str, Any]
 
-# The paper's wording (see METHOD.md). Tasks pick the one that fits.
+# The paper's wording (see docs/method.md). Tasks pick the one that fits.
 MATH_REFLECTION = (
     "You tried solving the problem and got the wrong answer. Reflect on what went wrong and write a "
     "short explanation that will help you do better next time."

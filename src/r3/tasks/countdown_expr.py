@@ -1,6 +1,6 @@
 """A small, bounded parser and exact evaluator for Countdown equations.
 
-Model output is never run as code (TinyZero's checker calls `eval`; METHOD.md rules that out). This
+Model output is never run as code (TinyZero's checker calls `eval`; docs/method.md rules that out). This
 module tokenizes and parses the text itself, with a shunting-yard parser that uses no recursion, so
 no input can raise `RecursionError`, and evaluates with `fractions.Fraction`, so `7 / 2 * 2` is
 exactly 7 and no float rounding can turn a wrong answer into a right one.

@@ -5,6 +5,12 @@ Stored first attempts (default): one prompt per failed attempt, the chat
 evaluation and mining render it. Online first attempts: one prompt per query, the task prompt itself;
 the rollout samples the attempt and builds the reflection prompt.
 
+Later rounds (`r3 mine --rounds K`): a failed attempt may carry the chain of rounds that followed it
+(`rounds`: reflection, failed retry, reason). Each failed retry is one more context to reflect on: the
+prompt of round k+1 is the whole history (task, attempt, reflection 1, retry 1, ..., retry k, the
+reflection instruction), built with `episode.reflection_after` exactly as `r3 eval --rounds` builds it,
+and its reward is that round's retry.
+
 TRL hands `rollout_func` only the prompt strings, so `PromptIndex` maps each prompt text back to the
 example and attempt it came from. Identical texts come from identical chats, so sharing one entry is
 exact for the reflection; if two different examples render to the same text (duplicated rows with
@@ -17,19 +23,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from r3.episode import reflection_after, retry_after
 from r3.errors import R3Error
 from r3.generation.chat import render_prompt
 from r3.mining.records import FailureRecord
-from r3.tasks.base import Example, Task
+from r3.tasks.base import Example, Prompt, Task
 
 
 @dataclass(frozen=True)
 class PromptItem:
-    """What a training prompt stands for: the example and, in stored mode, the failed attempt."""
+    """What a training prompt stands for: the example and, in stored mode, the failed attempt; for a
+    later round, the reflection chat with the whole history (`history`) and its round number."""
 
     example: Example
     attempt: str | None
     query_index: int
+    round: int = 1
+    history: Prompt | None = None
 
 
 class PromptIndex:
@@ -73,14 +83,25 @@ def build_prompts(
         if first_attempt == "online":
             text = render_prompt(tokenizer, task.prompt(record.example))
             index.add(text, PromptItem(record.example, None, record.query_index))
-            rows.append({"prompt": text, "query_index": record.query_index, "attempt_index": -1})
+            rows.append({"prompt": text, "query_index": record.query_index, "attempt_index": -1, "round": 1})
             continue
         attempts = record.failed_attempts[:max_attempts_per_query]
         for number, attempt in enumerate(attempts):
             chat = task.reflection_prompt(record.example, attempt["completion"])
             text = render_prompt(tokenizer, chat)
             index.add(text, PromptItem(record.example, attempt["completion"], record.query_index))
-            rows.append({"prompt": text, "query_index": record.query_index, "attempt_index": number})
+            rows.append(
+                {"prompt": text, "query_index": record.query_index, "attempt_index": number, "round": 1}
+            )
+            for k, step in enumerate(attempt.get("rounds", []), start=2):
+                # Round k: reflect on round k-1's failed retry, with everything before it in the chat.
+                chat = reflection_after(task, retry_after(task, chat, step["reflection"]), step["retry"])
+                text = render_prompt(tokenizer, chat)
+                item = PromptItem(record.example, attempt["completion"], record.query_index, k, chat)
+                index.add(text, item)
+                rows.append(
+                    {"prompt": text, "query_index": record.query_index, "attempt_index": number, "round": k}
+                )
     if not rows:
         raise R3Error("the failures file produced no training prompts")
     return rows, index

@@ -4,7 +4,8 @@ TRL (1.16) calls `rollout(prompts, trainer)` with this process's slice of the ge
 dataset prompt already repeated `num_generations` times, consecutive copies forming one GRPO group.
 For each prompt received we return exactly one completion:
 
-    prompt_ids      the reflection prompt [task prompt, failed attempt, reflection instruction]
+    prompt_ids      the reflection prompt [task prompt, failed attempt, reflection instruction]; for a
+                    later round (`r3 mine --rounds`) the whole history before the instruction
     completion_ids  the sampled reflection, ending with EOS when the model stopped by itself
     logprobs        None (transformers) or the sampled tokens' logprobs (vLLM)
 
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from r3.episode import safe_verify
+from r3.episode import retry_after, safe_verify
 from r3.generation.base import truncate_at_stop
 from r3.generation.chat import render_prompt
 from r3.tasks.base import Task
@@ -188,9 +189,13 @@ class R3Rollout:
         retry_clipped = [False] * n
         success: list[bool | None] = [None] * n
         for i in todo:
-            retry_prompts[i] = render_prompt(
-                tokenizer, task.retry_prompt(items[i].example, attempts[i], reflections[i])
+            history = items[i].history
+            chat = (
+                retry_after(task, history, reflections[i])  # a later round: the whole history
+                if history is not None
+                else task.retry_prompt(items[i].example, attempts[i], reflections[i])
             )
+            retry_prompts[i] = render_prompt(tokenizer, chat)
         sampled = engine(
             trainer,
             [encode(retry_prompts[i]) for i in todo],

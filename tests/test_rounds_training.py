@@ -1,0 +1,163 @@
+"""K rounds in mining and training: `r3 mine --rounds K` stores the chain of failed rounds after each kept
+attempt, `r3 train` turns every failed retry into one more context whose prompt is the whole history,
+built exactly as `r3 eval --rounds` builds it, and whose reward is that round's retry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from r3.episode import EpisodeSampling, retry_after, run_episodes
+from r3.errors import DataError
+from r3.generation.base import SamplingConfig
+from r3.generation.chat import render_prompt
+from r3.generation.scripted import ScriptedGenerator
+from r3.mining.mine import MineConfig, mine
+from r3.mining.records import read_failures
+from r3.tasks import get_task
+from r3.training.dataset import build_prompts
+from r3.training.engines import Sampled
+from r3.training.rollout import R3Rollout, RolloutSettings
+
+TASK = get_task("countdown")
+EXAMPLES = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
+WRONG = "<answer> 1 + 1 </answer>"
+
+
+def reflections_in(prompt) -> int:
+    return sum(m["content"].startswith(TASK.reflection_instruction) for m in prompt.messages)
+
+
+def script(prompt, sampling, i):
+    """Attempts are wrong; reflection k reads "idea k"; target 6's retry is right after 2 reflections,
+    target 14's never is."""
+    done = reflections_in(prompt)
+    if prompt.messages[-1]["content"].startswith(TASK.reflection_instruction):
+        return f"idea {done}"
+    if done == 0:
+        return WRONG
+    if "equals 6" in prompt.messages[1]["content"] and done >= 2:
+        return "<answer> 1 + 2 + 3 </answer>"
+    return f"<answer> 1 + {done} </answer>"
+
+
+def mine_rounds(folder: Path, rounds: int = 3) -> list[dict]:
+    config = MineConfig(budget=2, round_size=2, keep=1, rounds=rounds, reflection_max_new_tokens=8)
+    mine(
+        TASK,
+        EXAMPLES,
+        ScriptedGenerator(script),
+        folder,
+        config,
+        identity={"model": "scripted"},
+        progress=False,
+    )
+    return [json.loads(line) for line in (folder / "failures.jsonl").open()]
+
+
+def test_mining_keeps_the_chain_of_failed_rounds(tmp_path: Path) -> None:
+    rows = mine_rounds(tmp_path / "a")
+    six, fourteen = (row["failed_attempts"][0] for row in rows)
+    # Target 6: round 1's retry failed (kept), round 2's succeeded (nothing more to reflect on).
+    assert six["completion"] == WRONG
+    assert six["rounds"] == [
+        {"reflection": "idea 1", "retry": "<answer> 1 + 1 </answer>", "reason": six["rounds"][0]["reason"]}
+    ]
+    # Target 14: every retry fails, the chain stops at K-1 = 2 rounds.
+    assert [step["reflection"] for step in fourteen["rounds"]] == ["idea 1", "idea 2"]
+    assert [step["retry"] for step in fourteen["rounds"]] == [
+        "<answer> 1 + 1 </answer>",
+        "<answer> 1 + 2 </answer>",
+    ]
+    # Seeded per query and attempt: a second run writes the same bytes.
+    mine_rounds(tmp_path / "b")
+    assert (tmp_path / "a" / "failures.jsonl").read_bytes() == (
+        tmp_path / "b" / "failures.jsonl"
+    ).read_bytes()
+    # One round (the default) writes no chain at all.
+    assert all("rounds" not in row["failed_attempts"][0] for row in mine_rounds(tmp_path / "c", rounds=1))
+
+
+def test_training_prompts_of_later_rounds_are_evals_history(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    mine_rounds(tmp_path)
+    records = read_failures(tmp_path / "failures.jsonl", TASK)
+    rows, index = build_prompts(records, TASK, tokenizer)
+    assert [(r["query_index"], r["round"]) for r in rows] == [(0, 1), (0, 2), (1, 1), (1, 2), (1, 3)]
+    # `r3 eval --rounds 3` on the same model (same texts) asks round 2 and 3 with the very same chats.
+    sampling = EpisodeSampling(*(SamplingConfig(max_new_tokens=8, temperature=0.0),) * 3)
+    (episode,) = run_episodes(TASK, ScriptedGenerator(script), EXAMPLES[1:], sampling, rounds=3)
+    eval_prompts = [render_prompt(tokenizer, r.reflection_prompt) for r in episode.later_rounds]
+    assert eval_prompts == [rows[3]["prompt"], rows[4]["prompt"]]
+    item = index[rows[4]["prompt"]]
+    assert item.round == 3 and item.attempt == WRONG and item.history is not None
+
+    # The rollout retries a later round with the whole history, and rewards that retry.
+    eos = tokenizer.eos_token_id
+
+    def engine(trainer, prompt_ids, *, max_new_tokens, temperature, top_p=1.0, top_k=None, stop=()):
+        text = "idea 3" if max_new_tokens == 8 else "<answer> 2 + 5 + 7 </answer>"
+        return Sampled([tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for _ in prompt_ids])
+
+    settings = RolloutSettings(reflection_max_new_tokens=8, retry_max_new_tokens=16)
+    rollout = R3Rollout(TASK, index, settings, engine=engine)
+    out = rollout([rows[4]["prompt"]] * 2, SimpleNamespace(processing_class=tokenizer))
+    assert out["retry_success"] == [True, True]
+    expected = render_prompt(tokenizer, retry_after(TASK, item.history, rollout.last.reflections[0]))
+    assert rollout.last.retry_prompts[0] == expected
+    assistant = [m["content"] for m in item.history.messages if m["role"] == "assistant"]
+    assert assistant == [WRONG, "idea 1", "<answer> 1 + 1 </answer>", "idea 2", "<answer> 1 + 2 </answer>"]
+
+
+def test_a_malformed_chain_is_named(tmp_path: Path) -> None:
+    row = {**EXAMPLES[0], "task": "countdown", "query_index": 0, "samples_drawn": 1, "successes": 0}
+    row["failed_attempts"] = [{"completion": WRONG, "reason": "r", "rounds": [{"reflection": 3}]}]
+    path = tmp_path / "failures.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match="rounds: expected a list of"):
+        read_failures(path, TASK)
+
+
+@pytest.mark.slow
+def test_mine_then_train_with_rounds_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`r3 mine --rounds 2` on the tiny model, then one `r3 train` step over both rounds' contexts."""
+    from r3.cli import main as r3_main
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"nums": [3, 5, 7], "target": t}) + "\n" for t in (11, 13, 17, 19)))
+    mine_argv = [
+        "mine",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--rounds",
+        "2",
+        "--budget",
+        "2",
+    ]
+    mine_argv += [
+        "--round-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--reflection-max-new-tokens",
+        "8",
+        "--device",
+        "cpu",
+    ]
+    assert r3_main([*mine_argv, "--no-progress", "--output-dir", str(tmp_path / "mine")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "mine" / "failures.jsonl").open()]
+    assert len(rows) == 4 and all(len(r["failed_attempts"][0]["rounds"]) == 1 for r in rows)  # nothing solved
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "smollm2_countdown_cpu.yaml"
+    train_argv = ["train", "--config", str(recipe), "--model", str(tiny_model_dir), "--failures"]
+    train_argv += [str(tmp_path / "mine" / "failures.jsonl"), "--output_dir", str(tmp_path / "trained")]
+    train_argv += ["--max_steps", "1", "--max_completion_length", "8", "--retry_max_new_tokens", "8"]
+    assert r3_main([*train_argv, "--num_generations", "2", "--per_device_train_batch_size", "16"]) == 0
+    summary = json.loads((tmp_path / "trained" / "r3_training.json").read_text())
+    assert summary["num_prompts"] == 8  # 4 queries x (round 1 + round 2)
