@@ -8,12 +8,17 @@ runs' rows never mix; `--overwrite` clears the folder's R3 files and starts afre
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3.errors import R3Error
+
+if TYPE_CHECKING:
+    from r3.tasks.base import Example, Task
 
 RUN_FILE = "run.json"
 
@@ -24,11 +29,14 @@ def prepare(
     outputs: list[str],
     overwrite: bool,
     check_only: bool = False,
+    new_keys: Sequence[str] = (),
 ) -> bool:
     """Create or check the folder. Returns True when an earlier run is being resumed.
 
     `check_only`: raise if the folder would be refused, but create, delete and write nothing (so a
-    command can check its folder before a slow step that may still fail, e.g. loading a model)."""
+    command can check its folder before a slow step that may still fail, e.g. loading a model).
+    `new_keys`: identity keys that one side may lack (a `run.json` written before they existed, or a
+    check made before they are known): they are compared only when both sides have them."""
     folder = Path(output_dir)
     run_file = folder / RUN_FILE
     if check_only and (overwrite or not folder.is_dir()):
@@ -43,7 +51,10 @@ def prepare(
             earlier = json.loads(run_file.read_text())
         except json.JSONDecodeError:
             raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
-        diff = sorted(k for k in set(earlier) | set(identity) if earlier.get(k) != identity.get(k))
+        keys = {
+            k for k in set(earlier) | set(identity) if k not in new_keys or (k in earlier and k in identity)
+        }
+        diff = sorted(k for k in keys if earlier.get(k) != identity.get(k))
         if diff:
             changes = ", ".join(f"{k}: {earlier.get(k)!r} -> {identity.get(k)!r}" for k in diff[:4])
             raise R3Error(
@@ -56,6 +67,18 @@ def prepare(
     if not check_only:
         write_json_atomic(run_file, identity)
     return False
+
+
+def examples_digest(task: Task, examples: Sequence[Example]) -> str:
+    """A digest of the examples as stored, so that a change of data (or limit, or seed of generated
+    data) is caught even when the `--data` string is the same."""
+    h = hashlib.sha256()
+    for example in examples:
+        h.update(
+            json.dumps(task.to_record(example), sort_keys=True, ensure_ascii=False, default=str).encode()
+        )
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from r3.episode import check_second_try
     from r3.evaluation.evaluate import EvalConfig, evaluate, prepare_output
     from r3.generation.loader import load_generator
+    from r3.rundir import examples_digest
     from r3.tasks import get_task
 
     check_numbers(args)
@@ -81,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
     )
     output_dir = args.output_dir or f"runs/eval-{args.task.replace(':', '_').replace('.', '_')}"
-    prepare_output(config, output_dir, overwrite=args.overwrite, check_only=True)  # before the slow load
+    digest = examples_digest(task, examples)
+    prepare_output(
+        config, output_dir, overwrite=args.overwrite, check_only=True, digest=digest
+    )  # before the load
     generator = load_generator(
         args.model,
         args.backend,
@@ -93,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         max_retries=args.max_retries,
     )
-    results = evaluate(config, task, examples, generator, output_dir, progress=not args.no_progress)
+    results = evaluate(
+        config, task, examples, generator, output_dir, overwrite=args.overwrite, progress=not args.no_progress
+    )
     from rich.console import Console
     from rich.markdown import Markdown
 

@@ -31,7 +31,7 @@ from r3.evaluation.stats import accuracy
 from r3.generation.base import Generator, SamplingConfig
 from r3.progress import ProgressReport
 from r3.provenance import git_commit, versions
-from r3.rundir import append_jsonl, prepare, read_complete_jsonl, write_json_atomic
+from r3.rundir import append_jsonl, examples_digest, prepare, read_complete_jsonl, write_json_atomic
 from r3.tasks.base import Task
 
 
@@ -75,23 +75,41 @@ OUTPUTS = ["samples.jsonl", "results.json", "results.md"]
 
 
 def prepare_output(
-    config: EvalConfig, output_dir: str | Path, overwrite: bool = False, check_only: bool = False
+    config: EvalConfig,
+    output_dir: str | Path,
+    overwrite: bool = False,
+    check_only: bool = False,
+    digest: str | None = None,
 ) -> bool:
     """Create the output folder, or check that it holds this same evaluation (then it resumes).
 
     `check_only` writes nothing: the CLI calls it before loading the model, so that a wrong folder
     is refused at once and a mistyped model leaves no trace.
 
-    `second_try` is part of the identity (it changes what is sampled), except when it is the default
-    `reflect`: folders written before the option existed hold reflect runs, and still resume."""
-    identity = {k: v for k, v in asdict(config).items() if k != "chunk_size"}
+    The identity is every setting that changes what is sampled, and `digest`, a digest of the
+    examples themselves (a data file changed under the same path is another run). `chunk_size` (the
+    CLI's `--batch-size`) decides the seeds of sampled runs, so it counts when temperature > 0; under
+    greedy decoding it changes nothing and a resume may use another. `second_try`, `rounds` and
+    `base_url` count except at their defaults, and the digest and batch size are new keys, so folders
+    written before they existed still resume."""
+    identity: dict[str, Any] = asdict(config)
+    if config.temperature <= 0:
+        del identity["chunk_size"]
+    if digest is not None:
+        identity["examples_sha256"] = digest
     if identity["second_try"] == "reflect":
         del identity["second_try"]
     if identity["rounds"] == 1:  # as second_try: one round is what folders written before hold
         del identity["rounds"]
     if identity["base_url"] is None:  # local backends: folders written before the option still resume
         del identity["base_url"]
-    return prepare(Path(output_dir), identity, OUTPUTS, overwrite, check_only=check_only)
+    return prepare(
+        Path(output_dir), identity, OUTPUTS, overwrite, check_only=check_only, new_keys=NEW_IDENTITY_KEYS
+    )
+
+
+#: Identity keys `run.json` files written by earlier versions lack.
+NEW_IDENTITY_KEYS = ("examples_sha256", "chunk_size")
 
 
 def evaluate(
@@ -105,7 +123,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation and write its files. Returns the results dict."""
     folder = Path(output_dir)
-    prepare_output(config, folder, overwrite)
+    prepare_output(config, folder, overwrite, digest=examples_digest(task, examples))
     samples_path = folder / "samples.jsonl"
     rows = read_complete_jsonl(samples_path)
     started = time.monotonic()

@@ -63,7 +63,7 @@ from r3.errors import R3Error
 from r3.generation.base import Generator, SamplingConfig
 from r3.mining.records import FailureRecord
 from r3.progress import ProgressReport
-from r3.rundir import fsync_dir, write_json_atomic
+from r3.rundir import examples_digest, fsync_dir, write_json_atomic
 from r3.tasks.base import Example, Task
 
 RUN_FILE = "run.json"
@@ -275,18 +275,6 @@ def mine_query(
 
 # --------------------------------------------------------------------------------------------------
 # The output folder
-
-
-def examples_digest(task: Task, examples: Sequence[Example]) -> str:
-    """A digest of the examples as stored, so that a change of data (or limit, or seed of generated
-    data) is caught even when the `--data` string is the same."""
-    h = hashlib.sha256()
-    for example in examples:
-        h.update(
-            json.dumps(task.to_record(example), sort_keys=True, ensure_ascii=False, default=str).encode()
-        )
-        h.update(b"\n")
-    return h.hexdigest()
 
 
 def run_fingerprint(
