@@ -40,21 +40,19 @@ os.environ.setdefault("R3_NO_PROGRESS", "1")
 
 def write_failures(path: Path, n: int, seed: int) -> None:
     """Countdown rows, each with a wrong first attempt (all numbers added up)."""
+    from r3.mining.records import FailureRecord
+    from r3.tasks import get_task
     from r3.tasks.countdown import generate_countdown
+
+    task = get_task("countdown")
 
     with path.open("w") as handle:
         for i, row in enumerate(generate_countdown(n, seed=seed)):
             attempt = "<answer>" + " + ".join(str(x) for x in row["nums"]) + "</answer>"
-            record = {
-                "nums": row["nums"],
-                "target": row["target"],
-                "task": "countdown",
-                "query_index": i,
-                "samples_drawn": 1,
-                "successes": 0,
-                "failed_attempts": [{"completion": attempt, "reason": "wrong result"}],
-            }
-            handle.write(json.dumps(record) + "\n")
+            record = FailureRecord(
+                "countdown", i, row, [{"completion": attempt, "reason": "wrong result"}], 1, 0
+            )
+            handle.write(json.dumps(record.to_json(task)) + "\n")
 
 
 class StepTimer:
@@ -179,8 +177,7 @@ def run_stock(args: argparse.Namespace, work: Path, failures: Path) -> list[dict
     config = make_config(args, work / "stock", failures)
     task = get_task("countdown")
     records = load_records(config, task)
-    tokenizer = load_tokenizer(config.model)
-    tokenizer.padding_side = "left"
+    tokenizer = load_tokenizer(config.model)  # left padding and a pad token, as the trainer's
     dataset, index = build_dataset(records, task, tokenizer, "stored", None)
 
     def verifier_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:

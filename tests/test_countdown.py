@@ -391,7 +391,8 @@ def test_task_attributes_and_prompt(task: CountdownTask) -> None:
     assert task.stop == ("</answer>",)
     assert task.reflection_instruction == MATH_REFLECTION
     assert "<answer>" in task.retry_instruction
-    assert task.required_fields == ("nums", "target")
+    with pytest.raises(DataError, match="target"):  # its own validation names the missing field
+        task.validate({"nums": [1, 2]}, 3, "rows.jsonl")
     prompt = task.prompt({"nums": [19, 36, 55, 7], "target": 65})
     assert isinstance(prompt, Prompt) and prompt.tools is None
     assert [m["role"] for m in prompt.messages] == ["system", "user"]

@@ -93,7 +93,6 @@ class Episode:
     reflection: Completion | None = None
     retry: Completion | None = None
     retry_verdict: Verdict | None = None
-    extra: dict[str, object] = field(default_factory=dict)
     reflection_prompt: Prompt | None = None
     retry_prompt: Prompt | None = None
     #: Rounds 2..K (`rounds > 1`), in order; round 1 is `reflection` and `retry` above.

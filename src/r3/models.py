@@ -131,37 +131,47 @@ def load_tokenizer(model: str | None) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except OSError as exc:
         raise R3Error(f"cannot load tokenizer for '{name}': {str(exc).splitlines()[0]}") from None
+    return ready_for_generation(tokenizer)
+
+
+def ready_for_generation(tokenizer: Any) -> Any:
+    """Left padding (every row's continuation starts at the same column) and a pad token (the EOS
+    when the tokenizer has none): what batched generation, here and in training, needs."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
+def torch_dtype(name: str, default: str = "float32") -> Any:
+    """The torch dtype named `name` ("auto" means `default`); an unknown name is an `R3Error`."""
+    import torch
+
+    resolved = default if name == "auto" else name
+    value = getattr(torch, resolved, None)
+    if not isinstance(value, torch.dtype):
+        raise R3Error(f"unknown dtype '{name}'")
+    return value
+
+
 def load_model_and_tokenizer(
     model: str | None, device: str | None = None, dtype: str = "auto"
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for generation, in eval mode on `device`."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     name = resolve_model(model)
     device = pick_device(device)
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        try:
-            torch_dtype = getattr(torch, dtype)
-        except AttributeError:
-            raise R3Error(f"unknown dtype '{dtype}'") from None
+    weights = torch_dtype(dtype, default="bfloat16" if device.startswith("cuda") else "float32")
     tokenizer = load_tokenizer(model)
     try:
         if is_adapter_dir(name):
             # A LoRA adapter: load its base model, apply the adapter, and merge it for fast generation.
             from peft import AutoPeftModelForCausalLM
 
-            lm = AutoPeftModelForCausalLM.from_pretrained(name, dtype=torch_dtype).merge_and_unload()
+            lm = AutoPeftModelForCausalLM.from_pretrained(name, dtype=weights).merge_and_unload()
         else:
-            lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+            lm = AutoModelForCausalLM.from_pretrained(name, dtype=weights)
     except OSError as exc:
         raise R3Error(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from None
     lm.to(device).eval()

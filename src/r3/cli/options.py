@@ -126,26 +126,6 @@ def check_numbers(args: argparse.Namespace) -> None:
             raise R3Error(f"{flag} must be at least {low} (got {value})")
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse `argv`, taking defaults from `--config` when given."""
-    pre, _ = parser.parse_known_args(argv)
-    path = getattr(pre, "config", None)
-    if path:
-        parser.set_defaults(**load_yaml_defaults(parser, path))
-    return parser.parse_args(argv)
-
-
-def apply_config_file(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]
-) -> argparse.Namespace:
-    """Re-parse `argv` with the YAML of `args.config` as defaults (for subparsers). `r3.cli.main`
-    already does this for subcommands that set `_parser`; then this returns `args` unchanged."""
-    if not getattr(args, "config", None) or getattr(args, "_config_applied", False):
-        return args
-    parser.set_defaults(**load_yaml_defaults(parser, args.config))
-    return parser.parse_args(argv)
-
-
 def load_yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
     """Read a YAML mapping and check every key against the parser's options."""
     file = Path(path)

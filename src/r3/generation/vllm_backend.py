@@ -16,15 +16,6 @@ from r3.generation.chat import render_prompt
 from r3.tasks.base import Prompt
 
 
-def vllm_available() -> bool:
-    """True when vLLM can be imported (it needs a GPU build to run)."""
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def prompt_token_ids(tokenizer: Any, prompts: Sequence[Prompt]) -> list[dict[str, list[int]]]:
     """vLLM token prompts, encoded as the transformers backend encodes them.
 

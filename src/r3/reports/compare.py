@@ -34,6 +34,7 @@ from r3.reports.training import (
     training_series,
     training_table,
 )
+from r3.text import clip
 
 
 @dataclass
@@ -206,9 +207,8 @@ def _cell(text: str) -> str:
 
 
 def _clip(text: str | None, limit: int) -> str:
-    """One line of at most `limit` characters (and " ..."), with no backticks to break inline code."""
-    text = " ".join((text or "").split()).replace("`", "'")
-    return text if len(text) <= limit else text[:limit] + " ..."
+    """One line of at most `limit` characters, with no backticks to break inline code."""
+    return clip((text or "").replace("`", "'"), limit)
 
 
 def length_table(runs: list[EvalRun]) -> str:
@@ -422,7 +422,7 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
             "",
         ]
     body += ["![accuracy](accuracy.png)", ""]
-    if any(len(run_rounds(run)) > 1 for run in runs):
+    if any(len(run.results.get("rounds") or []) > 1 for run in runs):  # some run went past round 1
         plot_rounds(runs, out / "rounds.png")
         body += [
             "## Accuracy by round",

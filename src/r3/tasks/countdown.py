@@ -293,7 +293,6 @@ class CountdownTask(Task):
     stop = (CLOSE_TAG,)
     reflection_instruction = MATH_REFLECTION
     retry_instruction = RETRY_INSTRUCTION
-    required_fields = ("nums", "target")
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ from typing import Any
 from r3.errors import DataError, R3Error
 from r3.tasks.base import Example, Prompt, Task, Verdict, load_rows
 from r3.tasks.registry import import_object
+from r3.text import clip
 
 #: The paper's reflection request, with the task-specific words made generic.
 GENERIC_REFLECTION = (
@@ -94,11 +95,6 @@ def _load_from_file(file: str, attr: str, spec: str) -> Any:
     if not hasattr(module, attr):
         raise R3Error(f"cannot import verifier '{spec}': '{file}' has no '{attr}'")
     return getattr(module, attr)
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def to_verdict(result: Any) -> Verdict:
@@ -283,7 +279,7 @@ _WORKERS = _WorkerPool()
 def _raised(exc: BaseException) -> Verdict:
     message = str(exc)
     text = f"verifier raised {type(exc).__name__}" + (f": {message}" if message else "")
-    return Verdict.failure(_clip(text))
+    return Verdict.failure(clip(text, 200))
 
 
 def _check_messages(messages: Any, index: int, source: str) -> None:

@@ -40,10 +40,11 @@ import math
 import re
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from r3.tasks.base import Verdict
+from r3.text import clip
 
 #: Longer completions are refused outright (a model answering a tool call never needs this much).
 MAX_TEXT_CHARS = 200_000
@@ -98,7 +99,6 @@ class Extraction:
     problem: str = ""
     #: Where the calls came from: "tag", "fence" or "bare" ("" when nothing was found).
     source: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def _check_nesting(text: str, start: int, budget: _Budget) -> None:
@@ -380,11 +380,7 @@ def extract_calls(text: Any) -> Extraction:
 
 def _short_error(exc: BaseException) -> str:
     message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-    return _clip(message, 80)
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(message, 80)
 
 
 # --- canonical JSON values -------------------------------------------------------------------------
@@ -525,7 +521,7 @@ def call_problem(call: Any, number: int) -> str:
     name = call.get("name")
     if not isinstance(name, str):
         return f"{label} has no 'name' string"
-    label = f"call '{_clip(name, 60)}'"
+    label = f"call '{clip(name, 60)}'"
     if "arguments" not in call:
         if "parameters" in call:
             return f"{label} uses 'parameters'; expected 'arguments'"
@@ -535,7 +531,7 @@ def call_problem(call: Any, number: int) -> str:
         return f"{label}: 'arguments' is {_json_type(arguments)}, expected an object"
     extra = sorted(str(k) for k in call if k not in ("name", "arguments"))
     if extra:
-        return f"{label} has unexpected key '{_clip(extra[0], 40)}'"
+        return f"{label} has unexpected key '{clip(extra[0], 40)}'"
     return ""
 
 
@@ -561,7 +557,7 @@ def _show(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError, RecursionError):
         text = repr(value)
-    return _clip(text, 60)
+    return clip(text, 60)
 
 
 def _key(call: dict[str, Any]) -> Hashable:
@@ -577,19 +573,19 @@ def _argument_difference(
 ) -> str:
     """The first difference between two argument objects of the call `name`, as a reason. With
     `defaults`, both sides have lost their default arguments already; the reason says so."""
-    where = f"of '{_clip(name, 60)}'"
+    where = f"of '{clip(name, 60)}'"
     has_default = defaults.get(name, {}) if defaults else {}
     for key in expected:
         if key not in got:
             note = f" (expected {_show(expected[key])}, not its default)" if key in has_default else ""
-            return f"missing argument '{_clip(str(key), 40)}' {where}{note}"
+            return f"missing argument '{clip(str(key), 40)}' {where}{note}"
     for key in got:
         if key not in expected:
             note = f" (expected its default, got {_show(got[key])})" if key in has_default else ""
-            return f"unexpected argument '{_clip(str(key), 40)}' {where}{note}"
+            return f"unexpected argument '{clip(str(key), 40)}' {where}{note}"
     for key, value in expected.items():
         if not json_equal(value, got[key]):
-            return f"argument '{_clip(str(key), 40)}' {where}: expected {_show(value)}, got {_show(got[key])}"
+            return f"argument '{clip(str(key), 40)}' {where}: expected {_show(value)}, got {_show(got[key])}"
     return ""
 
 
@@ -631,11 +627,11 @@ def compare_calls(
     ref_names = Counter(c["name"] for c in reference)
     for call in rest_pred:
         if call["name"] not in ref_names:
-            return Verdict.failure(f"call '{_clip(call['name'], 60)}' not in the reference")
+            return Verdict.failure(f"call '{clip(call['name'], 60)}' not in the reference")
     missing = ref_names - Counter(c["name"] for c in predicted)
     if missing:
         name = next(iter(missing))
-        return Verdict.failure(f"missing call '{_clip(name, 60)}'")
+        return Verdict.failure(f"missing call '{clip(name, 60)}'")
     if len(predicted) != len(reference):
         return Verdict.failure(f"{_count(len(predicted))}, expected {len(reference)}")
 

@@ -111,13 +111,11 @@ class R3Rollout:
         self.settings = settings
         self.engine = engine
         self.last: RolloutBatch | None = None
-        self.calls = 0
 
     def _engine(self, trainer: Any) -> Engine:
         return self.engine if self.engine is not None else choose_engine(trainer)
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
-        self.calls += 1
         s = self.settings
         task = self.task
         tokenizer = trainer.processing_class

@@ -37,10 +37,6 @@ class TrainResult:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     adapter_dir: str | None = None
 
-    def metric(self, name: str) -> list[float]:
-        """The values of one logged metric, step by step (e.g. 'rewards/retry_success/mean')."""
-        return [row[name] for row in self.log_history if name in row]
-
 
 def load_task(config: R3Config) -> Task:
     from r3.tasks.registry import get_task
@@ -67,17 +63,12 @@ def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
 
 def load_policy(config: R3Config) -> Any:
     """The model to train, in float32 on CPU (bfloat16 when `bf16` is on), unless `dtype` says otherwise."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from r3.models import resolve_model
+    from r3.models import resolve_model, torch_dtype
 
     name = resolve_model(config.model)
-    dtype_name = config.dtype if config.dtype != "auto" else ("bfloat16" if config.bf16 else "float32")
-    try:
-        dtype = getattr(torch, dtype_name)
-    except AttributeError:
-        raise R3Error(f"unknown dtype '{config.dtype}'") from None
+    dtype = torch_dtype(config.dtype, default="bfloat16" if config.bf16 else "float32")
     try:
         return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **(config.model_init_kwargs or {}))
     except OSError as exc:
@@ -129,16 +120,14 @@ def build_trainer(
     The rollout is `trainer.rollout_func` (an `R3Rollout`; its `.last` holds the latest batch)."""
     from trl import GRPOTrainer
 
-    from r3.models import load_tokenizer
+    from r3.models import load_tokenizer, ready_for_generation
 
     check_generation_setup(config)
     task = task or load_task(config)
     records = records if records is not None else load_records(config, task)
     if tokenizer is None:
         tokenizer = load_tokenizer(config.model)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ready_for_generation(tokenizer)  # a tokenizer passed in is set up as a loaded one
     if model is None:
         model = load_policy(config)
     dataset, index = build_dataset(
