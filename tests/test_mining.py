@@ -75,7 +75,8 @@ def test_query_that_always_fails_costs_one_round_and_one_that_never_fails_costs_
     (row,) = _rows(tmp_path / "out")
     assert row["query_index"] == 0 and row["samples_drawn"] == 8 and row["successes"] == 0
     assert row["id"] == 0 and row["p"] == 0.0 and row["task"] == "coin"
-    assert summary.samples == 8 + 64 and gen.calls == 1 + 8
+    # One window: round 0 samples both queries in one call, then query 1 alone draws 7 more rounds.
+    assert summary.samples == 8 + 64 and gen.calls == 8
     progress = [json.loads(x) for x in (tmp_path / "out" / "progress.jsonl").read_text().splitlines()]
     assert [(p["query_index"], p["kept"], p["samples"]) for p in progress] == [(0, True, 8), (1, False, 64)]
 
@@ -124,11 +125,11 @@ def _crashing_generator(after_calls: int):
 
 
 def test_resume_after_an_exception_writes_the_same_rows(tmp_path):
-    config = MineConfig(budget=8, round_size=2, keep=2, seed=4)
+    config = MineConfig(budget=8, round_size=2, keep=2, seed=4, window=4)
     _mine(tmp_path / "ref", config)
     task = CoinTask()
     examples = task.load(None, limit=40, seed=1)
-    for after in (5, 17, 30):
+    for after in (2, 5, 7):  # calls into each session: the crashes cut windows at different rounds
         with pytest.raises(_Crash):
             mine(
                 task,
@@ -399,3 +400,45 @@ def test_function_calling_failures_keep_tools_as_json_strings_and_load_back(tmp_
     records = read_failures(path, task)
     assert [r.example["answers"] for r in records] == [e["answers"] for e in examples]
     assert all(isinstance(r.example["tools"], list) for r in records)
+
+
+# --------------------------------------------------------------------------------------------------
+# Windows: queries mined together, each with its own seeds
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_the_window_changes_the_cost_of_calls_not_the_rows(tmp_path, full):
+    """A window of 1 is the sequential rule; any window keeps the same queries with the same attempts."""
+    rows = {}
+    for window in (1, 3, 8, 40):
+        config = MineConfig(budget=8, round_size=2, keep=2, seed=5, full=full, window=window)
+        _, _, gen, _ = _mine(tmp_path / str(window), config)
+        rows[window] = (tmp_path / str(window) / "failures.jsonl").read_bytes()
+        if window == 1:
+            sequential_calls = gen.calls
+        else:
+            assert gen.calls < sequential_calls
+    assert rows[1] == rows[3] == rows[8] == rows[40]
+
+
+def test_windows_on_a_real_model_give_the_sequential_rows(tmp_path, tiny_model_dir):
+    """The tiny model sampled for real: each query's samples come from its own seeds, whichever other
+    queries share the batch (a window of 1, 3 or 6 queries)."""
+    from r3.generation.loader import load_generator
+    from r3.tasks import get_task
+
+    task = get_task("countdown")
+    examples = task.load(None, limit=6, seed=3)
+    generator = load_generator(str(tiny_model_dir), device="cpu")
+    outputs = {}
+    for window in (1, 3, 6):
+        config = MineConfig(
+            budget=4, round_size=2, keep=2, seed=1, full=True, max_new_tokens=8, window=window
+        )
+        mine(task, examples, generator, tmp_path / str(window), config, identity={"model": "tiny"})
+        outputs[window] = (tmp_path / str(window) / "failures.jsonl").read_text()
+    assert outputs[1] == outputs[3] == outputs[6]
+    attempts = [
+        a["completion"] for line in outputs[1].splitlines() for a in json.loads(line)["failed_attempts"]
+    ]
+    assert len(set(attempts)) > len(attempts) // 2  # sampled, not one answer repeated

@@ -21,7 +21,8 @@ from types import SimpleNamespace
 import pytest
 
 from r3.cli import main as r3_main
-from r3.generation.openai_backend import calls_as_text, request_seed
+from r3.generation.base import SamplingConfig, request_seeds, sample_seed
+from r3.generation.openai_backend import calls_as_text
 
 TRANSFORMERS_CLI = Path(sys.executable).with_name("transformers")
 EVAL_FLAGS = ["--limit", "6", "--max-new-tokens", "12", "--reflection-max-new-tokens", "12", "--no-progress"]
@@ -31,10 +32,11 @@ COMPARED = ("attempt", "reflection", "retry", "attempt_ok", "retry_ok", "first_t
 # ----------------------------------------------------------------------------- pure parts
 
 
-def test_request_seeds_differ_per_request_and_repeat_per_call() -> None:
-    seeds = {request_seed(5, i, j, 4) for i in range(3) for j in range(4)}
+def test_sample_seeds_differ_per_request_and_repeat_per_call() -> None:
+    seeds = {sample_seed(s, j) for s in request_seeds(SamplingConfig(seed=5), 3) for j in range(4)}
     assert len(seeds) == 12 and all(0 <= s < 2**31 for s in seeds)
-    assert request_seed(5, 2, 1, 4) == request_seed(5, 2, 1, 4) != request_seed(6, 2, 1, 4)
+    assert request_seeds(SamplingConfig(seeds=(9, 4)), 2) == [9, 4]  # given seeds win over positions
+    assert sample_seed(9, 1) == sample_seed(9, 1) != sample_seed(4, 1)
 
 
 def test_structured_tool_calls_become_the_json_list_the_verifier_reads() -> None:

@@ -56,6 +56,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument(
         "--reflection-max-new-tokens", type=int, default=256, help="with --rounds > 1: a reflection's budget"
     )
+    g.add_argument(
+        "--window",
+        type=int,
+        default=8,
+        help="queries mined together, one batched generate call per sampling round (each query keeps "
+        "its own seeds, so the rows do not depend on it)",
+    )
     g.add_argument("--overwrite", action="store_true", help="discard the output folder's previous run")
     # `_parser` lets `r3.cli` apply `--config FILE.yaml` as defaults of this subcommand (flags win).
     parser.set_defaults(run=run, _parser=parser)
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         rounds=args.rounds,
         reflection_max_new_tokens=args.reflection_max_new_tokens,
+        window=args.window,
     )
     check_numbers(args)
     task = get_task(args.task, **task_options(args))

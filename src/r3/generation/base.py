@@ -4,6 +4,14 @@ A backend turns chats into sampled completions:
 
     backend.generate(prompts, n, sampling) -> list (one per prompt) of list (n) of Completion
 
+**A seed per request.** Every prompt of a call has its own seed (`request_seeds`: `sampling.seeds`
+when the caller gives them, else derived from `sampling.seed` and the prompt's position), and the j-th
+sample of a prompt is drawn from `sample_seed(request seed, j)` alone. So a prompt's samples do not
+depend on which other prompts share the call: a caller can batch as it likes (mining batches windows of
+queries) and still get, up to floating-point noise from padding, what one call per prompt would give.
+Backends honour this their own way (the transformers backend samples each row from its own generator,
+vLLM and servers take a `seed` per request).
+
 Backends: `transformers_backend.TransformersBackend` (CPU or GPU, always available) and
 `vllm_backend.VLLMBackend` (GPU, `pip install reflect-retry-reward[vllm]`). Tests use scripted fakes
 that follow the same protocol.
@@ -27,6 +35,8 @@ class SamplingConfig:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int = 0
+    #: One seed per prompt of the call (overrides the positional seeds derived from `seed`).
+    seeds: tuple[int, ...] | None = None
 
     def with_(self, **changes: object) -> SamplingConfig:
         """A copy with some fields changed (e.g. a per-query seed)."""
@@ -50,6 +60,23 @@ class Generator(Protocol):
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """Return `n` completions for each prompt, in order."""
         ...
+
+
+_SEED_MOD = 2**31 - 1  # every backend and server accepts seeds below 2**31
+
+
+def request_seeds(sampling: SamplingConfig, count: int) -> list[int]:
+    """The seed of each of `count` prompts: `sampling.seeds`, or `sampling.seed` and the position."""
+    if sampling.seeds is not None:
+        if len(sampling.seeds) != count:
+            raise ValueError(f"{len(sampling.seeds)} seeds for {count} prompts")
+        return [int(s) % _SEED_MOD for s in sampling.seeds]
+    return [(sampling.seed * 1_000_003 + i) % _SEED_MOD for i in range(count)]
+
+
+def sample_seed(request_seed: int, j: int) -> int:
+    """The seed of the j-th sample of a request: a function of the request's seed and j only."""
+    return (request_seed * 7_919 + j * 104_723 + 1) % _SEED_MOD
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

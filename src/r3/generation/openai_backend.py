@@ -5,9 +5,10 @@ prompts, verifiers and outputs as a local model. Built on the official `openai` 
 
 - **Chats, not text**: each `Prompt` is sent as its messages (and its tools in the `tools` field), so the
   server applies its model's own chat template, as `chat.render_prompt` does locally.
-- **One request per sample**, `n` requests per prompt, each with its own seed (`seed` is sent; servers
-  that honour it give repeatable samples). Greedy decoding sends one request and repeats its answer, as
-  the transformers backend does. Servers differ on `n > 1` (`transformers serve` refuses it).
+- **One request per sample**, `n` requests per prompt, each with its own seed (`base.sample_seed` of
+  the prompt's request seed; servers that honour `seed` give repeatable samples). Greedy decoding
+  sends one request and repeats its answer, as the transformers backend does. Servers differ on
+  `n > 1` (`transformers serve` refuses it).
 - **Stop strings are applied here**, not sent: servers disagree on whether the returned text keeps the
   stop string (OpenAI's API and vLLM drop it, `transformers serve` keeps it), and the verifiers need it
   (Countdown's `</answer>`). The text is cut just after the first stop string, exactly as the local
@@ -29,17 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from r3.errors import R3Error
-from r3.generation.base import Completion, SamplingConfig, truncate_at_stop
+from r3.generation.base import Completion, SamplingConfig, request_seeds, sample_seed, truncate_at_stop
 from r3.tasks.base import Prompt
-
-#: Per-request seeds stay below 2**31: every server accepts them.
-_SEED_MOD = 2**31 - 1
-
-
-def request_seed(seed: int, prompt_index: int, sample_index: int, n: int) -> int:
-    """The seed of one request: a function of the call's seed and the request's place in it, so that
-    a call made again with the same inputs sends the same seeds (as the transformers backend's batches)."""
-    return (seed * 1_000_003 + prompt_index * max(1, n) + sample_index) % _SEED_MOD
 
 
 def calls_as_text(tool_calls: Sequence[Any]) -> str:
@@ -87,11 +79,11 @@ class OpenAIBackend:
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         greedy = sampling.temperature <= 0
         per_prompt = 1 if greedy else n
+        seeds = request_seeds(sampling, len(prompts))
         jobs = [(i, j) for i in range(len(prompts)) for j in range(per_prompt)]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = [
-                pool.submit(self._request, prompts[i], sampling, request_seed(sampling.seed, i, j, n))
-                for i, j in jobs
+                pool.submit(self._request, prompts[i], sampling, sample_seed(seeds[i], j)) for i, j in jobs
             ]
             results = [future.result() for future in futures]  # the first error is raised here
         out = [results[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]

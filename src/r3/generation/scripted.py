@@ -2,14 +2,16 @@
 
 Used by the tests (known answers, no weights) and by benchmarks that simulate a model of a chosen
 success rate. `respond(prompt, sampling, index)` returns the text of the `index`-th of the `n`
-samples for `prompt`; `sampling.seed` is passed through so that scripts can be seeded too.
+samples for `prompt`. When the caller gives a seed per request (`sampling.seeds`, as mining does), the
+script sees each prompt's own in `sampling.seed`, as real backends sample with it; otherwise it sees the
+call's sampling as given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from r3.generation.base import Completion, SamplingConfig, truncate_at_stop
+from r3.generation.base import Completion, SamplingConfig, request_seeds, truncate_at_stop
 from r3.tasks.base import Prompt
 
 Respond = Callable[[Prompt, SamplingConfig, int], str]
@@ -27,10 +29,13 @@ class ScriptedGenerator:
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         self.calls += 1
         out: list[list[Completion]] = []
-        for prompt in prompts:
+        seeds = request_seeds(sampling, len(prompts)) if sampling.seeds is not None else None
+        for k, prompt in enumerate(prompts):
+            # With per-request seeds each prompt sees its own; otherwise the call's sampling as given.
+            own = sampling.with_(seed=seeds[k], seeds=None) if seeds is not None else sampling
             group = []
             for i in range(n):
-                text, _ = truncate_at_stop(self.respond(prompt, sampling, i), sampling.stop)
+                text, _ = truncate_at_stop(self.respond(prompt, own, i), sampling.stop)
                 group.append(Completion(text=text, num_tokens=len(text.split())))
                 self.samples += 1
             out.append(group)

@@ -1,9 +1,13 @@
-"""Sampling with `transformers.generate`: batched, left-padded, seeded, with stop strings.
+"""Sampling with `transformers.generate`: batched, left-padded, a seed per request, with stop strings.
 
 Runs anywhere torch runs (this is the CPU path). Prompts are rendered with the tokenizer's chat
-template (`chat.render_prompt`), padded on the left so every row's continuation starts at the same
-column, and each batch is seeded from `sampling.seed` and the batch's position, so a call gives the
-same completions every time it is made with the same inputs.
+template (`chat.render_prompt`) and padded on the left so every row's continuation starts at the same
+column. Greedy decoding is `generate`'s own. Sampling is done row by row inside `generate`: each row
+(one sample of one prompt) has its own `torch.Generator`, seeded by `base.sample_seed`, and
+`RowSampler` turns the row's logits into a draw from its softmax (temperature, top-p) with the
+Gumbel-max trick, which `generate` then picks greedily. So a row's tokens depend on its own seed and
+logits only, not on the other rows of the batch nor on the global random state: batching queries
+(mining's windows) gives the samples one call per prompt would give, up to floating-point noise.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import StoppingCriteriaList, StopStringCriteria
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
 
-from r3.generation.base import Completion, SamplingConfig, truncate_at_stop
+from r3.generation.base import Completion, SamplingConfig, request_seeds, sample_seed, truncate_at_stop
 from r3.generation.chat import render_prompt
 from r3.tasks.base import Prompt
 
@@ -48,32 +52,39 @@ class TransformersBackend:
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         texts = [render_prompt(self.tokenizer, p) for p in prompts]
+        seeds = request_seeds(sampling, len(texts))
         out: list[list[Completion]] = []
         # Keep about `batch_size` sequences per forward pass whatever n is.
         per_batch = max(1, self.batch_size // max(1, n)) if sampling.temperature > 0 else self.batch_size
         for start in range(0, len(texts), per_batch):
-            out.extend(self._generate_batch(texts[start : start + per_batch], n, sampling, start))
+            end = start + per_batch
+            out.extend(self._generate_batch(texts[start:end], n, sampling, seeds[start:end]))
         return out
 
     @torch.no_grad()
     def _generate_batch(
-        self, texts: list[str], n: int, sampling: SamplingConfig, offset: int
+        self, texts: list[str], n: int, sampling: SamplingConfig, seeds: list[int]
     ) -> list[list[Completion]]:
         greedy = sampling.temperature <= 0
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        rows = texts if greedy else [t for t in texts for _ in range(n)]  # a row per sample
+        enc = self.tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens,
-            "do_sample": not greedy,
+            "do_sample": False,  # greedy, or greedy over RowSampler's Gumbel-perturbed logits
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.stop_ids or None,
-            "num_return_sequences": 1 if greedy else n,
+            # The model's generation config may set sampling defaults; our rows decide instead.
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
         }
         if not greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            row_seeds = [sample_seed(seed, j) for seed in seeds for j in range(n)]
+            sampler = RowSampler(row_seeds, sampling.temperature, sampling.top_p, self.model.device)
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
         if sampling.stop:
             kwargs["stopping_criteria"] = StoppingCriteriaList([self._stop_criterion(sampling.stop)])
-        torch.manual_seed(sampling.seed * 1_000_003 + offset)
         sequences = self.model.generate(**enc, **kwargs)
         new_tokens = sequences[:, enc["input_ids"].shape[1] :].tolist()
         per_prompt = 1 if greedy else n
@@ -113,6 +124,30 @@ class TransformersBackend:
             finish_reason="stop" if ended or len(ids) < sampling.max_new_tokens else "length",
             token_ids=tuple(ids),
         )
+
+
+class RowSampler(LogitsProcessor):
+    """Sampling as a logits processor: each row's scores become `logits / T` (top-p filtered) plus
+    Gumbel noise from the row's own generator, so that the greedy pick is a draw from the row's
+    softmax that depends on its seed and logits only."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any) -> None:
+        self.generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+        self.device = device
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            ordered, order = torch.sort(logits, descending=True, dim=-1)
+            mass = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+            drop = mass - torch.softmax(ordered, dim=-1) >= self.top_p  # keeps the token that crosses
+            logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+        vocab = logits.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(self.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20, max=1.0 - 1e-7)))
+        return logits + gumbel
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:

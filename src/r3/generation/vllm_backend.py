@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from r3.errors import R3Error
-from r3.generation.base import Completion, SamplingConfig, truncate_at_stop
+from r3.generation.base import Completion, SamplingConfig, request_seeds, truncate_at_stop
 from r3.generation.chat import render_prompt
 from r3.tasks.base import Prompt
 
@@ -49,15 +49,18 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         greedy = sampling.temperature <= 0
-        params = SamplingParams(
-            n=1 if greedy else n,
-            temperature=0.0 if greedy else sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_new_tokens,
-            stop=list(sampling.stop) or None,
-            include_stop_str_in_output=True,
-            seed=sampling.seed,
-        )
+        params = [  # a seed per request (base.request_seeds): rows do not depend on the batch
+            SamplingParams(
+                n=1 if greedy else n,
+                temperature=0.0 if greedy else sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                stop=list(sampling.stop) or None,
+                include_stop_str_in_output=True,
+                seed=seed,
+            )
+            for seed in request_seeds(sampling, len(prompts))
+        ]
         outputs = self.llm.generate(prompt_token_ids(self.tokenizer, prompts), params, use_tqdm=False)
         groups: list[list[Completion]] = []
         for out in outputs:

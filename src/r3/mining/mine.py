@@ -73,7 +73,8 @@ SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
 #: Files this module owns in an output folder (`overwrite` removes exactly these, nothing else).
 OWNED_FILES = (RUN_FILE, FAILURES_FILE, PROGRESS_FILE, SUMMARY_FILE)
-FINGERPRINT_VERSION = 1
+#: 2: a seed per request and windows of queries (rows of version 1 were sampled another way).
+FINGERPRINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,14 @@ class MineConfig:
     #: Rounds of reflect-and-retry contexts to mine after each kept attempt (1: attempts only).
     rounds: int = 1
     reflection_max_new_tokens: int = 256
+    #: Queries mined together, one generate call per sampling round (see `mine_window`).
+    window: int = 8
 
     def __post_init__(self) -> None:
         from r3.episode import check_rounds
 
         check_rounds(self.rounds)
-        for name in ("budget", "round_size", "keep"):
+        for name in ("budget", "round_size", "keep", "window"):
             if getattr(self, name) < 1:
                 raise R3Error(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.max_new_tokens < 1:
@@ -221,12 +224,12 @@ def mine_chain(
     for k in range(1, config.rounds):
         seed = CHAIN_SEED_BASE + (number * config.rounds + k) * 2
         reflection = generator.generate(
-            [chat], 1, reflecting.with_(seed=query_seed(config.seed, query_index, seed))
+            [chat], 1, reflecting.with_(seeds=(query_seed(config.seed, query_index, seed),))
         )
         text = reflection[0][0].text
         retry_chat = task.retry_prompt(example, attempt, text) if k == 1 else retry_after(task, chat, text)
         retry = generator.generate(
-            [retry_chat], 1, base.with_(seed=query_seed(config.seed, query_index, seed + 1))
+            [retry_chat], 1, base.with_(seeds=(query_seed(config.seed, query_index, seed + 1),))
         )
         verdict = safe_verify(task, example, retry[0][0].text)
         if verdict.ok:
@@ -236,41 +239,62 @@ def mine_chain(
     return chain
 
 
+def mine_window(
+    task: Task, examples: Sequence[Example], indices: Sequence[int], generator: Generator, config: MineConfig
+) -> list[QueryResult]:
+    """Mine a window of queries together: one generate call per round for every query still drawing,
+    each query with its own seed (`query_seed`), so that each query gets exactly the samples it would
+    get alone. The adaptive rule is applied per query; the results come back in the window's order."""
+    started = time.perf_counter()
+    base = config.sampling(task)
+    prompts = [task.prompt(example) for example in examples]
+    count = len(examples)
+    samples, successes, failures, tokens = [0] * count, [0] * count, [0] * count, [0] * count
+    kept: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+    active = list(range(count))
+    round_index = 0
+    while active:
+        # Every active query has drawn the same number of samples (they all started together).
+        n = min(config.round_size, config.budget - samples[active[0]])
+        seeds = tuple(query_seed(config.seed, indices[q], round_index) for q in active)
+        groups = generator.generate([prompts[q] for q in active], n, base.with_(seeds=seeds))
+        still = []
+        for q, group in zip(active, groups, strict=True):
+            if len(group) != n:
+                raise RuntimeError(f"generator returned {len(group)} completions, expected {n}")
+            for completion in group:
+                tokens[q] += completion.num_tokens
+                verdict = safe_verify(task, examples[q], completion.text)
+                if verdict.ok:
+                    successes[q] += 1
+                else:
+                    failures[q] += 1
+                    if len(kept[q]) < config.keep:
+                        kept[q].append({"completion": completion.text, "reason": verdict.reason})
+            samples[q] += n
+            done = samples[q] >= config.budget or (not config.full and len(kept[q]) >= config.keep)
+            if not done:
+                still.append(q)
+        active = still
+        round_index += 1
+    if config.rounds > 1:
+        for q in range(count):
+            for number, attempt in enumerate(kept[q]):
+                attempt["rounds"] = mine_chain(
+                    task, examples[q], indices[q], number, attempt["completion"], generator, config
+                )
+    share = (time.perf_counter() - started) / max(1, count)  # the window's time, split evenly
+    return [
+        QueryResult(indices[q], samples[q], successes[q], failures[q], tokens[q], share, kept[q])
+        for q in range(count)
+    ]
+
+
 def mine_query(
     task: Task, example: Example, query_index: int, generator: Generator, config: MineConfig
 ) -> QueryResult:
-    """Sample rounds for one query until the stopping rule says enough, and collect the failures."""
-    started = time.perf_counter()
-    prompt = task.prompt(example)
-    base = config.sampling(task)
-    samples = successes = failures = tokens = 0
-    kept: list[dict[str, str]] = []
-    round_index = 0
-    while samples < config.budget:
-        n = min(config.round_size, config.budget - samples)
-        sampling = base.with_(seed=query_seed(config.seed, query_index, round_index))
-        group = generator.generate([prompt], n, sampling)[0]
-        if len(group) != n:
-            raise RuntimeError(f"generator returned {len(group)} completions, expected {n}")
-        for completion in group:
-            tokens += completion.num_tokens
-            verdict = safe_verify(task, example, completion.text)
-            if verdict.ok:
-                successes += 1
-            else:
-                failures += 1
-                if len(kept) < config.keep:
-                    kept.append({"completion": completion.text, "reason": verdict.reason})
-        samples += n
-        round_index += 1
-        if not config.full and len(kept) >= config.keep:
-            break
-    if config.rounds > 1:
-        for number, attempt in enumerate(kept):
-            attempt["rounds"] = mine_chain(  # type: ignore[assignment]
-                task, example, query_index, number, attempt["completion"], generator, config
-            )
-    return QueryResult(query_index, samples, successes, failures, tokens, time.perf_counter() - started, kept)
+    """Mine one query (a window of one)."""
+    return mine_window(task, [example], [query_index], generator, config)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,6 +477,10 @@ def _check_fingerprint(folder: Path, run_file: Path, fingerprint: dict[str, Any]
         if old != new:
             if key == "examples_sha256":
                 diffs.append("the examples (same --data name, different content)")
+            elif key == "version":
+                diffs.append(
+                    f"mined by an earlier version of r3 that drew samples another way ({old} -> {new})"
+                )
             else:
                 diffs.append(f"{key}: {old!r} -> {new!r}")
     raise R3Error(
@@ -555,25 +583,32 @@ def mine(
     seen = len(store.done)
     kept = sum(1 for p in store.done.values() if p.get("kept"))
     try:
-        todo = [i for i in range(len(examples)) if i not in store.done]
         with _progress_display(progress, len(examples), seen, kept) as report:
-            for index in todo:
-                result = mine_query(task, examples[index], index, generator, config)
-                record = None
-                if result.kept:
-                    record = FailureRecord(
-                        task=task.name,
-                        query_index=index,
-                        example=examples[index],
-                        failed_attempts=result.failed_attempts,
-                        samples_drawn=result.samples,
-                        successes=result.successes,
-                    ).to_json(task)
-                store.commit(result, record)
-                session_queries += 1
-                seen += 1
-                kept += result.kept
-                report(result, seen, kept)
+            for start in range(0, len(examples), config.window):
+                window = range(start, min(start + config.window, len(examples)))
+                if all(i in store.done for i in window):
+                    continue
+                # The whole window, even if part of it was committed before an interruption: the
+                # same batch gives the same rows, so a resume writes what the full run would have.
+                results = mine_window(task, [examples[i] for i in window], list(window), generator, config)
+                for result in results:
+                    if result.query_index in store.done:
+                        continue
+                    record = None
+                    if result.kept:
+                        record = FailureRecord(
+                            task=task.name,
+                            query_index=result.query_index,
+                            example=examples[result.query_index],
+                            failed_attempts=result.failed_attempts,
+                            samples_drawn=result.samples,
+                            successes=result.successes,
+                        ).to_json(task)
+                    store.commit(result, record)
+                    session_queries += 1
+                    seen += 1
+                    kept += result.kept
+                    report(result, seen, kept)
     finally:
         summary = summarize(
             store, len(examples), config, model, time.perf_counter() - started, session_queries

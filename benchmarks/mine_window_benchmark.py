@@ -1,0 +1,112 @@
+"""Mining in windows of queries against mining one query per call, on the embedded model, same run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/mine_window_benchmark.py [--queries 16] [--windows 1 4 8 16]
+
+Each setting mines the same Countdown queries with `r3 mine`'s own `mine()` into a fresh folder:
+window 1 is the sequential rule (one query per generate call, as before windows existed), a window of W
+sends the W queries' prompts in one batched call per sampling round (the backend's batch holds them
+all). Every query keeps its own seeds, so all settings must write byte-identical `failures.jsonl`; the
+script checks it and reports samples per second and the ratio to window 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--queries", type=int, default=16)
+    parser.add_argument("--windows", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--budget", type=int, default=8)
+    parser.add_argument("--round-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from r3.generation.transformers_backend import TransformersBackend
+    from r3.mining.mine import MineConfig, mine
+    from r3.models import display_name, load_model_and_tokenizer
+    from r3.tasks import get_task
+
+    task = get_task("countdown", min_nums=3, max_nums=3, max_number=20, max_target=60)
+    examples = task.load(None, limit=args.queries, seed=2000)
+    started = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(None, device="cpu", dtype="float32")
+    print(
+        f"embedded model loaded in {time.perf_counter() - started:.1f} s; {cpu_name()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    rows: list[dict[str, object]] = []
+    outputs: dict[int, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for window in args.windows:
+            # The backend's batch holds the whole window's samples: one forward pass per token.
+            backend = TransformersBackend(
+                model, tokenizer, batch_size=window * args.round_size, model_name=display_name(None)
+            )
+            config = MineConfig(
+                budget=args.budget, round_size=args.round_size, keep=2, full=True, seed=1,
+                max_new_tokens=args.max_new_tokens, window=window,
+            )  # fmt: skip
+            folder = Path(tmp) / f"w{window}"
+            summary = mine(task, examples, backend, folder, config, identity={"model": "embedded"})
+            outputs[window] = (folder / "failures.jsonl").read_bytes()
+            rows.append(
+                {
+                    "window": window,
+                    "samples": summary.samples,
+                    "seconds": round(summary.wall_seconds, 2),
+                    "samples_per_second": round(summary.samples_per_second, 3),
+                    "queries_kept": summary.queries_kept,
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    base = rows[0]["samples_per_second"]
+    identical = len(set(outputs.values())) == 1
+    print("\n| window | samples | seconds | samples/s | ratio to window 1 | kept |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        ratio = row["samples_per_second"] / base if base else float("nan")  # type: ignore[operator]
+        row["ratio"] = round(ratio, 2)
+        print(
+            f"| {row['window']} | {row['samples']} | {row['seconds']} | {row['samples_per_second']} | "
+            f"{ratio:.2f}x | {row['queries_kept']} |"
+        )
+    print(f"\nfailures.jsonl identical across windows: {identical}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"rows": rows, "identical": identical, "cpu": cpu_name()}, indent=1)
+        )
+    if not identical:
+        raise SystemExit("the windows wrote different rows")
+
+
+if __name__ == "__main__":
+    main()
