@@ -117,6 +117,7 @@ def mine(cfg: dict[str, Any], model: Path, out: Path, log: Path) -> Path:
         "mine", "--model", str(model), "--output-dir", str(folder), "--seed", str(cfg["seeds"]["mine"]),
         "--limit", str(mi["limit"]), "--budget", str(mi["budget"]), "--round-size", str(mi["budget"]),
         "--full", "--keep", str(mi["keep"]), "--max-new-tokens", str(cfg["eval"]["max_new_tokens"]),
+        "--window", "8", "--batch-size", str(8 * mi["budget"]),  # a window's samples in one batch
         "--temperature", str(mi["temperature"]), "--device", "cpu", "--no-progress", *task_flags(cfg),
         log=log,
     )  # fmt: skip
