@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         if hasattr(module, "add_parser"):
             module.add_parser(sub)
-        else:  # parses its own flags (train); listed here for `r3 --help`
-            summary = (module.__doc__ or name).strip().splitlines()[0]
-            sub.add_parser(name, help=summary, add_help=False)
+        else:  # a dataclass-parsed command (TRL_PARSED): listed here for `r3 --help` only
+            summary = (module.__doc__ or name).strip().splitlines()[0].split(": ", 1)[-1].rstrip(".")
+            sub.add_parser(name, help=f"{summary} (see `r3 {name} --help`)", add_help=False)
     return parser
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from r3.cli.options import add_common, check_numbers, task_options
+from r3.cli.options import add_common, check_numbers, generator_from_args, task_options
 from r3.errors import R3Error
 
 
@@ -53,7 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse expo
 def run(args: argparse.Namespace) -> int:
     from r3.episode import check_second_try
     from r3.evaluation.evaluate import EvalConfig, evaluate, prepare_output
-    from r3.generation.loader import load_generator
     from r3.rundir import examples_digest
     from r3.tasks import get_task
 
@@ -86,17 +85,7 @@ def run(args: argparse.Namespace) -> int:
     prepare_output(
         config, output_dir, overwrite=args.overwrite, check_only=True, digest=digest
     )  # before the load
-    generator = load_generator(
-        args.model,
-        args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        request_timeout=args.request_timeout,
-        max_retries=args.max_retries,
-    )
+    generator = generator_from_args(args)
     results = evaluate(
         config, task, examples, generator, output_dir, overwrite=args.overwrite, progress=not args.no_progress
     )

@@ -13,18 +13,6 @@ Options are fields of `ForgettingConfig`, parsed as `r3 train`'s are: YAML via `
 
 from __future__ import annotations
 
-import argparse
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
-    """Only for `r3 --help`: `r3.cli.main` hands `r3 forgetting ...` to `main` before argparse sees it."""
-    parser = subparsers.add_parser(
-        "forgetting",
-        help="general ability before and after training, with lm-eval (see `r3 forgetting --help`)",
-        add_help=False,
-    )
-    parser.set_defaults(run=lambda args: main(["--help"]))
-
 
 def main(argv: list[str]) -> int:
     """`r3 forgetting ...`; returns the exit status."""

@@ -71,19 +71,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _load_generator(args: argparse.Namespace) -> Generator:
     """The model, through the shared loader (tests replace this function with a scripted fake)."""
-    from r3.generation.loader import load_generator
+    from r3.cli.options import generator_from_args
 
-    return load_generator(
-        args.model,
-        args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        request_timeout=args.request_timeout,
-        max_retries=args.max_retries,
-    )
+    return generator_from_args(args)
 
 
 def _absolute_if_local(value: str | None) -> str | None:

@@ -78,6 +78,23 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML file of option defaults; flags override it")
 
 
+def generator_from_args(args: argparse.Namespace) -> Any:
+    """The generation backend the `add_common` options describe (eval and mine load it the same way)."""
+    from r3.generation.loader import load_generator
+
+    return load_generator(
+        args.model,
+        args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        request_timeout=args.request_timeout,
+        max_retries=args.max_retries,
+    )
+
+
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
     """Constructor options for `get_task` from the parsed flags (`--verifier`, `--task-arg`)."""
     options = parse_task_args(getattr(args, "task_arg", None))

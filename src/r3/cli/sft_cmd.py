@@ -10,18 +10,9 @@ override it, and unknown keys are an error. `r3 sft --help` lists every field.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from r3.cli.options import parse_trl_config
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
-    """Only for `r3 --help`: `r3.cli.main` hands `r3 sft ...` to `main` before argparse sees it."""
-    parser = subparsers.add_parser(
-        "sft", help="warm-start on solved examples (see `r3 sft --help`)", add_help=False
-    )
-    parser.set_defaults(run=lambda args: main(["--help"]))
 
 
 def main(argv: list[str]) -> int:

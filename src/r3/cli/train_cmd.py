@@ -10,18 +10,7 @@ in either place are an error. `r3 train --help` lists every field.
 
 from __future__ import annotations
 
-import argparse
 import sys
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Only for `r3 --help`: `r3.cli.main` hands `r3 train ...` to `main` before argparse sees it."""
-    parser = subparsers.add_parser(
-        "train",
-        help="GRPO-train the reflections on a failures file (see `r3 train --help`)",
-        add_help=False,
-    )
-    parser.set_defaults(run=lambda args: main(["--help"]))
 
 
 def parse(argv: list[str]) -> object:
