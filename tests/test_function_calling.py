@@ -903,3 +903,14 @@ def test_a_changed_argument_fails(calls: list[Any], data: st.DataObject) -> None
 
 def test_prompt_type() -> None:
     assert isinstance(FunctionCallingTask().prompt(PARIS), Prompt)
+
+
+def test_three_backticks_inside_an_argument_do_not_close_the_fence() -> None:
+    """Found by the property test above: an argument named or valued ``` in a fenced block."""
+    calls = [{"name": "a", "arguments": {"```": None, "b": "x```"}}]
+    reference = FunctionCallingTask().validate({"query": "q", "tools": [WEATHER], "answers": calls}, 1, "t")
+    text = "```json\n" + json.dumps(calls, indent=2) + "\n```"
+    assert FunctionCallingTask().verify(reference, text).ok
+    assert extract_calls('```json\n[{"name": "a", "arguments": {}}]```').calls == [
+        {"name": "a", "arguments": {}}
+    ]

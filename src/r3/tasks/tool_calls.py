@@ -254,6 +254,29 @@ def _tag_blocks(text: str) -> Iterator[str]:
         pos = end + len(_CLOSE_TAG)
 
 
+def _closing_fence(text: str, start: int) -> int:
+    """Where the fence opened just before `start` closes, or -1. A closing ``` stands at the start of a
+    line or ends one (only spaces around it there), or closes a one-line block; a ``` inside a JSON
+    string can do neither (a JSON string never spans lines and ends with its quote), so a call whose
+    argument holds ``` is not cut in two."""
+    pos = start
+    for _ in range(MAX_BLOCKS):
+        end = text.find(_FENCE, pos)
+        if end == -1:
+            return -1
+        line_start = text.rfind("\n", 0, end) + 1
+        line_end = text.find("\n", end)
+        line_end = len(text) if line_end == -1 else line_end
+        if (
+            "\n" not in text[start:end]  # the one-line form: ```[...]```
+            or not text[line_start:end].strip()
+            or not text[end + len(_FENCE) : line_end].strip()
+        ):
+            return end
+        pos = end + len(_FENCE)
+    return -1
+
+
 def _fence_blocks(text: str) -> Iterator[str]:
     """Contents of ``` fences, in order, without the language tag line; an unclosed last one runs on."""
     pos = 0
@@ -262,7 +285,7 @@ def _fence_blocks(text: str) -> Iterator[str]:
         if start == -1:
             return
         start += len(_FENCE)
-        end = text.find(_FENCE, start)
+        end = _closing_fence(text, start)
         body = text[start:] if end == -1 else text[start:end]
         first_line, newline, rest = body.partition("\n")
         # "```json\n[...]" -> drop the language tag; "```[...]```" -> keep everything.
