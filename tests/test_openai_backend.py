@@ -245,3 +245,18 @@ def test_a_429_is_answered_by_waiting(
     assert statuses[0] == 429 and set(statuses[1:]) == {200}
     assert TooManyRequestsOnce.seen[1][0] - TooManyRequestsOnce.seen[0][0] >= 0.9  # waited Retry-After
     assert same_rows(rows(tmp_path / "out"), local_rows)
+
+
+def test_mine_through_the_server(server: Server, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`r3 mine --backend openai`: sampled attempts through the server, seeded per request, so a second
+    run into another folder writes the same rows."""
+    argv = ["mine", "--backend", "openai", "--base-url", server.url, "--model", str(tiny_model_dir)]
+    argv += ["--limit", "3", "--budget", "2", "--round-size", "2", "--max-new-tokens", "8", "--no-progress"]
+    argv += ["--batch-size", "1"]  # one request at a time: the server seeds its global generator per request
+    for name in ("a", "b"):
+        assert r3_main([*argv, "--output-dir", str(tmp_path / name)]) == 0
+    rows = (tmp_path / "a" / "failures.jsonl").read_text()
+    assert len(rows.splitlines()) == 3  # the tiny model solves nothing: every query is kept
+    assert rows == (tmp_path / "b" / "failures.jsonl").read_text()
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["backend"] == "openai" and run["base_url"] == server.url
