@@ -4,7 +4,6 @@ tiny model and a LoRA adapter of it; the table's arithmetic checked on hand-writ
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -53,7 +52,6 @@ def test_forgetting_table_shows_scores_and_changes() -> None:
     assert table[0] == "| task | metric | before | after | after - before |"
     assert "| r3_basics | acc | 0.500 ± 0.100 | 0.400 ± 0.100 | -0.100 ± 0.141 |" in table
     assert "| gsm8k | exact_match (strict-match) | 0.200 ± 0.050 | - | - |" in table
-    assert math.isclose(math.sqrt(0.1**2 + 0.1**2), 0.1414, abs_tol=1e-4)
 
 
 def test_the_shipped_task_is_well_formed() -> None:

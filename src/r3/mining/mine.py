@@ -290,13 +290,6 @@ def mine_window(
     ]
 
 
-def mine_query(
-    task: Task, example: Example, query_index: int, generator: Generator, config: MineConfig
-) -> QueryResult:
-    """Mine one query (a window of one)."""
-    return mine_window(task, [example], [query_index], generator, config)[0]
-
-
 # --------------------------------------------------------------------------------------------------
 # The output folder
 
