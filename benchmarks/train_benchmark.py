@@ -91,14 +91,14 @@ def timed_engine(timer: StepTimer) -> Any:
     """The default transformers engine, timed: reflection calls have no stop strings, retries do."""
     from r3.training.engines import transformers_engine
 
-    def engine(trainer: Any, prompt_ids: list[list[int]], **kwargs: Any) -> Any:
-        kind = "retry" if kwargs.get("stop") else "reflection"
+    def engine(trainer: Any, prompt_ids: list[list[int]], sampling: Any) -> Any:
+        kind = "retry" if sampling.stop else "reflection"
         t0 = time.perf_counter()
-        out = transformers_engine(trainer, prompt_ids, **kwargs)
+        out = transformers_engine(trainer, prompt_ids, sampling)
         timer.add(f"{kind}_gen", time.perf_counter() - t0)
-        timer.add(f"{kind}_tokens", sum(len(ids) for ids in out.token_ids) / len(out.token_ids))
+        timer.add(f"{kind}_tokens", sum(c.num_tokens for c in out) / len(out))
         timer.add(f"{kind}_prompt_tokens", sum(len(p) for p in prompt_ids) / len(prompt_ids))
-        timer.add(f"{kind}_batch_max_new", max(len(ids) for ids in out.token_ids))
+        timer.add(f"{kind}_batch_max_new", max(c.num_tokens for c in out))
         return out
 
     return engine

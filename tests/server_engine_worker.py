@@ -15,8 +15,10 @@ from types import SimpleNamespace
 
 from accelerate import PartialState
 
+from r3.generation.base import SamplingConfig
 from r3.training.engines import vllm_server_engine
 from test_training_engines import EchoClient
+from test_training_support import make_tokenizer
 
 
 def main() -> None:
@@ -26,16 +28,17 @@ def main() -> None:
     trainer = SimpleNamespace(
         accelerator=state,
         vllm_generation=SimpleNamespace(vllm_client=client),
+        processing_class=make_tokenizer(),
     )
     first_prompts = [[1, 2, 3], [4, 5]] if state.process_index == 0 else [[6, 7, 8, 9]]
     second_prompts = [[10, 11]] if state.process_index == 0 else []
-    first = vllm_server_engine(trainer, first_prompts, max_new_tokens=4, temperature=1.0)
-    second = vllm_server_engine(trainer, second_prompts, max_new_tokens=4, temperature=0.0)
+    first = vllm_server_engine(trainer, first_prompts, SamplingConfig(max_new_tokens=4, logprobs=True))
+    second = vllm_server_engine(trainer, second_prompts, SamplingConfig(max_new_tokens=4, temperature=0.0))
     result = {
         "world": state.num_processes,
-        "first": first.token_ids,
-        "first_logprobs": first.logprobs,
-        "second": second.token_ids,
+        "first": [list(c.token_ids) for c in first],
+        "first_logprobs": [list(c.logprobs or ()) for c in first],
+        "second": [list(c.token_ids) for c in second],
         "requests": [r["prompts"] for r in client.requests] if client else [],
     }
     (out / f"rank{state.process_index}.json").write_text(json.dumps(result))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from r3.errors import R3Error
-from r3.generation.base import SamplingConfig, truncate_at_stop
+from r3.generation.base import SamplingConfig, encode_prompts, request_seeds, sample_seed, truncate_at_stop
 from r3.generation.chat import inline_tools, render_prompt, template_supports_tools
 from r3.generation.loader import load_generator
 from r3.tasks import Prompt
@@ -68,20 +68,21 @@ def test_stop_strings_cut_the_completion(tiny) -> None:
             assert c.text.find(stop) in (-1, len(c.text) - len(stop))
 
 
-def test_padding_after_a_stop_string_is_not_counted(tiny) -> None:
-    """A row stopped by a stop string is padded to the batch length; with the embedded tokenizer the
-    pad token is also the end-of-turn token, so the cut at end-of-turn used to keep one pad."""
+def test_a_row_ends_at_its_stop_string_with_nothing_after(tiny) -> None:
+    """Rows leave the batch when they stop, so no padding follows a stop (with the embedded tokenizer
+    the pad token is also the end-of-turn token, which once made a padded row count one token more)."""
     tok = tiny.tokenizer
-    assert tok.pad_token_id in tiny.stop_ids
-    body = tok("<answer> 1 + 2 </answer>", add_special_tokens=False)["input_ids"]
-    sampling = SamplingConfig(max_new_tokens=40, stop=("</answer>",))
-    padded = tiny._completion(body + [tok.pad_token_id] * 5, sampling)
-    assert padded.num_tokens == len(body) and padded.text == "<answer> 1 + 2 </answer>"
-    assert padded.finish_reason == "stop"
-    # The model's own end-of-turn token, with no stop string, is kept and counted.
-    plain = tok("hello", add_special_tokens=False)["input_ids"]
-    ended = tiny._completion(plain + [tok.eos_token_id] + [tok.pad_token_id] * 3, sampling)
-    assert ended.num_tokens == len(plain) + 1
+    sampling = SamplingConfig(max_new_tokens=24, temperature=1.0, seed=0)
+    texts = [c.text for g in tiny.generate(PROMPTS, 4, sampling) for c in g]
+    stop = next(t for t in texts if len(t) >= 4)[1:4]
+    for group in tiny.generate(PROMPTS, 4, sampling.with_(stop=(stop,))):
+        for c in group:
+            assert c.num_tokens == len(c.token_ids)
+            if stop in c.text:
+                assert c.finish_reason == "stop"
+                # the last token is the one that completed the stop string
+                assert stop not in tok.decode(c.token_ids[:-1], skip_special_tokens=True)
+            assert tok.pad_token_id not in c.token_ids[:-1]
 
 
 def test_render_uses_template_and_generation_prompt(tiny) -> None:
@@ -113,12 +114,10 @@ def test_unknown_backend() -> None:
         load_generator(None, backend="nope")
 
 
-def test_vllm_prompts_are_the_same_tokens_as_the_transformers_backend(tiny) -> None:
-    """Checked without vLLM: the token prompts it would be given. The rendered chat already holds
-    the template's special tokens, so encoding must not add more (a tokenizer that adds a BOS, as
-    Llama's does, stands in here: a second BOS would show up as the sentinel)."""
-    from r3.generation.vllm_backend import prompt_token_ids
-
+def test_backends_encode_prompts_without_a_second_bos(tiny) -> None:
+    """Every token sampler (transformers, vLLM) encodes chats through `encode_prompts`. The rendered
+    chat already holds the template's special tokens, so encoding must not add more (a tokenizer that
+    adds a BOS, as Llama's does, stands in here: a second BOS would show up as the sentinel)."""
     tok = tiny.tokenizer
     sentinel = -7
 
@@ -134,9 +133,61 @@ def test_vllm_prompts_are_the_same_tokens_as_the_transformers_backend(tiny) -> N
         def __getattr__(self, name):
             return getattr(tok, name)
 
-    got = prompt_token_ids(AddsBos(), PROMPTS)
-    for prompt, entry in zip(PROMPTS, got, strict=True):
+    got = encode_prompts(AddsBos(), PROMPTS)
+    for prompt, ids in zip(PROMPTS, got, strict=True):
         text = render_prompt(tok, prompt)
-        assert sentinel not in entry["prompt_token_ids"]
-        assert entry["prompt_token_ids"] == tok(text, add_special_tokens=False)["input_ids"]
-        assert tok.decode(entry["prompt_token_ids"]) == text
+        assert sentinel not in ids
+        assert ids == tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+
+
+def test_vllm_backend_sends_a_seeded_request_per_row(tiny, monkeypatch) -> None:
+    """Without vLLM (GPU only): a stand-in `vllm` module records the requests `VLLMBackend` sends and
+    answers with fixed tokens, so the mapping of settings, seeds and logprobs is checked here."""
+    import sys
+    import types
+
+    from r3.generation.vllm_backend import VLLMBackend
+
+    tok = tiny.tokenizer
+    answer = tok("<answer>1</answer> more", add_special_tokens=False)["input_ids"]
+
+    class Params:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    class FakeLLM:
+        def __init__(self):
+            self.calls = []
+
+        def get_tokenizer(self):
+            return tok
+
+        def generate(self, requests, params, use_tqdm=False):
+            self.calls.append((requests, params))
+            out = []
+            for p in params:
+                logprobs = (
+                    [{t: types.SimpleNamespace(logprob=-0.5)} for t in answer] if p.logprobs == 0 else None
+                )
+                sample = types.SimpleNamespace(token_ids=answer, logprobs=logprobs, finish_reason="stop")
+                out.append(types.SimpleNamespace(outputs=[sample]))
+            return out
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=Params))
+    llm = FakeLLM()
+    backend = VLLMBackend.over(llm)
+    sampling = SamplingConfig(max_new_tokens=9, temperature=0.7, top_k=5, stop=("</answer>",), seed=3)
+    groups = backend.generate(PROMPTS, 2, sampling)
+    requests, params = llm.calls[-1]
+    assert [r["prompt_token_ids"] for r in requests] == [
+        ids for ids in encode_prompts(tok, PROMPTS) for _ in range(2)
+    ]
+    seeds = request_seeds(sampling, 2)
+    assert [p.seed for p in params] == [sample_seed(s, j) for s in seeds for j in range(2)]
+    assert {(p.n, p.temperature, p.top_k, p.max_tokens, p.logprobs) for p in params} == {(1, 0.7, 5, 9, None)}
+    assert all(c.text == "<answer>1</answer>" and c.logprobs is None for g in groups for c in g)
+    rows = backend.sample_tokens([[1, 2]], sampling.with_(temperature=0.0, logprobs=True, seeds=(5,)))
+    _, params = llm.calls[-1]
+    assert (params[0].temperature, params[0].top_k, params[0].seed) == (0.0, -1, 5)
+    assert rows[0].logprobs == tuple([-0.5] * len(answer))

@@ -12,15 +12,14 @@ import pytest
 
 from r3.episode import EpisodeSampling, retry_after, run_episodes
 from r3.errors import DataError
-from r3.generation.base import SamplingConfig
+from r3.generation.base import SamplingConfig, completion_from_ids
 from r3.generation.chat import render_prompt
 from r3.generation.scripted import ScriptedGenerator
 from r3.mining.mine import MineConfig, mine
 from r3.mining.records import read_failures
 from r3.tasks import get_task
 from r3.training.dataset import build_prompts
-from r3.training.engines import Sampled
-from r3.training.rollout import R3Rollout, RolloutSettings
+from r3.training.rollout import R3Rollout
 
 TASK = get_task("countdown")
 EXAMPLES = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
@@ -100,11 +99,16 @@ def test_training_prompts_of_later_rounds_are_evals_history(tmp_path: Path, tiny
     # The rollout retries a later round with the whole history, and rewards that retry.
     eos = tokenizer.eos_token_id
 
-    def engine(trainer, prompt_ids, *, max_new_tokens, temperature, top_p=1.0, top_k=None, stop=()):
-        text = "idea 3" if max_new_tokens == 8 else "<answer> 2 + 5 + 7 </answer>"
-        return Sampled([tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for _ in prompt_ids])
+    def engine(trainer, prompt_ids, sampling):
+        text = "idea 3" if sampling.max_new_tokens == 8 else "<answer> 2 + 5 + 7 </answer>"
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+        return [completion_from_ids(tokenizer, ids, sampling) for _ in prompt_ids]
 
-    settings = RolloutSettings(reflection_max_new_tokens=8, retry_max_new_tokens=16)
+    settings = EpisodeSampling(
+        attempt=SamplingConfig(),
+        reflection=SamplingConfig(max_new_tokens=8),
+        retry=SamplingConfig(max_new_tokens=16, temperature=0.0, stop=TASK.stop),
+    )
     rollout = R3Rollout(TASK, index, settings, engine=engine)
     out = rollout([rows[4]["prompt"]] * 2, SimpleNamespace(processing_class=tokenizer))
     assert out["retry_success"] == [True, True]

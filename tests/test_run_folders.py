@@ -1,6 +1,6 @@
 """The output folder's guarantees as a user meets them through `r3 eval` (found by trying, issue 9):
 `--overwrite` starts afresh, a changed data file is not resumed into, and what decides the seeds is
-part of the fingerprint."""
+part of the fingerprint (every example seeded by its index, so the batch size is not)."""
 
 from __future__ import annotations
 
@@ -71,17 +71,27 @@ def test_eval_does_not_resume_into_a_changed_data_file(
     assert [r["example"]["target"] for r in rows_of(out)] == [11, 13]  # nothing appended
 
 
-def test_sampled_eval_fingerprints_the_batch_size_that_decides_its_seeds(
+def test_sampled_eval_rows_do_not_depend_on_the_batch_size_or_on_resuming(
     tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Each example is seeded by its index, so `--batch-size` decides nothing about the rows and is not
+    in the fingerprint: a run resumed with another batch size writes what one uninterrupted run does."""
     data = write_rows(tmp_path / "rows.jsonl", ROWS)
-    out = tmp_path / "out"
-    sampled = ["--temperature", "0.7", "--batch-size", "2"]
-    assert r3_main(eval_argv(tiny_model_dir, data, out, *sampled)) == 0
-    other = ["--temperature", "0.7", "--batch-size", "4"]
-    assert r3_main(eval_argv(tiny_model_dir, data, out, *other)) == 2
-    assert "chunk_size: 2 -> 4" in capsys.readouterr().err
-    # Greedy decoding: the batch size changes no seed, so a resume with another one is allowed.
-    greedy = tmp_path / "greedy"
-    assert r3_main(eval_argv(tiny_model_dir, data, greedy, "--batch-size", "2", "--limit", "2")) == 0
-    assert r3_main(eval_argv(tiny_model_dir, data, greedy, "--batch-size", "4", "--limit", "2")) == 0
+    sampled = ["--temperature", "1.0"]
+    whole = tmp_path / "whole"
+    assert r3_main(eval_argv(tiny_model_dir, data, whole, *sampled, "--batch-size", "4")) == 0
+    resumed = tmp_path / "resumed"
+    assert r3_main(eval_argv(tiny_model_dir, data, resumed, *sampled, "--batch-size", "1")) == 0
+    # As if killed after its first example: one row kept, then resumed with another batch size.
+    first = (resumed / "samples.jsonl").read_text().splitlines()[0]
+    (resumed / "samples.jsonl").write_text(first + "\n")
+    (resumed / "results.json").unlink()
+    assert r3_main(eval_argv(tiny_model_dir, data, resumed, *sampled, "--batch-size", "3")) == 0
+    assert rows_of(resumed) == rows_of(whole)
+    assert len({r["attempt"] for r in rows_of(whole)}) > 1  # really sampled: the rows differ
+    # A sampled folder written by an earlier sampler (no `sampler` key) is refused, not mixed.
+    run = json.loads((whole / "run.json").read_text())
+    del run["sampler"]
+    (whole / "run.json").write_text(json.dumps(run))
+    assert r3_main(eval_argv(tiny_model_dir, data, whole, *sampled)) == 2
+    assert "sampler: None -> 2" in capsys.readouterr().err

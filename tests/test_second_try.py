@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from r3.cli import main
-from r3.episode import RESAMPLE_SEED_OFFSET, run_episodes
+from r3.episode import run_episodes
 from r3.errors import R3Error
 from r3.evaluation.evaluate import EvalConfig, evaluate, prepare_output
-from r3.generation.base import SamplingConfig
+from r3.generation.base import SamplingConfig, derive_seed
 from r3.generation.scripted import ScriptedGenerator
 from r3.tasks import Prompt, get_task
 
@@ -33,9 +33,9 @@ FEEDBACK = "The checker said: number 7 used twice."
 class Recorder:
     """A script that answers by example and step, and keeps every (prompt, sampling) it was sent.
 
-    A first-attempt prompt sampled with the first attempt's seed gets the first answer; with any
-    other seed (a resample) or after a reflection (a retry) it gets the second answer, so a resample
-    that reused the first seed would fail example 1 again."""
+    A first-attempt prompt sampled with its example's attempt seed (`episode.seeded`) gets the first
+    answer; with any other seed (a resample) or after a reflection (a retry) it gets the second answer,
+    so a resample that reused the first seed would fail example 1 again."""
 
     def __init__(self, first_seed: int = 0) -> None:
         self.first_seed = first_seed
@@ -47,7 +47,8 @@ class Recorder:
         last = prompt.messages[-1]["content"]
         if last.startswith(TASK.reflection_instruction):
             return f"I must use each number once (example {idx})."
-        if len(prompt.messages) == 2 and (sampling.seed == self.first_seed or idx == 0):
+        first = derive_seed(self.first_seed, "attempt", idx, 1)
+        if len(prompt.messages) == 2 and (sampling.seed == first or idx == 0):
             return f"<answer> {FIRST[idx]} </answer>"
         return f"<answer> {SECOND[idx]} </answer>"
 
@@ -68,9 +69,8 @@ def test_resample_sends_the_original_prompt_again_with_another_seed_and_no_refle
     firsts, seconds = rec.seen[:3], rec.seen[3:]
     assert [p for p, _ in seconds] == [TASK.prompt(EXAMPLES[1]), TASK.prompt(EXAMPLES[2])]
     assert all(TASK.reflection_instruction not in str(p.messages) for p, _ in rec.seen)
-    attempt = firsts[0][1]
-    for _, s in seconds:
-        assert s.seed == attempt.seed + RESAMPLE_SEED_OFFSET != attempt.seed
+    for (_, attempt), (_, s) in zip(firsts[1:], seconds, strict=True):
+        assert s.seed != attempt.seed  # its own seed: an independent draw, not a replay
         # The same sampling as the first attempt: a fair "sample twice" baseline.
         assert s.with_(seed=attempt.seed) == attempt
     assert [e.second_try_ok for e in eps] == [True, True, False]
@@ -151,7 +151,10 @@ def test_reflect_is_unchanged(tmp_path: Path) -> None:
     reflection = TASK.reflection_prompt(EXAMPLES[1], eps[1].attempt.text)
     assert reflection in prompts and "The checker said" not in str(prompts)
     assert TASK.retry_prompt(EXAMPLES[1], eps[1].attempt.text, eps[1].reflection.text) in prompts
-    assert all(s.seed == sampling.attempt.seed for _, s in rec.seen)  # no resample seed
+    # Each step drew from its own seeds (`episode.seeded`), none from a resample's.
+    steps = {"attempt": sampling.attempt, "reflection": sampling.reflection, "retry": sampling.retry}
+    allowed = {derive_seed(cfg.seed, step, i, 1) for step, cfg in steps.items() for i in range(len(EXAMPLES))}
+    assert {s.seed for _, s in rec.seen} <= allowed
     assert [e.second_try_ok for e in eps] == [True, True, False]
 
     res = evaluate(config(), TASK, EXAMPLES, ScriptedGenerator(Recorder()), tmp_path, progress=False)

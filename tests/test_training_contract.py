@@ -13,9 +13,9 @@ import torch
 import trl
 
 from r3.errors import R3Error
+from r3.generation.base import completion_from_ids
 from r3.generation.chat import render_prompt
 from r3.training.dataset import build_prompts
-from r3.training.engines import Sampled
 from r3.training.rewards import group_signal, make_retry_success_reward, retry_success_rewards
 from r3.training.rollout import ROLLOUT_FIELDS, R3Rollout
 from r3.training.trainer import build_trainer
@@ -211,7 +211,7 @@ def scripted_engine(tokenizer):
     """A fake generator: first attempts for q0 succeed, reflections are 'A', retries 'good end'."""
     eos = tokenizer.eos_token_id
 
-    def engine(trainer, prompt_ids, *, max_new_tokens, temperature, top_p=1.0, top_k=None, stop=()):
+    def engine(trainer, prompt_ids, sampling):
         out = []
         for ids in prompt_ids:
             words = tokenizer.convert_ids_to_tokens(ids)
@@ -221,8 +221,9 @@ def scripted_engine(tokenizer):
                 text = "A"
             else:
                 text = "good end" if words[1] == "q0" else "x"
-            out.append(tokenizer(text, add_special_tokens=False)["input_ids"] + [eos])
-        return Sampled(out)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+            out.append(completion_from_ids(tokenizer, ids, sampling))
+        return out
 
     return engine
 

@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import pytest
 
 from r3.errors import R3Error
+from r3.generation.base import SamplingConfig, completion_from_ids
 from r3.training.engines import (
-    Sampled,
     choose_engine,
     scatter_slice,
     server_request,
@@ -65,7 +65,7 @@ def test_choose_engine_follows_use_vllm_and_mode():
 
 def test_server_request_greedy_and_sampled():
     greedy = server_request(
-        [[1, 2]], max_new_tokens=7, temperature=0.0, top_p=0.9, top_k=5, stop=("</answer>",)
+        [[1, 2]], SamplingConfig(max_new_tokens=7, temperature=0.0, top_p=0.9, top_k=5, stop=("</answer>",))
     )
     assert greedy == {
         "prompts": [[1, 2]],
@@ -77,7 +77,7 @@ def test_server_request_greedy_and_sampled():
         "logprobs": 0,
         "generation_kwargs": {"stop": ["</answer>"], "include_stop_str_in_output": True},
     }
-    sampled = server_request([[3]], max_new_tokens=4, temperature=0.7, top_p=0.9, top_k=None, stop=())
+    sampled = server_request([[3]], SamplingConfig(max_new_tokens=4, temperature=0.7, top_p=0.9))
     assert (sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (0.7, 0.9, 0)
     assert "generation_kwargs" not in sampled  # no stop strings: nothing extra in the request body
 
@@ -95,16 +95,20 @@ def fake_trainer(client, process_index=0, main=True):
     return SimpleNamespace(
         accelerator=SimpleNamespace(is_main_process=main, process_index=process_index),
         vllm_generation=SimpleNamespace(vllm_client=client),
+        processing_class=make_tokenizer(),
     )
 
 
 def test_server_engine_one_process():
     client = EchoClient()
-    out = vllm_server_engine(
-        fake_trainer(client), [[1, 2, 3], [4]], max_new_tokens=8, temperature=1.0, stop=("end",)
-    )
-    assert out.token_ids == [[3, 2, 1], [4]]
-    assert out.logprobs == [[-3.0, -2.0, -1.0], [-4.0]]
+    sampling = SamplingConfig(max_new_tokens=8, temperature=1.0, stop=("end",), logprobs=True)
+    out = vllm_server_engine(fake_trainer(client), [[1, 2, 3], [4]], sampling)
+    assert [c.token_ids for c in out] == [(3, 2, 1), (4,)]
+    assert [c.logprobs for c in out] == [(-3.0, -2.0, -1.0), (-4.0,)]
+    tokenizer = make_tokenizer()
+    assert out[0].text == tokenizer.decode([3, 2, 1], skip_special_tokens=True)
+    without = vllm_server_engine(fake_trainer(EchoClient()), [[1, 2]], sampling.with_(logprobs=False))
+    assert without[0].logprobs is None  # only asked-for logprobs reach TRL
     (request,) = client.requests
     assert request["prompts"] == [[1, 2, 3], [4]] and request["max_tokens"] == 8
     assert request["generation_kwargs"]["stop"] == ["end"]
@@ -112,8 +116,8 @@ def test_server_engine_one_process():
 
 def test_server_engine_with_no_prompt_sends_no_request():
     client = EchoClient()
-    out = vllm_server_engine(fake_trainer(client), [], max_new_tokens=8, temperature=1.0)
-    assert out.token_ids == [] and client.requests == []
+    out = vllm_server_engine(fake_trainer(client), [], SamplingConfig(max_new_tokens=8))
+    assert out == [] and client.requests == []
 
 
 def test_check_generation_setup():
@@ -135,10 +139,10 @@ def test_engine_is_called_even_when_every_first_attempt_is_solved(tmp_path):
     eos = tokenizer.eos_token_id
     calls: list[int] = []
 
-    def engine(trainer, prompt_ids, **_):
+    def engine(trainer, prompt_ids, sampling):
         calls.append(len(prompt_ids))
         good = tokenizer("good end", add_special_tokens=False)["input_ids"] + [eos]
-        return Sampled([list(good) for _ in prompt_ids])
+        return [completion_from_ids(tokenizer, good, sampling) for _ in prompt_ids]
 
     config = tiny_config(tmp_path, num_generations=4, per_device_train_batch_size=8, first_attempt="online")
     trainer = build_trainer(
@@ -192,9 +196,9 @@ def test_server_engine_in_two_processes(tmp_path):
     assert rank1["requests"] == []
 
 
-def test_transformers_engine_with_no_prompt_joins_a_collective_generate(tmp_path, monkeypatch):
-    """Under ZeRO-3 or FSDP `generate` runs in lock-step across processes: a process with nothing to
-    sample must still generate (from a dummy prompt) and return nothing; elsewhere it just returns."""
+def test_transformers_engine_with_no_prompt_joins_a_collective_forward(tmp_path, monkeypatch):
+    """Under ZeRO-3 or FSDP the forward pass is a collective: a process with nothing to sample must
+    still run the token loop (from a dummy prompt) and return nothing; elsewhere it just returns."""
     from r3.training import engines
 
     tokenizer = make_tokenizer()
@@ -206,17 +210,37 @@ def test_transformers_engine_with_no_prompt_joins_a_collective_generate(tmp_path
         records=records(),
     )
     calls = []
-    real_generate = trainer.model.generate
-
-    def counting_generate(*args, **kwargs):
-        calls.append(kwargs["input_ids"].shape)
-        return real_generate(*args, **kwargs)
-
-    monkeypatch.setattr(trainer.model, "generate", counting_generate)
-    assert engines.transformers_engine(trainer, [], max_new_tokens=3, temperature=0.0) == Sampled([])
+    hook = trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    greedy = SamplingConfig(max_new_tokens=3, temperature=0.0)
+    assert engines.transformers_engine(trainer, [], greedy) == []
     assert calls == []
     monkeypatch.setattr(engines, "generation_is_collective", lambda model: True)
-    assert engines.transformers_engine(trainer, [], max_new_tokens=3, temperature=0.0) == Sampled([])
-    assert len(calls) == 1 and tuple(calls[0]) == (1, 1)
+    assert engines.transformers_engine(trainer, [], greedy) == []
+    assert calls and tuple(calls[0]) == (1, 1)  # the dummy prompt's prefill, then its steps
     monkeypatch.undo()
+    hook.remove()
     assert engines.generation_is_collective(trainer.model) is False  # one process, no process group
+
+
+@pytest.mark.slow
+def test_synced_token_loop_keeps_processes_in_step(tmp_path):
+    """Two gloo processes, one with rows that stop at different steps and one with a dummy row: in
+    synced mode both make the same number of forward calls (none is left waiting in a collective),
+    and the real rows are those an unsynced run gives."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    command = [
+        str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()),
+        str(HERE / "synced_decode_worker.py"), str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0["forwards"] == rank1["forwards"] > 1
+    assert rank0["synced"] == rank0["alone"]
+    assert rank1["synced"] == rank1["alone"]

@@ -75,7 +75,9 @@ def test_r3_learns_the_reflection_that_makes_the_retry_succeed(tmp_path, pretrai
     assert after > 0.85
     assert mean(success[-5:]) > 0.8
     assert mean(success[-5:]) > mean(success[:5]) + 0.2
-    # Control: same run with the rewards shuffled within groups does not learn.
-    assert 0.25 < after_shuffled < 0.75
+    # Control: same run with the rewards shuffled within groups does not learn to write A. It is not
+    # neutral either: P(A) wanders, and often far toward B (0.0 to 0.6 over seeds and samplers, measured
+    # when the sampler changed), so only "does not learn A" is asserted, not "stays near 0.5".
+    assert after_shuffled < 0.75
     assert mean(success_shuffled[-5:]) < 0.75
     assert after - after_shuffled > 0.25

@@ -36,20 +36,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from r3.errors import R3Error
-from r3.generation.base import Completion, Generator, SamplingConfig
+from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
 from r3.tasks.base import Example, Prompt, Task, Verdict
 
 #: What follows a failed first attempt; `reflect` is the paper's protocol.
 SECOND_TRY_MODES: tuple[str, ...] = ("reflect", "resample", "feedback")
 
-#: Added to the first attempt's seed for a `resample` second attempt, so that with temperature > 0
-#: it is an independent draw rather than a replay of the first. Not a multiple of the per-chunk seed
-#: stride of `r3 eval` (7919), so it never equals another chunk's attempt seed either.
-RESAMPLE_SEED_OFFSET = 104_729
 
-#: Added (times k-1) to the reflection's and retry's seeds in round k > 1, so that sampled rounds draw
-#: afresh; a prime apart from the other offsets.
-ROUND_SEED_OFFSET = 1_299_709
+def seeded(
+    sampling: SamplingConfig, step: str, episodes: Sequence[Episode], round_number: int = 1
+) -> SamplingConfig:
+    """`sampling` with one seed per episode: `derive_seed(sampling.seed, step, example index, round)`.
+
+    So an example's attempt, reflection and retry are drawn from seeds that name the example and the
+    step, never its position in a batch: `r3 eval` gives the same rows whatever its batch size, a
+    resumed run samples what the whole run would have, and a `resample` second attempt (its own step
+    name) is an independent draw rather than a replay of the first."""
+    return sampling.with_(
+        seeds=tuple(derive_seed(sampling.seed, step, ep.index, round_number) for ep in episodes)
+    )
 
 
 @dataclass(frozen=True)
@@ -235,18 +240,23 @@ def _first_round(
     second_try: str,
 ) -> list[Episode]:
     """The attempt and, on failure, round 1 (the paper's second try)."""
-    attempts = [g[0] for g in generator.generate([task.prompt(e) for e in examples], 1, sampling.attempt)]
     episodes = [
-        Episode(first_index + i, ex, att, safe_verify(task, ex, att.text))
-        for i, (ex, att) in enumerate(zip(examples, attempts, strict=True))
+        Episode(first_index + i, ex, Completion("", 0), Verdict.failure("not attempted"))
+        for i, ex in enumerate(examples)
     ]
+    attempts = generator.generate(
+        [task.prompt(e) for e in examples], 1, seeded(sampling.attempt, "attempt", episodes)
+    )
+    for ep, group in zip(episodes, attempts, strict=True):
+        ep.attempt = group[0]
+        ep.attempt_verdict = safe_verify(task, ep.example, ep.attempt.text)
     failed = [ep for ep in episodes if not ep.first_try_ok]
     if not failed:
         return episodes
     if second_try == "resample":
         for ep in failed:
             ep.retry_prompt = task.prompt(ep.example)
-        resample = sampling.attempt.with_(seed=sampling.attempt.seed + RESAMPLE_SEED_OFFSET)
+        resample = seeded(sampling.attempt, "resample", failed)
         seconds = generator.generate([ep.retry_prompt for ep in failed if ep.retry_prompt], 1, resample)
         _record_retries(task, failed, seconds)
         return episodes
@@ -257,7 +267,9 @@ def _first_round(
             else task.reflection_prompt(ep.example, ep.attempt.text)
         )
     reflections = generator.generate(
-        [ep.reflection_prompt for ep in failed if ep.reflection_prompt], 1, sampling.reflection
+        [ep.reflection_prompt for ep in failed if ep.reflection_prompt],
+        1,
+        seeded(sampling.reflection, "reflection", failed),
     )
     for ep, group in zip(failed, reflections, strict=True):
         ep.reflection = group[0]
@@ -269,7 +281,9 @@ def _first_round(
                 {"role": "assistant", "content": ep.reflection.text},
                 {"role": "user", "content": task.retry_instruction},
             )
-    retries = generator.generate([ep.retry_prompt for ep in failed if ep.retry_prompt], 1, sampling.retry)
+    retries = generator.generate(
+        [ep.retry_prompt for ep in failed if ep.retry_prompt], 1, seeded(sampling.retry, "retry", failed)
+    )
     _record_retries(task, failed, retries)
     return episodes
 
@@ -288,40 +302,43 @@ def _next_round(
     pending = [ep for ep in pending if ep.last_retry is not None]
     if not pending:
         return
-    shift = ROUND_SEED_OFFSET * (k - 1)
     if second_try == "resample":
-        resample = sampling.attempt.with_(seed=sampling.attempt.seed + RESAMPLE_SEED_OFFSET * k)
         prompts = [task.prompt(ep.example) for ep in pending]
-        answers = generator.generate(prompts, 1, resample)
+        answers = generator.generate(prompts, 1, seeded(sampling.attempt, "resample", pending, k))
         for ep, prompt, group in zip(pending, prompts, answers, strict=True):
             verdict = safe_verify(task, ep.example, group[0].text)
             ep.later_rounds.append(Round(k, prompt, group[0], verdict))
         return
-    reflection_sampling = sampling.reflection.with_(seed=sampling.reflection.seed + shift)
+    budget = sampling.reflection.max_new_tokens
     fits = getattr(generator, "fits", None)
     asked: list[tuple[Episode, Prompt]] = []
     for ep in pending:
         history, retry, verdict = ep.last_retry  # type: ignore[misc]
         reason = verdict.reason if second_try == "feedback" else None
         prompt = reflection_after(task, history, retry.text, reason)
-        if fits is not None and not fits(prompt, reflection_sampling.max_new_tokens):
+        if fits is not None and not fits(prompt, budget):
             ep.stopped = f"round {k}: the history no longer fits the model's context"
             continue
         asked.append((ep, prompt))
     if not asked:
         return
-    reflections = generator.generate([prompt for _, prompt in asked], 1, reflection_sampling)
-    retry_sampling = sampling.retry.with_(seed=sampling.retry.seed + shift)
+    reflections = generator.generate(
+        [prompt for _, prompt in asked],
+        1,
+        seeded(sampling.reflection, "reflection", [ep for ep, _ in asked], k),
+    )
     retrying: list[tuple[Episode, Prompt, Completion, Prompt]] = []
     for (ep, prompt), group in zip(asked, reflections, strict=True):
         retry_prompt = retry_after(task, prompt, group[0].text)
-        if fits is not None and not fits(retry_prompt, retry_sampling.max_new_tokens):
+        if fits is not None and not fits(retry_prompt, sampling.retry.max_new_tokens):
             ep.stopped = f"round {k}: the history no longer fits the model's context"
             continue
         retrying.append((ep, prompt, group[0], retry_prompt))
     if not retrying:
         return
-    retries = generator.generate([item[3] for item in retrying], 1, retry_sampling)
+    retries = generator.generate(
+        [item[3] for item in retrying], 1, seeded(sampling.retry, "retry", [item[0] for item in retrying], k)
+    )
     for (ep, prompt, reflection, retry_prompt), group in zip(retrying, retries, strict=True):
         verdict = safe_verify(task, ep.example, group[0].text)
         ep.later_rounds.append(Round(k, retry_prompt, group[0], verdict, prompt, reflection))

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from r3.episode import (
-    RESAMPLE_SEED_OFFSET,
     Episode,
     EpisodeSampling,
     check_rounds,
@@ -88,13 +87,15 @@ def prepare_output(
 
     The identity is every setting that changes what is sampled, and `digest`, a digest of the
     examples themselves (a data file changed under the same path is another run). `chunk_size` (the
-    CLI's `--batch-size`) decides the seeds of sampled runs, so it counts when temperature > 0; under
-    greedy decoding it changes nothing and a resume may use another. `second_try`, `rounds` and
-    `base_url` count except at their defaults, and the digest and batch size are new keys, so folders
-    written before they existed still resume."""
+    CLI's `--batch-size`) is not in it: every example is seeded by its index (`episode.seeded`), so a
+    resume may use another. A sampled run records `sampler` (how tokens are drawn: 2 since
+    `generation.decode`), so a sampled folder from an earlier sampler is refused rather than mixed;
+    greedy rows do not depend on it. `second_try`, `rounds` and `base_url` count except at their
+    defaults, and the digest is a new key, so folders written before these existed still resume."""
     identity: dict[str, Any] = asdict(config)
-    if config.temperature <= 0:
-        del identity["chunk_size"]
+    del identity["chunk_size"]
+    if config.temperature > 0:
+        identity["sampler"] = SAMPLER_VERSION
     if digest is not None:
         identity["examples_sha256"] = digest
     if identity["second_try"] == "reflect":
@@ -108,8 +109,12 @@ def prepare_output(
     )
 
 
-#: Identity keys `run.json` files written by earlier versions lack.
+#: Identity keys `run.json` files written by earlier versions lack (`chunk_size`: written by earlier
+#: versions, no longer compared).
 NEW_IDENTITY_KEYS = ("examples_sha256", "chunk_size")
+
+#: How sampled runs draw their tokens: 2 = `generation.decode` with per-example seeds.
+SAMPLER_VERSION = 2
 
 
 def evaluate(
@@ -135,12 +140,11 @@ def evaluate(
         report.advance(len(rows), **_running_status(rows))
         for start in range(len(rows), len(examples), config.chunk_size):
             chunk = examples[start : start + config.chunk_size]
-            step = sampling if start == 0 else _reseed(sampling, start)
             episodes = run_episodes(
                 task,
                 generator,
                 chunk,
-                step,
+                sampling,
                 first_index=start,
                 second_try=config.second_try,
                 rounds=config.rounds,
@@ -156,16 +160,6 @@ def evaluate(
     write_json_atomic(folder / "results.json", results)
     (folder / "results.md").write_text(results_markdown(results))
     return results
-
-
-def _reseed(sampling: EpisodeSampling, offset: int) -> EpisodeSampling:
-    """Each chunk gets its own seed so that a resumed run samples what the full run would have."""
-    return EpisodeSampling(
-        *(
-            s.with_(seed=s.seed + 7919 * offset)
-            for s in (sampling.attempt, sampling.reflection, sampling.retry)
-        )
-    )
 
 
 def _running_status(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -274,7 +268,7 @@ def second_try_note(config: EvalConfig) -> str:
         note = (
             "After a failed first attempt, a second independent attempt at the original prompt with no "
             f"reflection, sampled like the first (temperature {config.temperature}, top_p {config.top_p}, "
-            f"max_new_tokens {config.max_new_tokens}) with the seed shifted by {RESAMPLE_SEED_OFFSET}."
+            f"max_new_tokens {config.max_new_tokens}) from seeds of its own (`episode.seeded`)."
         )
         if config.temperature <= 0:
             note += (

@@ -1,8 +1,15 @@
 """The generation interface shared by evaluation, mining and training.
 
-A backend turns chats into sampled completions:
+Two levels, one seed scheme:
 
     backend.generate(prompts, n, sampling) -> list (one per prompt) of list (n) of Completion
+    sampler.sample_tokens(prompt_ids, sampling) -> list (one per row) of Completion
+
+`generate` takes chats (evaluation and mining); `sample_tokens` takes prompt token ids, one sample per
+row (training, whose prompts are token ids already, and any backend that works on tokens). A backend
+that has `sample_tokens` gets `generate` from `generate_from_tokens`, so both levels sample the same
+way: the transformers backend (also over the trainer's own model) and vLLM (also TRL's colocated
+engine) are token samplers; a chat server (`openai_backend`) only has `generate`.
 
 **A seed per request.** Every prompt of a call has its own seed (`request_seeds`: `sampling.seeds`
 when the caller gives them, else derived from `sampling.seed` and the prompt's position), and the j-th
@@ -19,9 +26,10 @@ that follow the same protocol.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from r3.tasks.base import Prompt
 
@@ -35,8 +43,12 @@ class SamplingConfig:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int = 0
-    #: One seed per prompt of the call (overrides the positional seeds derived from `seed`).
+    #: One seed per prompt of the call (else prompt i's is `derive_seed(seed, i)`).
     seeds: tuple[int, ...] | None = None
+    #: Keep only the k most likely tokens before top-p (None: no limit).
+    top_k: int | None = None
+    #: Return each sampled token's log-probability (`Completion.logprobs`), where the backend can.
+    logprobs: bool = False
 
     def with_(self, **changes: object) -> SamplingConfig:
         """A copy with some fields changed (e.g. a per-query seed)."""
@@ -51,6 +63,8 @@ class Completion:
     num_tokens: int
     finish_reason: str = "stop"  # "stop" (EOS or stop string) or "length"
     token_ids: tuple[int, ...] = field(default=(), repr=False)
+    #: Per-token log-probabilities of `token_ids` (when asked for and the backend has them).
+    logprobs: tuple[float | None, ...] | None = field(default=None, repr=False)
 
 
 @runtime_checkable
@@ -62,21 +76,99 @@ class Generator(Protocol):
         ...
 
 
+@runtime_checkable
+class TokenSampler(Protocol):
+    """Anything that can sample continuations of prompt token ids (one per row).
+
+    Row i is seeded by `request_seeds(sampling, len(prompt_ids))[i]` and its `Completion.token_ids`
+    keep the end-of-turn token when the row ended on one; `text` is the decoded continuation cut just
+    after the first stop string."""
+
+    tokenizer: Any
+
+    def sample_tokens(
+        self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig
+    ) -> list[Completion]:
+        """Return one completion per row, in order."""
+        ...
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
+    """Token ids of each chat, rendered by `chat.render_prompt`. The rendered text already holds the
+    template's special tokens, so none are added (a second BOS would change what the model sees)."""
+    from r3.generation.chat import render_prompt
+
+    return [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+def generate_from_tokens(
+    sampler: TokenSampler, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig
+) -> list[list[Completion]]:
+    """`Generator.generate` for a token sampler: a row per sample, the j-th sample of prompt i seeded
+    by `sample_seed(request seed i, j)`. Greedy decoding samples one row per prompt and repeats it."""
+    ids = encode_prompts(sampler.tokenizer, prompts)
+    greedy = sampling.temperature <= 0
+    per_prompt = 1 if greedy else n
+    seeds = request_seeds(sampling, len(ids))
+    rows = [row for row in ids for _ in range(per_prompt)]
+    row_seeds = tuple(sample_seed(seed, j) for seed in seeds for j in range(per_prompt))
+    flat = sampler.sample_tokens(rows, sampling.with_(seeds=row_seeds))
+    groups = [flat[i * per_prompt : (i + 1) * per_prompt] for i in range(len(ids))]
+    return [group * n if greedy else group for group in groups]
+
+
+def completion_from_ids(
+    tokenizer: Any,
+    ids: Sequence[int],
+    sampling: SamplingConfig,
+    *,
+    ended: bool | None = None,
+    logprobs: Sequence[float | None] | None = None,
+) -> Completion:
+    """A `Completion` from sampled token ids: decoded, cut just after the first stop string.
+
+    `ended` (EOS or a stop string) is the sampler's word when it has one; otherwise a row ended if its
+    text holds a stop string, its last token is the tokenizer's EOS, or it is shorter than its budget."""
+    ids = [int(t) for t in ids]
+    text, stopped = truncate_at_stop(tokenizer.decode(ids, skip_special_tokens=True), sampling.stop)
+    if ended is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+        ended = stopped or (bool(ids) and ids[-1] == eos) or len(ids) < sampling.max_new_tokens
+    return Completion(
+        text=text,
+        num_tokens=len(ids),
+        finish_reason="stop" if ended else "length",
+        token_ids=tuple(ids),
+        logprobs=tuple(logprobs) if logprobs is not None else None,
+    )
+
+
 _SEED_MOD = 2**31 - 1  # every backend and server accepts seeds below 2**31
 
 
 def request_seeds(sampling: SamplingConfig, count: int) -> list[int]:
-    """The seed of each of `count` prompts: `sampling.seeds`, or `sampling.seed` and the position."""
+    """The seed of each of `count` prompts: `sampling.seeds`, or `derive_seed(sampling.seed, i)`."""
     if sampling.seeds is not None:
         if len(sampling.seeds) != count:
             raise ValueError(f"{len(sampling.seeds)} seeds for {count} prompts")
         return [int(s) % _SEED_MOD for s in sampling.seeds]
-    return [(sampling.seed * 1_000_003 + i) % _SEED_MOD for i in range(count)]
+    return [derive_seed(sampling.seed, i) for i in range(count)]
+
+
+def derive_seed(*parts: object) -> int:
+    """The one way R3 derives a seed from another: a hash of the parts (a run's seed, what is sampled,
+    an example's index, a round...), so that a request's seed names what it samples, never where it
+    sits in a batch. A hash, not arithmetic: Mersenne Twister generators (torch's, hence vLLM's and
+    the transformers backend's) seeded with nearby integers give correlated first draws, which once
+    made the 8 samples of a GRPO group come out nearly all alike. 31 bits: every backend takes it."""
+    text = ":".join(str(part) for part in parts)
+    digest = hashlib.blake2b(f"r3:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _SEED_MOD
 
 
 def sample_seed(request_seed: int, j: int) -> int:
     """The seed of the j-th sample of a request: a function of the request's seed and j only."""
-    return (request_seed * 7_919 + j * 104_723 + 1) % _SEED_MOD
+    return derive_seed(request_seed, "sample", j)
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

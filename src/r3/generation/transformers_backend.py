@@ -1,13 +1,10 @@
-"""Sampling with `transformers.generate`: batched, left-padded, a seed per request, with stop strings.
+"""Sampling with a loaded transformers model: a seed per row, stop strings, prefix sharing.
 
-Runs anywhere torch runs (this is the CPU path). Prompts are rendered with the tokenizer's chat
-template (`chat.render_prompt`) and padded on the left so every row's continuation starts at the same
-column. Greedy decoding is `generate`'s own. Sampling is done row by row inside `generate`: each row
-(one sample of one prompt) has its own `torch.Generator`, seeded by `base.sample_seed`, and
-`RowSampler` turns the row's logits into a draw from its softmax (temperature, top-p) with the
-Gumbel-max trick, which `generate` then picks greedily. So a row's tokens depend on its own seed and
-logits only, not on the other rows of the batch nor on the global random state: batching queries
-(mining's windows) gives the samples one call per prompt would give, up to floating-point noise.
+Runs anywhere torch runs (this is the CPU path, and the trainer's own model in `r3 train`). Chats are
+rendered with the tokenizer's chat template (`chat.render_prompt`); the token loop is
+`decode.decode`, which prefills each distinct prompt once, drops rows as they finish and draws each
+row from its own seeded generator, so batching queries (mining's windows) gives the samples one call
+per prompt would give, up to floating-point noise.
 """
 
 from __future__ import annotations
@@ -15,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
-
-from r3.generation.base import Completion, SamplingConfig, request_seeds, sample_seed, truncate_at_stop
+from r3.generation.base import (
+    Completion,
+    SamplingConfig,
+    completion_from_ids,
+    generate_from_tokens,
+    request_seeds,
+)
 from r3.generation.chat import render_prompt
+from r3.generation.decode import TokenChoice, decode
 from r3.tasks.base import Prompt
 
 
@@ -32,7 +33,7 @@ class TransformersBackend:
         self.batch_size = max(1, batch_size)
         self.model_name = model_name or getattr(model.config, "_name_or_path", "model")
         self.stop_ids = _stop_token_ids(model, tokenizer)
-        self._stop_cache: dict[tuple[str, ...], StopStringCriteria] = {}
+        self._stop_cache: dict[tuple[str, ...], Any] = {}
 
     @property
     def context_length(self) -> int | None:
@@ -51,103 +52,53 @@ class TransformersBackend:
         return length + max_new_tokens <= limit
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
-        texts = [render_prompt(self.tokenizer, p) for p in prompts]
-        seeds = request_seeds(sampling, len(texts))
-        out: list[list[Completion]] = []
-        # Keep about `batch_size` sequences per forward pass whatever n is.
-        per_batch = max(1, self.batch_size // max(1, n)) if sampling.temperature > 0 else self.batch_size
-        for start in range(0, len(texts), per_batch):
-            end = start + per_batch
-            out.extend(self._generate_batch(texts[start:end], n, sampling, seeds[start:end]))
+        return generate_from_tokens(self, prompts, n, sampling)
+
+    def sample_tokens(
+        self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig, *, synced: bool = False
+    ) -> list[Completion]:
+        """One continuation per row, `batch_size` rows per forward pass (rows of one prompt share a
+        prefill). `synced`: one pass over all rows, in step with the other processes (see `decode`)."""
+        seeds = request_seeds(sampling, len(prompt_ids))
+        choice = TokenChoice(sampling.temperature, sampling.top_p, sampling.top_k)
+        stopped = self._stop_check(sampling.stop) if sampling.stop else None
+        pad = self.tokenizer.pad_token_id
+        size = len(prompt_ids) if synced else self.batch_size
+        out: list[Completion] = []
+        for start in range(0, len(prompt_ids), max(1, size)):
+            end = start + max(1, size)
+            rows = decode(
+                self.model,
+                prompt_ids[start:end],
+                seeds=seeds[start:end],
+                max_new_tokens=sampling.max_new_tokens,
+                choice=choice,
+                eos_ids=self.stop_ids,
+                pad_id=pad if pad is not None else 0,
+                stopped=stopped,
+                logprobs=sampling.logprobs,
+                synced=synced,
+            )
+            out.extend(
+                completion_from_ids(self.tokenizer, r.token_ids, sampling, ended=r.ended, logprobs=r.logprobs)
+                for r in rows
+            )
         return out
 
-    @torch.no_grad()
-    def _generate_batch(
-        self, texts: list[str], n: int, sampling: SamplingConfig, seeds: list[int]
-    ) -> list[list[Completion]]:
-        greedy = sampling.temperature <= 0
-        rows = texts if greedy else [t for t in texts for _ in range(n)]  # a row per sample
-        enc = self.tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.model.device) for k, v in enc.items()}
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": sampling.max_new_tokens,
-            "do_sample": False,  # greedy, or greedy over RowSampler's Gumbel-perturbed logits
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self.stop_ids or None,
-            # The model's generation config may set sampling defaults; our rows decide instead.
-            "temperature": None,
-            "top_p": None,
-            "top_k": None,
-        }
-        if not greedy:
-            row_seeds = [sample_seed(seed, j) for seed in seeds for j in range(n)]
-            sampler = RowSampler(row_seeds, sampling.temperature, sampling.top_p, self.model.device)
-            kwargs["logits_processor"] = LogitsProcessorList([sampler])
-        if sampling.stop:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([self._stop_criterion(sampling.stop)])
-        sequences = self.model.generate(**enc, **kwargs)
-        new_tokens = sequences[:, enc["input_ids"].shape[1] :].tolist()
-        per_prompt = 1 if greedy else n
-        groups: list[list[Completion]] = []
-        for i in range(len(texts)):
-            rows = new_tokens[i * per_prompt : (i + 1) * per_prompt]
-            group = [self._completion(ids, sampling) for ids in rows]
-            groups.append(group * n if greedy else group)
-        return groups
-
-    def _stop_criterion(self, stop: tuple[str, ...]) -> StopStringCriteria:
-        """Built once per set of stop strings: building it scans the whole vocabulary."""
+    def _stop_check(self, stop: tuple[str, ...]) -> Any:
+        """`ids -> bool`: whether the decoded tail of `ids` contains a stop string. Only the last
+        tokens are decoded (enough to hold the longest stop string), so a step costs the same
+        whatever the length so far; a stop string is caught at the token that completes it."""
         if stop not in self._stop_cache:
-            self._stop_cache[stop] = StopStringCriteria(self.tokenizer, list(stop))
+            tail = max(len(s) for s in stop) + 2
+            decode_ = self.tokenizer.decode
+
+            def stopped(ids: list[int]) -> bool:
+                text = decode_(ids[-tail:], skip_special_tokens=True)
+                return any(s and s in text for s in stop)
+
+            self._stop_cache[stop] = stopped
         return self._stop_cache[stop]
-
-    def _completion(self, ids: list[int], sampling: SamplingConfig) -> Completion:
-        """Cut at the first end-of-turn token, decode, and cut at the first stop string."""
-        cut = len(ids)
-        for pos, tok in enumerate(ids):
-            if tok in self.stop_ids:
-                cut = pos + 1
-                break
-        ids = ids[:cut]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        text, stopped = truncate_at_stop(text, sampling.stop)
-        if stopped:
-            # A row stopped by a stop string is padded to the batch's length; when the pad token is
-            # also an end-of-turn token (Qwen's <|endoftext|>) the cut above kept one pad. Drop them.
-            pad = self.tokenizer.pad_token_id
-            while ids and pad is not None and ids[-1] == pad:
-                ids = ids[:-1]
-        ended = stopped or (bool(ids) and ids[-1] in self.stop_ids)
-        return Completion(
-            text=text,
-            num_tokens=len(ids),
-            finish_reason="stop" if ended or len(ids) < sampling.max_new_tokens else "length",
-            token_ids=tuple(ids),
-        )
-
-
-class RowSampler(LogitsProcessor):
-    """Sampling as a logits processor: each row's scores become `logits / T` (top-p filtered) plus
-    Gumbel noise from the row's own generator, so that the greedy pick is a draw from the row's
-    softmax that depends on its seed and logits only."""
-
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any) -> None:
-        self.generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        self.temperature = temperature
-        self.top_p = top_p
-        self.device = device
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits = scores.float() / self.temperature
-        if self.top_p < 1.0:
-            ordered, order = torch.sort(logits, descending=True, dim=-1)
-            mass = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-            drop = mass - torch.softmax(ordered, dim=-1) >= self.top_p  # keeps the token that crosses
-            logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
-        vocab = logits.shape[-1]
-        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(self.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20, max=1.0 - 1e-7)))
-        return logits + gumbel
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:

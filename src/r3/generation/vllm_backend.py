@@ -11,25 +11,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from r3.errors import R3Error
-from r3.generation.base import Completion, SamplingConfig, request_seeds, truncate_at_stop
-from r3.generation.chat import render_prompt
+from r3.generation.base import (
+    Completion,
+    SamplingConfig,
+    completion_from_ids,
+    generate_from_tokens,
+    request_seeds,
+)
 from r3.tasks.base import Prompt
 
 
-def prompt_token_ids(tokenizer: Any, prompts: Sequence[Prompt]) -> list[dict[str, list[int]]]:
-    """vLLM token prompts, encoded as the transformers backend encodes them.
-
-    The rendered chat already holds the template's special tokens; handing vLLM the text would let
-    it add a BOS of its own (a doubled BOS for Llama-style templates) and make the two backends see
-    different inputs."""
-    return [
-        {"prompt_token_ids": tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]}
-        for p in prompts
-    ]
-
-
 class VLLMBackend:
-    """A `Generator` over a vLLM engine."""
+    """A `Generator` and `TokenSampler` over a vLLM engine (`vllm.LLM`): one request per row, each
+    with its own seed."""
 
     def __init__(
         self, model_path: str, model_name: str = "", dtype: str = "auto", **engine_kwargs: Any
@@ -41,34 +35,61 @@ class VLLMBackend:
                 "the vllm backend needs vLLM: pip install 'reflect-retry-reward[vllm]' (GPU only); "
                 "or use --backend transformers"
             ) from None
-        self.llm = LLM(model=model_path, dtype=dtype, enable_prefix_caching=True, **engine_kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
-        self.model_name = model_name or model_path
+        llm = LLM(model=model_path, dtype=dtype, enable_prefix_caching=True, **engine_kwargs)
+        self._attach(llm, model_name or model_path)
+
+    @classmethod
+    def over(cls, llm: Any, model_name: str = "") -> VLLMBackend:
+        """A backend over an engine that already exists (TRL's colocated `trainer.vllm_generation.llm`)."""
+        backend = cls.__new__(cls)
+        backend._attach(llm, model_name or "vllm")
+        return backend
+
+    def _attach(self, llm: Any, model_name: str) -> None:
+        self.llm = llm
+        self.tokenizer = llm.get_tokenizer()
+        self.model_name = model_name
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
+        return generate_from_tokens(self, prompts, n, sampling)
+
+    def sample_tokens(
+        self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig
+    ) -> list[Completion]:
+        if not prompt_ids:
+            return []
         from vllm import SamplingParams
 
         greedy = sampling.temperature <= 0
         params = [  # a seed per request (base.request_seeds): rows do not depend on the batch
             SamplingParams(
-                n=1 if greedy else n,
+                n=1,
                 temperature=0.0 if greedy else sampling.temperature,
-                top_p=sampling.top_p,
+                top_p=1.0 if greedy else sampling.top_p,
+                top_k=-1 if greedy or not sampling.top_k else sampling.top_k,
                 max_tokens=sampling.max_new_tokens,
                 stop=list(sampling.stop) or None,
                 include_stop_str_in_output=True,
+                logprobs=0 if sampling.logprobs else None,
                 seed=seed,
             )
-            for seed in request_seeds(sampling, len(prompts))
+            for seed in request_seeds(sampling, len(prompt_ids))
         ]
-        outputs = self.llm.generate(prompt_token_ids(self.tokenizer, prompts), params, use_tqdm=False)
-        groups: list[list[Completion]] = []
+        requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        rows = []
         for out in outputs:
-            group = []
-            for c in out.outputs:
-                text, _ = truncate_at_stop(c.text, sampling.stop)
-                group.append(
-                    Completion(text, len(c.token_ids), c.finish_reason or "stop", tuple(c.token_ids))
+            sample = out.outputs[0]
+            logprobs = None
+            if sampling.logprobs:
+                logprobs = [
+                    entry[token].logprob if entry and token in entry else None
+                    for token, entry in zip(sample.token_ids, sample.logprobs or [], strict=False)
+                ]
+            ended = (sample.finish_reason or "stop") != "length"
+            rows.append(
+                completion_from_ids(
+                    self.tokenizer, sample.token_ids, sampling, ended=ended, logprobs=logprobs
                 )
-            groups.append(group * n if greedy else group)
-        return groups
+            )
+        return rows

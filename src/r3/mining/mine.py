@@ -49,7 +49,6 @@ how the run was interrupted.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -60,7 +59,7 @@ from typing import IO, Any
 
 from r3.episode import safe_verify
 from r3.errors import R3Error
-from r3.generation.base import Generator, SamplingConfig
+from r3.generation.base import Generator, SamplingConfig, derive_seed
 from r3.mining.records import FailureRecord
 from r3.progress import ProgressReport
 from r3.rundir import examples_digest, fsync_dir, write_json_atomic
@@ -74,7 +73,8 @@ LOCK_FILE = ".lock"
 #: Files this module owns in an output folder (`overwrite` removes exactly these, nothing else).
 OWNED_FILES = (RUN_FILE, FAILURES_FILE, PROGRESS_FILE, SUMMARY_FILE)
 #: 2: a seed per request and windows of queries (rows of version 1 were sampled another way).
-FINGERPRINT_VERSION = 2
+#: 3: the token loop of `generation.decode` and hashed seeds (`base.derive_seed`).
+FINGERPRINT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -190,14 +190,9 @@ class MineSummary:
 
 
 def query_seed(run_seed: int, query_index: int, round_index: int) -> int:
-    """The sampling seed of one round of one query: independent of batching, resumes and `full`.
-
-    A hash rather than arithmetic so that nearby (seed, index, round) triples do not share random
-    streams; 31 bits so every backend accepts it."""
-    digest = hashlib.blake2b(
-        f"r3-mine:{run_seed}:{query_index}:{round_index}".encode(), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF
+    """The sampling seed of one round of one query (`base.derive_seed`): independent of batching,
+    resumes and `full`."""
+    return derive_seed(run_seed, "mine", query_index, round_index)
 
 
 #: Seeds of the round chains live in their own range of `query_seed`'s round index.

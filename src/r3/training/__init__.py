@@ -5,7 +5,8 @@
     config.py   R3Config (GRPOConfig + R3 fields)
     dataset.py  failure records -> rendered reflection prompts (+ PromptIndex back to the examples)
     rollout.py  R3Rollout, the `rollout_func`: reflect -> retry -> verify
-    engines.py  how the rollout samples: the trainer's model, colocated vLLM, or a vLLM server
+    engines.py  how the rollout samples (adapters of r3.generation's token sampler): the trainer's
+                model, colocated vLLM, or a vLLM server
     rewards.py  the retry-success reward and the r3/... metrics
     trainer.py  build_trainer / train / save_final
 
@@ -20,7 +21,6 @@ from typing import Any
 _EXPORTS = {
     "R3Config": "r3.training.config",
     "R3Rollout": "r3.training.rollout",
-    "RolloutSettings": "r3.training.rollout",
     "make_retry_success_reward": "r3.training.rewards",
     "build_dataset": "r3.training.dataset",
     "build_trainer": "r3.training.trainer",

@@ -3,8 +3,10 @@
 Every `GRPOConfig` / `TrainingArguments` field keeps its TRL meaning and can be set in a YAML recipe
 or overridden on the command line (`--max_steps 2`, `--learning-rate 1e-6`). The reflection is the
 completion GRPO samples, so TRL's own sampling fields apply to it: `temperature`, `top_p`, `top_k`
-and `max_completion_length` (the reflection's token budget). The retry and the online first attempt
-have their own fields below.
+and `max_completion_length` (the reflection's token budget, which `reflection_max_new_tokens`, the
+name `r3 eval` and `r3 mine` use, also sets). The retry and the online first attempt have their own
+fields below. `episode_sampling` turns them into the episode's settings (`episode.EpisodeSampling`),
+the type evaluation and mining use too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from r3.episode import EpisodeSampling
 from r3.errors import R3Error
+from r3.generation.base import SamplingConfig
+from r3.tasks.base import Task
 from r3.training.common import CommonTrainingFields
 
 FIRST_ATTEMPT_MODES = ("stored", "online")
@@ -62,6 +67,13 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     attempt_temperature: float = field(
         default=1.0, metadata={"help": "online first attempt: sampling temperature (0 = greedy)"}
     )
+    reflection_max_new_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "the reflection's token budget, as in r3 eval and r3 mine; sets TRL's "
+            "max_completion_length (the same knob under TRL's name)"
+        },
+    )
     retry_max_new_tokens: int = field(
         default=256, metadata={"help": "the retry's token budget (it also stops at the task's stop strings)"}
     )
@@ -74,6 +86,10 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     )
 
     def __post_init__(self) -> None:
+        if self.reflection_max_new_tokens is not None:
+            if self.reflection_max_new_tokens < 1:
+                raise R3Error("reflection_max_new_tokens must be at least 1")
+            self.max_completion_length = self.reflection_max_new_tokens
         super().__post_init__()
         self.check_common_fields()
         if isinstance(self.reward_funcs, str):
@@ -101,3 +117,27 @@ class R3Config(GRPOConfig, CommonTrainingFields):
                     "first_attempt=online needs per_device_train_batch_size * steps_per_generation "
                     f"({local}) to be a multiple of num_generations ({self.num_generations})"
                 )
+
+    def episode_sampling(self, task: Task) -> EpisodeSampling:
+        """The three generation steps' settings, as evaluation builds them (`EvalConfig.sampling`):
+        the reflection with TRL's sampling fields and no stop string, the retry and the online first
+        attempt with their own budgets and temperatures, stopped at the task's stop strings. The
+        rollout seeds each call (`rollout.call_seed`)."""
+        top_k = self.top_k or None
+        reflection = SamplingConfig(
+            max_new_tokens=self.max_completion_length,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=top_k,
+        )
+        return EpisodeSampling(
+            attempt=reflection.with_(
+                max_new_tokens=self.attempt_max_new_tokens,
+                temperature=self.attempt_temperature,
+                stop=task.stop,
+            ),
+            reflection=reflection,
+            retry=reflection.with_(
+                max_new_tokens=self.retry_max_new_tokens, temperature=self.retry_temperature, stop=task.stop
+            ),
+        )

@@ -9,7 +9,10 @@ For each prompt received we return exactly one completion:
     completion_ids  the sampled reflection, ending with EOS when the model stopped by itself
     logprobs        None (transformers) or the sampled tokens' logprobs (vLLM)
 
-How tokens are sampled (the trainer's model, colocated vLLM, or a vLLM server) is `engines.py`.
+How tokens are sampled (the trainer's model, colocated vLLM, or a vLLM server) is `engines.py`, each an
+adapter of `r3.generation`'s token sampler. The settings are the episode's (`episode.EpisodeSampling`:
+attempt, reflection, retry), built by `R3Config.episode_sampling`, and every call is seeded from the
+run's seed, the global step and the process (`call_seed`), a seed per row from there as everywhere.
 
 The completion TRL trains on is the reflection and nothing else: the first attempt is part of the
 prompt (prompt tokens never enter the loss) and the retry never reaches TRL as tokens at all. It is
@@ -27,12 +30,11 @@ failures the current policy actually makes; stored is cheaper and matches the pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from r3.episode import retry_after, safe_verify
-from r3.generation.base import truncate_at_stop
+from r3.episode import EpisodeSampling, retry_after, safe_verify
+from r3.generation.base import derive_seed
 from r3.generation.chat import render_prompt
 from r3.tasks.base import Task
 from r3.training.dataset import PromptIndex
@@ -50,34 +52,10 @@ ROLLOUT_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class RolloutSettings:
-    """Token budgets and temperatures of the three generation steps (0 = greedy)."""
-
-    reflection_max_new_tokens: int = 256
-    reflection_temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    retry_max_new_tokens: int = 256
-    retry_temperature: float = 0.0
-    first_attempt: str = "stored"
-    attempt_max_new_tokens: int = 256
-    attempt_temperature: float = 1.0
-
-    @classmethod
-    def from_config(cls, config: Any) -> RolloutSettings:
-        """From an `R3Config` (the reflection uses TRL's own sampling fields)."""
-        return cls(
-            reflection_max_new_tokens=config.max_completion_length,
-            reflection_temperature=config.temperature,
-            top_p=config.top_p,
-            top_k=config.top_k or None,
-            retry_max_new_tokens=config.retry_max_new_tokens,
-            retry_temperature=config.retry_temperature,
-            first_attempt=config.first_attempt,
-            attempt_max_new_tokens=config.attempt_max_new_tokens,
-            attempt_temperature=config.attempt_temperature,
-        )
+def call_seed(seed: int, step: int, process: int) -> int:
+    """The seed of one rollout call: a function of the run's seed, the global step and the process, so
+    that a resumed run samples what the uninterrupted one would have and processes draw apart."""
+    return derive_seed(seed, "rollout", step, process)
 
 
 @dataclass
@@ -97,26 +75,47 @@ class RolloutBatch:
 
 
 class R3Rollout:
-    """The `rollout_func` for `GRPOTrainer`: `R3Rollout(task, index, settings)(prompts, trainer)`."""
+    """The `rollout_func` for `GRPOTrainer`: `R3Rollout(task, index, sampling)(prompts, trainer)`."""
 
     def __init__(
         self,
         task: Task,
         index: PromptIndex,
-        settings: RolloutSettings,
+        sampling: EpisodeSampling,
+        first_attempt: str = "stored",
         engine: Engine | None = None,
     ) -> None:
         self.task = task
         self.index = index
-        self.settings = settings
+        self.sampling = sampling
+        self.first_attempt = first_attempt
         self.engine = engine
         self.last: RolloutBatch | None = None
 
     def _engine(self, trainer: Any) -> Engine:
         return self.engine if self.engine is not None else choose_engine(trainer)
 
+    def _settings(self, trainer: Any) -> EpisodeSampling:
+        """This call's settings: seeded by `call_seed`; logprobs asked for only where TRL uses them
+        (vLLM's importance-sampling correction)."""
+        args = getattr(trainer, "args", None)
+        state = getattr(trainer, "state", None)
+        accelerator = getattr(trainer, "accelerator", None)
+        seed = call_seed(
+            int(getattr(args, "seed", 0)),
+            int(getattr(state, "global_step", 0)),
+            int(getattr(accelerator, "process_index", 0)),
+        )
+        logprobs = bool(getattr(args, "use_vllm", False))
+        s = self.sampling
+        return EpisodeSampling(
+            attempt=s.attempt.with_(seed=derive_seed(seed, "attempt")),
+            reflection=s.reflection.with_(seed=derive_seed(seed, "reflection"), logprobs=logprobs),
+            retry=s.retry.with_(seed=derive_seed(seed, "retry")),
+        )
+
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
-        s = self.settings
+        s = self._settings(trainer)
         task = self.task
         tokenizer = trainer.processing_class
         engine = self._engine(trainer)
@@ -127,26 +126,14 @@ class R3Rollout:
             # The rendered chat already holds the template's special tokens.
             return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-        def decode(ids: Sequence[int]) -> str:
-            return tokenizer.decode(ids, skip_special_tokens=True)
-
         # 1. First attempt: stored in the prompt, or sampled once per distinct prompt (one per group).
         solved = [False] * n
-        if s.first_attempt == "online":
+        if self.first_attempt == "online":
             distinct = list(dict.fromkeys(prompts))
-            fresh = engine(
-                trainer,
-                [encode(p) for p in distinct],
-                max_new_tokens=s.attempt_max_new_tokens,
-                temperature=s.attempt_temperature,
-                top_p=s.top_p,
-                top_k=s.top_k,
-                stop=task.stop,
-            )
+            fresh = engine(trainer, [encode(p) for p in distinct], s.attempt)
             by_prompt = {}
-            for p, ids in zip(distinct, fresh.token_ids, strict=True):
-                text, _ = truncate_at_stop(decode(ids), task.stop)
-                by_prompt[p] = (text, safe_verify(task, self.index[p].example, text).ok)
+            for p, completion in zip(distinct, fresh, strict=True):
+                by_prompt[p] = (completion.text, safe_verify(task, self.index[p].example, completion.text).ok)
             attempts = [by_prompt[p][0] for p in prompts]
             solved = [by_prompt[p][1] for p in prompts]
             reflection_texts = [
@@ -162,23 +149,17 @@ class R3Rollout:
         eos = tokenizer.eos_token_id
         todo = [i for i in range(n) if not solved[i]]
         reflection_ids: list[list[int]] = [[eos] for _ in range(n)]
+        reflections = [""] * n
         logprobs: list[list[float | None]] | None = None
         # Engines are called on every process even with nothing to sample (see engines.py: collectives).
-        sampled = engine(
-            trainer,
-            [prompt_ids[i] for i in todo],
-            max_new_tokens=s.reflection_max_new_tokens,
-            temperature=s.reflection_temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-        )
-        for i, ids in zip(todo, sampled.token_ids, strict=True):
-            reflection_ids[i] = ids if ids else [eos]
-        if sampled.logprobs is not None:
+        sampled = engine(trainer, [prompt_ids[i] for i in todo], s.reflection)
+        for i, completion in zip(todo, sampled, strict=True):
+            reflection_ids[i] = list(completion.token_ids) or [eos]
+            reflections[i] = completion.text
+        if s.reflection.logprobs and all(c.logprobs is not None for c in sampled):
             logprobs = [[None] for _ in range(n)]  # None: no sampling logprob (TRL skips its correction)
-            for i, lp in zip(todo, sampled.logprobs, strict=True):
-                logprobs[i] = lp if lp else [None]
-        reflections = [decode(ids) for ids in reflection_ids]
+            for i, completion in zip(todo, sampled, strict=True):
+                logprobs[i] = list(completion.logprobs or ()) or [None]
 
         # 3. Retry with the reflection in context, stopped at the task's stop strings; 4. verify it.
         retry_prompts: list[str | None] = [None] * n
@@ -194,22 +175,12 @@ class R3Rollout:
                 else task.retry_prompt(items[i].example, attempts[i], reflections[i])
             )
             retry_prompts[i] = render_prompt(tokenizer, chat)
-        sampled = engine(
-            trainer,
-            [encode(retry_prompts[i]) for i in todo],
-            max_new_tokens=s.retry_max_new_tokens,
-            temperature=s.retry_temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            stop=task.stop,
-        )
-        for i, ids in zip(todo, sampled.token_ids, strict=True):
-            text, stopped = truncate_at_stop(decode(ids), task.stop)
-            retries[i] = text
-            retry_lengths[i] = len(ids)
-            ended = bool(ids) and ids[-1] == eos
-            retry_clipped[i] = len(ids) >= s.retry_max_new_tokens and not (stopped or ended)
-            success[i] = safe_verify(task, items[i].example, text).ok
+        sampled = engine(trainer, [encode(retry_prompts[i] or "") for i in todo], s.retry)
+        for i, completion in zip(todo, sampled, strict=True):
+            retries[i] = completion.text
+            retry_lengths[i] = completion.num_tokens
+            retry_clipped[i] = completion.finish_reason == "length"
+            success[i] = safe_verify(task, items[i].example, completion.text).ok
 
         extra = {
             "retry_success": success,

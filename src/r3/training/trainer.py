@@ -22,7 +22,7 @@ from r3.tasks.base import Task
 from r3.training.config import R3Config
 from r3.training.dataset import build_dataset
 from r3.training.rewards import RewardFunc, resolve_rewards
-from r3.training.rollout import Engine, R3Rollout, RolloutSettings
+from r3.training.rollout import Engine, R3Rollout
 
 SUMMARY_FILE = "r3_training.json"
 
@@ -139,7 +139,7 @@ def build_trainer(
             "the first example's verifier is used for them",
             stacklevel=2,
         )
-    rollout = R3Rollout(task, index, RolloutSettings.from_config(config), engine=engine)
+    rollout = R3Rollout(task, index, config.episode_sampling(task), config.first_attempt, engine=engine)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'rollout_func'.*experimental")
         trainer = GRPOTrainer(
