@@ -231,7 +231,7 @@ def test_another_runs_folder_is_refused_and_overwrite_starts_afresh(tmp_path):
         (examples, MineConfig(budget=4, round_size=2, seed=1), {"model": "a"}, "seed"),
     ]
     for exs, cfg, identity, what in cases:
-        with pytest.raises(R3Error, match="another mining run") as info:
+        with pytest.raises(R3Error, match="holds another run.s output") as info:
             mine(task, exs, coin_generator(), tmp_path, cfg, identity=identity)
         assert what in str(info.value) and "--overwrite" in str(info.value)
         assert (tmp_path / "failures.jsonl").read_bytes() == before
@@ -329,7 +329,7 @@ def test_cli_writes_a_dataset_that_datasets_and_read_failures_load(tmp_path, scr
         "--output-dir",
         str(out),
     )
-    assert code == 2 and "another mining run" in capsys.readouterr().err
+    assert code == 2 and "holds another run's output" in capsys.readouterr().err
 
 
 def test_cli_config_file_sets_defaults_and_flags_win(tmp_path, scripted_loader):

@@ -67,7 +67,7 @@ def test_eval_does_not_resume_into_a_changed_data_file(
     write_rows(data, ROWS[2:])  # same path, other rows
     assert r3_main(eval_argv(tiny_model_dir, data, out)) == 2
     err = capsys.readouterr().err
-    assert "holds another run's output (examples_sha256" in err
+    assert "holds another run's output (examples_sha256: the examples differ" in err
     assert [r["example"]["target"] for r in rows_of(out)] == [11, 13]  # nothing appended
 
 

@@ -14,7 +14,7 @@ import pytest
 from r3.cli import main
 from r3.episode import run_episodes
 from r3.errors import R3Error
-from r3.evaluation.evaluate import EvalConfig, evaluate, prepare_output
+from r3.evaluation.evaluate import EvalConfig, evaluate, open_output
 from r3.generation.base import SamplingConfig, derive_seed
 from r3.generation.scripted import ScriptedGenerator
 from r3.tasks import Prompt, get_task
@@ -168,7 +168,7 @@ def test_resuming_a_folder_with_another_protocol_is_refused(tmp_path: Path) -> N
     evaluate(config(), TASK, EXAMPLES, ScriptedGenerator(Recorder()), tmp_path, progress=False)
     for mode in ("resample", "feedback"):
         with pytest.raises(R3Error, match="another run.*second_try"):
-            prepare_output(config(second_try=mode), tmp_path, check_only=True)
+            open_output(config(second_try=mode), tmp_path, check_only=True)
         with pytest.raises(R3Error, match="another run.*second_try"):
             evaluate(config(second_try=mode), TASK, EXAMPLES, ScriptedGenerator(Recorder()), tmp_path)
     res = evaluate(
@@ -177,7 +177,7 @@ def test_resuming_a_folder_with_another_protocol_is_refused(tmp_path: Path) -> N
     assert res["second_try_protocol"] == "resample"
     with pytest.raises(R3Error, match="another run.*second_try"):  # and back again
         evaluate(config(), TASK, EXAMPLES, ScriptedGenerator(Recorder()), tmp_path)
-    assert prepare_output(config(second_try="resample"), tmp_path, check_only=True)  # same: resumes
+    assert open_output(config(second_try="resample"), tmp_path, check_only=True).resumed  # same: resumes
 
 
 def test_unknown_protocol_is_refused_before_anything_runs() -> None:

@@ -1,8 +1,20 @@
-"""Output folders that resume safely.
+"""Output folders that resume safely: one implementation for every command that writes rows.
 
-A long job (eval, mine) writes `run.json` with the settings that determine its results. Running again
-into the same folder resumes when the settings match, and is refused when they differ, so that two
-runs' rows never mix; `--overwrite` clears the folder's R3 files and starts afresh.
+A long job (`r3 eval`, `r3 mine`) opens its folder as a `RunFolder`:
+
+- **a lock**: one writer per folder (a second command into the same folder is refused at once);
+- **a fingerprint** (`run.json`): every setting that changes what is sampled, and a digest of the
+  examples (`examples_digest`). Running again into the folder resumes when it matches and is refused
+  when it differs, with one message naming what changed, so that two runs' rows never mix;
+- **`--overwrite`**: removes exactly the files the job owns (nothing else in the folder) and starts
+  afresh; files of the job without a `run.json` are refused rather than guessed at;
+- **crash recovery**: `rows(name)` reads a JSONL log and cuts a torn last line (a kill mid-write) off
+  the file, so appending continues cleanly; a damaged line followed by good ones is an error;
+- **durable appends**: `append(name, rows)` writes and fsyncs before returning, so a kill -9 loses
+  at most the rows being written.
+
+`RunFolder.open(..., check_only=True)` checks without creating, locking or writing anything, so a
+command can refuse a wrong folder before a slow step (loading a model).
 """
 
 from __future__ import annotations
@@ -11,9 +23,9 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from r3.errors import R3Error
 
@@ -21,52 +33,166 @@ if TYPE_CHECKING:
     from r3.tasks.base import Example, Task
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
 
 
-def prepare(
-    output_dir: str | Path,
-    identity: dict[str, Any],
-    outputs: list[str],
-    overwrite: bool,
-    check_only: bool = False,
-    new_keys: Sequence[str] = (),
-) -> bool:
-    """Create or check the folder. Returns True when an earlier run is being resumed.
+class RunFolder:
+    """An output folder opened for writing: locked, fingerprint checked, logs recovered on demand."""
 
-    `check_only`: raise if the folder would be refused, but create, delete and write nothing (so a
-    command can check its folder before a slow step that may still fail, e.g. loading a model).
-    `new_keys`: identity keys that one side may lack (a `run.json` written before they existed, or a
-    check made before they are known): they are compared only when both sides have them."""
-    folder = Path(output_dir)
-    run_file = folder / RUN_FILE
-    if check_only and (overwrite or not folder.is_dir()):
-        return False
-    if not check_only:
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], lock: IO[Any] | None) -> None:
+        self.folder = folder
+        self.fingerprint = fingerprint
+        self._lock = lock
+        self._handles: dict[str, IO[bytes]] = {}
+
+    @classmethod
+    def open(
+        cls,
+        output_dir: str | Path,
+        fingerprint: dict[str, Any],
+        owned: Sequence[str],
+        *,
+        command: str,
+        overwrite: bool = False,
+        check_only: bool = False,
+        new_keys: Sequence[str] = (),
+    ) -> RunFolder:
+        """Open (create, or check and resume) the folder of one `r3 <command>` run.
+
+        `owned`: the files the command writes there (`--overwrite` removes exactly these and
+        `run.json`). `new_keys`: fingerprint keys that one side may lack (a `run.json` written before
+        they existed): compared only when both sides have them. `resumed` says whether an earlier
+        run's output is being continued."""
+        folder = Path(output_dir).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise R3Error(f"--output-dir {folder}: exists and is not a folder")
+        if check_only:
+            run = cls(folder, fingerprint, None)
+            run.resumed = not overwrite and folder.is_dir() and _check(folder, fingerprint, owned, new_keys)
+            return run
         folder.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for name in [RUN_FILE, *outputs]:
-            (folder / name).unlink(missing_ok=True)
-    if run_file.is_file():
+        lock = _acquire_lock(folder, command)
         try:
-            earlier = json.loads(run_file.read_text())
-        except json.JSONDecodeError:
-            raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
-        keys = {
-            k for k in set(earlier) | set(identity) if k not in new_keys or (k in earlier and k in identity)
-        }
-        diff = sorted(k for k in keys if earlier.get(k) != identity.get(k))
-        if diff:
-            changes = ", ".join(f"{k}: {earlier.get(k)!r} -> {identity.get(k)!r}" for k in diff[:4])
+            if overwrite:
+                for name in [RUN_FILE, *owned]:
+                    (folder / name).unlink(missing_ok=True)
+            resumed = _check(folder, fingerprint, owned, new_keys)
+            if not resumed:
+                write_json_atomic(folder / RUN_FILE, fingerprint)
+            run = cls(folder, fingerprint, lock)
+            run.resumed = resumed
+            return run
+        except BaseException:
+            lock.close()
+            raise
+
+    resumed: bool = False
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def rows(self, name: str) -> list[dict[str, Any]]:
+        """The rows of the JSONL log `name`, its torn tail (if any) cut off the file."""
+        return read_log(self.folder / name, repair=True)
+
+    def append(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Append rows to the log `name` and push them to disk before returning."""
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = (self.folder / name).open("ab")
+        for row in rows:
+            handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    def rewrite(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace the log `name` atomically (a crash leaves the old file or the new one)."""
+        if name in self._handles:
+            self._handles.pop(name).close()
+        path = self.folder / name
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as handle:
+            for row in rows:
+                handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(self.folder)
+
+    def write_json(self, name: str, payload: Any) -> None:
+        write_json_atomic(self.folder / name, payload)
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _acquire_lock(folder: Path, command: str) -> IO[Any]:
+    handle = (folder / LOCK_FILE).open("a")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; one writer per folder is then the user's job
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise R3Error(
+            f"another `r3 {command}` is writing into {folder}; wait for it or use another --output-dir"
+        ) from None
+    return handle
+
+
+def _check(folder: Path, fingerprint: dict[str, Any], owned: Sequence[str], new_keys: Sequence[str]) -> bool:
+    """True when `folder` holds this same run (resume); False when it holds none of its files; an
+    `R3Error` naming what differs otherwise."""
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        stray = [name for name in owned if (folder / name).exists()]
+        if stray:
             raise R3Error(
-                f"{folder} holds another run's output ({changes}); choose another --output-dir "
-                "or pass --overwrite to start afresh"
+                f"{folder} holds {', '.join(stray)} but no {RUN_FILE}, so it cannot be resumed safely; "
+                "use another --output-dir, or --overwrite to start afresh"
             )
-        return True
-    if any((folder / name).exists() for name in outputs):
-        raise R3Error(f"{folder} holds output without {RUN_FILE}; pass --overwrite to replace it")
-    if not check_only:
-        write_json_atomic(run_file, identity)
-    return False
+        return False
+    try:
+        stored = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
+    if not isinstance(stored, dict):
+        raise R3Error(f"{run_file}: not a JSON object; use --overwrite to start afresh")
+    keys = list(fingerprint) + [k for k in stored if k not in fingerprint]
+    skip = {k for k in new_keys if k not in stored or k not in fingerprint}
+    diffs = [
+        describe_change(k, stored.get(k), fingerprint.get(k))
+        for k in keys
+        if k not in skip and stored.get(k) != fingerprint.get(k)
+    ]
+    if diffs:
+        raise R3Error(
+            f"{folder} holds another run's output ({'; '.join(diffs[:4])}). Mixing them would corrupt it: "
+            "use another --output-dir, the same options as before to resume, or --overwrite to start afresh"
+        )
+    return True
+
+
+def describe_change(key: str, old: Any, new: Any) -> str:
+    """One fingerprint difference, in words a user can act on."""
+    if key == "examples_sha256":
+        return "examples_sha256: the examples differ (same --data name, different content?)"
+    if key in ("version", "sampler"):
+        return f"{key}: {old!r} -> {new!r} (an earlier version of r3 drew these samples another way)"
+    return f"{key}: {old!r} -> {new!r}"
 
 
 def examples_digest(task: Task, examples: Sequence[Example]) -> str:
@@ -104,26 +230,48 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def read_complete_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file that was appended to line by line; a torn last line (a crash in the
-    middle of a write) is cut off the file so that appending can continue cleanly."""
+def read_log(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSONL file appended to line by line.
+
+    A last line without its newline (a crash mid-write) is left out, and with `repair` cut off the
+    file itself so that appending can continue cleanly. A damaged line followed by good ones means the
+    file was edited or corrupted: an error naming the file and line, rather than a guess."""
     if not path.is_file():
         return []
     data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep != len(data):
+    rows: list[dict[str, Any]] = []
+    good_end = 0  # byte offset just after the last line known good
+    bad_line: int | None = None
+    pos = 0
+    line_no = 0
+    while pos < len(data):
+        newline = data.find(b"\n", pos)
+        if newline == -1:
+            break  # no newline: the last write never finished
+        line_no += 1
+        line = data[pos:newline]
+        pos = newline + 1
+        if not line.strip():
+            if bad_line is None:
+                good_end = pos
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            row = None
+        if not isinstance(row, dict):
+            bad_line = bad_line or line_no
+            continue
+        if bad_line is not None:
+            raise R3Error(
+                f"{path}: line {bad_line} is not a JSON object but later lines are; the file was changed "
+                "by hand or corrupted. Fix it, or use --overwrite to start afresh"
+            )
+        rows.append(row)
+        good_end = pos
+    if repair and good_end != len(data):
         with path.open("r+b") as handle:
-            handle.truncate(keep)
-    rows = []
-    for line in data[:keep].decode("utf-8").splitlines():
-        if line.strip():
-            rows.append(json.loads(line))
+            handle.truncate(good_end)
+            handle.flush()
+            os.fsync(handle.fileno())
     return rows
-
-
-def append_jsonl(handle: Any, rows: list[dict[str, Any]]) -> None:
-    """Append rows and push them to disk before returning (nothing lost on a kill -9)."""
-    for row in rows:
-        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    handle.flush()
-    os.fsync(handle.fileno())

@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse expo
 
 def run(args: argparse.Namespace) -> int:
     from r3.episode import check_second_try
-    from r3.evaluation.evaluate import EvalConfig, evaluate, prepare_output
+    from r3.evaluation.evaluate import EvalConfig, evaluate, open_output
     from r3.rundir import examples_digest
     from r3.tasks import get_task
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     )
     output_dir = args.output_dir or f"runs/eval-{args.task.replace(':', '_').replace('.', '_')}"
     digest = examples_digest(task, examples)
-    prepare_output(
+    open_output(
         config, output_dir, overwrite=args.overwrite, check_only=True, digest=digest
     )  # before the load
     generator = generator_from_args(args)

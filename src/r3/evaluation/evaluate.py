@@ -30,7 +30,7 @@ from r3.evaluation.stats import accuracy
 from r3.generation.base import Generator, SamplingConfig
 from r3.progress import ProgressReport
 from r3.provenance import git_commit, versions
-from r3.rundir import append_jsonl, examples_digest, prepare, read_complete_jsonl, write_json_atomic
+from r3.rundir import RunFolder, examples_digest
 from r3.tasks.base import Task
 
 
@@ -70,17 +70,19 @@ class EvalConfig:
         return EpisodeSampling(attempt=attempt, reflection=reflection, retry=attempt)
 
 
-OUTPUTS = ["samples.jsonl", "results.json", "results.md"]
+SAMPLES_FILE = "samples.jsonl"
+OUTPUTS = [SAMPLES_FILE, "results.json", "results.md"]
 
 
-def prepare_output(
+def open_output(
     config: EvalConfig,
     output_dir: str | Path,
     overwrite: bool = False,
     check_only: bool = False,
     digest: str | None = None,
-) -> bool:
-    """Create the output folder, or check that it holds this same evaluation (then it resumes).
+) -> RunFolder:
+    """Open the output folder (`rundir.RunFolder`): create it, or check that it holds this same
+    evaluation (then it resumes: `.resumed`).
 
     `check_only` writes nothing: the CLI calls it before loading the model, so that a wrong folder
     is refused at once and a mistyped model leaves no trace.
@@ -104,8 +106,14 @@ def prepare_output(
         del identity["rounds"]
     if identity["base_url"] is None:  # local backends: folders written before the option still resume
         del identity["base_url"]
-    return prepare(
-        Path(output_dir), identity, OUTPUTS, overwrite, check_only=check_only, new_keys=NEW_IDENTITY_KEYS
+    return RunFolder.open(
+        output_dir,
+        identity,
+        OUTPUTS,
+        command="eval",
+        overwrite=overwrite,
+        check_only=check_only,
+        new_keys=NEW_IDENTITY_KEYS,
     )
 
 
@@ -127,38 +135,33 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation and write its files. Returns the results dict."""
-    folder = Path(output_dir)
-    prepare_output(config, folder, overwrite, digest=examples_digest(task, examples))
-    samples_path = folder / "samples.jsonl"
-    rows = read_complete_jsonl(samples_path)
-    started = time.monotonic()
-    sampling = config.sampling(task)
-    with (
-        samples_path.open("a", encoding="utf-8") as handle,
-        ProgressReport("eval", len(examples), enabled=progress) as report,
-    ):
-        report.advance(len(rows), **_running_status(rows))
-        for start in range(len(rows), len(examples), config.chunk_size):
-            chunk = examples[start : start + config.chunk_size]
-            episodes = run_episodes(
-                task,
-                generator,
-                chunk,
-                sampling,
-                first_index=start,
-                second_try=config.second_try,
-                rounds=config.rounds,
-            )
-            new_rows = [sample_row(task, ep, config.rounds) for ep in episodes]
-            append_jsonl(handle, new_rows)
-            rows.extend(new_rows)
-            report.advance(len(chunk), **_running_status(rows))
-    results = summarise(config, rows, getattr(generator, "model_name", config.model or "embedded"))
-    results["wall_seconds_this_run"] = round(time.monotonic() - started, 2)
-    if getattr(generator, "usage", None):  # a server's token counts (this invocation's requests)
-        results["usage_this_run"] = dict(generator.usage)  # type: ignore[attr-defined]
-    write_json_atomic(folder / "results.json", results)
-    (folder / "results.md").write_text(results_markdown(results))
+    with open_output(config, output_dir, overwrite, digest=examples_digest(task, examples)) as run:
+        rows = run.rows(SAMPLES_FILE)
+        started = time.monotonic()
+        sampling = config.sampling(task)
+        with ProgressReport("eval", len(examples), enabled=progress) as report:
+            report.advance(len(rows), **_running_status(rows))
+            for start in range(len(rows), len(examples), config.chunk_size):
+                chunk = examples[start : start + config.chunk_size]
+                episodes = run_episodes(
+                    task,
+                    generator,
+                    chunk,
+                    sampling,
+                    first_index=start,
+                    second_try=config.second_try,
+                    rounds=config.rounds,
+                )
+                new_rows = [sample_row(task, ep, config.rounds) for ep in episodes]
+                run.append(SAMPLES_FILE, new_rows)
+                rows.extend(new_rows)
+                report.advance(len(chunk), **_running_status(rows))
+        results = summarise(config, rows, getattr(generator, "model_name", config.model or "embedded"))
+        results["wall_seconds_this_run"] = round(time.monotonic() - started, 2)
+        if getattr(generator, "usage", None):  # a server's token counts (this invocation's requests)
+            results["usage_this_run"] = dict(generator.usage)  # type: ignore[attr-defined]
+        run.write_json("results.json", results)
+        run.path("results.md").write_text(results_markdown(results))
     return results
 
 

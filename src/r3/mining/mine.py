@@ -49,29 +49,25 @@ how the run was interrupted.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from r3.episode import safe_verify
 from r3.errors import R3Error
 from r3.generation.base import Generator, SamplingConfig, derive_seed
 from r3.mining.records import FailureRecord
 from r3.progress import ProgressReport
-from r3.rundir import examples_digest, fsync_dir, write_json_atomic
+from r3.rundir import RunFolder, examples_digest
 from r3.tasks.base import Example, Task
 
-RUN_FILE = "run.json"
 FAILURES_FILE = "failures.jsonl"
 PROGRESS_FILE = "progress.jsonl"
 SUMMARY_FILE = "summary.json"
-LOCK_FILE = ".lock"
-#: Files this module owns in an output folder (`overwrite` removes exactly these, nothing else).
-OWNED_FILES = (RUN_FILE, FAILURES_FILE, PROGRESS_FILE, SUMMARY_FILE)
+#: Files this module owns in an output folder (`--overwrite` removes exactly these and run.json).
+OWNED_FILES = (FAILURES_FILE, PROGRESS_FILE, SUMMARY_FILE)
 #: 2: a seed per request and windows of queries (rows of version 1 were sampled another way).
 #: 3: the token loop of `generation.decode` and hashed seeds (`base.derive_seed`).
 FINGERPRINT_VERSION = 3
@@ -317,110 +313,40 @@ def _config_identity(config: MineConfig) -> dict[str, Any]:
     return fields
 
 
-def _recover_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL log, cutting a damaged tail (a crash mid-write) off the file itself.
-
-    Only the tail may be damaged: a bad line followed by good ones means the file was edited or
-    corrupted, and we refuse to guess which rows are real."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    rows: list[dict[str, Any]] = []
-    good_end = 0  # byte offset just after the last line that is known good
-    bad_line: int | None = None
-    pos = 0
-    line_no = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl == -1:
-            break  # no newline: the last write never finished
-        line_no += 1
-        line = data[pos:nl]
-        pos = nl + 1
-        if not line.strip():
-            if bad_line is None:
-                good_end = pos
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            row = None
-        if not isinstance(row, dict):
-            bad_line = bad_line or line_no
-            continue
-        if bad_line is not None:
-            raise R3Error(
-                f"{path}: line {bad_line} is not a JSON object but later lines are; the file was changed "
-                "by hand or corrupted. Fix it, or use --overwrite to start afresh"
-            )
-        rows.append(row)
-        good_end = pos
-    if good_end != len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(good_end)
-            handle.flush()
-            os.fsync(handle.fileno())
-    return rows
-
-
 class RunStore:
-    """The output folder of one mining run: fingerprint check, crash recovery, durable appends.
+    """The output folder of one mining run: a `RunFolder` (lock, fingerprint, `--overwrite`, durable
+    appends) plus mining's commit protocol over its two logs (see `_recover`).
 
     Open it with `RunStore.open(...)` (cheap: it reads no model) before loading the model, so that a
     refused folder fails fast."""
 
-    def __init__(
-        self, folder: Path, fingerprint: dict[str, Any], done: dict[int, dict[str, Any]], lock: IO[Any]
-    ):
-        self.folder = folder
-        self.fingerprint = fingerprint
+    def __init__(self, run: RunFolder, done: dict[int, dict[str, Any]]) -> None:
+        self.run = run
+        self.folder = run.folder
+        self.fingerprint = run.fingerprint
         #: Progress lines of the queries already committed, by query index.
         self.done = done
-        self._lock = lock
-        self._failures = (folder / FAILURES_FILE).open("ab")
-        self._progress = (folder / PROGRESS_FILE).open("ab")
 
     @classmethod
     def open(
         cls, output_dir: str | Path, fingerprint: dict[str, Any], *, overwrite: bool = False
     ) -> RunStore:
-        folder = Path(output_dir).expanduser()
-        if folder.exists() and not folder.is_dir():
-            raise R3Error(f"--output-dir {folder}: exists and is not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = _acquire_lock(folder)
+        run = RunFolder.open(output_dir, fingerprint, OWNED_FILES, command="mine", overwrite=overwrite)
         try:
-            run_file = folder / RUN_FILE
-            if overwrite:
-                for name in OWNED_FILES:
-                    (folder / name).unlink(missing_ok=True)
-            if run_file.exists():
-                _check_fingerprint(folder, run_file, fingerprint)
-            else:
-                stray = [n for n in OWNED_FILES if (folder / n).exists()]
-                if stray:
-                    raise R3Error(
-                        f"{folder} holds {', '.join(stray)} but no {RUN_FILE}, so it cannot be resumed "
-                        "safely. Use another --output-dir, or --overwrite to start afresh"
-                    )
-                write_json_atomic(run_file, fingerprint)
-            done = _recover(folder, fingerprint["num_queries"])
-            return cls(folder, fingerprint, done, lock)
+            return cls(run, _recover(run, fingerprint["num_queries"]))
         except BaseException:
-            lock.close()
+            run.close()
             raise
 
     def commit(self, result: QueryResult, record: dict[str, Any] | None) -> None:
         """Durably record one finished query: the failure row first, then the progress line."""
         if record is not None:
-            _append_line(self._failures, record)
-        _append_line(self._progress, result.progress_line())
+            self.run.append(FAILURES_FILE, [record])
+        self.run.append(PROGRESS_FILE, [result.progress_line()])
         self.done[result.query_index] = result.progress_line()
 
     def close(self) -> None:
-        self._failures.close()
-        self._progress.close()
-        self._lock.close()
+        self.run.close()
 
     def __enter__(self) -> RunStore:
         return self
@@ -429,83 +355,31 @@ class RunStore:
         self.close()
 
 
-def _append_line(handle: IO[bytes], row: dict[str, Any]) -> None:
-    handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-    handle.flush()
-    os.fsync(handle.fileno())
+def _recover(run: RunFolder, num_queries: int) -> dict[int, dict[str, Any]]:
+    """Bring the two logs back to a consistent state after a crash and return the committed queries.
 
-
-def _acquire_lock(folder: Path) -> IO[Any]:
-    handle = (folder / LOCK_FILE).open("a")
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory lock; one writer per folder is then the user's job
-        return handle
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise R3Error(
-            f"another `r3 mine` is writing into {folder}; wait for it or use another --output-dir"
-        ) from None
-    return handle
-
-
-def _check_fingerprint(folder: Path, run_file: Path, fingerprint: dict[str, Any]) -> None:
-    try:
-        stored = json.loads(run_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
-    if stored == fingerprint:
-        return
-    keys = list(fingerprint) + [k for k in stored if k not in fingerprint]
-    diffs = []
-    for key in keys:
-        old, new = stored.get(key, "<absent>"), fingerprint.get(key, "<absent>")
-        if old != new:
-            if key == "examples_sha256":
-                diffs.append("the examples (same --data name, different content)")
-            elif key == "version":
-                diffs.append(
-                    f"mined by an earlier version of r3 that drew samples another way ({old} -> {new})"
-                )
-            else:
-                diffs.append(f"{key}: {old!r} -> {new!r}")
-    raise R3Error(
-        f"{folder} holds the output of another mining run ({'; '.join(diffs)}). Mixing them would corrupt "
-        "the dataset: use another --output-dir, the same options as before to resume, or --overwrite "
-        "to start afresh"
-    )
-
-
-def _recover(folder: Path, num_queries: int) -> dict[int, dict[str, Any]]:
-    """Bring the two logs back to a consistent state after a crash and return the committed queries."""
+    A query is committed when its progress line is written (after its failure row). Failure rows
+    written just before a crash, whose progress line never made it, are dropped: those queries will be
+    mined again, with the same seeds, into the same rows."""
     done: dict[int, dict[str, Any]] = {}
-    progress_path = folder / PROGRESS_FILE
-    for row in _recover_jsonl(progress_path):
+    for row in run.rows(PROGRESS_FILE):
         index = row.get("query_index")
         if not isinstance(index, int) or not 0 <= index < num_queries:
-            raise R3Error(f"{progress_path}: bad query_index {index!r}; use --overwrite to start afresh")
+            raise R3Error(
+                f"{run.path(PROGRESS_FILE)}: bad query_index {index!r}; use --overwrite to start afresh"
+            )
         done[index] = row
-    failures_path = folder / FAILURES_FILE
-    rows = _recover_jsonl(failures_path)
+    rows = run.rows(FAILURES_FILE)
     keep = [r for r in rows if r.get("query_index") in done and done[r["query_index"]].get("kept")]
     if len(keep) != len(rows):
-        # Rows written just before a crash, whose progress line never made it: they will be mined again.
-        tmp = failures_path.with_name(failures_path.name + ".tmp")
-        with tmp.open("wb") as handle:
-            for row in keep:
-                handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, failures_path)
-        fsync_dir(folder)
+        run.rewrite(FAILURES_FILE, keep)
     have = {r["query_index"] for r in keep}
     missing = sorted(i for i, p in done.items() if p.get("kept") and i not in have)
     if missing:
         raise R3Error(
-            f"{failures_path}: the failures of queries {missing[:5]} are missing although {PROGRESS_FILE} "
-            "lists them as kept; the folder was changed by hand. Use --overwrite to start afresh"
+            f"{run.path(FAILURES_FILE)}: the failures of queries {missing[:5]} are missing although "
+            f"{PROGRESS_FILE} lists them as kept; the folder was changed by hand. Use --overwrite to "
+            "start afresh"
         )
     return done
 
@@ -602,7 +476,7 @@ def mine(
             store, len(examples), config, model, time.perf_counter() - started, session_queries
         )
         with contextlib.suppress(OSError):
-            write_json_atomic(store.folder / SUMMARY_FILE, summary.to_json())
+            store.run.write_json(SUMMARY_FILE, summary.to_json())
         if owns_store:
             store.close()
     return summary

@@ -34,6 +34,7 @@ from r3.reports.training import (
     training_series,
     training_table,
 )
+from r3.rundir import read_log
 from r3.text import clip
 
 
@@ -63,13 +64,7 @@ def load_run(folder: str | Path, label: str | None = None) -> EvalRun:
     if not results_file.is_file():
         raise R3Error(f"{path}: no results.json (is this an `r3 eval` output folder?)")
     results = json.loads(results_file.read_text())
-    samples_file = path / "samples.jsonl"
-    samples = (
-        [json.loads(line) for line in samples_file.read_text().splitlines() if line.strip()]
-        if samples_file.is_file()
-        else []
-    )
-    return EvalRun(label or path.name, path, results, samples)
+    return EvalRun(label or path.name, path, results, read_log(path / "samples.jsonl"))
 
 
 def protocol(run: EvalRun) -> str:

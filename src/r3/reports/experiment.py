@@ -17,6 +17,7 @@ from typing import Any
 
 from r3.evaluation.stats import mcnemar_exact, two_proportion_test
 from r3.reports.training import plot_training_curves, training_series
+from r3.rundir import read_log
 
 LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled control"}
 TRAINING_DIRS = {"trained": "trained", "shuffled": "trained-shuffled"}
@@ -28,13 +29,7 @@ def _load(folder: Path) -> tuple[dict[str, Any], dict[int, dict[str, Any]]] | No
     results = folder / "results.json"
     if not results.is_file():
         return None
-    rows = {}
-    samples = folder / "samples.jsonl"
-    if samples.is_file():
-        for line in samples.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["index"]] = row
+    rows = {row["index"]: row for row in read_log(folder / "samples.jsonl")}
     return json.loads(results.read_text()), rows
 
 

@@ -1,0 +1,72 @@
+"""`r3.rundir.RunFolder`, the one output folder of `r3 eval` and `r3 mine`, on its own: lock,
+fingerprint, `--overwrite`, log recovery and durable appends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r3.errors import R3Error
+from r3.evaluation.evaluate import EvalConfig, open_output
+from r3.rundir import RunFolder, read_log
+
+OWNED = ["rows.jsonl", "summary.json"]
+
+
+def test_resume_refuse_and_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with RunFolder.open(out, {"a": 1}, OWNED, command="test") as run:
+        assert not run.resumed
+        run.append("rows.jsonl", [{"i": 0}, {"i": 1}])
+    (out / "notes.txt").write_text("mine")  # not the command's: never touched
+    with RunFolder.open(out, {"a": 1}, OWNED, command="test") as run:
+        assert run.resumed and run.rows("rows.jsonl") == [{"i": 0}, {"i": 1}]
+    with pytest.raises(R3Error, match=r"holds another run's output \(a: 1 -> 2\)"):
+        RunFolder.open(out, {"a": 2}, OWNED, command="test")
+    with pytest.raises(R3Error, match="another run"):
+        RunFolder.open(out, {"a": 2}, OWNED, command="test", check_only=True)
+    with RunFolder.open(out, {"a": 2}, OWNED, command="test", overwrite=True) as run:
+        assert not run.resumed and run.rows("rows.jsonl") == []
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "run.json").read_text()) == {"a": 2}
+
+
+def test_check_only_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "new"
+    assert not RunFolder.open(out, {"a": 1}, OWNED, command="test", check_only=True).resumed
+    assert not out.exists()
+
+
+def test_new_keys_are_compared_only_when_both_sides_have_them(tmp_path: Path) -> None:
+    RunFolder.open(tmp_path, {"a": 1}, OWNED, command="test").close()
+    with RunFolder.open(tmp_path, {"a": 1, "digest": "x"}, OWNED, command="test", new_keys=["digest"]) as run:
+        assert run.resumed
+    with pytest.raises(R3Error, match="digest"):
+        RunFolder.open(tmp_path, {"a": 1, "digest": "x"}, OWNED, command="test")
+
+
+def test_files_without_run_json_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"i": 0}\n')
+    with pytest.raises(R3Error, match="holds rows.jsonl but no run.json"):
+        RunFolder.open(tmp_path, {"a": 1}, OWNED, command="test")
+
+
+def test_one_writer_per_folder_in_eval_too(tmp_path: Path) -> None:
+    config = EvalConfig(task="countdown")
+    with open_output(config, tmp_path), pytest.raises(R3Error, match="another `r3 eval` is writing"):
+        open_output(config, tmp_path)
+    open_output(config, tmp_path).close()  # released
+
+
+def test_a_torn_tail_is_cut_and_a_damaged_middle_refused(tmp_path: Path) -> None:
+    log = tmp_path / "rows.jsonl"
+    log.write_bytes(b'{"i": 0}\n{"i": 1}\n{"i": 2')
+    assert read_log(log) == [{"i": 0}, {"i": 1}]
+    assert log.read_bytes().endswith(b'{"i": 2')  # read-only by default
+    assert read_log(log, repair=True) == [{"i": 0}, {"i": 1}]
+    assert log.read_bytes() == b'{"i": 0}\n{"i": 1}\n'
+    log.write_bytes(b'{"i": 0}\nnot json\n{"i": 2}\n')
+    with pytest.raises(R3Error, match="rows.jsonl: line 2 is not a JSON object but later lines are"):
+        read_log(log)
