@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from r3.cli.options import parse_task_args
+from r3.cli.arguments import parse_task_args
 from r3.errors import DataError, R3Error
 from r3.generation.chat import render_prompt
 from r3.tasks import get_task

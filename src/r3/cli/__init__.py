@@ -1,6 +1,8 @@
 """The `r3` command line: `r3 eval`, `r3 mine`, `r3 sft`, `r3 train`, `r3 report`, `r3 forgetting`.
 
-Each subcommand lives in its own module here with two functions, `add_parser(subparsers)` and
+Each subcommand lives in its own module here. Most parse their options as a dataclass (YAML via
+`--config`, flags override; `options.parse_trl_config`) in `main(argv) -> int` and are named in
+`TRL_PARSED`; `r3 report` (folders as positional arguments) has `add_parser(subparsers)` and
 `run(args) -> int`. User errors (`R3Error`) are printed as one line and exit with status 2.
 """
 
@@ -23,7 +25,7 @@ SUBCOMMANDS = {
     "forgetting": "r3.cli.forgetting_cmd",
 }
 #: Subcommands whose flags are dataclass fields, parsed by `TrlParser` in the module's `main(argv)`.
-TRL_PARSED = ("sft", "train", "forgetting")
+TRL_PARSED = ("eval", "mine", "sft", "train", "forgetting")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `r3` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TRL_PARSED:
-        # Training commands parse their own flags (YAML recipe + any TRL config field, TRL style).
+        # Dataclass-parsed commands parse their own flags (YAML via --config, flags override).
         module = importlib.import_module(SUBCOMMANDS[argv[0]])
         return _guarded(lambda: module.main(argv[1:]))
     parser = build_parser()
@@ -54,18 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 1
-    return _guarded(lambda: _run(parser, args, argv))
-
-
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
-    """Apply `--config FILE.yaml` as defaults of the subcommand (flags win), then run it."""
-    if getattr(args, "config", None) and getattr(args, "_parser", None) is not None:
-        from r3.cli.options import load_yaml_defaults
-
-        args._parser.set_defaults(**load_yaml_defaults(args._parser, args.config))
-        args = parser.parse_args(argv)
-        args._config_applied = True
-    return args.run(args)
+    return _guarded(lambda: args.run(args))
 
 
 def _guarded(call) -> int:  # type: ignore[no-untyped-def]

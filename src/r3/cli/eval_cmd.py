@@ -5,66 +5,90 @@ r3 eval --task function_calling --model Qwen/Qwen2-1.5B-Instruct --backend vllm
 r3 eval --task countdown --limit 50 --second-try resample --temperature 0.7 --output-dir runs/eval-resample
 r3 eval --task countdown --limit 50 --rounds 3 --output-dir runs/eval-3-rounds
 r3 eval --task countdown --backend openai --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
+r3 eval --config my_eval.yaml --limit 10
+
+Options are the fields of `EvalArguments` (the shared groups of `r3.cli.arguments` plus the episode's
+own), parsed as `r3 train`'s are: YAML via `--config`, flags override, unknown keys are an error.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 
-from r3.cli.options import add_common, check_numbers, generator_from_args, task_options
+from r3.cli.arguments import (
+    ModelArguments,
+    OutputArguments,
+    TaskArguments,
+    check_numbers,
+    check_shared,
+    merge_repeated,
+)
 from r3.errors import R3Error
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
-    parser = subparsers.add_parser(
-        "eval",
-        help="first- and second-try accuracy (attempt, reflect, retry)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common(parser)
-    parser.add_argument("--reflection-max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 means greedy (default)")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument(
-        "--second-try",
+@dataclass
+class EvalArguments(TaskArguments, ModelArguments, OutputArguments):
+    """`r3 eval`'s options: the shared task, model and output groups, and the episode's settings."""
+
+    max_new_tokens: int = field(default=256, metadata={"help": "an attempt's (and a retry's) token budget"})
+    reflection_max_new_tokens: int = field(default=256, metadata={"help": "a reflection's token budget"})
+    temperature: float = field(default=0.0, metadata={"help": "0 means greedy (default)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1: off)"})
+    second_try: str = field(
         default="reflect",
-        metavar="{reflect,resample,feedback}",
-        # Checked in `run` (not with `choices`), so that a bad value from a --config file and from
-        # the command line is the same one-line error.
-        help="what follows a failed first attempt. reflect (default, the paper's protocol): a "
-        "reflection, then a retry with it in context. resample: a second independent attempt at the "
-        "original prompt, no reflection, sampled like the first (same temperature) with another seed; "
-        "with greedy decoding (temperature 0, the default) it repeats the first attempt exactly, so "
-        "use --temperature > 0. feedback: as reflect, but the reflection instruction also shows the "
-        "verifier's reason for the failure",
+        metadata={
+            "help": "what follows a failed first attempt. reflect (default, the paper's protocol): a "
+            "reflection, then a retry with it in context. resample: a second independent attempt at the "
+            "original prompt, no reflection, sampled like the first (same temperature) with another seed; "
+            "with greedy decoding (temperature 0, the default) it repeats the first attempt exactly, so "
+            "use --temperature > 0. feedback: as reflect, but the reflection instruction also shows the "
+            "verifier's reason for the failure"
+        },
     )
-    parser.add_argument(
-        "--rounds",
-        type=int,
+    rounds: int = field(
         default=1,
-        help="reflect-and-retry rounds for an unsolved example (default 1, the paper's protocol); each "
-        "round sees the whole history; results.json's `rounds` counts examples solved up to each round",
+        metadata={
+            "help": "reflect-and-retry rounds for an unsolved example (default 1, the paper's protocol); "
+            "each round sees the whole history; results.json's `rounds` counts examples solved up to "
+            "each round"
+        },
     )
-    parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --output-dir")
-    parser.set_defaults(run=run, _parser=parser)
+
+    def __post_init__(self) -> None:
+        from r3.episode import check_rounds, check_second_try
+
+        check_shared(self)
+        check_numbers(self, {"reflection_max_new_tokens": 1})
+        check_second_try(self.second_try)
+        check_rounds(self.rounds)
 
 
-def run(args: argparse.Namespace) -> int:
-    from r3.episode import check_second_try
+def parse(argv: list[str]) -> EvalArguments:
+    """Flags and `--config` into `EvalArguments` (a repeated `--task-arg` keeps every value)."""
+    from r3.cli.options import parse_trl_config
+
+    argv = merge_repeated(argv, ("--task-arg", "--task-args", "--task_args"))
+    return parse_trl_config(EvalArguments, argv, prog="r3 eval", description=__doc__)  # type: ignore[return-value]
+
+
+def main(argv: list[str]) -> int:
+    """`r3 eval ...`; returns the exit status."""
+    return run(parse(argv))
+
+
+def run(args: EvalArguments) -> int:
     from r3.evaluation.evaluate import EvalConfig, evaluate, open_output
     from r3.rundir import examples_digest
     from r3.tasks import get_task
 
-    check_numbers(args)
-    check_second_try(args.second_try)
-    task = get_task(args.task, **task_options(args))
+    options = args.task_options()
+    task = get_task(args.task, **options)
     examples = task.load(args.data, limit=args.limit, seed=args.seed)
     if not examples:
         raise R3Error("no examples to evaluate (the data is empty, or --limit is 0)")
     config = EvalConfig(
         task=args.task,
-        task_options=task_options(args),
+        task_options=options,
         data=args.data,
         limit=args.limit,
         seed=args.seed,
@@ -85,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     open_output(
         config, output_dir, overwrite=args.overwrite, check_only=True, digest=digest
     )  # before the load
-    generator = generator_from_args(args)
+    generator = args.generator()
     results = evaluate(
         config, task, examples, generator, output_dir, overwrite=args.overwrite, progress=not args.no_progress
     )

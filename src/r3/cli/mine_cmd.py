@@ -9,12 +9,19 @@ the file formats and the resume rules are in `r3.mining.mine`.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3.cli.options import add_common, check_numbers, task_options
+from r3.cli.arguments import (
+    ModelArguments,
+    OutputArguments,
+    TaskArguments,
+    check_numbers,
+    check_shared,
+    merge_repeated,
+)
 from r3.errors import R3Error
 from r3.generation.base import Generator
 from r3.mining.mine import FAILURES_FILE, SUMMARY_FILE, MineConfig, RunStore, mine, run_fingerprint
@@ -27,53 +34,79 @@ failures). Attempts are drawn in rounds of --round-size up to --budget per query
 stops at the first round with a failure (same queries kept as drawing the whole budget, far fewer
 samples when the model fails often); --full draws the whole budget and gives per-query success rates.
 Results are written query by query: run the same command again to resume after a crash or Ctrl-C.
+Options are the fields of `MineArguments`, parsed as `r3 train`'s are: YAML via --config, flags override.
 """
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "mine",
-        help="build the dataset of failures (failures.jsonl) for r3 train",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common(parser)
-    g = parser.add_argument_group("mining")
-    g.add_argument("--budget", type=int, default=64, help="most attempts per query (paper: 64)")
-    g.add_argument("--round-size", type=int, default=8, help="attempts sampled per generation call")
-    g.add_argument("--keep", type=int, default=1, help="failed attempts kept per failed query")
-    g.add_argument("--full", action="store_true", help="always draw the whole budget (paper's protocol)")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (must be > 0)")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument(
-        "--rounds",
-        type=int,
+@dataclass
+class MineArguments(TaskArguments, ModelArguments, OutputArguments):
+    """`r3 mine`'s options: the shared task, model and output groups, and the mining rule's."""
+
+    max_new_tokens: int = field(default=256, metadata={"help": "an attempt's token budget"})
+    budget: int = field(default=64, metadata={"help": "most attempts per query (paper: 64)"})
+    round_size: int = field(default=8, metadata={"help": "attempts sampled per generation call"})
+    keep: int = field(default=1, metadata={"help": "failed attempts kept per failed query"})
+    full: bool = field(default=False, metadata={"help": "always draw the whole budget (paper's protocol)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (must be > 0)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1: off)"})
+    rounds: int = field(
         default=1,
-        help="reflect-and-retry rounds (as r3 eval --rounds): with K > 1, after each kept attempt the model "
-        "reflects and retries while it fails, up to K-1 times, and each failed retry is stored as one more "
-        "context for r3 train (not to be confused with --round-size, the attempts drawn per call)",
+        metadata={
+            "help": "reflect-and-retry rounds (as r3 eval --rounds): with K > 1, after each kept attempt "
+            "the model reflects and retries while it fails, up to K-1 times, and each failed retry is "
+            "stored as one more context for r3 train (not --round-size, the attempts drawn per call)"
+        },
     )
-    g.add_argument(
-        "--reflection-max-new-tokens", type=int, default=256, help="with --rounds > 1: a reflection's budget"
+    reflection_max_new_tokens: int = field(
+        default=256, metadata={"help": "with --rounds > 1: a reflection's budget"}
     )
-    g.add_argument(
-        "--window",
-        type=int,
+    window: int = field(
         default=8,
-        help="queries mined together, one batched generate call per sampling round (each query keeps "
-        "its own seeds, so the rows do not depend on it)",
+        metadata={
+            "help": "queries mined together, one batched generate call per sampling round (each query keeps "
+            "its own seeds, so the rows do not depend on it)"
+        },
     )
-    g.add_argument("--overwrite", action="store_true", help="discard the output folder's previous run")
-    # `_parser` lets `r3.cli` apply `--config FILE.yaml` as defaults of this subcommand (flags win).
-    parser.set_defaults(run=run, _parser=parser)
-    return parser
+
+    def __post_init__(self) -> None:
+        check_shared(self)
+        check_numbers(self, {"reflection_max_new_tokens": 1})
+        if not self.output_dir:
+            raise R3Error("r3 mine needs --output-dir (where failures.jsonl goes)")
+
+    def mine_config(self) -> MineConfig:
+        """The settings that decide the rows (checked by `MineConfig` itself)."""
+        return MineConfig(
+            budget=self.budget,
+            round_size=self.round_size,
+            keep=self.keep,
+            full=self.full,
+            seed=self.seed,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            rounds=self.rounds,
+            reflection_max_new_tokens=self.reflection_max_new_tokens,
+            window=self.window,
+        )
 
 
-def _load_generator(args: argparse.Namespace) -> Generator:
+def parse(argv: list[str]) -> MineArguments:
+    """Flags and `--config` into `MineArguments` (a repeated `--task-arg` keeps every value)."""
+    from r3.cli.options import parse_trl_config
+
+    argv = merge_repeated(argv, ("--task-arg", "--task-args", "--task_args"))
+    return parse_trl_config(MineArguments, argv, prog="r3 mine", description=DESCRIPTION)  # type: ignore[return-value]
+
+
+def main(argv: list[str]) -> int:
+    """`r3 mine ...`; returns the exit status."""
+    return run(parse(argv))
+
+
+def _load_generator(args: MineArguments) -> Generator:
     """The model, through the shared loader (tests replace this function with a scripted fake)."""
-    from r3.cli.options import generator_from_args
-
-    return generator_from_args(args)
+    return args.generator()
 
 
 def _absolute_if_local(value: str | None) -> str | None:
@@ -84,25 +117,10 @@ def _absolute_if_local(value: str | None) -> str | None:
     return str(path.resolve()) if path.exists() else value
 
 
-def run(args: argparse.Namespace) -> int:
-    if not args.output_dir:
-        raise R3Error("r3 mine needs --output-dir (where failures.jsonl goes)")
-
-    config = MineConfig(
-        budget=args.budget,
-        round_size=args.round_size,
-        keep=args.keep,
-        full=args.full,
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        rounds=args.rounds,
-        reflection_max_new_tokens=args.reflection_max_new_tokens,
-        window=args.window,
-    )
-    check_numbers(args)
-    task = get_task(args.task, **task_options(args))
+def run(args: MineArguments) -> int:
+    config = args.mine_config()
+    options = args.task_options()
+    task = get_task(args.task, **options)
     # Validates every row (a malformed row is named here, before any model is loaded).
     examples = task.load(args.data, args.limit, args.seed)
     if not examples:
@@ -113,14 +131,14 @@ def run(args: argparse.Namespace) -> int:
         task,
         examples,
         config,
-        task_options=task_options(args),
+        task_options=options,
         data=_absolute_if_local(args.data),
         model=_absolute_if_local(args.model) or "embedded",
         backend=args.backend,
         dtype=args.dtype,
         **server,
     )
-    out = Path(args.output_dir)
+    out = Path(args.output_dir or "")
     with RunStore.open(out, fingerprint, overwrite=args.overwrite) as store:
         remaining = len(examples) - len(store.done)
         if store.done:
@@ -148,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
 class _NoGenerator:
     """Stands in for the model when every query is already mined (never asked to generate)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: MineArguments) -> None:
         from r3.models import display_name
 
         self.model_name = display_name(args.model)

@@ -7,8 +7,9 @@ batch. This loop does three things `generate` does not:
 - **prefill once per distinct prompt.** Rows with the same prompt share one prefill; its KV cache is
   copied to each row (`Cache.batch_select_indices` with repeated indices). A Countdown prompt is about
   110 tokens against a 32-token answer, so prefill was most of mining's compute.
-- **drop finished rows.** A row that ended (EOS or a stop string) leaves the batch at once: later
-  steps cost only the rows still running.
+- **drop finished rows.** Rows that ended (EOS or a stop string) leave the batch once they are an
+  eighth of it (compacting copies the KV cache, so it is not done for every row): later steps cost
+  only the rows still running, and a finished row's later tokens are never recorded.
 - **a generator per row.** Row i draws its tokens from `torch.Generator(mix_seed(seeds[i]))` alone, by inverse
   transform sampling (one uniform per step against the cumulative distribution after temperature,
   top-k and top-p). So a row's tokens depend on its seed and its own logits only, never on the other
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+#: Finished rows leave the batch once they are at least 1/COMPACT_FRACTION of it (see `decode`).
+COMPACT_FRACTION = 8
 
 
 @dataclass
@@ -83,7 +87,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return ids, mask
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -130,31 +134,35 @@ def decode(
         tokens = pick_tokens(logits, choice, [generators[i] for i in active])
         if logprobs:
             chosen = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+            chosen_list = chosen.tolist()
         ends = torch.isin(tokens, eos).tolist() if eos.numel() else [False] * len(active)
-        keep: list[int] = []
+        picked = tokens.tolist()
+        running: list[int] = []
         for b, i in enumerate(active):
             result = results[i]
-            if result.ended:  # synced: a finished row is carried along, its tokens not recorded
+            if result.ended:  # carried along until the batch is compacted (or, synced, to the end)
                 continue
-            result.token_ids.append(int(tokens[b]))
+            result.token_ids.append(picked[b])
             if result.logprobs is not None:
-                result.logprobs.append(float(chosen[b]))
+                result.logprobs.append(chosen_list[b])
             result.ended = bool(ends[b]) or (stopped is not None and stopped(result.token_ids))
             if not result.ended:
-                keep.append(b)
+                running.append(b)
         if step == max_new_tokens - 1:
             break
         if synced:
-            if not _any_process(bool(keep), device):
+            if not _any_process(bool(running), device):
                 break
         else:
-            if not keep:
+            if not running:
                 break
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
+            finished = len(active) - len(running)
+            # Compacting copies the whole KV cache, so it waits until an eighth of the rows are done.
+            if finished and finished * COMPACT_FRACTION >= len(active):
+                index = torch.tensor(running, device=device)
                 cache.batch_select_indices(index)
                 mask, next_position, tokens = mask[index], next_position[index], tokens[index]
-                active = [active[b] for b in keep]
+                active = [active[b] for b in running]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         out = model(
             input_ids=tokens.unsqueeze(-1),

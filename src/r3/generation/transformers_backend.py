@@ -86,16 +86,30 @@ class TransformersBackend:
         return out
 
     def _stop_check(self, stop: tuple[str, ...]) -> Any:
-        """`ids -> bool`: whether the decoded tail of `ids` contains a stop string. Only the last
-        tokens are decoded (enough to hold the longest stop string), so a step costs the same
-        whatever the length so far; a stop string is caught at the token that completes it."""
+        """`ids -> bool`: whether the decoded tail of `ids` contains a stop string.
+
+        A stop string ends inside the token that completes it, so only rows whose newest token can
+        hold the last character of a stop string are decoded (a set built once per set of stop
+        strings; tokens that decode alone to nothing or to a partial character count as possible).
+        Then only the last tokens are decoded, enough to hold the longest stop string, so a check
+        costs the same whatever the length so far."""
         if stop not in self._stop_cache:
-            tail = max(len(s) for s in stop) + 2
+            strings = tuple(s for s in stop if s)
+            tail = max((len(s) for s in strings), default=0) + 2
+            last_chars = {s[-1] for s in strings}
+            pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+            maybe = {
+                i
+                for i, piece in enumerate(pieces)
+                if not piece or "\ufffd" in piece or any(c in piece for c in last_chars)
+            }
             decode_ = self.tokenizer.decode
 
             def stopped(ids: list[int]) -> bool:
+                if ids[-1] not in maybe:
+                    return False
                 text = decode_(ids[-tail:], skip_special_tokens=True)
-                return any(s and s in text for s in stop)
+                return any(s in text for s in strings)
 
             self._stop_cache[stop] = stopped
         return self._stop_cache[stop]
