@@ -43,6 +43,13 @@ class MineArguments(TaskArguments, ModelArguments, OutputArguments):
     """`r3 mine`'s options: the shared task, model and output groups, and the mining rule's."""
 
     max_new_tokens: int = field(default=256, metadata={"help": "an attempt's token budget"})
+    batch_size: int = field(
+        default=128,
+        metadata={
+            "help": "rows per generation batch: window x round-size fills one (--backend openai: "
+            "requests in flight at once)"
+        },
+    )
     budget: int = field(default=64, metadata={"help": "most attempts per query (paper: 64)"})
     round_size: int = field(default=8, metadata={"help": "attempts sampled per generation call"})
     keep: int = field(default=1, metadata={"help": "failed attempts kept per failed query"})
@@ -61,7 +68,7 @@ class MineArguments(TaskArguments, ModelArguments, OutputArguments):
         default=256, metadata={"help": "with --rounds > 1: a reflection's budget"}
     )
     window: int = field(
-        default=8,
+        default=16,
         metadata={
             "help": "queries mined together, one batched generate call per sampling round (each query keeps "
             "its own seeds, so the rows do not depend on it)"

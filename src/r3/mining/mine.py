@@ -89,7 +89,7 @@ class MineConfig:
     rounds: int = 1
     reflection_max_new_tokens: int = 256
     #: Queries mined together, one generate call per sampling round (see `mine_window`).
-    window: int = 8
+    window: int = 16
 
     def __post_init__(self) -> None:
         from r3.episode import check_rounds
@@ -305,9 +305,11 @@ def run_fingerprint(
 
 
 def _config_identity(config: MineConfig) -> dict[str, Any]:
-    """The config's fields; the round fields only when rounds > 1, so folders mined before they
-    existed (one round) still resume."""
+    """The config's fields that decide the rows: not `window` (each query keeps its seeds whatever
+    its window, so a run may resume with another), and the round fields only when rounds > 1, so
+    folders mined before they existed (one round) still resume."""
     fields = asdict(config)
+    del fields["window"]
     if config.rounds == 1:
         del fields["rounds"], fields["reflection_max_new_tokens"]
     return fields
