@@ -218,3 +218,13 @@ def test_task_args_from_a_config_file(tmp_path: Path, tiny_model_dir: Path) -> N
         "min_nums": 5,
         "max_nums": 5,
     }
+
+
+def test_report_takes_its_folders_first_and_checks_labels(capsys) -> None:
+    from r3.cli.report_cmd import positional_runs
+
+    assert positional_runs(["a", "b", "--html"]) == ["--runs", "a", "b", "--html"]
+    assert positional_runs(["--runs", "a"]) == ["--runs", "a"]
+    line = in_process_error(capsys, "report", "a", "b", "--labels", "x")
+    assert "--labels names 1 folders, but 2 were given" in line
+    assert "needs at least one folder" in in_process_error(capsys, "report")

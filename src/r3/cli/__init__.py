@@ -1,9 +1,8 @@
 """The `r3` command line: `r3 eval`, `r3 mine`, `r3 sft`, `r3 train`, `r3 report`, `r3 forgetting`.
 
-Each subcommand lives in its own module here. Most parse their options as a dataclass (YAML via
-`--config`, flags override; `options.parse_trl_config`) in `main(argv) -> int` and are named in
-`TRL_PARSED`; `r3 report` (folders as positional arguments) has `add_parser(subparsers)` and
-`run(args) -> int`. User errors (`R3Error`) are printed as one line and exit with status 2.
+Each subcommand lives in its own module here and parses its options as a dataclass (YAML via
+`--config`, flags override; `options.parse_trl_config`) in `main(argv) -> int`. User errors
+(`R3Error`) are printed as one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -24,11 +23,10 @@ SUBCOMMANDS = {
     "report": "r3.cli.report_cmd",
     "forgetting": "r3.cli.forgetting_cmd",
 }
-#: Subcommands whose flags are dataclass fields, parsed by `TrlParser` in the module's `main(argv)`.
-TRL_PARSED = ("eval", "mine", "sft", "train", "forgetting")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`r3 --help` and `r3 --version`: each command listed from its module docstring's first line."""
     parser = argparse.ArgumentParser(
         prog="r3", description="Reflect, Retry, Reward: train better self-reflections."
     )
@@ -36,27 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
-        if hasattr(module, "add_parser"):
-            module.add_parser(sub)
-        else:  # a dataclass-parsed command (TRL_PARSED): listed here for `r3 --help` only
-            summary = (module.__doc__ or name).strip().splitlines()[0].split(": ", 1)[-1].rstrip(".")
-            sub.add_parser(name, help=f"{summary} (see `r3 {name} --help`)", add_help=False)
+        summary = (module.__doc__ or name).strip().splitlines()[0].split(": ", 1)[-1].rstrip(".")
+        sub.add_parser(name, help=f"{summary} (see `r3 {name} --help`)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `r3` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TRL_PARSED:
-        # Dataclass-parsed commands parse their own flags (YAML via --config, flags override).
+    if argv and argv[0] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[argv[0]])
         return _guarded(lambda: module.main(argv[1:]))
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 1
-    return _guarded(lambda: args.run(args))
+    parser.parse_args(argv)  # --help, --version, or an unknown command (argparse's own message)
+    parser.print_help()
+    return 1
 
 
 def _guarded(call) -> int:  # type: ignore[no-untyped-def]

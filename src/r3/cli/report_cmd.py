@@ -13,33 +13,58 @@ groups with no signal and reflection length against steps (training_curves.png) 
 
 from __future__ import annotations
 
-import argparse
 import re
+from dataclasses import dataclass, field
+
+from r3.errors import R3Error
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # argparse exposes no public type
-    parser = subparsers.add_parser(
-        "report",
-        help="compare evaluations and training runs: tables, plots, reflections",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+@dataclass
+class ReportArguments:
+    """`r3 report`'s options. The folders come first, as positional arguments (`runs`)."""
+
+    runs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "`r3 eval` output folders (the first is the baseline) and/or `r3 train` output "
+            "folders; also given as the first, positional arguments"
+        },
     )
-    parser.add_argument(
-        "runs",
-        nargs="+",
-        help="`r3 eval` output folders (the first is the baseline) and/or `r3 train` output folders",
+    labels: list[str] | None = field(
+        default=None, metadata={"help": "a name per folder (default: folder names)"}
     )
-    parser.add_argument("--labels", nargs="+", default=None, help="a name per folder (default: folder names)")
-    parser.add_argument("--output-dir", default="runs/report")
-    parser.add_argument(
-        "--html",
-        action="store_true",
-        help="also write report.html: the same report as one self-contained page (plots inline)",
+    output_dir: str = field(default="runs/report", metadata={"help": "where the report goes"})
+    html: bool = field(
+        default=False,
+        metadata={
+            "help": "also write report.html: the same report as one self-contained page (plots inline)"
+        },
     )
-    parser.set_defaults(run=run)
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise R3Error("r3 report needs at least one folder (r3 report runs/eval-a runs/eval-b ...)")
+        if self.labels is not None and len(self.labels) != len(self.runs):
+            raise R3Error(f"--labels names {len(self.labels)} folders, but {len(self.runs)} were given")
 
 
-def run(args: argparse.Namespace) -> int:
+def positional_runs(argv: list[str]) -> list[str]:
+    """`r3 report A B --html` as `--runs A B --html`: the folders before the first flag."""
+    head = 0
+    while head < len(argv) and not argv[head].startswith("-"):
+        head += 1
+    return ["--runs", *argv[:head], *argv[head:]] if head else argv
+
+
+def main(argv: list[str]) -> int:
+    """`r3 report ...`; returns the exit status."""
+    from r3.cli.options import parse_trl_config
+
+    args = parse_trl_config(ReportArguments, positional_runs(argv), prog="r3 report", description=__doc__)
+    return run(args)  # type: ignore[arg-type]
+
+
+def run(args: ReportArguments) -> int:
     from r3.reports.compare import comparison_table, load_folders, write_report
     from r3.reports.training import training_table
 
