@@ -228,3 +228,22 @@ def test_report_takes_its_folders_first_and_checks_labels(capsys) -> None:
     line = in_process_error(capsys, "report", "a", "b", "--labels", "x")
     assert "--labels names 1 folders, but 2 were given" in line
     assert "needs at least one folder" in in_process_error(capsys, "report")
+
+
+def test_repeated_task_args_are_merged_in_place() -> None:
+    from r3.cli.arguments import merge_repeated
+
+    names = ("--task-arg", "--task_args")
+    argv = ["--limit", "3", "--task-arg", "a=1", "--seed", "2", "--task_args=b=2", "--task-arg", "c=3", "d=4"]
+    assert merge_repeated(argv, names) == [
+        "--limit",
+        "3",
+        "--task-arg",
+        "a=1",
+        "b=2",
+        "c=3",
+        "d=4",
+        "--seed",
+        "2",
+    ]
+    assert merge_repeated(["--limit", "3"], names) == ["--limit", "3"]

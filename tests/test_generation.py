@@ -191,3 +191,20 @@ def test_vllm_backend_sends_a_seeded_request_per_row(tiny, monkeypatch) -> None:
     _, params = llm.calls[-1]
     assert (params[0].temperature, params[0].top_k, params[0].seed) == (0.0, -1, 5)
     assert rows[0].logprobs == tuple([-0.5] * len(answer))
+
+
+def test_completion_from_ids_decides_the_finish_reason(tiny) -> None:
+    from r3.generation.base import completion_from_ids
+
+    tok = tiny.tokenizer
+    body = tok("<answer> 1 + 2 </answer> and more", add_special_tokens=False)["input_ids"]
+    sampling = SamplingConfig(max_new_tokens=len(body), stop=("</answer>",))
+    cut = completion_from_ids(tok, body, sampling)
+    assert cut.text == "<answer> 1 + 2 </answer>" and cut.finish_reason == "stop"
+    assert cut.num_tokens == len(body) and cut.token_ids == tuple(body)
+    plain = completion_from_ids(tok, body, sampling.with_(stop=()))
+    assert plain.finish_reason == "length"  # the whole budget, no stop string, no EOS
+    ended = completion_from_ids(tok, [*body[:3], tok.eos_token_id], sampling.with_(stop=()))
+    assert ended.finish_reason == "stop"
+    told = completion_from_ids(tok, body, sampling, ended=False, logprobs=[-1.0] * len(body))
+    assert told.finish_reason == "length" and told.logprobs == tuple([-1.0] * len(body))
