@@ -27,8 +27,9 @@ from r3.errors import R3Error
 
 
 @dataclass
-class EvalArguments(TaskArguments, ModelArguments, OutputArguments):
-    """`r3 eval`'s options: the shared task, model and output groups, and the episode's settings."""
+class EvalArguments(OutputArguments, ModelArguments, TaskArguments):
+    """`r3 eval`'s options: the shared task, model and output groups, and the episode's settings.
+    (Bases in reverse: dataclass fields come base by base from the last, so `--help` lists the task first.)"""
 
     max_new_tokens: int = field(default=256, metadata={"help": "an attempt's (and a retry's) token budget"})
     reflection_max_new_tokens: int = field(default=256, metadata={"help": "a reflection's token budget"})

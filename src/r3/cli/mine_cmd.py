@@ -39,8 +39,9 @@ Options are the fields of `MineArguments`, parsed as `r3 train`'s are: YAML via 
 
 
 @dataclass
-class MineArguments(TaskArguments, ModelArguments, OutputArguments):
-    """`r3 mine`'s options: the shared task, model and output groups, and the mining rule's."""
+class MineArguments(OutputArguments, ModelArguments, TaskArguments):
+    """`r3 mine`'s options: the shared task, model and output groups, and the mining rule's.
+    (Bases in reverse: dataclass fields come base by base from the last, so `--help` lists the task first.)"""
 
     max_new_tokens: int = field(default=256, metadata={"help": "an attempt's token budget"})
     batch_size: int = field(
