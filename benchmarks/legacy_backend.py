@@ -1,7 +1,8 @@
 """The transformers backend as it was before `r3.generation.decode` (issue 9), kept as the baseline of
 `mine_window_benchmark.py`: `model.generate` over left-padded rows, every sample of a prompt prefilled
 on its own, every row run until the batch's last row stops, sampling by a Gumbel-max logits processor
-with a generator per row. Not used by R3 itself."""
+with a generator per row (its sampling code kept verbatim; the EOS ids come from the current backend's
+helper, which did not change). Not used by R3 itself."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaL
 
 from r3.generation.base import Completion, SamplingConfig, request_seeds, sample_seed, truncate_at_stop
 from r3.generation.chat import render_prompt
+from r3.generation.transformers_backend import _stop_token_ids
 from r3.tasks.base import Prompt
 
 
@@ -126,13 +128,3 @@ class RowSampler(LogitsProcessor):
         uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(self.device)
         gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20, max=1.0 - 1e-7)))
         return logits + gumbel
-
-
-def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """End-of-turn ids: the generation config's EOS id(s) and the tokenizer's EOS."""
-    ids: list[int] = []
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_token_id]:
-        if isinstance(value, int) and value not in ids:
-            ids.append(value)
-    return ids

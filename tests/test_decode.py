@@ -133,9 +133,9 @@ def test_logprobs_are_the_models(tiny) -> None:
 
 
 def test_rows_with_consecutive_seeds_are_not_alike(tiny) -> None:
-    """Torch's generator seeded with nearby integers gives correlated first draws; seeds are mixed
-    first. 64 rows of one prompt with seeds 0..63 at a 50/50 choice: no run of 8 equal first tokens
-    in each block of 8 (the failure once seen: a GRPO group of 8 samples all alike)."""
+    """Rows seeded 0..63 (through `mix_seed`, as `decode` seeds them) at a 50/50 choice draw a fair
+    spread: the count of ones is within four standard deviations, and at most one block of 8 rows (a
+    GRPO group's worth) comes out all alike (probability 1/128 per block)."""
     logits = torch.zeros(64, 2)
     from r3.generation.decode import mix_seed
 

@@ -39,9 +39,13 @@ LOCK_FILE = ".lock"
 class RunFolder:
     """An output folder opened for writing: locked, fingerprint checked, logs recovered on demand."""
 
-    def __init__(self, folder: Path, fingerprint: dict[str, Any], lock: IO[Any] | None) -> None:
+    def __init__(
+        self, folder: Path, fingerprint: dict[str, Any], lock: IO[Any] | None, resumed: bool = False
+    ) -> None:
         self.folder = folder
         self.fingerprint = fingerprint
+        #: Whether an earlier run's output is being continued.
+        self.resumed = resumed
         self._lock = lock
         self._handles: dict[str, IO[bytes]] = {}
 
@@ -67,9 +71,8 @@ class RunFolder:
         if folder.exists() and not folder.is_dir():
             raise R3Error(f"--output-dir {folder}: exists and is not a folder")
         if check_only:
-            run = cls(folder, fingerprint, None)
-            run.resumed = not overwrite and folder.is_dir() and _check(folder, fingerprint, owned, new_keys)
-            return run
+            resumed = not overwrite and folder.is_dir() and _check(folder, fingerprint, owned, new_keys)
+            return cls(folder, fingerprint, None, resumed)
         folder.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(folder, command)
         try:
@@ -79,14 +82,10 @@ class RunFolder:
             resumed = _check(folder, fingerprint, owned, new_keys)
             if not resumed:
                 write_json_atomic(folder / RUN_FILE, fingerprint)
-            run = cls(folder, fingerprint, lock)
-            run.resumed = resumed
-            return run
+            return cls(folder, fingerprint, lock, resumed)
         except BaseException:
             lock.close()
             raise
-
-    resumed: bool = False
 
     def path(self, name: str) -> Path:
         return self.folder / name

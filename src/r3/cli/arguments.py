@@ -169,6 +169,17 @@ def parse_task_args(raw: list[str] | dict[str, Any] | str | None) -> dict[str, A
     return options
 
 
+TASK_ARG_FLAGS = ("--task-arg", "--task-args", "--task_args")
+
+
+def parse_arguments(cls: type, argv: list[str], prog: str, description: str | None) -> Any:
+    """Flags and `--config` into the command's dataclass (`options.parse_trl_config`), a repeated
+    `--task-arg` keeping every value."""
+    from r3.cli.options import parse_trl_config
+
+    return parse_trl_config(cls, merge_repeated(argv, TASK_ARG_FLAGS), prog=prog, description=description)
+
+
 def merge_repeated(argv: list[str], names: tuple[str, ...]) -> list[str]:
     """`--task-arg a=1 --task-arg b=2` as one `--task-arg a=1 b=2`: a list field takes its values
     after one flag, and a repeated flag would otherwise keep only its last values."""

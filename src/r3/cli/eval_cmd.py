@@ -21,7 +21,7 @@ from r3.cli.arguments import (
     TaskArguments,
     check_numbers,
     check_shared,
-    merge_repeated,
+    parse_arguments,
 )
 from r3.errors import R3Error
 
@@ -65,11 +65,8 @@ class EvalArguments(OutputArguments, ModelArguments, TaskArguments):
 
 
 def parse(argv: list[str]) -> EvalArguments:
-    """Flags and `--config` into `EvalArguments` (a repeated `--task-arg` keeps every value)."""
-    from r3.cli.options import parse_trl_config
-
-    argv = merge_repeated(argv, ("--task-arg", "--task-args", "--task_args"))
-    return parse_trl_config(EvalArguments, argv, prog="r3 eval", description=__doc__)  # type: ignore[return-value]
+    """Flags and `--config` into `EvalArguments`."""
+    return parse_arguments(EvalArguments, argv, prog="r3 eval", description=__doc__)  # type: ignore[no-any-return]
 
 
 def main(argv: list[str]) -> int:

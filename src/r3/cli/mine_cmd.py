@@ -20,7 +20,7 @@ from r3.cli.arguments import (
     TaskArguments,
     check_numbers,
     check_shared,
-    merge_repeated,
+    parse_arguments,
 )
 from r3.errors import R3Error
 from r3.generation.base import Generator
@@ -100,11 +100,8 @@ class MineArguments(OutputArguments, ModelArguments, TaskArguments):
 
 
 def parse(argv: list[str]) -> MineArguments:
-    """Flags and `--config` into `MineArguments` (a repeated `--task-arg` keeps every value)."""
-    from r3.cli.options import parse_trl_config
-
-    argv = merge_repeated(argv, ("--task-arg", "--task-args", "--task_args"))
-    return parse_trl_config(MineArguments, argv, prog="r3 mine", description=DESCRIPTION)  # type: ignore[return-value]
+    """Flags and `--config` into `MineArguments`."""
+    return parse_arguments(MineArguments, argv, prog="r3 mine", description=DESCRIPTION)  # type: ignore[no-any-return]
 
 
 def main(argv: list[str]) -> int:

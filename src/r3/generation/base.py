@@ -158,9 +158,8 @@ def request_seeds(sampling: SamplingConfig, count: int) -> list[int]:
 def derive_seed(*parts: object) -> int:
     """The one way R3 derives a seed from another: a hash of the parts (a run's seed, what is sampled,
     an example's index, a round...), so that a request's seed names what it samples, never where it
-    sits in a batch. A hash, not arithmetic: Mersenne Twister generators (torch's, hence vLLM's and
-    the transformers backend's) seeded with nearby integers give correlated first draws, which once
-    made the 8 samples of a GRPO group come out nearly all alike. 31 bits: every backend takes it."""
+    sits in a batch. A hash, not arithmetic, so that nearby parts give unrelated seeds and no two
+    offsets can collide. 31 bits: every backend takes it."""
     text = ":".join(str(part) for part in parts)
     digest = hashlib.blake2b(f"r3:{text}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % _SEED_MOD

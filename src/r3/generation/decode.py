@@ -178,9 +178,10 @@ def decode(
 
 
 def mix_seed(seed: int) -> int:
-    """`seed` scrambled (SplitMix64's finalizer) before it seeds a torch generator: torch's Mersenne
-    Twister seeded with nearby integers (7, 8, 9, ...) gives correlated first draws, and a row draws few
-    numbers, so even a caller's consecutive seeds must not reach it as they are."""
+    """`seed` scrambled (SplitMix64's finalizer) before it seeds a torch generator. A guard for
+    callers that pass small consecutive seeds (0, 1, 2, ...): R3's own seeds are hashes already, and a
+    check of torch's generator found no correlation between consecutive seeds' first draws (3,000
+    blocks of 8: 0.97% all on one side of 0.5, 0.78% expected), so this is cheap insurance, not a fix."""
     z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF

@@ -9,17 +9,18 @@ per prompt would give, up to floating-point noise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from r3.generation.base import (
     Completion,
     SamplingConfig,
     completion_from_ids,
+    encode_prompts,
     generate_from_tokens,
     request_seeds,
 )
-from r3.generation.chat import render_prompt
 from r3.generation.decode import TokenChoice, decode
 from r3.tasks.base import Prompt
 
@@ -33,7 +34,6 @@ class TransformersBackend:
         self.batch_size = max(1, batch_size)
         self.model_name = model_name or getattr(model.config, "_name_or_path", "model")
         self.stop_ids = _stop_token_ids(model, tokenizer)
-        self._stop_cache: dict[tuple[str, ...], Any] = {}
 
     @property
     def context_length(self) -> int | None:
@@ -47,9 +47,7 @@ class TransformersBackend:
         limit = self.context_length
         if limit is None:
             return True
-        text = render_prompt(self.tokenizer, prompt)
-        length = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return length + max_new_tokens <= limit
+        return len(encode_prompts(self.tokenizer, [prompt])[0]) + max_new_tokens <= limit
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         return generate_from_tokens(self, prompts, n, sampling)
@@ -61,7 +59,7 @@ class TransformersBackend:
         prefill). `synced`: one pass over all rows, in step with the other processes (see `decode`)."""
         seeds = request_seeds(sampling, len(prompt_ids))
         choice = TokenChoice(sampling.temperature, sampling.top_p, sampling.top_k)
-        stopped = self._stop_check(sampling.stop) if sampling.stop else None
+        stopped = stop_check(self.tokenizer, sampling.stop) if sampling.stop else None
         pad = self.tokenizer.pad_token_id
         size = len(prompt_ids) if synced else self.batch_size
         out: list[Completion] = []
@@ -85,34 +83,44 @@ class TransformersBackend:
             )
         return out
 
-    def _stop_check(self, stop: tuple[str, ...]) -> Any:
-        """`ids -> bool`: whether the decoded tail of `ids` contains a stop string.
 
-        A stop string ends inside the token that completes it, so only rows whose newest token can
-        hold the last character of a stop string are decoded (a set built once per set of stop
-        strings; tokens that decode alone to nothing or to a partial character count as possible).
-        Then only the last tokens are decoded, enough to hold the longest stop string, so a check
-        costs the same whatever the length so far."""
-        if stop not in self._stop_cache:
-            strings = tuple(s for s in stop if s)
-            tail = max((len(s) for s in strings), default=0) + 2
-            last_chars = {s[-1] for s in strings}
-            pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
-            maybe = {
-                i
-                for i, piece in enumerate(pieces)
-                if not piece or "\ufffd" in piece or any(c in piece for c in last_chars)
-            }
-            decode_ = self.tokenizer.decode
+#: Stop checks by tokenizer (weakly: they go with it), then by stop strings. Building one decodes the
+#: whole vocabulary (about 0.3 s for 49k tokens), and the training engine builds a new backend on
+#: every call, so the checks live with the tokenizer rather than with a backend.
+_STOP_CHECKS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Callable[[list[int]], bool]]] = (
+    weakref.WeakKeyDictionary()
+)
 
-            def stopped(ids: list[int]) -> bool:
-                if ids[-1] not in maybe:
-                    return False
-                text = decode_(ids[-tail:], skip_special_tokens=True)
-                return any(s in text for s in strings)
 
-            self._stop_cache[stop] = stopped
-        return self._stop_cache[stop]
+def stop_check(tokenizer: Any, stop: tuple[str, ...]) -> Callable[[list[int]], bool]:
+    """`ids -> bool`: whether the decoded tail of `ids` contains a stop string.
+
+    A stop string ends inside the token that completes it, so only rows whose newest token can
+    hold the last character of a stop string are decoded (a set built once per tokenizer and set of
+    stop strings; tokens that decode alone to nothing or to a partial character count as possible).
+    Then only the last tokens are decoded, enough to hold the longest stop string, so a check
+    costs the same whatever the length so far."""
+    checks = _STOP_CHECKS.setdefault(tokenizer, {})
+    if stop not in checks:
+        strings = tuple(s for s in stop if s)
+        tail = max((len(s) for s in strings), default=0) + 2
+        last_chars = {s[-1] for s in strings}
+        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        maybe = {
+            i
+            for i, piece in enumerate(pieces)
+            if not piece or "\ufffd" in piece or any(c in piece for c in last_chars)
+        }
+        owner = weakref.ref(tokenizer)  # a strong reference here would keep the cache entry alive forever
+
+        def stopped(ids: list[int]) -> bool:
+            if ids[-1] not in maybe:
+                return False
+            text = owner().decode(ids[-tail:], skip_special_tokens=True)  # type: ignore[union-attr]
+            return any(s in text for s in strings)
+
+        checks[stop] = stopped
+    return checks[stop]
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
