@@ -15,6 +15,11 @@ Each setting mines the same Countdown queries with `r3 mine`'s own `mine()` into
 Every query keeps its own seeds, so all current-sampler settings must write byte-identical
 `failures.jsonl`; the script checks it. (The baseline samples by another method, Gumbel-max, so its
 rows differ: it is there for its cost only.)
+
+`--dtypes float32 bfloat16` runs the whole comparison once per dtype of the weights (`r3 mine --dtype`),
+each against the baseline in the same dtype, and also gives each row's ratio to the first dtype's
+baseline. bfloat16 weights are for sampling only (training in them loses small updates); they change
+the samples a little, so rows are compared within a dtype.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ def main() -> None:
     parser.add_argument("--round-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32"],
+        help="weights' dtypes, each a full comparison (bfloat16: sampling only)",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -65,54 +76,64 @@ def main() -> None:
 
     task = get_task("countdown", min_nums=3, max_nums=3, max_number=20, max_target=60)
     examples = task.load(None, limit=args.queries, seed=2000)
-    started = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(None, device="cpu", dtype="float32")
-    print(
-        f"embedded model loaded in {time.perf_counter() - started:.1f} s; {cpu_name()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
     from legacy_backend import LegacyBackend
 
     rows: list[dict[str, object]] = []
-    outputs: dict[str, bytes] = {}
-    settings = [("before", 1)] + [(f"window {w}", w) for w in args.windows]
+    identical = True
     with tempfile.TemporaryDirectory() as tmp:
-        for label, window in settings:
-            # The backend's batch holds the whole window's samples: one forward pass per token.
-            kind = LegacyBackend if label == "before" else TransformersBackend
-            backend = kind(
-                model, tokenizer, batch_size=window * args.round_size, model_name=display_name(None)
+        for dtype in args.dtypes:
+            started = time.perf_counter()
+            model, tokenizer = load_model_and_tokenizer(None, device="cpu", dtype=dtype)
+            print(
+                f"embedded model loaded in {time.perf_counter() - started:.1f} s ({dtype}); {cpu_name()}, "
+                f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
             )
-            config = MineConfig(
-                budget=args.budget, round_size=args.round_size, keep=2, full=True, seed=1,
-                max_new_tokens=args.max_new_tokens, window=window,
-            )  # fmt: skip
-            folder = Path(tmp) / label.replace(" ", "-")
-            summary = mine(task, examples, backend, folder, config, identity={"model": "embedded"})
-            if label != "before":
-                outputs[label] = (folder / "failures.jsonl").read_bytes()
-            rows.append(
-                {
-                    "setting": label,
-                    "samples": summary.samples,
-                    "seconds": round(summary.wall_seconds, 2),
-                    "samples_per_second": round(summary.samples_per_second, 3),
-                    "queries_kept": summary.queries_kept,
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
-    base = rows[0]["samples_per_second"]
-    identical = len(set(outputs.values())) == 1
-    print("\n| setting | samples | seconds | samples/s | ratio to before | kept |")
-    print("|---|---|---|---|---|---|")
+            outputs: dict[str, bytes] = {}
+            settings = [("before", 1)] + [(f"window {w}", w) for w in args.windows]
+            for label, window in settings:
+                # The backend's batch holds the whole window's samples: one forward pass per token.
+                kind = LegacyBackend if label == "before" else TransformersBackend
+                backend = kind(
+                    model, tokenizer, batch_size=window * args.round_size, model_name=display_name(None)
+                )
+                config = MineConfig(
+                    budget=args.budget, round_size=args.round_size, keep=2, full=True, seed=1,
+                    max_new_tokens=args.max_new_tokens, window=window,
+                )  # fmt: skip
+                folder = Path(tmp) / dtype / label.replace(" ", "-")
+                summary = mine(task, examples, backend, folder, config, identity={"model": "embedded"})
+                if label != "before":
+                    outputs[label] = (folder / "failures.jsonl").read_bytes()
+                rows.append(
+                    {
+                        "dtype": dtype,
+                        "setting": label,
+                        "samples": summary.samples,
+                        "seconds": round(summary.wall_seconds, 2),
+                        "samples_per_second": round(summary.samples_per_second, 3),
+                        "queries_kept": summary.queries_kept,
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+            identical = identical and len(set(outputs.values())) == 1
+            del model
+    first_dtype = args.dtypes[0]
+    first = next(r for r in rows if r["dtype"] == first_dtype and r["setting"] == "before")
+    print(
+        "\n| dtype | setting | samples | seconds | samples/s | ratio to before (same dtype) | "
+        f"ratio to before ({first_dtype}) | kept |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        ratio = row["samples_per_second"] / base if base else float("nan")  # type: ignore[operator]
-        row["ratio"] = round(ratio, 2)
+        base = next(r for r in rows if r["dtype"] == row["dtype"] and r["setting"] == "before")
+        ratio = row["samples_per_second"] / base["samples_per_second"]  # type: ignore[operator]
+        to_first = row["samples_per_second"] / first["samples_per_second"]  # type: ignore[operator]
+        row["ratio"], row["ratio_to_first_dtype"] = round(ratio, 2), round(to_first, 2)
         print(
-            f"| {row['setting']} | {row['samples']} | {row['seconds']} | {row['samples_per_second']} | "
-            f"{ratio:.2f}x | {row['queries_kept']} |"
+            f"| {row['dtype']} | {row['setting']} | {row['samples']} | {row['seconds']} | "
+            f"{row['samples_per_second']} | {ratio:.2f}x | {to_first:.2f}x | {row['queries_kept']} |"
         )
-    print(f"\nfailures.jsonl identical across the current sampler's windows: {identical}")
+    print(f"\nfailures.jsonl identical across the current sampler's windows (per dtype): {identical}")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"rows": rows, "identical": identical, "cpu": cpu_name()}, indent=1)

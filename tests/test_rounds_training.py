@@ -43,12 +43,14 @@ def script(prompt, sampling, i):
     return f"<answer> 1 + {done} </answer>"
 
 
-def mine_rounds(folder: Path, rounds: int = 3) -> list[dict]:
-    config = MineConfig(budget=2, round_size=2, keep=1, rounds=rounds, reflection_max_new_tokens=8)
+def mine_rounds(folder: Path, rounds: int = 3, window: int = 16, generator=None) -> list[dict]:
+    config = MineConfig(
+        budget=2, round_size=2, keep=1, rounds=rounds, reflection_max_new_tokens=8, window=window
+    )
     mine(
         TASK,
         EXAMPLES,
-        ScriptedGenerator(script),
+        generator or ScriptedGenerator(script),
         folder,
         config,
         identity={"model": "scripted"},
@@ -80,6 +82,26 @@ def test_mining_keeps_the_chain_of_failed_rounds(tmp_path: Path) -> None:
     assert all("rounds" not in row["failed_attempts"][0] for row in mine_rounds(tmp_path / "c", rounds=1))
 
 
+def test_chains_are_the_episodes_rounds_batched_across_a_window(tmp_path: Path) -> None:
+    """Every chain of a window takes one generate call per step, and each chain's samples come from its
+    own seeds: mined one query per window or both together, the bytes are the same."""
+
+    def seeded_script(prompt, sampling, i):
+        text = script(prompt, sampling, i)
+        return f"{text} {sampling.seed % 997}" if text.startswith("idea") else text
+
+    alone, together = ScriptedGenerator(seeded_script), ScriptedGenerator(seeded_script)
+    mine_rounds(tmp_path / "alone", window=1, generator=alone)
+    rows = mine_rounds(tmp_path / "together", window=2, generator=together)
+    assert (tmp_path / "alone" / "failures.jsonl").read_bytes() == (
+        tmp_path / "together" / "failures.jsonl"
+    ).read_bytes()
+    # Two queries: attempts 1 call per window; chains: (reflection + retry) x 2 steps per window.
+    assert (alone.calls, together.calls) == (2 * (1 + 4), 1 + 4)
+    reflections = [step["reflection"] for row in rows for step in row["failed_attempts"][0]["rounds"]]
+    assert len(set(reflections)) == len(reflections)  # every chain and round drew from its own seed
+
+
 def test_training_prompts_of_later_rounds_are_evals_history(tmp_path: Path, tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -94,7 +116,7 @@ def test_training_prompts_of_later_rounds_are_evals_history(tmp_path: Path, tiny
     eval_prompts = [render_prompt(tokenizer, r.reflection_prompt) for r in episode.later_rounds]
     assert eval_prompts == [rows[3]["prompt"], rows[4]["prompt"]]
     item = index[rows[4]["prompt"]]
-    assert item.round == 3 and item.attempt == WRONG and item.history is not None
+    assert item.round == 3 and item.attempt == WRONG and item.chat is not None
 
     # The rollout retries a later round with the whole history, and rewards that retry.
     eos = tokenizer.eos_token_id
@@ -112,9 +134,9 @@ def test_training_prompts_of_later_rounds_are_evals_history(tmp_path: Path, tiny
     rollout = R3Rollout(TASK, index, settings, engine=engine)
     out = rollout([rows[4]["prompt"]] * 2, SimpleNamespace(processing_class=tokenizer))
     assert out["retry_success"] == [True, True]
-    expected = render_prompt(tokenizer, retry_after(TASK, item.history, rollout.last.reflections[0]))
+    expected = render_prompt(tokenizer, retry_after(TASK, item.chat, rollout.last.reflections[0]))
     assert rollout.last.retry_prompts[0] == expected
-    assistant = [m["content"] for m in item.history.messages if m["role"] == "assistant"]
+    assistant = [m["content"] for m in item.chat.messages if m["role"] == "assistant"]
     assert assistant == [WRONG, "idea 1", "<answer> 1 + 1 </answer>", "idea 2", "<answer> 1 + 2 </answer>"]
 
 
@@ -165,3 +187,37 @@ def test_mine_then_train_with_rounds_end_to_end(tmp_path: Path, tiny_model_dir: 
     assert r3_main([*train_argv, "--num_generations", "2", "--per_device_train_batch_size", "16"]) == 0
     summary = json.loads((tmp_path / "trained" / "r3_training.json").read_text())
     assert summary["num_prompts"] == 8  # 4 queries x (round 1 + round 2)
+
+
+def test_the_rollout_runs_evals_round_on_the_same_chats(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """One episode: a stored first attempt given to the rollout gets, on a deterministic model, the
+    very reflection, retry chat, retry and verdict that `r3 eval` gets after the same attempt."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from r3.generation.transformers_backend import TransformersBackend
+    from r3.mining.records import FailureRecord
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    backend = TransformersBackend(model, tokenizer, batch_size=8)
+    greedy = SamplingConfig(max_new_tokens=6, temperature=0.0)
+    sampling = EpisodeSampling(greedy, greedy, greedy.with_(stop=TASK.stop))
+    (episode,) = run_episodes(TASK, backend, EXAMPLES[:1], sampling)
+    assert not episode.first_try_ok and episode.reflection is not None and episode.retry is not None
+
+    attempt = {"completion": episode.attempt.text, "reason": episode.attempt_verdict.reason}
+    record = FailureRecord(TASK.name, 0, EXAMPLES[0], [attempt], samples_drawn=1, successes=0)
+    rows, index = build_prompts([record], TASK, tokenizer)
+
+    def engine(trainer, prompt_ids, sampling):
+        return backend.sample_tokens(prompt_ids, sampling)
+
+    rollout = R3Rollout(TASK, index, sampling, engine=engine)
+    out = rollout([rows[0]["prompt"]] * 2, SimpleNamespace(processing_class=tokenizer))
+    last = rollout.last
+    assert last.reflections == [episode.reflection.text] * 2
+    assert last.retry_prompts == [render_prompt(tokenizer, episode.retry_prompt)] * 2
+    assert last.retries == [episode.retry.text] * 2
+    assert out["retry_success"] == [episode.retry_verdict.ok] * 2
+    assert out["completion_ids"][0] == list(episode.reflection.token_ids)

@@ -206,3 +206,11 @@ def test_two_steps_on_the_embedded_model_then_eval(tmp_path, embedded_dir):
         ]
     )
     assert code == 0
+
+
+def test_task_args_read_like_evals(tmp_path):
+    """`r3 train` reads task options through the function `r3 eval` and `r3 mine` use: KEY=VALUE works."""
+    config = parse(["--config", str(CPU_RECIPE), "--output-dir", str(tmp_path), "--task_args", "min_nums=4"])
+    assert config.task_args == {"min_nums": 4}
+    with pytest.raises(R3Error, match="KEY=VALUE"):
+        parse(["--config", str(CPU_RECIPE), "--output-dir", str(tmp_path), "--task_args", "min_nums"])

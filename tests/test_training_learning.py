@@ -22,6 +22,7 @@ from test_training_support import ToyTask, make_model, make_tokenizer, pretrain,
 
 STEPS = 30
 GROUP = 8
+SEEDS = range(6)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def pretrained():
     torch.set_num_threads(threads)
 
 
-def run(tmp_path, pretrained, shuffle: bool):
+def run(tmp_path, pretrained, shuffle: bool, seed: int = 0):
     tokenizer, state = pretrained
     model = make_model(tokenizer)
     model.load_state_dict(state)
@@ -46,7 +47,7 @@ def run(tmp_path, pretrained, shuffle: bool):
         learning_rate=3e-3,
         num_generations=GROUP,
         per_device_train_batch_size=2 * GROUP,
-        seed=0,
+        seed=seed,
         reward_funcs=["retry_success_shuffled" if shuffle else "retry_success"],
     )
     trainer = build_trainer(
@@ -62,22 +63,34 @@ def run(tmp_path, pretrained, shuffle: bool):
 
 
 def test_r3_learns_the_reflection_that_makes_the_retry_succeed(tmp_path, pretrained):
-    before, after, success = run(tmp_path / "real", pretrained, shuffle=False)
-    _, after_shuffled, success_shuffled = run(tmp_path / "shuffled", pretrained, shuffle=True)
-    print(
-        f"P(A): start {before:.3f}, R3 {after:.3f}, shuffled {after_shuffled:.3f}; retry success "
-        f"first 5 steps {mean(success[:5]):.2f} -> last 5 {mean(success[-5:]):.2f} "
-        f"(shuffled {mean(success_shuffled[-5:]):.2f})"
-    )
-    assert len(success) == STEPS
-    assert 0.35 < before < 0.65  # both reflections equally likely at the start
-    # R3: the policy moves to the reflection whose retry succeeds, and the success rate follows.
-    assert after > 0.85
-    assert mean(success[-5:]) > 0.8
-    assert mean(success[-5:]) > mean(success[:5]) + 0.2
-    # Control: same run with the rewards shuffled within groups does not learn to write A. It is not
-    # neutral either: P(A) wanders, and often far toward B (0.0 to 0.6 over seeds and samplers, measured
-    # when the sampler changed), so only "does not learn A" is asserted, not "stays near 0.5".
-    assert after_shuffled < 0.75
-    assert mean(success_shuffled[-5:]) < 0.75
-    assert after - after_shuffled > 0.25
+    """R3 and its shuffled control, each run with SEEDS seeds (about a second a run).
+
+    Every R3 run must learn A. The control is a random walk, not a neutral one: with shuffled rewards
+    P(A) wanders far either way, and because the retry is written by the same weights, its greedy
+    answer after B can drift to the right one too (measured: one control seed of six ended with 0.96
+    retry success at P(A) 0.58, another at 0.10). So the control is judged over seeds, on its mean:
+    measured over seeds 0-5, R3 P(A) 0.96-0.97 and last-5-steps success 0.91-0.97 in every run; the
+    control's mean P(A) 0.48 and mean success 0.54."""
+    real, control = [], []
+    for seed in SEEDS:
+        real.append(run(tmp_path / f"real-{seed}", pretrained, shuffle=False, seed=seed))
+        control.append(run(tmp_path / f"shuffled-{seed}", pretrained, shuffle=True, seed=seed))
+    for (before, after, success), (_, after_shuffled, success_shuffled) in zip(real, control, strict=True):
+        print(
+            f"P(A): start {before:.3f}, R3 {after:.3f}, shuffled {after_shuffled:.3f}; retry success "
+            f"first 5 steps {mean(success[:5]):.2f} -> last 5 {mean(success[-5:]):.2f} "
+            f"(shuffled {mean(success_shuffled[-5:]):.2f})"
+        )
+        assert len(success) == STEPS
+        assert 0.35 < before < 0.65  # both reflections equally likely at the start
+        # R3: the policy moves to the reflection whose retry succeeds, and the success rate follows.
+        assert after > 0.85
+        assert mean(success[-5:]) > 0.8
+        assert mean(success[-5:]) > mean(success[:5]) + 0.2
+    # Control, over seeds: it does not learn A, and its retries do not succeed like R3's.
+    control_a = mean(after for _, after, _ in control)
+    control_success = mean(mean(success[-5:]) for _, _, success in control)
+    real_success = mean(mean(success[-5:]) for _, _, success in real)
+    assert control_a < 0.7
+    assert mean(after for _, after, _ in real) - control_a > 0.25
+    assert real_success - control_success > 0.2

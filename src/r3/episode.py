@@ -32,7 +32,7 @@ a server refuses it with an error, which ends the run with one line, rows done k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from r3.errors import R3Error
@@ -44,16 +44,23 @@ SECOND_TRY_MODES: tuple[str, ...] = ("reflect", "resample", "feedback")
 
 
 def seeded(
-    sampling: SamplingConfig, step: str, episodes: Sequence[Episode], round_number: int = 1
+    sampling: SamplingConfig,
+    step: str,
+    episodes: Sequence[Episode],
+    round_number: int | Sequence[int] = 1,
 ) -> SamplingConfig:
-    """`sampling` with one seed per episode: `derive_seed(sampling.seed, step, example index, round)`.
+    """`sampling` with one seed per episode: `derive_seed(sampling.seed, step, example index, round)`
+    (`round_number`: one for all, or one per episode).
 
     So an example's attempt, reflection and retry are drawn from seeds that name the example and the
     step, never its position in a batch: `r3 eval` gives the same rows whatever its batch size, a
     resumed run samples what the whole run would have, and a `resample` second attempt (its own step
     name) is an independent draw rather than a replay of the first."""
+    rounds = [round_number] * len(episodes) if isinstance(round_number, int) else list(round_number)
     return sampling.with_(
-        seeds=tuple(derive_seed(sampling.seed, step, ep.index, round_number) for ep in episodes)
+        seeds=tuple(
+            derive_seed(sampling.seed, step, ep.index, k) for ep, k in zip(episodes, rounds, strict=True)
+        )
     )
 
 
@@ -209,6 +216,17 @@ def check_rounds(rounds: object) -> int:
     return rounds
 
 
+@dataclass(frozen=True)
+class Turn:
+    """Where a reflect-and-retry round starts: the episode, the chat its reflection is asked in (the
+    failed answer and the reflection instruction at its end, any earlier rounds before them) and the
+    round's number (1 is the paper's second try)."""
+
+    episode: Episode
+    reflection_prompt: Prompt
+    number: int = 1
+
+
 def run_episodes(
     task: Task,
     generator: Generator,
@@ -225,67 +243,116 @@ def run_episodes(
     `R3Error` before anything is generated."""
     check_second_try(second_try)
     check_rounds(rounds)
-    episodes = _first_round(task, generator, examples, sampling, first_index, second_try)
+    episodes = [
+        Episode(first_index + i, ex, Completion("", 0), Verdict.failure("not attempted"))
+        for i, ex in enumerate(examples)
+    ]
+    attempt(task, generator, episodes, sampling.attempt)
+    failed = [ep for ep in episodes if not ep.first_try_ok]
+    if failed and second_try == "resample":
+        _resample(task, generator, failed, sampling, 1)
+    elif failed:
+        turns = [
+            Turn(
+                ep,
+                feedback_reflection_prompt(task, ep.example, ep.attempt.text, ep.attempt_verdict.reason)
+                if second_try == "feedback"
+                else task.reflection_prompt(ep.example, ep.attempt.text),
+            )
+            for ep in failed
+        ]
+        reflect_and_retry(task, generator, turns, sampling, second_try=second_try)
     for k in range(2, rounds + 1):
         _next_round(task, generator, episodes, sampling, second_try, k)
     return episodes
 
 
-def _first_round(
-    task: Task,
-    generator: Generator,
-    examples: Sequence[Example],
-    sampling: EpisodeSampling,
-    first_index: int,
-    second_try: str,
-) -> list[Episode]:
-    """The attempt and, on failure, round 1 (the paper's second try)."""
-    episodes = [
-        Episode(first_index + i, ex, Completion("", 0), Verdict.failure("not attempted"))
-        for i, ex in enumerate(examples)
-    ]
-    attempts = generator.generate(
-        [task.prompt(e) for e in examples], 1, seeded(sampling.attempt, "attempt", episodes)
+def attempt(task: Task, generator: Generator, episodes: Sequence[Episode], sampling: SamplingConfig) -> None:
+    """Sample and verify each episode's first attempt at its task prompt, seeded by episode
+    (`seeded(..., "attempt", ...)`). Training's online first attempt is this same step."""
+    answers = generator.generate(
+        [task.prompt(ep.example) for ep in episodes], 1, seeded(sampling, "attempt", episodes)
     )
-    for ep, group in zip(episodes, attempts, strict=True):
+    for ep, group in zip(episodes, answers, strict=True):
         ep.attempt = group[0]
         ep.attempt_verdict = safe_verify(task, ep.example, ep.attempt.text)
-    failed = [ep for ep in episodes if not ep.first_try_ok]
-    if not failed:
-        return episodes
-    if second_try == "resample":
-        for ep in failed:
-            ep.retry_prompt = task.prompt(ep.example)
-        resample = seeded(sampling.attempt, "resample", failed)
-        seconds = generator.generate([ep.retry_prompt for ep in failed if ep.retry_prompt], 1, resample)
-        _record_retries(task, failed, seconds)
-        return episodes
-    for ep in failed:
-        ep.reflection_prompt = (
-            feedback_reflection_prompt(task, ep.example, ep.attempt.text, ep.attempt_verdict.reason)
-            if second_try == "feedback"
-            else task.reflection_prompt(ep.example, ep.attempt.text)
-        )
+
+
+def reflect_and_retry(
+    task: Task,
+    generator: Generator,
+    turns: Sequence[Turn],
+    sampling: EpisodeSampling,
+    *,
+    second_try: str = "reflect",
+    fits: Callable[[Prompt, int], bool] | None = None,
+    always_call: bool = False,
+) -> list[Round | None]:
+    """One reflect-and-retry round for each turn: sample the reflection in the turn's chat, build the
+    retry chat, sample the retry, verify it. Evaluation, mining and the training rollout all run this.
+
+    The retry chat of round 1 under `reflect` is the task's own (`Task.retry_prompt`, which a task may
+    override); otherwise it continues the chat the reflection was asked in (`retry_after`). Row i's
+    reflection and retry are seeded by its episode's index and its round (`seeded`).
+
+    `fits(prompt, max_new_tokens)`: a retry chat that does not fit the model's context stops its
+    episode (`Episode.stopped`) and its entry in the result is None. The result is recorded on each
+    episode (round 1 in its own fields, later rounds in `later_rounds`) and returned, one `Round` per
+    turn. `always_call`: call the generator for both steps even with nothing to sample, as training
+    needs (a process's sampler may be a collective, entered by every process the same number of times)."""
+    results: list[Round | None] = [None] * len(turns)
+    if not turns and not always_call:
+        return results
+    episodes = [t.episode for t in turns]
+    numbers = [t.number for t in turns]
     reflections = generator.generate(
-        [ep.reflection_prompt for ep in failed if ep.reflection_prompt],
-        1,
-        seeded(sampling.reflection, "reflection", failed),
+        [t.reflection_prompt for t in turns], 1, seeded(sampling.reflection, "reflection", episodes, numbers)
     )
-    for ep, group in zip(failed, reflections, strict=True):
-        ep.reflection = group[0]
-        if second_try == "reflect":  # the task's own chat, so that a task overriding it is honoured
-            ep.retry_prompt = task.retry_prompt(ep.example, ep.attempt.text, ep.reflection.text)
-        elif ep.reflection_prompt is not None:
-            # Mirrors `Task.retry_prompt`, continuing from the chat the reflection was really asked in.
-            ep.retry_prompt = ep.reflection_prompt.extend(
-                {"role": "assistant", "content": ep.reflection.text},
-                {"role": "user", "content": task.retry_instruction},
-            )
+    retrying: list[tuple[int, Prompt, Completion]] = []
+    for i, (turn, group) in enumerate(zip(turns, reflections, strict=True)):
+        ep, reflection = turn.episode, group[0]
+        if turn.number == 1 and second_try == "reflect":
+            retry_prompt = task.retry_prompt(ep.example, ep.attempt.text, reflection.text)
+        else:
+            retry_prompt = retry_after(task, turn.reflection_prompt, reflection.text)
+        if fits is not None and not fits(retry_prompt, sampling.retry.max_new_tokens):
+            ep.stopped = f"round {turn.number}: the history no longer fits the model's context"
+            continue
+        retrying.append((i, retry_prompt, reflection))
+    if not retrying and not always_call:
+        return results
+    chosen = [turns[i] for i, _, _ in retrying]
     retries = generator.generate(
-        [ep.retry_prompt for ep in failed if ep.retry_prompt], 1, seeded(sampling.retry, "retry", failed)
+        [prompt for _, prompt, _ in retrying],
+        1,
+        seeded(sampling.retry, "retry", [t.episode for t in chosen], [t.number for t in chosen]),
     )
-    _record_retries(task, failed, retries)
-    return episodes
+    for (i, retry_prompt, reflection), group in zip(retrying, retries, strict=True):
+        turn = turns[i]
+        verdict = safe_verify(task, turn.episode.example, group[0].text)
+        results[i] = Round(turn.number, retry_prompt, group[0], verdict, turn.reflection_prompt, reflection)
+        _record(turn.episode, results[i])  # type: ignore[arg-type]
+    return results
+
+
+def _record(ep: Episode, done: Round) -> None:
+    """Round 1 goes in the episode's own fields (the paper's second try), later rounds in order after."""
+    if done.number > 1:
+        ep.later_rounds.append(done)
+        return
+    ep.reflection_prompt, ep.reflection = done.reflection_prompt, done.reflection
+    ep.retry_prompt, ep.retry, ep.retry_verdict = done.retry_prompt, done.retry, done.retry_verdict
+
+
+def _resample(
+    task: Task, generator: Generator, episodes: list[Episode], sampling: EpisodeSampling, k: int
+) -> None:
+    """Round `k` under `resample`: one more independent attempt at the task prompt, drawn like the first
+    (the attempt's settings, its own step name and round in the seed)."""
+    prompts = [task.prompt(ep.example) for ep in episodes]
+    answers = generator.generate(prompts, 1, seeded(sampling.attempt, "resample", episodes, k))
+    for ep, prompt, group in zip(episodes, prompts, answers, strict=True):
+        _record(ep, Round(k, prompt, group[0], safe_verify(task, ep.example, group[0].text)))
 
 
 def _next_round(
@@ -303,48 +370,16 @@ def _next_round(
     if not pending:
         return
     if second_try == "resample":
-        prompts = [task.prompt(ep.example) for ep in pending]
-        answers = generator.generate(prompts, 1, seeded(sampling.attempt, "resample", pending, k))
-        for ep, prompt, group in zip(pending, prompts, answers, strict=True):
-            verdict = safe_verify(task, ep.example, group[0].text)
-            ep.later_rounds.append(Round(k, prompt, group[0], verdict))
+        _resample(task, generator, pending, sampling, k)
         return
-    budget = sampling.reflection.max_new_tokens
     fits = getattr(generator, "fits", None)
-    asked: list[tuple[Episode, Prompt]] = []
+    turns: list[Turn] = []
     for ep in pending:
         history, retry, verdict = ep.last_retry  # type: ignore[misc]
         reason = verdict.reason if second_try == "feedback" else None
         prompt = reflection_after(task, history, retry.text, reason)
-        if fits is not None and not fits(prompt, budget):
+        if fits is not None and not fits(prompt, sampling.reflection.max_new_tokens):
             ep.stopped = f"round {k}: the history no longer fits the model's context"
             continue
-        asked.append((ep, prompt))
-    if not asked:
-        return
-    reflections = generator.generate(
-        [prompt for _, prompt in asked],
-        1,
-        seeded(sampling.reflection, "reflection", [ep for ep, _ in asked], k),
-    )
-    retrying: list[tuple[Episode, Prompt, Completion, Prompt]] = []
-    for (ep, prompt), group in zip(asked, reflections, strict=True):
-        retry_prompt = retry_after(task, prompt, group[0].text)
-        if fits is not None and not fits(retry_prompt, sampling.retry.max_new_tokens):
-            ep.stopped = f"round {k}: the history no longer fits the model's context"
-            continue
-        retrying.append((ep, prompt, group[0], retry_prompt))
-    if not retrying:
-        return
-    retries = generator.generate(
-        [item[3] for item in retrying], 1, seeded(sampling.retry, "retry", [item[0] for item in retrying], k)
-    )
-    for (ep, prompt, reflection, retry_prompt), group in zip(retrying, retries, strict=True):
-        verdict = safe_verify(task, ep.example, group[0].text)
-        ep.later_rounds.append(Round(k, retry_prompt, group[0], verdict, prompt, reflection))
-
-
-def _record_retries(task: Task, failed: list[Episode], groups: list[list[Completion]]) -> None:
-    for ep, group in zip(failed, groups, strict=True):
-        ep.retry = group[0]
-        ep.retry_verdict = safe_verify(task, ep.example, ep.retry.text)
+        turns.append(Turn(ep, prompt, k))
+    reflect_and_retry(task, generator, turns, sampling, second_try=second_try, fits=fits)

@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from r3.errors import R3Error
+from r3.tasks.registry import parse_task_args
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -139,34 +138,6 @@ def check_numbers(args: Any, at_least: dict[str, int]) -> None:
             raise R3Error(f"{flag} must be an integer (got {value!r})")
         if value < low:
             raise R3Error(f"{flag} must be at least {low} (got {value})")
-
-
-def parse_task_args(raw: list[str] | dict[str, Any] | str | None) -> dict[str, Any]:
-    """Task options from flags (`["min_nums=4", "system_prompt=null"]`), a YAML mapping, or a YAML /
-    JSON mapping string (`'{"min_nums": 4}'`, as `r3 train --task_args` takes it)."""
-    if raw is None:
-        return {}
-    if isinstance(raw, dict):
-        return {str(k): v for k, v in raw.items()}
-    if isinstance(raw, str):
-        if raw.lstrip().startswith("{"):
-            try:
-                loaded = yaml.safe_load(raw)
-            except yaml.YAMLError as exc:
-                raise R3Error(f"--task-args: not a YAML mapping ({str(exc).splitlines()[0]})") from None
-            if isinstance(loaded, dict):
-                return {str(k): v for k, v in loaded.items()}
-        raw = [raw]
-    options: dict[str, Any] = {}
-    for item in raw:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise R3Error(f"--task-arg expects KEY=VALUE, got '{item}'")
-        try:
-            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            options[key.strip()] = value
-    return options
 
 
 TASK_ARG_FLAGS = ("--task-arg", "--task-args", "--task_args")

@@ -16,11 +16,12 @@ rounds the full protocol would draw, hence:
 samples_drawn` is an unbiased per-query success rate.
 
 `rounds=K > 1` also mines the contexts of later rounds: after each kept failed attempt the model
-reflects and retries (sampled like the attempts, with the whole history in the chat, as `r3 eval
---rounds` does); while its retry fails and fewer than K-1 rounds are done, the failed retry is one more
-context to reflect on. The chain is stored with the attempt (`rounds` in `failures.jsonl`) and `r3
-train` trains a reflection on every context of it. Its seeds come from the query and the attempt's
-place, like the rounds', so resumes and `full` keep it identical.
+reflects and retries (sampled like the attempts, with the whole history in the chat: the episode's own
+round, `episode.reflect_and_retry`, as `r3 eval --rounds` runs it); while its retry fails and fewer
+than K-1 rounds are done, the failed retry is one more context to reflect on. The chain is stored with
+the attempt (`rounds` in `failures.jsonl`) and `r3 train` trains a reflection on every context of it.
+Its seeds come from the query and the attempt's place, like the rounds', so resumes and `full` keep it
+identical.
 
 Files in the output folder, and why they cannot lose or duplicate a query
 -------------------------------------------------------------------------
@@ -55,13 +56,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3.episode import safe_verify
+from r3.episode import Episode, EpisodeSampling, Turn, reflect_and_retry, reflection_after, safe_verify
 from r3.errors import R3Error
-from r3.generation.base import Generator, SamplingConfig, derive_seed
+from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
 from r3.mining.records import FailureRecord
 from r3.progress import ProgressReport
 from r3.rundir import RunFolder, examples_digest
-from r3.tasks.base import Example, Task
+from r3.tasks.base import Example, Task, Verdict
 
 FAILURES_FILE = "failures.jsonl"
 PROGRESS_FILE = "progress.jsonl"
@@ -191,43 +192,57 @@ def query_seed(run_seed: int, query_index: int, round_index: int) -> int:
     return derive_seed(run_seed, "mine", query_index, round_index)
 
 
-#: Seeds of the round chains live in their own range of `query_seed`'s round index.
-CHAIN_SEED_BASE = 1_000_000
-
-
-def mine_chain(
+def mine_chains(
     task: Task,
-    example: Example,
-    query_index: int,
-    number: int,
-    attempt: str,
+    examples: Sequence[Example],
+    indices: Sequence[int],
+    kept: list[list[dict[str, Any]]],
     generator: Generator,
     config: MineConfig,
-) -> list[dict[str, str]]:
-    """The rounds after one failed attempt while their retries fail: at most `rounds - 1` steps of
-    {reflection, retry, reason}. One generate call per step and kind, each with its own seed."""
-    from r3.episode import reflection_after, retry_after
+) -> None:
+    """The rounds after each kept failed attempt of a window, while their retries fail: at most
+    `rounds - 1` steps of {reflection, retry, reason}, stored on the attempt as `rounds`.
 
+    Each step is the episode's own round (`episode.reflect_and_retry`, as `r3 eval --rounds` runs it),
+    every chain of the window in one generate call per step. A chain is an episode numbered by its
+    query and attempt (`query index * keep + attempt number`, distinct for every chain of a run), so its
+    reflection and retry of round k are seeded by `derive_seed(chain seed, step, that number, k)`
+    whatever its window."""
     base = config.sampling(task)
-    reflecting = base.with_(max_new_tokens=config.reflection_max_new_tokens, stop=())
-    chain: list[dict[str, str]] = []
-    chat = task.reflection_prompt(example, attempt)
+    seed = derive_seed(config.seed, "mine-chain")
+    sampling = EpisodeSampling(
+        attempt=base,
+        reflection=base.with_(max_new_tokens=config.reflection_max_new_tokens, stop=(), seed=seed),
+        retry=base.with_(seed=seed),
+    )
+    turns: list[Turn] = []
+    chains: dict[int, list[dict[str, str]]] = {}
+    for q, attempts in enumerate(kept):
+        for number, attempt in enumerate(attempts):
+            key = indices[q] * config.keep + number
+            attempt["rounds"] = chains[key] = []
+            ep = Episode(
+                key, examples[q], Completion(attempt["completion"], 0), Verdict.failure(attempt["reason"])
+            )
+            turns.append(Turn(ep, task.reflection_prompt(ep.example, ep.attempt.text), 1))
     for k in range(1, config.rounds):
-        seed = CHAIN_SEED_BASE + (number * config.rounds + k) * 2
-        reflection = generator.generate(
-            [chat], 1, reflecting.with_(seeds=(query_seed(config.seed, query_index, seed),))
-        )
-        text = reflection[0][0].text
-        retry_chat = task.retry_prompt(example, attempt, text) if k == 1 else retry_after(task, chat, text)
-        retry = generator.generate(
-            [retry_chat], 1, base.with_(seeds=(query_seed(config.seed, query_index, seed + 1),))
-        )
-        verdict = safe_verify(task, example, retry[0][0].text)
-        if verdict.ok:
-            break  # solved: nothing more to reflect on
-        chain.append({"reflection": text, "retry": retry[0][0].text, "reason": verdict.reason})
-        chat = reflection_after(task, retry_chat, retry[0][0].text)
-    return chain
+        if not turns:
+            break
+        done = reflect_and_retry(task, generator, turns, sampling)
+        following: list[Turn] = []
+        for turn, result in zip(turns, done, strict=True):
+            if result is None or result.retry_verdict.ok or result.reflection is None:
+                continue  # solved: nothing more to reflect on
+            chains[turn.episode.index].append(
+                {
+                    "reflection": result.reflection.text,
+                    "retry": result.retry.text,
+                    "reason": result.retry_verdict.reason,
+                }
+            )
+            chat = reflection_after(task, result.retry_prompt, result.retry.text)
+            following.append(Turn(turn.episode, chat, k + 1))
+        turns = following
 
 
 def mine_window(
@@ -269,11 +284,7 @@ def mine_window(
         active = still
         round_index += 1
     if config.rounds > 1:
-        for q in range(count):
-            for number, attempt in enumerate(kept[q]):
-                attempt["rounds"] = mine_chain(
-                    task, examples[q], indices[q], number, attempt["completion"], generator, config
-                )
+        mine_chains(task, examples, indices, kept, generator, config)
     share = (time.perf_counter() - started) / max(1, count)  # the window's time, split evenly
     return [
         QueryResult(indices[q], samples[q], successes[q], failures[q], tokens[q], share, kept[q])
@@ -312,6 +323,8 @@ def _config_identity(config: MineConfig) -> dict[str, Any]:
     del fields["window"]
     if config.rounds == 1:
         del fields["rounds"], fields["reflection_max_new_tokens"]
+    else:
+        fields["chain_seeds"] = 2  # chains are seeded as episodes (runs mined before are not resumed)
     return fields
 
 

@@ -10,6 +10,8 @@ import difflib
 import importlib
 from typing import Any
 
+import yaml
+
 from r3.errors import R3Error
 from r3.tasks.base import Task
 
@@ -69,3 +71,35 @@ def get_task(name: str, **options: Any) -> Task:
         except TypeError as exc:
             raise R3Error(f"task '{name}': {exc}") from exc
     raise R3Error(f"'{name}' is not a Task subclass or instance")
+
+
+def parse_task_args(raw: list[str] | dict[str, Any] | str | None) -> dict[str, Any]:
+    """Task options (the keyword arguments of `get_task`) from flags (`["min_nums=4",
+    "system_prompt=null"]`), a YAML mapping, or a YAML / JSON mapping string (`'{"min_nums": 4}'`).
+    Every command reads its `task_args` through here, whichever way they were written."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return {str(k): v for k, v in raw.items()}
+    if isinstance(raw, str):
+        if raw.lstrip().startswith(("{", "[")):
+            try:
+                loaded = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise R3Error(f"task_args: not a YAML mapping ({str(exc).splitlines()[0]})") from None
+            if not isinstance(loaded, dict):
+                raise R3Error(f"task_args must be a mapping, got {type(loaded).__name__}: {raw.strip()}")
+            return {str(k): v for k, v in loaded.items()}
+        raw = [raw]
+    if not isinstance(raw, list | tuple):
+        raise R3Error(f"task_args must be a mapping, got {type(raw).__name__}")
+    options: dict[str, Any] = {}
+    for item in raw:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise R3Error(f"--task-arg expects KEY=VALUE, got '{item}'")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options

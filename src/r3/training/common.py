@@ -28,7 +28,8 @@ class CommonTrainingFields:
         default=None,
         metadata={
             "help": "options of the task's constructor: a mapping in the recipe "
-            "(task_args: {min_nums: 4}), a YAML/JSON mapping string on the command line"
+            "(task_args: {min_nums: 4}); on the command line a mapping string or KEY=VALUE, "
+            "as r3 eval and r3 mine take them"
         },
     )
     limit: int | None = field(default=None, metadata={"help": "use only the first N rows"})
@@ -66,15 +67,9 @@ class CommonTrainingFields:
 
     def check_common_fields(self) -> None:
         """Normalise `task_args` and check the shared fields; call from the config's `__post_init__`."""
-        if isinstance(self.task_args, str):
-            import yaml
+        from r3.tasks.registry import parse_task_args
 
-            try:
-                self.task_args = yaml.safe_load(self.task_args) or {}
-            except yaml.YAMLError as exc:
-                raise R3Error(f"task_args: not a YAML mapping ({str(exc).splitlines()[0]})") from None
-        if self.task_args is not None and not isinstance(self.task_args, dict):
-            raise R3Error(f"task_args must be a mapping, got {type(self.task_args).__name__}")
+        self.task_args = parse_task_args(self.task_args) if self.task_args is not None else None
         if self.limit is not None and self.limit < 1:
             raise R3Error(f"limit must be at least 1 (got {self.limit})")
         if self.merge_lora and not self.use_peft:

@@ -32,14 +32,15 @@ from r3.tasks.base import Example, Prompt, Task
 
 @dataclass(frozen=True)
 class PromptItem:
-    """What a training prompt stands for: the example and, in stored mode, the failed attempt; for a
-    later round, the reflection chat with the whole history (`history`) and its round number."""
+    """What a training prompt stands for: the example and, in stored mode, the failed attempt and the
+    reflection chat the prompt was rendered from (`chat`: for a later round the whole history), with
+    its round number. The rollout runs the episode's round on `chat`."""
 
     example: Example
     attempt: str | None
     query_index: int
     round: int = 1
-    history: Prompt | None = None
+    chat: Prompt | None = None
 
 
 class PromptIndex:
@@ -89,7 +90,7 @@ def build_prompts(
         for number, attempt in enumerate(attempts):
             chat = task.reflection_prompt(record.example, attempt["completion"])
             text = render_prompt(tokenizer, chat)
-            index.add(text, PromptItem(record.example, attempt["completion"], record.query_index))
+            index.add(text, PromptItem(record.example, attempt["completion"], record.query_index, 1, chat))
             rows.append(
                 {"prompt": text, "query_index": record.query_index, "attempt_index": number, "round": 1}
             )

@@ -30,7 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from r3.generation.base import Completion, SamplingConfig, completion_from_ids
+from r3.generation.base import Completion, SamplingConfig, completion_from_ids, generate_from_tokens
+from r3.tasks.base import Prompt
 
 #: engine(trainer, prompt_ids, sampling) -> one Completion per prompt
 Engine = Callable[[Any, list[list[int]], SamplingConfig], list[Completion]]
@@ -162,6 +163,25 @@ def vllm_server_engine(
         completion_from_ids(tokenizer, ids, sampling, logprobs=lp)
         for ids, lp in zip(rows, row_logprobs, strict=True)
     ]
+
+
+class EngineSampler:
+    """An engine bound to its trainer, as `r3.generation`'s token sampler (and so as a `Generator`):
+    what lets the rollout run the episode's own steps (`episode.attempt`, `episode.reflect_and_retry`)
+    on the trainer's model."""
+
+    def __init__(self, engine: Engine, trainer: Any) -> None:
+        self.engine = engine
+        self.trainer = trainer
+        self.tokenizer = trainer.processing_class
+
+    def sample_tokens(
+        self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig
+    ) -> list[Completion]:
+        return self.engine(self.trainer, [list(p) for p in prompt_ids], sampling)
+
+    def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
+        return generate_from_tokens(self, prompts, n, sampling)
 
 
 def choose_engine(trainer: Any) -> Engine:

@@ -9,10 +9,14 @@ For each prompt received we return exactly one completion:
     completion_ids  the sampled reflection, ending with EOS when the model stopped by itself
     logprobs        None (transformers) or the sampled tokens' logprobs (vLLM)
 
-How tokens are sampled (the trainer's model, colocated vLLM, or a vLLM server) is `engines.py`, each an
-adapter of `r3.generation`'s token sampler. The settings are the episode's (`episode.EpisodeSampling`:
-attempt, reflection, retry), built by `R3Config.episode_sampling`, and every call is seeded from the
-run's seed, the global step and the process (`call_seed`), a seed per row from there as everywhere.
+The steps are the episode's own (`r3.episode`): an online first attempt is `episode.attempt`, and the
+reflection, the retry chat, the retry and its verdict are `episode.reflect_and_retry`, the function
+`r3 eval` and `r3 mine --rounds` run, on the same chats (`Task.reflection_prompt`, `Task.retry_prompt`,
+`episode.retry_after` for later rounds) with the same settings type (`episode.EpisodeSampling`, built by
+`R3Config.episode_sampling`). Only the sampler differs: the trainer's engine (`engines.py`: its own
+model, colocated vLLM, or a vLLM server) bound to the trainer as a token sampler (`EngineSampler`).
+Every call is seeded from the run's seed, the global step and the process (`call_seed`); each row from
+there by its index and round, as the episode seeds every step.
 
 The completion TRL trains on is the reflection and nothing else: the first attempt is part of the
 prompt (prompt tokens never enter the loss) and the retry never reaches TRL as tokens at all. It is
@@ -33,12 +37,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from r3.episode import EpisodeSampling, retry_after, safe_verify
-from r3.generation.base import derive_seed
+from r3.episode import Episode, EpisodeSampling, Round, Turn, attempt, reflect_and_retry
+from r3.generation.base import Completion, derive_seed, encode_prompts
 from r3.generation.chat import render_prompt
-from r3.tasks.base import Task
+from r3.tasks.base import Task, Verdict
 from r3.training.dataset import PromptIndex
-from r3.training.engines import Engine, choose_engine
+from r3.training.engines import Engine, EngineSampler, choose_engine
 
 #: Extra fields the rollout returns; TRL passes them to the reward functions as keyword arguments.
 ROLLOUT_FIELDS = (
@@ -96,8 +100,9 @@ class R3Rollout:
         return self.engine if self.engine is not None else choose_engine(trainer)
 
     def _settings(self, trainer: Any) -> EpisodeSampling:
-        """This call's settings: seeded by `call_seed`; logprobs asked for only where TRL uses them
-        (vLLM's importance-sampling correction)."""
+        """This call's settings: seeded by `call_seed` (each row then by its index and round, as the
+        episode seeds every step); logprobs asked for only where TRL uses them (vLLM's
+        importance-sampling correction)."""
         args = getattr(trainer, "args", None)
         state = getattr(trainer, "state", None)
         accelerator = getattr(trainer, "accelerator", None)
@@ -109,84 +114,80 @@ class R3Rollout:
         logprobs = bool(getattr(args, "use_vllm", False))
         s = self.sampling
         return EpisodeSampling(
-            attempt=s.attempt.with_(seed=derive_seed(seed, "attempt")),
-            reflection=s.reflection.with_(seed=derive_seed(seed, "reflection"), logprobs=logprobs),
-            retry=s.retry.with_(seed=derive_seed(seed, "retry")),
+            attempt=s.attempt.with_(seed=seed),
+            reflection=s.reflection.with_(seed=seed, logprobs=logprobs),
+            retry=s.retry.with_(seed=seed),
         )
+
+    def _first_attempts(
+        self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling
+    ) -> list[Episode]:
+        """One episode per row with its first attempt: stored (the failures file's, in the prompt), or
+        online: `episode.attempt` once per distinct prompt (one per GRPO group), shared by the group."""
+        items = [self.index[p] for p in prompts]
+        if self.first_attempt != "online":
+            stored = Verdict.failure("the stored first attempt")
+            return [
+                Episode(i, item.example, Completion(item.attempt or "", 0), stored)
+                for i, item in enumerate(items)
+            ]
+        distinct = list(dict.fromkeys(prompts))
+        firsts = [
+            Episode(j, self.index[p].example, Completion("", 0), Verdict.failure("not attempted"))
+            for j, p in enumerate(distinct)
+        ]
+        attempt(self.task, sampler, firsts, s.attempt)
+        by_prompt = dict(zip(distinct, firsts, strict=True))
+        return [
+            Episode(i, item.example, by_prompt[p].attempt, by_prompt[p].attempt_verdict)
+            for i, (p, item) in enumerate(zip(prompts, items, strict=True))
+        ]
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
         s = self._settings(trainer)
         task = self.task
         tokenizer = trainer.processing_class
-        engine = self._engine(trainer)
+        sampler = EngineSampler(self._engine(trainer), trainer)
         items = [self.index[p] for p in prompts]
         n = len(prompts)
 
-        def encode(text: str) -> list[int]:
-            # The rendered chat already holds the template's special tokens.
-            return tokenizer(text, add_special_tokens=False)["input_ids"]
+        # 1. The first attempt, and the chat each row's reflection is asked in.
+        episodes = self._first_attempts(prompts, sampler, s)
+        turns = [
+            Turn(ep, item.chat or task.reflection_prompt(ep.example, ep.attempt.text), item.round)
+            for ep, item in zip(episodes, items, strict=True)
+        ]
+        prompt_ids = encode_prompts(tokenizer, [t.reflection_prompt for t in turns])
 
-        # 1. First attempt: stored in the prompt, or sampled once per distinct prompt (one per group).
-        solved = [False] * n
-        if self.first_attempt == "online":
-            distinct = list(dict.fromkeys(prompts))
-            fresh = engine(trainer, [encode(p) for p in distinct], s.attempt)
-            by_prompt = {}
-            for p, completion in zip(distinct, fresh, strict=True):
-                by_prompt[p] = (completion.text, safe_verify(task, self.index[p].example, completion.text).ok)
-            attempts = [by_prompt[p][0] for p in prompts]
-            solved = [by_prompt[p][1] for p in prompts]
-            reflection_texts = [
-                render_prompt(tokenizer, task.reflection_prompt(item.example, attempt))
-                for item, attempt in zip(items, attempts, strict=True)
-            ]
-        else:
-            attempts = [item.attempt or "" for item in items]
-            reflection_texts = list(prompts)
-        prompt_ids = [encode(t) for t in reflection_texts]
+        # 2-4. The episode's round on every row still unsolved: reflect (the completion GRPO trains
+        # on), retry with the reflection in context, verify. Its samplers are entered on every process
+        # even with no row to sample (see engines.py: collectives).
+        todo = [i for i in range(n) if not episodes[i].first_try_ok]
+        done = reflect_and_retry(task, sampler, [turns[i] for i in todo], s, always_call=True)
+        rounds: list[Round | None] = [None] * n
+        for i, result in zip(todo, done, strict=True):
+            rounds[i] = result
 
-        # 2. Reflection: the completion GRPO trains on (EOS kept at its end).
         eos = tokenizer.eos_token_id
-        todo = [i for i in range(n) if not solved[i]]
-        reflection_ids: list[list[int]] = [[eos] for _ in range(n)]
-        reflections = [""] * n
+        reflection_ids = [
+            list(r.reflection.token_ids) or [eos] if r is not None and r.reflection else [eos] for r in rounds
+        ]
         logprobs: list[list[float | None]] | None = None
-        # Engines are called on every process even with nothing to sample (see engines.py: collectives).
-        sampled = engine(trainer, [prompt_ids[i] for i in todo], s.reflection)
-        for i, completion in zip(todo, sampled, strict=True):
-            reflection_ids[i] = list(completion.token_ids) or [eos]
-            reflections[i] = completion.text
-        if s.reflection.logprobs and all(c.logprobs is not None for c in sampled):
-            logprobs = [[None] for _ in range(n)]  # None: no sampling logprob (TRL skips its correction)
-            for i, completion in zip(todo, sampled, strict=True):
-                logprobs[i] = list(completion.logprobs or ()) or [None]
-
-        # 3. Retry with the reflection in context, stopped at the task's stop strings; 4. verify it.
-        retry_prompts: list[str | None] = [None] * n
-        retries = [""] * n
-        retry_lengths = [0] * n
-        retry_clipped = [False] * n
-        success: list[bool | None] = [None] * n
-        for i in todo:
-            history = items[i].history
-            chat = (
-                retry_after(task, history, reflections[i])  # a later round: the whole history
-                if history is not None
-                else task.retry_prompt(items[i].example, attempts[i], reflections[i])
-            )
-            retry_prompts[i] = render_prompt(tokenizer, chat)
-        sampled = engine(trainer, [encode(retry_prompts[i] or "") for i in todo], s.retry)
-        for i, completion in zip(todo, sampled, strict=True):
-            retries[i] = completion.text
-            retry_lengths[i] = completion.num_tokens
-            retry_clipped[i] = completion.finish_reason == "length"
-            success[i] = safe_verify(task, items[i].example, completion.text).ok
-
+        if s.reflection.logprobs and all(
+            r.reflection.logprobs is not None for r in done if r and r.reflection
+        ):
+            # [None]: no sampling logprob (a row with nothing to reflect on); TRL skips its correction.
+            logprobs = [
+                list(r.reflection.logprobs or ()) or [None] if r is not None and r.reflection else [None]
+                for r in rounds
+            ]
+        attempts = [ep.attempt.text for ep in episodes]
+        solved = [ep.first_try_ok for ep in episodes]
         extra = {
-            "retry_success": success,
-            "retry_completion": retries,
-            "retry_length": retry_lengths,
-            "retry_clipped": retry_clipped,
+            "retry_success": [r.retry_verdict.ok if r is not None else None for r in rounds],
+            "retry_completion": [r.retry.text if r is not None else "" for r in rounds],
+            "retry_length": [r.retry.num_tokens if r is not None else 0 for r in rounds],
+            "retry_clipped": [r is not None and r.retry.finish_reason == "length" for r in rounds],
             "reflection_length": [len(ids) for ids in reflection_ids],
             "first_attempt_text": attempts,
             "first_attempt_solved": solved,
@@ -195,10 +196,12 @@ class R3Rollout:
             prompts=list(prompts),
             reflection_prompt_ids=prompt_ids,
             reflection_ids=reflection_ids,
-            reflections=reflections,
-            retry_prompts=retry_prompts,
-            retries=retries,
-            retry_success=success,
+            reflections=[r.reflection.text if r is not None and r.reflection else "" for r in rounds],
+            retry_prompts=[
+                render_prompt(tokenizer, r.retry_prompt) if r is not None else None for r in rounds
+            ],
+            retries=extra["retry_completion"],
+            retry_success=extra["retry_success"],
             first_attempts=attempts,
             first_attempt_solved=solved,
             extra=extra,
