@@ -444,3 +444,16 @@ def test_windows_on_a_real_model_give_the_sequential_rows(tmp_path, tiny_model_d
         a["completion"] for line in outputs[1].splitlines() for a in json.loads(line)["failed_attempts"]
     ]
     assert len(set(attempts)) > len(attempts) // 2  # sampled, not one answer repeated
+
+
+def test_cli_puts_the_window_in_the_run_where_rows_depend_on_the_batch(tmp_path, scripted_loader, capsys):
+    """A server backend batches as it pleases (`models.batch_invariant`), so the window and batch size
+    are part of its run: a resume with another window is refused, the same window resumes."""
+    out = tmp_path / "out"
+    argv = ["--limit", "4", "--budget", "4", "--round-size", "2", "--output-dir", str(out)]
+    server = ["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+    assert _cli(*argv, *server, "--window", "2") == 0
+    assert json.loads((out / "run.json").read_text())["window"] == 2
+    assert _cli(*argv, *server, "--window", "2") == 0
+    assert _cli(*argv, *server, "--window", "4") == 2
+    assert "window" in capsys.readouterr().err

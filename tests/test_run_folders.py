@@ -95,3 +95,25 @@ def test_sampled_eval_rows_do_not_depend_on_the_batch_size_or_on_resuming(
     (whole / "run.json").write_text(json.dumps(run))
     assert r3_main(eval_argv(tiny_model_dir, data, whole, *sampled)) == 2
     assert "sampler: None -> 2" in capsys.readouterr().err
+
+
+def test_where_rows_depend_on_the_batch_the_batch_size_is_part_of_the_run(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In bfloat16 (or on a GPU, or through a server) a row's samples change with its batch (measured:
+    mining in bfloat16 wrote other rows with another window), so there a resume with another
+    `--batch-size` is refused rather than mixing rows of two batchings."""
+    from r3.models import batch_invariant
+
+    assert batch_invariant("transformers", "float32", "cpu") and batch_invariant(
+        "transformers", "auto", "cpu"
+    )
+    assert not batch_invariant("transformers", "bfloat16", "cpu")
+    assert not batch_invariant("openai", "float32", "cpu") and not batch_invariant("vllm", "auto", "cpu")
+    data = write_rows(tmp_path / "rows.jsonl", ROWS)
+    out = tmp_path / "bf16"
+    bf16 = ["--dtype", "bfloat16", "--temperature", "1.0"]
+    assert r3_main(eval_argv(tiny_model_dir, data, out, *bf16, "--batch-size", "4", "--limit", "2")) == 0
+    assert json.loads((out / "run.json").read_text())["chunk_size"] == 4
+    assert r3_main(eval_argv(tiny_model_dir, data, out, *bf16, "--batch-size", "2", "--limit", "2")) == 2
+    assert "chunk_size" in capsys.readouterr().err

@@ -1,5 +1,11 @@
 """One R3 episode: attempt -> (on failure) a second try, for a batch of examples.
 
+Its steps are the only implementation of the protocol: `attempt` (sample and verify first attempts)
+and `reflect_and_retry` (one round: the reflection, the retry chat, the retry, its verdict) are what
+`r3 eval` runs here (`run_episodes`), what `r3 mine --rounds` runs for its chains, and what the
+training rollout runs on its rows (`r3.training.rollout`, with the trainer's engine as the sampler).
+A second reflection round, another prompt or another verdict is changed here once for all three.
+
 The second try follows one of three protocols (`SECOND_TRY_MODES`), so that evaluation (and mining)
 share one implementation and can be compared like with like:
 
@@ -78,7 +84,8 @@ class EpisodeSampling:
 
 @dataclass
 class Round:
-    """A reflect-and-retry round after the first (round 2, 3, ...): what was asked and answered.
+    """One reflect-and-retry round: what was asked and answered. `reflect_and_retry` returns one per
+    turn; an `Episode` keeps round 1 in its own fields and rounds 2, 3, ... in `later_rounds`.
 
     Under `resample`, `reflection_prompt` and `reflection` are None and `retry` is one more attempt."""
 

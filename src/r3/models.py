@@ -154,6 +154,21 @@ def torch_dtype(name: str, default: str = "float32") -> Any:
     return value
 
 
+def batch_invariant(backend: str, dtype: str, device: str | None) -> bool:
+    """Whether a row's tokens depend only on its prompt and seed, not on the rows batched with it (and
+    so not on `--batch-size` or mining's `--window`). Established only for the transformers backend on
+    CPU in float32: byte-identical rows across windows (benchmarks/README.md). In bfloat16 or float16
+    the padding and the batch's shape change the rounding enough to change samples (measured: mining
+    wrote different rows with another window); GPU kernels are chosen by shape; servers batch as they
+    please. Where this is False, eval and mine put their batching in the run's fingerprint, so that a
+    resume never mixes rows drawn under two batchings."""
+    if backend != "transformers":
+        return False
+    import torch
+
+    return pick_device(device) == "cpu" and torch_dtype(dtype) == torch.float32
+
+
 def load_model_and_tokenizer(
     model: str | None, device: str | None = None, dtype: str = "auto"
 ) -> tuple[Any, Any]:

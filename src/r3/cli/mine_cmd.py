@@ -26,6 +26,7 @@ from r3.errors import R3Error
 from r3.generation.base import Generator
 from r3.mining.mine import FAILURES_FILE, SUMMARY_FILE, MineConfig, RunStore, mine, run_fingerprint
 from r3.mining.records import check_reserved_fields
+from r3.models import batch_invariant
 from r3.tasks.registry import get_task
 
 DESCRIPTION = """\
@@ -132,6 +133,12 @@ def run(args: MineArguments) -> int:
         raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
     check_reserved_fields(examples, args.data or f"{task.name} (generated)")
     server = {"base_url": args.base_url} if args.backend == "openai" else {}  # old folders still resume
+    # Rows depend on the batch except on CPU in float32: then the batching is part of the run.
+    batching = (
+        {}
+        if batch_invariant(args.backend, args.dtype, args.device)
+        else {"window": args.window, "batch_size": args.batch_size}
+    )
     fingerprint = run_fingerprint(
         task,
         examples,
@@ -142,6 +149,7 @@ def run(args: MineArguments) -> int:
         backend=args.backend,
         dtype=args.dtype,
         **server,
+        **batching,
     )
     out = Path(args.output_dir or "")
     with RunStore.open(out, fingerprint, overwrite=args.overwrite) as store:

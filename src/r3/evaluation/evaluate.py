@@ -48,6 +48,9 @@ class EvalConfig:
     #: The server of `--backend openai` (None otherwise): part of what identifies the model.
     base_url: str | None = None
     dtype: str = "auto"
+    #: Where the transformers backend runs (None: CUDA when available); with `dtype`, it decides
+    #: whether rows depend on the batch (`models.batch_invariant`). Not part of the identity itself.
+    device: str | None = None
     max_new_tokens: int = 256
     reflection_max_new_tokens: int = 256
     temperature: float = 0.0
@@ -89,13 +92,19 @@ def open_output(
 
     The identity is every setting that changes what is sampled, and `digest`, a digest of the
     examples themselves (a data file changed under the same path is another run). `chunk_size` (the
-    CLI's `--batch-size`) is not in it: every example is seeded by its index (`episode.seeded`), so a
-    resume may use another. A sampled run records `sampler` (how tokens are drawn: 2 since
-    `generation.decode`), so a sampled folder from an earlier sampler is refused rather than mixed;
-    greedy rows do not depend on it. `second_try`, `rounds` and `base_url` count except at their
-    defaults, and the digest is a new key, so folders written before these existed still resume."""
+    CLI's `--batch-size`) is in it only where rows depend on their batch (`models.batch_invariant`:
+    anything but the transformers backend on CPU in float32); elsewhere every example is seeded by its
+    index (`episode.seeded`), so a resume may use another. A sampled run records `sampler` (how tokens
+    are drawn: 2 since `generation.decode`), so a sampled folder from an earlier sampler is refused
+    rather than mixed; greedy rows do not depend on it. `second_try`, `rounds` and `base_url` count
+    except at their defaults, and the digest is a new key, so folders written before these existed
+    still resume."""
+    from r3.models import batch_invariant
+
     identity: dict[str, Any] = asdict(config)
-    del identity["chunk_size"]
+    del identity["device"]
+    if batch_invariant(config.backend, config.dtype, config.device):
+        del identity["chunk_size"]
     if config.temperature > 0:
         identity["sampler"] = SAMPLER_VERSION
     if digest is not None:
@@ -117,8 +126,8 @@ def open_output(
     )
 
 
-#: Identity keys `run.json` files written by earlier versions lack (`chunk_size`: written by earlier
-#: versions, no longer compared).
+#: Identity keys one side's `run.json` may lack (`chunk_size`: compared only where rows depend on the
+#: batch, see `open_output`).
 NEW_IDENTITY_KEYS = ("examples_sha256", "chunk_size")
 
 #: How sampled runs draw their tokens: 2 = `generation.decode` with per-example seeds.

@@ -186,6 +186,11 @@ class MineSummary:
 # Sampling one query
 
 
+#: Fingerprint keys present only where rows depend on their batch (`models.batch_invariant`); folders
+#: written before they existed still resume.
+BATCHING_KEYS = ("window", "batch_size")
+
+
 def query_seed(run_seed: int, query_index: int, round_index: int) -> int:
     """The sampling seed of one round of one query (`base.derive_seed`): independent of batching,
     resumes and `full`."""
@@ -317,8 +322,9 @@ def run_fingerprint(
 
 def _config_identity(config: MineConfig) -> dict[str, Any]:
     """The config's fields that decide the rows: not `window` (each query keeps its seeds whatever
-    its window, so a run may resume with another), and the round fields only when rounds > 1, so
-    folders mined before they existed (one round) still resume."""
+    its window, so on CPU in float32 a run may resume with another; where rows depend on the batch,
+    `r3 mine` adds the window and batch size itself, `BATCHING_KEYS`), and the round fields only when
+    rounds > 1, so folders mined before they existed (one round) still resume."""
     fields = asdict(config)
     del fields["window"]
     if config.rounds == 1:
@@ -346,7 +352,9 @@ class RunStore:
     def open(
         cls, output_dir: str | Path, fingerprint: dict[str, Any], *, overwrite: bool = False
     ) -> RunStore:
-        run = RunFolder.open(output_dir, fingerprint, OWNED_FILES, command="mine", overwrite=overwrite)
+        run = RunFolder.open(
+            output_dir, fingerprint, OWNED_FILES, command="mine", overwrite=overwrite, new_keys=BATCHING_KEYS
+        )
         try:
             return cls(run, _recover(run, fingerprint["num_queries"]))
         except BaseException:
