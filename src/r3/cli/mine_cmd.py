@@ -73,7 +73,7 @@ class MineArguments(OutputArguments, ModelArguments, TaskArguments):
         default=16,
         metadata={
             "help": "queries mined together, one batched generate call per sampling round (each query keeps "
-            "its own seeds, so the rows do not depend on it)"
+            "its own seeds: on CPU in float32 the rows do not depend on it; elsewhere it is part of the run)"
         },
     )
 

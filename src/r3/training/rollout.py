@@ -41,7 +41,7 @@ from r3.episode import Episode, EpisodeSampling, Round, Turn, attempt, reflect_a
 from r3.generation.base import Completion, derive_seed, encode_prompts
 from r3.generation.chat import render_prompt
 from r3.tasks.base import Task, Verdict
-from r3.training.dataset import PromptIndex
+from r3.training.dataset import PromptIndex, PromptItem
 from r3.training.engines import Engine, EngineSampler, choose_engine
 
 #: Extra fields the rollout returns; TRL passes them to the reward functions as keyword arguments.
@@ -120,11 +120,10 @@ class R3Rollout:
         )
 
     def _first_attempts(
-        self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling
+        self, prompts: list[str], items: list[PromptItem], sampler: EngineSampler, s: EpisodeSampling
     ) -> list[Episode]:
         """One episode per row with its first attempt: stored (the failures file's, in the prompt), or
         online: `episode.attempt` once per distinct prompt (one per GRPO group), shared by the group."""
-        items = [self.index[p] for p in prompts]
         if self.first_attempt != "online":
             stored = Verdict.failure("the stored first attempt")
             return [
@@ -132,8 +131,9 @@ class R3Rollout:
                 for i, item in enumerate(items)
             ]
         distinct = list(dict.fromkeys(prompts))
+        example = {p: item.example for p, item in zip(prompts, items, strict=True)}
         firsts = [
-            Episode(j, self.index[p].example, Completion("", 0), Verdict.failure("not attempted"))
+            Episode(j, example[p], Completion("", 0), Verdict.failure("not attempted"))
             for j, p in enumerate(distinct)
         ]
         attempt(self.task, sampler, firsts, s.attempt)
@@ -152,7 +152,7 @@ class R3Rollout:
         n = len(prompts)
 
         # 1. The first attempt, and the chat each row's reflection is asked in.
-        episodes = self._first_attempts(prompts, sampler, s)
+        episodes = self._first_attempts(prompts, items, sampler, s)
         turns = [
             Turn(ep, item.chat or task.reflection_prompt(ep.example, ep.attempt.text), item.round)
             for ep, item in zip(episodes, items, strict=True)
