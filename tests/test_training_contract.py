@@ -286,7 +286,12 @@ def test_one_prompt_per_failed_attempt_rendered_like_eval():
 def test_reward_values_and_group_signal():
     assert retry_success_rewards([True, False, None]) == [1.0, 0.0, None]
     signal = group_signal([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, None, None], 2)
-    assert signal == {"groups_no_signal": 2 / 3, "groups_all_success": 1 / 3, "groups_all_failure": 1 / 3}
+    assert signal == {
+        "groups_no_signal": 2 / 3,
+        "groups_with_signal": 1 / 3,
+        "groups_all_success": 1 / 3,
+        "groups_all_failure": 1 / 3,
+    }
     logged = {}
     reward = make_retry_success_reward(2)
     out = reward(
@@ -301,4 +306,8 @@ def test_reward_values_and_group_signal():
     assert out == [1.0, 0.0, 1.0, 1.0]
     assert logged["r3/retry_success"] == 0.75 and logged["r3/groups_no_signal"] == 0.5
     assert logged["r3/reflection_length"] == 3.0
+    # The mixed group [1, 0] with lengths [3, 5]: advantages +-0.5 / (sample std 0.707 + 1e-4); the longer
+    # failure outweighs the success token by token: A * (3 - 5) / 8 on balance.
+    advantage = 0.5 / (0.5**0.5 + 1e-4)
+    assert logged["r3/advantage_token_balance"] == pytest.approx(advantage * (3 - 5) / 8)
     assert reward.__name__ == "retry_success"  # TRL logs it as rewards/retry_success/mean

@@ -22,6 +22,7 @@ from r3.tasks.base import Task
 from r3.training.common import CommonTrainingFields
 
 FIRST_ATTEMPT_MODES = ("stored", "online")
+SELECTIONS = ("all", "learnable")
 
 
 @dataclass
@@ -43,6 +44,32 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             "help": "train only on queries that mining saw solved at least this many times (`successes` in "
             "the failures file; use `r3 mine --full` for comparable counts). A group on a query the model "
             "never solves rarely has a successful retry, so it carries no signal and wastes its compute"
+        },
+    )
+
+    selection: str = field(
+        default="all",
+        metadata={
+            "help": "all: every failed attempt; learnable: only attempts that `r3 mine --screen K` saw "
+            "retried with mixed outcomes (0 < successes < K), the ones whose groups carry a signal"
+        },
+    )
+
+    # --- what is trained -----------------------------------------------------------------------------
+    mode: str = field(
+        default="r3",
+        metadata={
+            "help": "r3: the completion is the reflection, rewarded by the retry's success; grpo: plain "
+            "GRPO on first attempts of the same queries (the baseline), rewarded by the verifier "
+            "(reward_funcs: [attempt_success]); TRL's temperature and max_completion_length then apply "
+            "to the attempt"
+        },
+    )
+    dynamic_sampling_rounds: int = field(
+        default=0,
+        metadata={
+            "help": "replace groups whose outcomes are all equal (no signal) by groups on prompts drawn "
+            "from the training set, up to this many tries per step (0: off; DAPO's dynamic sampling)"
         },
     )
 
@@ -100,6 +127,23 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             if name not in BUILTIN_REWARDS and ":" not in name:
                 known = ", ".join(BUILTIN_REWARDS)
                 raise R3Error(f"unknown reward '{name}': use one of {known}, or pkg.module:function")
+        from r3.training.rewards import MODE_REWARDS
+        from r3.training.rollout import TRAIN_MODES
+
+        if self.mode not in TRAIN_MODES:
+            raise R3Error(f"mode must be one of {', '.join(TRAIN_MODES)}, not '{self.mode}'")
+        if self.mode == "grpo" and self.reward_funcs == ["retry_success"]:
+            self.reward_funcs = ["attempt_success"]  # the default reward, for the mode's own outcome
+        wrong = [n for n in self.reward_funcs if n in BUILTIN_REWARDS and n not in MODE_REWARDS[self.mode]]
+        if wrong:
+            raise R3Error(
+                f"reward '{wrong[0]}' does not score mode '{self.mode}': use "
+                f"{', '.join(MODE_REWARDS[self.mode])}"
+            )
+        if self.dynamic_sampling_rounds < 0:
+            raise R3Error("dynamic_sampling_rounds must be >= 0")
+        if self.selection not in SELECTIONS:
+            raise R3Error(f"selection must be one of {', '.join(SELECTIONS)}, not '{self.selection}'")
         if self.first_attempt not in FIRST_ATTEMPT_MODES:
             raise R3Error(
                 f"first_attempt must be one of {', '.join(FIRST_ATTEMPT_MODES)}, not '{self.first_attempt}'"
@@ -109,20 +153,23 @@ class R3Config(GRPOConfig, CommonTrainingFields):
                 raise R3Error(f"{name} must be at least 1")
         if self.retry_temperature < 0 or self.attempt_temperature < 0:
             raise R3Error("retry_temperature and attempt_temperature must be >= 0")
-        if self.first_attempt == "online":
-            # One fresh first attempt is shared by a group, so a group must not be split across processes.
+        if self.first_attempt == "online" or self.dynamic_sampling_rounds:
+            # A group must not be split across processes: online, one fresh first attempt is shared by
+            # a group; dynamic sampling judges and replaces whole groups.
             local = self.per_device_train_batch_size * self.steps_per_generation
             if local % self.num_generations != 0:
                 raise R3Error(
-                    "first_attempt=online needs per_device_train_batch_size * steps_per_generation "
+                    "first_attempt=online and dynamic sampling need per_device_train_batch_size * "
+                    "steps_per_generation "
                     f"({local}) to be a multiple of num_generations ({self.num_generations})"
                 )
 
     def episode_sampling(self, task: Task) -> EpisodeSampling:
         """The three generation steps' settings, as evaluation builds them (`EvalConfig.sampling`):
         the reflection with TRL's sampling fields and no stop string, the retry and the online first
-        attempt with their own budgets and temperatures, stopped at the task's stop strings. The
-        rollout seeds each call (`rollout.call_seed`)."""
+        attempt with their own budgets and temperatures, stopped at the task's stop strings. In
+        `grpo` mode the attempt is the completion TRL trains on, so TRL's sampling fields are its own
+        (stopped at the task's stop strings). The rollout seeds each call (`rollout.call_seed`)."""
         top_k = self.top_k or None
         reflection = SamplingConfig(
             max_new_tokens=self.max_completion_length,
@@ -130,12 +177,16 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             top_p=self.top_p,
             top_k=top_k,
         )
-        return EpisodeSampling(
-            attempt=reflection.with_(
+        if self.mode == "grpo":
+            attempt = reflection.with_(stop=task.stop)
+        else:
+            attempt = reflection.with_(
                 max_new_tokens=self.attempt_max_new_tokens,
                 temperature=self.attempt_temperature,
                 stop=task.stop,
-            ),
+            )
+        return EpisodeSampling(
+            attempt=attempt,
             reflection=reflection,
             retry=reflection.with_(
                 max_new_tokens=self.retry_max_new_tokens, temperature=self.retry_temperature, stop=task.stop

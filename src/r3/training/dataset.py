@@ -69,6 +69,10 @@ class PromptIndex:
     def __len__(self) -> int:
         return len(self._items)
 
+    def prompts(self) -> list[str]:
+        """Every distinct training prompt, in dataset order: the pool dynamic sampling draws from."""
+        return list(self._items)
+
 
 def build_prompts(
     records: Sequence[FailureRecord],

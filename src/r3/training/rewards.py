@@ -15,6 +15,17 @@ Our own per-step metrics (`r3/...`) go through `log_metric`:
     r3/retry_length          mean retry tokens
     r3/retry_clipped         fraction of retries that hit retry_max_new_tokens
     r3/first_attempt_solved  online first attempts: fraction of rollouts whose fresh attempt succeeded
+    r3/groups_with_signal    fraction of the groups trained on whose outcomes differ (after dynamic
+                             sampling's replacements; = 1 - groups_no_signal over scored groups)
+    r3/groups_with_signal_drawn  the same over every group sampled this step, replacements included:
+                             the training pool's own rate
+    r3/resampled_groups      groups replaced by dynamic sampling this step (this process)
+    r3/advantage_token_balance  mean over mixed groups of sum(A_i * len_i) / sum(len_i), with A the
+                             group-normalised advantage TRL computes (scale_rewards: group): how much a
+                             token-level loss pushes the group's tokens down (< 0) or up (> 0) on balance
+
+Plain GRPO (`mode: grpo`) rewards the attempt itself: `attempt_success` (the verifier's verdict), with
+the same group metrics (`r3/attempt_success` instead of `r3/retry_success`).
 """
 
 from __future__ import annotations
@@ -22,10 +33,11 @@ from __future__ import annotations
 import importlib
 import random
 from collections.abc import Callable, Sequence
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any
 
 from r3.errors import R3Error
+from r3.generation.base import derive_seed
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -48,20 +60,63 @@ def group_signal(rewards: Sequence[float | None], num_generations: int) -> dict[
     no_signal = sum(1 for g in scored if len(set(g)) == 1)
     return {
         "groups_no_signal": no_signal / len(scored),
+        "groups_with_signal": (len(scored) - no_signal) / len(scored),
         "groups_all_success": all_one / len(scored),
         "groups_all_failure": all_zero / len(scored),
     }
 
 
+def advantage_token_balance(
+    rewards: Sequence[float | None], lengths: Sequence[int], num_generations: int
+) -> float | None:
+    """Mean over groups with signal of sum(A_i * len_i) / sum(len_i), A = (r - mean) / (std + 1e-4)
+    as TRL normalises per group (its std is the sample standard deviation).
+
+    Advantages sum to zero per group, but a token-level loss (TRL's default `dapo`) weights each by its
+    length: when failed completions are longer than successful ones, the group's update pushes tokens
+    down on balance. None when no group has signal."""
+    if num_generations < 2 or len(rewards) % num_generations or len(lengths) != len(rewards):
+        return None
+    balances = []
+    for start in range(0, len(rewards), num_generations):
+        group = rewards[start : start + num_generations]
+        if any(r is None for r in group) or len(set(group)) < 2:
+            continue
+        values = [float(r) for r in group]  # type: ignore[arg-type]
+        mu, sd = mean(values), stdev(values)
+        sizes = lengths[start : start + num_generations]
+        total = sum(sizes)
+        if total:
+            balances.append(
+                sum((v - mu) / (sd + 1e-4) * n for v, n in zip(values, sizes, strict=True)) / total
+            )
+    return mean(balances) if balances else None
+
+
 def rollout_metrics(
-    rewards: Sequence[float | None], fields: dict[str, Any], num_generations: int
+    rewards: Sequence[float | None],
+    fields: dict[str, Any],
+    num_generations: int,
+    outcome: str = "retry_success",
 ) -> dict[str, float]:
-    """The `r3/...` metrics of one batch of rollouts."""
+    """The `r3/...` metrics of one batch of rollouts (`outcome`: the name of what the reward scores)."""
     metrics: dict[str, float] = {}
     scored = [r for r in rewards if r is not None]
     if scored:
-        metrics["retry_success"] = mean(scored)
+        metrics[outcome] = mean(scored)
     metrics.update(group_signal(rewards, num_generations))
+    lengths = fields.get("reflection_length") or fields.get("attempt_length")
+    if lengths:
+        balance = advantage_token_balance(rewards, lengths, num_generations)
+        if balance is not None:
+            metrics["advantage_token_balance"] = balance
+    for name, key in (("groups_drawn", "groups_drawn"), ("groups_resampled", "resampled_groups")):
+        if fields.get(name):
+            metrics[key] = float(fields[name][0])
+    if fields.get("groups_drawn") and fields["groups_drawn"][0] and fields.get("groups_drawn_with_signal"):
+        metrics["groups_with_signal_drawn"] = (
+            fields["groups_drawn_with_signal"][0] / fields["groups_drawn"][0]
+        )
     if fields.get("reflection_length"):
         metrics["reflection_length"] = mean(fields["reflection_length"])
     live = [i for i, r in enumerate(rewards) if r is not None]
@@ -93,23 +148,46 @@ def make_retry_success_reward(num_generations: int, log_retries: bool = True) ->
     return retry_success
 
 
+def make_attempt_success_reward(num_generations: int) -> RewardFunc:
+    """Plain GRPO's reward (`mode: grpo`): 1 if the verifier accepted the attempt, else 0."""
+
+    def attempt_success(
+        completions: list[Any], attempt_success: list[bool | None], **kwargs: Any
+    ) -> list[float | None]:
+        rewards = retry_success_rewards(attempt_success)
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            for name, value in rollout_metrics(rewards, kwargs, num_generations, "attempt_success").items():
+                log_metric(name, value)
+        return rewards
+
+    return attempt_success
+
+
 def shuffle_within_groups(
-    rewards: Sequence[float | None], num_generations: int, rng: random.Random
+    rewards: Sequence[float | None],
+    num_generations: int,
+    rng: random.Random | None = None,
+    group_seeds: Sequence[int] | None = None,
 ) -> list[float | None]:
     """`rewards` with each group's (consecutive `num_generations`) values permuted at random.
 
     The control of the learning experiment: the same rewards, the same compute, but no link between a
-    reflection and its own retry's outcome. Unscored rewards (None) stay where they are."""
+    reflection and its own retry's outcome. Unscored rewards (None) stay where they are. Each group is
+    permuted by `random.Random(group_seeds[first row])` when given (the rollout's seed scheme: run seed,
+    step, process, group), else by `rng`."""
     if num_generations < 1 or len(rewards) % num_generations:
         raise R3Error(
             f"cannot shuffle {len(rewards)} rewards in groups of {num_generations}: each process must hold "
             "whole groups (per_device_train_batch_size * steps_per_generation a multiple of num_generations)"
         )
+    if rng is None and group_seeds is None:
+        raise R3Error("shuffle_within_groups needs an rng or the groups' seeds")
     out = list(rewards)
     for start in range(0, len(out), num_generations):
         live = [i for i in range(start, start + num_generations) if out[i] is not None]
         values = [out[i] for i in live]
-        rng.shuffle(values)
+        (random.Random(group_seeds[start]) if group_seeds is not None else rng).shuffle(values)  # type: ignore[union-attr]
         for i, value in zip(live, values, strict=True):
             out[i] = value
     return out
@@ -118,12 +196,21 @@ def shuffle_within_groups(
 def make_shuffled_retry_success_reward(num_generations: int, seed: int = 0) -> RewardFunc:
     """The control: the retry-success rewards shuffled within each group (see `shuffle_within_groups`).
 
-    It logs the true retry success (`r3/...`) like the real reward, so both curves are comparable."""
+    Each group's permutation comes from the rollout's `group_seed` (run seed, global step, process,
+    group), so a resumed or multi-process run is the same control; without it (a rollout of your own),
+    from `seed` and the global step. It logs the true retry success (`r3/...`) like the real reward, so
+    both curves are comparable."""
     real = make_retry_success_reward(num_generations)
-    rng = random.Random(seed)
 
     def retry_success_shuffled(completions: list[Any], **kwargs: Any) -> list[float | None]:
-        return shuffle_within_groups(real(completions, **kwargs), num_generations, rng)
+        rewards = real(completions, **kwargs)
+        seeds = kwargs.get("group_seed")
+        if seeds is not None and len(seeds) == len(rewards):
+            return shuffle_within_groups(rewards, num_generations, group_seeds=seeds)
+        step = getattr(kwargs.get("trainer_state"), "global_step", 0)
+        return shuffle_within_groups(
+            rewards, num_generations, random.Random(derive_seed(seed, "shuffle", step))
+        )
 
     return retry_success_shuffled
 
@@ -132,7 +219,11 @@ def make_shuffled_retry_success_reward(num_generations: int, seed: int = 0) -> R
 BUILTIN_REWARDS: dict[str, Callable[[int, int], RewardFunc]] = {
     "retry_success": lambda num_generations, seed: make_retry_success_reward(num_generations),
     "retry_success_shuffled": make_shuffled_retry_success_reward,
+    "attempt_success": lambda num_generations, seed: make_attempt_success_reward(num_generations),
 }
+
+#: The built-in rewards each training mode can use (`R3Config.mode`).
+MODE_REWARDS = {"r3": ("retry_success", "retry_success_shuffled"), "grpo": ("attempt_success",)}
 
 
 def resolve_rewards(names: Sequence[str], num_generations: int, seed: int = 0) -> list[RewardFunc]:

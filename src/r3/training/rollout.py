@@ -27,24 +27,42 @@ First attempt, `stored` (default): taken from the failures file (the prompt alre
 `online`: the dataset prompt is the task prompt; one fresh attempt is sampled per group with the
 current policy and verified. If it now succeeds, there is nothing to reflect on: the group gets a
 one-token completion (EOS) and reward None, which TRL treats as unscorable (advantage 0, left out of
-the reward statistics); `r3/first_attempt_solved` reports how often that happens. Online costs one
-more generation per group and shrinks the useful batch as the model improves, but it trains on the
-failures the current policy actually makes; stored is cheaper and matches the paper's setup.
+the reward statistics); `r3/first_attempt_solved` reports how often that happens.
+
+**Plain GRPO** (`mode="grpo"`, the baseline R3 must beat): the dataset prompt is the task prompt and
+the completion is a first attempt, sampled by the same `episode.attempt` step, each row with its own
+seed; its reward is the verifier's verdict (`attempt_success`). Same queries, same engine, same seeds,
+same optimizer: only what is trained differs.
+
+**Dynamic sampling** (`dynamic_sampling_rounds=R > 0`, as DAPO's): a group whose outcomes are all
+equal (every retry succeeded, or every one failed) has zero advantage, so its backward pass is wasted.
+Such groups are replaced by groups on prompts drawn from the training pool, sampled afresh, up to R
+times; a group still without signal after R tries is trained as it is (zero advantage: harmless).
+Replacement prompts and their rows are seeded from the call's seed and the try (`derive_seed`), so a
+resumed run draws exactly the groups the uninterrupted one would have. TRL still shows the original
+dataset prompt in its completion logs; the tokens trained on (`prompt_ids`) are the replacement's.
+`r3/groups_with_signal` (after replacement), `r3/groups_with_signal_drawn` (over every group sampled
+this step: the pool's own rate) and `r3/resampled_groups` are logged.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from r3.episode import Episode, EpisodeSampling, Round, Turn, attempt, reflect_and_retry
+from r3.errors import R3Error
 from r3.generation.base import Completion, derive_seed, encode_prompts
 from r3.generation.chat import render_prompt
 from r3.tasks.base import Task, Verdict
 from r3.training.dataset import PromptIndex, PromptItem
 from r3.training.engines import Engine, EngineSampler, choose_engine
 
-#: Extra fields the rollout returns; TRL passes them to the reward functions as keyword arguments.
+#: What `r3 train` trains: reflections rewarded by the retry (R3), or first attempts (plain GRPO).
+TRAIN_MODES = ("r3", "grpo")
+
+#: Extra fields the rollout returns in R3 mode; TRL passes them to the reward functions as keyword arguments.
 ROLLOUT_FIELDS = (
     "retry_success",  # bool, or None when the group has no reflection to score (online, solved)
     "retry_completion",  # the retry text (cut at the task's stop string)
@@ -53,6 +71,15 @@ ROLLOUT_FIELDS = (
     "reflection_length",  # reflection tokens (EOS included)
     "first_attempt_text",  # the failed first attempt the reflection is about
     "first_attempt_solved",  # online: the fresh first attempt succeeded (no reflection needed)
+    "group_seed",  # a seed per group from the run's seed scheme (step, process, group): the control's
+)
+
+#: Extra fields in plain GRPO mode.
+GRPO_FIELDS = (
+    "attempt_success",  # bool: the verifier accepted the attempt (the completion)
+    "attempt_completion",  # the attempt text (cut at the task's stop string)
+    "attempt_length",  # attempt tokens
+    "group_seed",
 )
 
 
@@ -63,8 +90,30 @@ def call_seed(seed: int, step: int, process: int) -> int:
 
 
 @dataclass
+class Row:
+    """One rollout row: what TRL gets for it (prompt and completion tokens, logprobs), its outcome
+    (what the reward reads: the retry's success in R3 mode, the attempt's in GRPO mode; None when there
+    is nothing to score) and what the logs and reward functions see."""
+
+    prompt: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float | None] | None
+    success: bool | None
+    completion: str = ""
+    retry_prompt: str | None = None
+    retry: str = ""
+    retry_length: int = 0
+    retry_clipped: bool = False
+    first_attempt: str = ""
+    first_attempt_solved: bool = False
+
+
+@dataclass
 class RolloutBatch:
-    """Everything one rollout call produced (kept on `R3Rollout.last` for tests and debugging)."""
+    """Everything one rollout call produced (kept on `R3Rollout.last` for tests and debugging).
+
+    `prompts` are the prompts actually sampled (a replaced group's are its replacement's)."""
 
     prompts: list[str]
     reflection_prompt_ids: list[list[int]]
@@ -76,6 +125,15 @@ class RolloutBatch:
     first_attempts: list[str]
     first_attempt_solved: list[bool]
     extra: dict[str, list[Any]] = field(default_factory=dict)
+    #: Dynamic sampling: groups replaced this call, and groups sampled in all (replacements included).
+    resampled_groups: int = 0
+    drawn_groups: int = 0
+    drawn_with_signal: int = 0
+
+
+def has_signal(outcomes: list[bool | None]) -> bool:
+    """A group carries a GRPO signal iff its scored outcomes are not all equal."""
+    return len({o for o in outcomes if o is not None}) > 1
 
 
 class R3Rollout:
@@ -88,36 +146,51 @@ class R3Rollout:
         sampling: EpisodeSampling,
         first_attempt: str = "stored",
         engine: Engine | None = None,
+        *,
+        mode: str = "r3",
+        dynamic_sampling_rounds: int = 0,
     ) -> None:
+        if mode not in TRAIN_MODES:
+            raise R3Error(f"mode must be one of {', '.join(TRAIN_MODES)}, not '{mode}'")
+        if dynamic_sampling_rounds < 0:
+            raise R3Error("dynamic_sampling_rounds must be >= 0")
         self.task = task
         self.index = index
         self.sampling = sampling
         self.first_attempt = first_attempt
         self.engine = engine
+        self.mode = mode
+        self.dynamic_sampling_rounds = dynamic_sampling_rounds
         self.last: RolloutBatch | None = None
 
     def _engine(self, trainer: Any) -> Engine:
         return self.engine if self.engine is not None else choose_engine(trainer)
 
-    def _settings(self, trainer: Any) -> EpisodeSampling:
-        """This call's settings: seeded by `call_seed` (each row then by its index and round, as the
-        episode seeds every step); logprobs asked for only where TRL uses them (vLLM's
-        importance-sampling correction)."""
+    def _seed(self, trainer: Any) -> int:
+        """This call's seed (`call_seed`): the run's seed, the global step, the process."""
         args = getattr(trainer, "args", None)
         state = getattr(trainer, "state", None)
         accelerator = getattr(trainer, "accelerator", None)
-        seed = call_seed(
+        return call_seed(
             int(getattr(args, "seed", 0)),
             int(getattr(state, "global_step", 0)),
             int(getattr(accelerator, "process_index", 0)),
         )
-        logprobs = bool(getattr(args, "use_vllm", False))
+
+    def _settings(self, trainer: Any, seed: int) -> EpisodeSampling:
+        """Settings seeded by `seed` (each row then by its index and round, as the episode seeds every
+        step); logprobs asked for only where TRL uses them (vLLM's importance-sampling correction): on
+        the reflection in R3 mode, on the attempt in GRPO mode, the completion TRL trains on."""
+        logprobs = bool(getattr(getattr(trainer, "args", None), "use_vllm", False))
         s = self.sampling
+        grpo = self.mode == "grpo"
         return EpisodeSampling(
-            attempt=s.attempt.with_(seed=seed),
-            reflection=s.reflection.with_(seed=seed, logprobs=logprobs),
+            attempt=s.attempt.with_(seed=seed, logprobs=logprobs and grpo),
+            reflection=s.reflection.with_(seed=seed, logprobs=logprobs and not grpo),
             retry=s.retry.with_(seed=seed),
         )
+
+    # ------------------------------------------------------------------------------- the two modes
 
     def _first_attempts(
         self, prompts: list[str], items: list[PromptItem], sampler: EngineSampler, s: EpisodeSampling
@@ -143,67 +216,188 @@ class R3Rollout:
             for i, (p, item) in enumerate(zip(prompts, items, strict=True))
         ]
 
-    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
-        s = self._settings(trainer)
+    def _r3_rows(self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling) -> list[Row]:
+        """R3: the episode's round on every row still unsolved; the reflection is the completion."""
         task = self.task
-        tokenizer = trainer.processing_class
-        sampler = EngineSampler(self._engine(trainer), trainer)
+        tokenizer = sampler.tokenizer
         items = [self.index[p] for p in prompts]
-        n = len(prompts)
-
-        # 1. The first attempt, and the chat each row's reflection is asked in.
         episodes = self._first_attempts(prompts, items, sampler, s)
         turns = [
             Turn(ep, item.chat or task.reflection_prompt(ep.example, ep.attempt.text), item.round)
             for ep, item in zip(episodes, items, strict=True)
         ]
         prompt_ids = encode_prompts(tokenizer, [t.reflection_prompt for t in turns])
-
-        # 2-4. The episode's round on every row still unsolved: reflect (the completion GRPO trains
-        # on), retry with the reflection in context, verify. Its samplers are entered on every process
-        # even with no row to sample (see engines.py: collectives).
-        todo = [i for i in range(n) if not episodes[i].first_try_ok]
+        # Its samplers are entered on every process even with no row to sample (engines.py: collectives).
+        todo = [i for i in range(len(prompts)) if not episodes[i].first_try_ok]
         done = reflect_and_retry(task, sampler, [turns[i] for i in todo], s, always_call=True)
-        rounds: list[Round | None] = [None] * n
+        rounds: list[Round | None] = [None] * len(prompts)
         for i, result in zip(todo, done, strict=True):
             rounds[i] = result
-
         eos = tokenizer.eos_token_id
-        reflection_ids = [
-            list(r.reflection.token_ids) or [eos] if r is not None and r.reflection else [eos] for r in rounds
+        rows = []
+        for prompt, ids, ep, r in zip(prompts, prompt_ids, episodes, rounds, strict=True):
+            reflection = r.reflection if r is not None else None
+            rows.append(
+                Row(
+                    prompt=prompt,
+                    prompt_ids=ids,
+                    completion_ids=list(reflection.token_ids) or [eos] if reflection else [eos],
+                    # [None]: no sampling logprob (nothing to reflect on); TRL skips its correction.
+                    logprobs=list(reflection.logprobs or ()) or [None]
+                    if reflection is not None and reflection.logprobs is not None
+                    else None,
+                    success=r.retry_verdict.ok if r is not None else None,
+                    completion=reflection.text if reflection else "",
+                    retry_prompt=render_prompt(tokenizer, r.retry_prompt) if r is not None else None,
+                    retry=r.retry.text if r is not None else "",
+                    retry_length=r.retry.num_tokens if r is not None else 0,
+                    retry_clipped=r is not None and r.retry.finish_reason == "length",
+                    first_attempt=ep.attempt.text,
+                    first_attempt_solved=ep.first_try_ok,
+                )
+            )
+        return rows
+
+    def _grpo_rows(self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling) -> list[Row]:
+        """Plain GRPO: a first attempt per row (`episode.attempt`, each row its own seed) is the
+        completion, the verifier's verdict its outcome. An attempt that ended on a stop string gets
+        the end-of-turn token appended, so the completion ends as the model's turn does (TRL counts a
+        completion without EOS as truncated)."""
+        tokenizer = sampler.tokenizer
+        items = [self.index[p] for p in prompts]
+        episodes = [
+            Episode(i, item.example, Completion("", 0), Verdict.failure("not attempted"))
+            for i, item in enumerate(items)
         ]
-        logprobs: list[list[float | None]] | None = None
-        if s.reflection.logprobs and all(
-            r.reflection.logprobs is not None for r in done if r and r.reflection
-        ):
-            # [None]: no sampling logprob (a row with nothing to reflect on); TRL skips its correction.
-            logprobs = [
-                list(r.reflection.logprobs or ()) or [None] if r is not None and r.reflection else [None]
-                for r in rounds
-            ]
-        attempts = [ep.attempt.text for ep in episodes]
-        solved = [ep.first_try_ok for ep in episodes]
-        extra = {
-            "retry_success": [r.retry_verdict.ok if r is not None else None for r in rounds],
-            "retry_completion": [r.retry.text if r is not None else "" for r in rounds],
-            "retry_length": [r.retry.num_tokens if r is not None else 0 for r in rounds],
-            "retry_clipped": [r is not None and r.retry.finish_reason == "length" for r in rounds],
-            "reflection_length": [len(ids) for ids in reflection_ids],
-            "first_attempt_text": attempts,
-            "first_attempt_solved": solved,
-        }
-        self.last = RolloutBatch(
-            prompts=list(prompts),
-            reflection_prompt_ids=prompt_ids,
-            reflection_ids=reflection_ids,
-            reflections=[r.reflection.text if r is not None and r.reflection else "" for r in rounds],
-            retry_prompts=[
-                render_prompt(tokenizer, r.retry_prompt) if r is not None else None for r in rounds
-            ],
-            retries=extra["retry_completion"],
-            retry_success=extra["retry_success"],
-            first_attempts=attempts,
-            first_attempt_solved=solved,
-            extra=extra,
+        attempt(self.task, sampler, episodes, s.attempt)
+        prompt_ids = encode_prompts(tokenizer, [self.task.prompt(item.example) for item in items])
+        eos = tokenizer.eos_token_id
+        rows = []
+        for prompt, ids, ep in zip(prompts, prompt_ids, episodes, strict=True):
+            tokens = list(ep.attempt.token_ids)
+            logprobs = list(ep.attempt.logprobs) if ep.attempt.logprobs is not None else None
+            if ep.attempt.finish_reason == "stop" and (not tokens or tokens[-1] != eos):
+                tokens.append(eos)
+                if logprobs is not None:
+                    logprobs.append(None)
+            rows.append(
+                Row(
+                    prompt=prompt,
+                    prompt_ids=ids,
+                    completion_ids=tokens,
+                    logprobs=logprobs,
+                    success=ep.attempt_verdict.ok,
+                    completion=ep.attempt.text,
+                    first_attempt=ep.attempt.text,
+                    first_attempt_solved=ep.attempt_verdict.ok,
+                )
+            )
+        return rows
+
+    def _rows(self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling) -> list[Row]:
+        return (self._grpo_rows if self.mode == "grpo" else self._r3_rows)(prompts, sampler, s)
+
+    # ------------------------------------------------------------------------------- dynamic sampling
+
+    def _replace_silent_groups(
+        self, rows: list[Row], group: int, seed: int, sampler: EngineSampler, trainer: Any
+    ) -> tuple[list[Row], int, int, int]:
+        """Dynamic sampling: groups without signal replaced by fresh groups on prompts drawn from the
+        pool, up to `dynamic_sampling_rounds` tries. Returns the rows, the replacements drawn, and the
+        groups sampled in all with how many had signal.
+
+        With several processes every try is run (empty where nothing is left to replace), because a
+        sampler may be a collective that every process must enter the same number of times."""
+        groups = [rows[i : i + group] for i in range(0, len(rows), group)]
+        drawn, with_signal = len(groups), sum(has_signal([r.success for r in g]) for g in groups)
+        pool = self.index.prompts()
+        collective = int(getattr(getattr(trainer, "accelerator", None), "num_processes", 1)) > 1
+        replaced = 0
+        for attempt_number in range(1, self.dynamic_sampling_rounds + 1):
+            silent = [k for k, g in enumerate(groups) if not has_signal([r.success for r in g])]
+            if not silent and not collective:
+                break
+            try_seed = derive_seed(seed, "dynamic", attempt_number)
+            rng = random.Random(try_seed)
+            picks = [pool[rng.randrange(len(pool))] for _ in silent]
+            fresh = self._rows(
+                [p for p in picks for _ in range(group)], sampler, self._settings(trainer, try_seed)
+            )
+            for n, k in enumerate(silent):
+                groups[k] = fresh[n * group : (n + 1) * group]
+                with_signal += has_signal([r.success for r in groups[k]])
+            replaced += len(silent)
+            drawn += len(silent)
+        return [r for g in groups for r in g], replaced, drawn, with_signal
+
+    # ------------------------------------------------------------------------------- the call
+
+    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
+        seed = self._seed(trainer)
+        sampler = EngineSampler(self._engine(trainer), trainer)
+        rows = self._rows(list(prompts), sampler, self._settings(trainer, seed))
+        group = int(getattr(getattr(trainer, "args", None), "num_generations", 0) or 0)
+        replaced, drawn, with_signal = 0, 0, 0
+        if group > 1 and len(rows) % group == 0:
+            drawn = len(rows) // group
+            with_signal = sum(
+                has_signal([r.success for r in rows[i : i + group]]) for i in range(0, len(rows), group)
+            )
+            if self.dynamic_sampling_rounds:
+                rows, replaced, drawn, with_signal = self._replace_silent_groups(
+                    rows, group, seed, sampler, trainer
+                )
+        group_seeds = [derive_seed(seed, "group", i // group if group > 0 else i) for i in range(len(rows))]
+        return self._output(rows, group_seeds, replaced, drawn, with_signal)
+
+    def _output(
+        self, rows: list[Row], group_seeds: list[int], replaced: int, drawn: int, with_signal: int
+    ) -> dict[str, Any]:
+        """TRL's dict (`prompt_ids`, `completion_ids`, `logprobs`, extra fields), and `self.last`."""
+        logprobs = (
+            [r.logprobs or [None] for r in rows]
+            if rows and any(r.logprobs is not None for r in rows)
+            else None
         )
-        return {"prompt_ids": prompt_ids, "completion_ids": reflection_ids, "logprobs": logprobs, **extra}
+        if self.mode == "grpo":
+            extra: dict[str, list[Any]] = {
+                "attempt_success": [r.success for r in rows],
+                "attempt_completion": [r.completion for r in rows],
+                "attempt_length": [len(r.completion_ids) for r in rows],
+            }
+        else:
+            extra = {
+                "retry_success": [r.success for r in rows],
+                "retry_completion": [r.retry for r in rows],
+                "retry_length": [r.retry_length for r in rows],
+                "retry_clipped": [r.retry_clipped for r in rows],
+                "reflection_length": [len(r.completion_ids) for r in rows],
+                "first_attempt_text": [r.first_attempt for r in rows],
+                "first_attempt_solved": [r.first_attempt_solved for r in rows],
+            }
+        extra["group_seed"] = group_seeds
+        # Per-call counts for the metrics (the same value on every row; rewards.py logs them once).
+        extra["groups_drawn"] = [drawn] * len(rows)
+        extra["groups_drawn_with_signal"] = [with_signal] * len(rows)
+        extra["groups_resampled"] = [replaced] * len(rows)
+        self.last = RolloutBatch(
+            prompts=[r.prompt for r in rows],
+            reflection_prompt_ids=[r.prompt_ids for r in rows],
+            reflection_ids=[r.completion_ids for r in rows],
+            reflections=[r.completion for r in rows],
+            retry_prompts=[r.retry_prompt for r in rows],
+            retries=[r.retry for r in rows],
+            retry_success=[r.success for r in rows],
+            first_attempts=[r.first_attempt for r in rows],
+            first_attempt_solved=[r.first_attempt_solved for r in rows],
+            extra=extra,
+            resampled_groups=replaced,
+            drawn_groups=drawn,
+            drawn_with_signal=with_signal,
+        )
+        return {
+            "prompt_ids": [r.prompt_ids for r in rows],
+            "completion_ids": [r.completion_ids for r in rows],
+            "logprobs": logprobs,
+            **extra,
+        }

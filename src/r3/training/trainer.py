@@ -51,6 +51,8 @@ def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
     if not config.failures:
         raise R3Error("no failures file: pass --failures FILE (written by `r3 mine`)")
     records = read_failures(config.failures, task)
+    if config.selection == "learnable":
+        records = learnable_records(records, config.failures)
     if config.min_successes:
         records = [r for r in records if r.successes >= config.min_successes]
         if not records:
@@ -59,6 +61,26 @@ def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
                 "(min_successes); lower it, or mine with `r3 mine --full` for success counts"
             )
     return records[: config.limit] if config.limit is not None else records
+
+
+def learnable_records(records: list[FailureRecord], source: str) -> list[FailureRecord]:
+    """Each record with only its failed attempts whose screened retries had mixed outcomes
+    (`mining.records.learnable`); records left with none are dropped. Refuses an unscreened file."""
+    from dataclasses import replace
+
+    from r3.mining.records import learnable
+
+    verdicts = [learnable(a) for r in records for a in r.failed_attempts]
+    if all(v is None for v in verdicts):
+        raise R3Error(f"{source}: selection learnable needs a screened failures file (`r3 mine --screen K`)")
+    kept = []
+    for record in records:
+        attempts = [a for a in record.failed_attempts if learnable(a)]
+        if attempts:
+            kept.append(replace(record, failed_attempts=attempts))
+    if not kept:
+        raise R3Error(f"{source}: no screened attempt had mixed retry outcomes (selection learnable)")
+    return kept
 
 
 def load_policy(config: R3Config) -> Any:
@@ -130,16 +152,24 @@ def build_trainer(
     ready_for_generation(tokenizer)  # a tokenizer passed in is set up as a loaded one
     if model is None:
         model = load_policy(config)
-    dataset, index = build_dataset(
-        records, task, tokenizer, config.first_attempt, config.max_attempts_per_query
-    )
+    # Plain GRPO trains first attempts at the task prompts of the same queries (as online mode's prompts).
+    first_attempt = "online" if config.mode == "grpo" else config.first_attempt
+    dataset, index = build_dataset(records, task, tokenizer, first_attempt, config.max_attempts_per_query)
     if index.collisions:
         warnings.warn(
             f"{index.collisions} training prompts render to the same text as a different example; "
             "the first example's verifier is used for them",
             stacklevel=2,
         )
-    rollout = R3Rollout(task, index, config.episode_sampling(task), config.first_attempt, engine=engine)
+    rollout = R3Rollout(
+        task,
+        index,
+        config.episode_sampling(task),
+        first_attempt,
+        engine=engine,
+        mode=config.mode,
+        dynamic_sampling_rounds=config.dynamic_sampling_rounds,
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'rollout_func'.*experimental")
         trainer = GRPOTrainer(
@@ -219,6 +249,9 @@ def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
         "model": config.model,
         "failures": config.failures,
         "first_attempt": config.first_attempt,
+        "mode": config.mode,
+        "selection": config.selection,
+        "dynamic_sampling_rounds": config.dynamic_sampling_rounds,
         "reward_funcs": list(config.reward_funcs),
         "num_prompts": num_prompts,
         "global_step": trainer.state.global_step,

@@ -1,0 +1,272 @@
+"""Training where there is signal: dynamic sampling, plain GRPO mode, the shuffled control's seeds,
+and the learnable selection of screened failures.
+
+A scripted engine decides each retry's outcome from the query and the row's own seed, so which groups
+have signal is known in advance. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from r3.errors import R3Error
+from r3.generation.base import completion_from_ids, request_seeds
+from r3.mining.records import FailureRecord
+from r3.training.dataset import build_prompts
+from r3.training.rewards import make_shuffled_retry_success_reward, shuffle_within_groups
+from r3.training.rollout import R3Rollout, has_signal
+from r3.training.trainer import build_trainer
+from test_training_support import QUERIES, ToyTask, make_model, make_tokenizer, records, tiny_config
+
+GROUP = 4
+#: The retry's outcome by query: always, never, or by the row's seed (mixed groups).
+OUTCOME = {"q0": "always", "q1": "seed", "q2": "seed", "q3": "never"}
+
+
+def scripted_engine(tokenizer, outcome=OUTCOME, calls=None):
+    """Reflections 'A'; a retry succeeds by `outcome[query]` ('seed': by the parity of its row seed)."""
+    eos = tokenizer.eos_token_id
+
+    def engine(trainer, prompt_ids, sampling):
+        if calls is not None:
+            calls.append(len(prompt_ids))
+        out = []
+        for ids, seed in zip(prompt_ids, request_seeds(sampling, len(prompt_ids)), strict=True):
+            words = tokenizer.convert_ids_to_tokens(ids)
+            if words[-2] == "reflect":
+                text = "A"
+            else:
+                rule = outcome[words[1]]
+                good = rule == "always" or (rule == "seed" and seed % 2 == 0)
+                text = "good end" if good else "fail end"
+            out.append(
+                completion_from_ids(
+                    tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"] + [eos], sampling
+                )
+            )
+        return out
+
+    return engine
+
+
+def fake_trainer(tokenizer, step=0, process=0, processes=1):
+    return SimpleNamespace(
+        processing_class=tokenizer,
+        args=SimpleNamespace(seed=0, num_generations=GROUP, use_vllm=False),
+        state=SimpleNamespace(global_step=step),
+        accelerator=SimpleNamespace(process_index=process, num_processes=processes),
+    )
+
+
+def rollout_for(tokenizer, rounds, outcome=OUTCOME, calls=None):
+    from r3.episode import EpisodeSampling
+    from r3.generation.base import SamplingConfig
+
+    rows, index = build_prompts(records(), ToyTask(), tokenizer)
+    sampled = SamplingConfig(max_new_tokens=4, temperature=1.0)
+    sampling = EpisodeSampling(sampled, sampled, sampled.with_(stop=ToyTask.stop))
+    rollout = R3Rollout(
+        ToyTask(),
+        index,
+        sampling,
+        engine=scripted_engine(tokenizer, outcome, calls),
+        dynamic_sampling_rounds=rounds,
+    )
+    prompts = [row["prompt"] for row in rows for _ in range(GROUP)]
+    return rollout, prompts
+
+
+def groups_of(values):
+    return [values[i : i + GROUP] for i in range(0, len(values), GROUP)]
+
+
+def test_dynamic_sampling_replaces_groups_without_signal():
+    tokenizer = make_tokenizer()
+    plain, prompts = rollout_for(tokenizer, rounds=0)
+    out = plain(prompts, fake_trainer(tokenizer))
+    signal = [has_signal(g) for g in groups_of(out["retry_success"])]
+    assert signal.count(False) >= 2  # q0 (all succeed) and q3 (all fail) have none
+    assert plain.last.resampled_groups == 0
+
+    dynamic, prompts = rollout_for(tokenizer, rounds=10)
+    out = dynamic(prompts, fake_trainer(tokenizer))
+    assert all(has_signal(g) for g in groups_of(out["retry_success"]))
+    assert dynamic.last.resampled_groups >= 2
+    assert dynamic.last.drawn_groups == len(QUERIES) + dynamic.last.resampled_groups
+    # A replacement is a whole group on one prompt from the pool, and its tokens are that prompt's.
+    for group, ids in zip(groups_of(dynamic.last.prompts), groups_of(out["prompt_ids"]), strict=True):
+        assert len(set(group)) == 1 and group[0].split()[1] in ("q1", "q2")
+        assert ids[0] == tokenizer(group[0], add_special_tokens=False)["input_ids"]
+    assert len(out["completion_ids"]) == len(prompts)
+
+
+def test_dynamic_sampling_tries_are_bounded():
+    tokenizer = make_tokenizer()
+    calls: list[int] = []
+    never = dict.fromkeys(QUERIES, "never")
+    rollout, prompts = rollout_for(tokenizer, rounds=3, outcome=never, calls=calls)
+    out = rollout(prompts, fake_trainer(tokenizer))
+    assert len(calls) == 2 * (1 + 3)  # a reflection and a retry call, the first time and at each try
+    assert rollout.last.resampled_groups == 3 * len(QUERIES)
+    assert out["retry_success"] == [False] * len(prompts)  # trained as they are: zero advantage
+
+
+def test_dynamic_sampling_draws_the_same_groups_on_resume_and_others_per_process():
+    tokenizer = make_tokenizer()
+    runs = []
+    for process in (0, 0, 1):
+        rollout, prompts = rollout_for(tokenizer, rounds=10)
+        runs.append(rollout(prompts, fake_trainer(tokenizer, step=7, process=process)))
+    assert runs[0] == runs[1]  # the same step and process: exactly the same groups and rows
+    assert runs[0]["group_seed"] != runs[2]["group_seed"]
+
+
+def test_only_groups_with_signal_reach_the_loss(tmp_path):
+    """Through TRL: with dynamic sampling every row the loss sees has a nonzero advantage."""
+    tokenizer = make_tokenizer()
+    model = make_model(tokenizer)
+    config = tiny_config(
+        tmp_path,
+        num_generations=GROUP,
+        per_device_train_batch_size=8,
+        max_steps=2,
+        dynamic_sampling_rounds=10,
+    )
+    trainer = build_trainer(
+        config,
+        model=model,
+        tokenizer=tokenizer,
+        task=ToyTask(),
+        records=records(),
+        engine=scripted_engine(tokenizer),
+    )
+    captured = []
+    compute_loss = trainer.compute_loss
+
+    def spy(model_, inputs, *args, **kwargs):
+        captured.append(inputs["advantages"].clone())
+        return compute_loss(model_, inputs, *args, **kwargs)
+
+    trainer.compute_loss = spy
+    trainer.train()
+    assert len(captured) == 2
+    assert all(bool((adv.abs() > 0).all()) for adv in captured)
+    rows = [r for r in trainer.state.log_history if "r3/groups_with_signal" in r]
+    assert rows and all(r["r3/groups_with_signal"] == 1.0 for r in rows)
+    assert all("r3/resampled_groups" in r and "r3/groups_with_signal_drawn" in r for r in rows)
+
+
+def test_grpo_mode_trains_first_attempts_rewarded_by_the_verifier(tmp_path):
+    tokenizer = make_tokenizer()
+    model = make_model(tokenizer)
+    seen = []
+
+    def attempt_success(completions, attempt_success, attempt_completion, **kwargs):
+        seen.append((list(attempt_success), list(attempt_completion), list(kwargs["group_seed"])))
+        return [float(ok) for ok in attempt_success]
+
+    config = tiny_config(
+        tmp_path, mode="grpo", num_generations=GROUP, per_device_train_batch_size=8, max_steps=1
+    )
+    assert config.reward_funcs == ["attempt_success"]
+    trainer = build_trainer(
+        config,
+        model=model,
+        tokenizer=tokenizer,
+        task=ToyTask(),
+        records=records(),
+        reward_funcs=[attempt_success],
+    )
+    assert len(trainer.train_dataset) == len(QUERIES)  # one task prompt per query
+    trainer.train()
+    batch = trainer.rollout_func.last
+    task = ToyTask()
+    for prompt, ids in zip(batch.prompts, batch.reflection_prompt_ids, strict=True):
+        # The prompt is the task prompt itself: no failed attempt, no reflection instruction.
+        assert ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        assert "reflect" not in tokenizer.convert_ids_to_tokens(ids)
+    success, texts, _ = seen[0]
+    assert success == [
+        task.verify({"q": p.split()[1]}, t).ok for p, t in zip(batch.prompts, texts, strict=True)
+    ]
+    assert texts == batch.reflections  # the completion trained on is the attempt itself
+    assert batch.retry_prompts == [None] * len(texts)  # no reflection, no retry
+
+
+def test_grpo_mode_refuses_r3_rewards(tmp_path):
+    with pytest.raises(R3Error, match="does not score mode 'grpo'"):
+        tiny_config(tmp_path, mode="grpo", reward_funcs=["retry_success_shuffled"])
+    with pytest.raises(R3Error, match="does not score mode 'r3'"):
+        tiny_config(tmp_path, reward_funcs=["attempt_success"])
+
+
+def test_shuffled_control_is_seeded_by_step_process_and_group():
+    tokenizer = make_tokenizer()
+    control = make_shuffled_retry_success_reward(GROUP)
+    outputs = {}
+    for process in (0, 0, 1):
+        rollout, prompts = rollout_for(tokenizer, rounds=0, outcome=dict.fromkeys(QUERIES, "seed"))
+        out = rollout(prompts, fake_trainer(tokenizer, step=5, process=process))
+        outputs.setdefault(process, []).append(out)
+    first, again = outputs[0]
+    kwargs = {k: v for k, v in first.items() if k not in ("prompt_ids", "completion_ids", "logprobs")}
+    shuffled = control([None] * len(first["retry_success"]), **kwargs)
+    # After a resume the same step and process give the same group seeds, hence the same permutation.
+    assert again["group_seed"] == first["group_seed"]
+    kwargs_again = {k: v for k, v in again.items() if k not in ("prompt_ids", "completion_ids", "logprobs")}
+    assert control([None] * len(shuffled), **kwargs_again) == shuffled
+    # Another process: other seeds. Each group keeps its multiset of rewards.
+    assert outputs[1][0]["group_seed"] != first["group_seed"]
+    real = [float(x) for x in first["retry_success"]]
+    for before, after in zip(groups_of(real), groups_of(shuffled), strict=True):
+        assert sorted(before) == sorted(after)
+    # Permutations by group seed: equal seeds, equal permutations; over many seeds, rows do move.
+    values = [1.0, 0.0, 0.0, 0.0]
+    assert shuffle_within_groups(values, 4, group_seeds=[11] * 4) == shuffle_within_groups(
+        values, 4, group_seeds=[11] * 4
+    )
+    moved = Counter(tuple(shuffle_within_groups(values, 4, group_seeds=[s] * 4)) for s in range(40))
+    assert len(moved) == 4
+
+
+def test_learnable_selection_keeps_attempts_with_mixed_screened_retries(tmp_path):
+    from r3.tasks import get_task
+    from r3.training.config import R3Config
+    from r3.training.trainer import load_records
+
+    task = get_task("countdown")
+    path = tmp_path / "failures.jsonl"
+
+    def attempt(successes, samples=4):
+        return {"completion": "x", "reason": "r", "screen": {"samples": samples, "successes": successes}}
+
+    rows = [
+        FailureRecord("countdown", 0, {"nums": [1, 2, 3], "target": 6}, [attempt(0), attempt(2)], 8, 1),
+        FailureRecord("countdown", 1, {"nums": [1, 2, 4], "target": 7}, [attempt(4)], 8, 1),
+        FailureRecord("countdown", 2, {"nums": [1, 2, 5], "target": 8}, [attempt(1), attempt(3)], 8, 1),
+    ]
+    path.write_text("".join(json.dumps(r.to_json(task)) + "\n" for r in rows))
+
+    def config(**kw):
+        return R3Config(output_dir=str(tmp_path / "o"), use_cpu=True, failures=str(path), **kw)
+
+    kept = load_records(config(selection="learnable"), task)
+    assert [(r.query_index, len(r.failed_attempts)) for r in kept] == [(0, 1), (2, 2)]
+    assert [a["screen"]["successes"] for a in kept[0].failed_attempts] == [2]
+    assert len(load_records(config(), task)) == 3
+    unscreened = tmp_path / "plain.jsonl"
+    plain = FailureRecord(
+        "countdown", 0, {"nums": [1, 2, 3], "target": 6}, [{"completion": "x", "reason": "r"}], 8, 1
+    )
+    unscreened.write_text(json.dumps(plain.to_json(task)) + "\n")
+    with pytest.raises(R3Error, match="screen"):
+        load_records(
+            R3Config(
+                output_dir=str(tmp_path / "o"), use_cpu=True, failures=str(unscreened), selection="learnable"
+            ),
+            task,
+        )
