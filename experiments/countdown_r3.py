@@ -9,6 +9,8 @@ Every step is an `r3` command, run as a user would run it, into one output folde
     mine/                     `r3 mine --full` of the warm-started model's failures (mining seed)
     trained/                  `r3 train`, reward = the retry's success (R3)
     trained-shuffled/         the same training with rewards shuffled within each group (control)
+    trained-grpo/             plain GRPO on first attempts of the same queries, same optimizer and
+                              steps (`r3 train --mode grpo`): the bar R3 must clear
     eval-<model>/             `r3 eval`, greedy, reflect + retry, on the evaluation seed
     eval-<model>-resample/    `r3 eval --second-try resample` at a temperature > 0: a second attempt
                               without reflection (how much of a second-try gain needs a reflection?)
@@ -40,7 +42,13 @@ import yaml
 from r3.reports.experiment import LABELS, write_experiment_report
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("warmstart", "trained", "shuffled")
+MODELS = ("warmstart", "trained", "shuffled", "grpo")
+#: Each trained model: its folder and what its `r3 train` differs in (on top of the config's `train`).
+VARIANTS = {
+    "trained": ("trained", {"reward_funcs": "retry_success"}),
+    "shuffled": ("trained-shuffled", {"reward_funcs": "retry_success_shuffled"}),
+    "grpo": ("trained-grpo", {"mode": "grpo", "reward_funcs": "attempt_success"}),
+}
 
 
 def r3(*args: str, log: Path) -> None:
@@ -119,21 +127,38 @@ def mine(cfg: dict[str, Any], model: Path, out: Path, log: Path) -> Path:
         "--full", "--keep", str(mi["keep"]), "--max-new-tokens", str(cfg["eval"]["max_new_tokens"]),
         "--window", "8", "--batch-size", str(8 * mi["budget"]),  # a window's samples in one batch
         "--temperature", str(mi["temperature"]), "--device", "cpu", "--no-progress", *task_flags(cfg),
-        log=log,
+        *screen_flags(cfg), log=log,
     )  # fmt: skip
     return folder / "failures.jsonl"
 
 
-def train(cfg: dict[str, Any], model: Path, failures: Path, folder: Path, reward: str, log: Path) -> None:
+def screen_flags(cfg: dict[str, Any]) -> list[str]:
+    """`r3 mine --screen K`: each kept failure scored by K sampled reflections with their retries
+    (the retry sampled as training samples it), for `r3 train --selection learnable`."""
+    mi = cfg["mine"]
+    if not mi.get("screen"):
+        return []
+    return [
+        "--screen", str(mi["screen"]), "--screen-retry-temperature", str(mi["screen_retry_temperature"]),
+        "--reflection-max-new-tokens", str(cfg["eval"]["reflection_max_new_tokens"]),
+    ]  # fmt: skip
+
+
+def train(cfg: dict[str, Any], model: Path, failures: Path, name: str, out: Path, log: Path) -> Path:
+    """`r3 train` of one variant: the config's `train` fields, the variant's own (`VARIANTS`), then
+    the config's `<name>` section (e.g. `grpo:` sets plain GRPO's completion budget and batch)."""
+    folder_name, own = VARIANTS[name]
+    folder = out / folder_name
     if (folder / "config.json").is_file():
-        return
-    tr = cfg["train"]
-    flags = [f"--{k}={v}" for k, v in tr.items() if k != "recipe"]
+        return folder
+    fields = {**cfg["train"], **own, **(cfg.get(name) or {})}
+    flags = [f"--{k}={v}" for k, v in fields.items() if k != "recipe"]
     r3(
-        "train", "--config", tr["recipe"], "--model", str(model), "--failures", str(failures),
-        "--output_dir", str(folder), "--reward_funcs", reward, "--resume", "true",
-        "--task_args", json.dumps(cfg["task_args"]), *flags, log=log,
+        "train", "--config", fields["recipe"], "--model", str(model), "--failures", str(failures),
+        "--output_dir", str(folder), "--resume", "true", "--task_args", json.dumps(cfg["task_args"]),
+        *flags, log=log,
     )  # fmt: skip
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,14 +179,13 @@ def main(argv: list[str] | None = None) -> int:
 
     models = {"warmstart": warmstart(cfg, out, log)}
     failures = mine(cfg, models["warmstart"], out, log)
-    models["trained"] = out / "trained"
-    models["shuffled"] = out / "trained-shuffled"
-    train(cfg, models["warmstart"], failures, models["trained"], "retry_success", log)
-    names = list(MODELS)
-    if cfg.get("control", True):
-        train(cfg, models["warmstart"], failures, models["shuffled"], "retry_success_shuffled", log)
-    else:  # the demo: no control, to stay within its time budget
-        names.remove("shuffled")
+    names = ["warmstart", "trained"]
+    if cfg.get("control", True):  # the demo has no control, to stay within its time budget
+        names.append("shuffled")
+    if cfg.get("grpo") is not None:  # plain GRPO at equal compute: its section sets what differs
+        names.append("grpo")
+    for name in names[1:]:
+        models[name] = train(cfg, models["warmstart"], failures, name, out, log)
     for name in names:
         evaluate(cfg, models[name], out / f"eval-{name}{suffix}", seed, log, resample=False)
         if cfg["eval"].get("resample_temperature"):

@@ -74,3 +74,26 @@ def test_without_a_control_the_verdict_says_so(tmp_path: Path) -> None:
     text = write_experiment_report(tmp_path, tmp_path / "report")
     assert "R3 vs shuffled control" not in text and "| shuffled control |" not in text
     assert "no significant gain of R3 over the warm-start (this run has no shuffled control)" in text
+
+
+def test_control_gate_and_plain_grpo_bar(tmp_path: Path) -> None:
+    """The shuffled control's gate (within 3 points of the warm-start) and plain GRPO as the bar."""
+    n = 200
+    base = [i < 60 for i in range(n)]
+    fake_eval(tmp_path / "eval-warmstart", base, [i < 70 for i in range(n)])  # 35%
+    fake_eval(tmp_path / "eval-shuffled", base, [i < 40 for i in range(n)])  # 20%: the gate fails
+    fake_eval(tmp_path / "eval-trained", base, [i < 72 for i in range(n)])  # 36%
+    fake_eval(tmp_path / "eval-grpo", [i < 80 for i in range(n)], [i < 100 for i in range(n)])  # 50%
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "Control gate: the shuffled control is -15.0% from the warm-start" in text
+    assert "**failed**" in text
+    assert "| plain GRPO |" in text
+    assert "| GRPO vs warm-start | 2nd try | +15.0% |" in text
+    assert "| R3 vs plain GRPO | 2nd try | -14.0% |" in text
+    assert "R3 is below plain GRPO on the second try" in text
+
+    fake_eval(tmp_path / "eval-shuffled2", base, [i < 68 for i in range(n)])
+    (tmp_path / "eval-shuffled").rename(tmp_path / "eval-shuffled-failed")
+    (tmp_path / "eval-shuffled2").rename(tmp_path / "eval-shuffled")
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "Control gate: the shuffled control is -1.0% from the warm-start" in text and ": passed." in text

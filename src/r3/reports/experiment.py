@@ -1,12 +1,15 @@
 """The learning experiment's report: R3 against its controls, with tests, and the training curves.
 
 Reads the folders `experiments/countdown_r3.py` writes (`eval-<model>[-resample]`, `trained`,
-`trained-shuffled`) and writes `experiment.md` and `training_curves.png` into the report folder. The
-comparison that decides whether R3 learned is second-try accuracy on the same problems: R3 against
-the warm-started model (did training help?) and against the shuffled control (same compute, no link
-between a reflection and its reward: did the *reward* help?). Both a two-proportion z-test and the
-paired exact McNemar test are given; the verdict line uses the z-test's p, as the experiment's goal
-states it, and says plainly when the run showed nothing.
+`trained-shuffled`, `trained-grpo`) and writes `experiment.md` and `training_curves.png` into the report
+folder. The comparison that decides whether R3 learned is second-try accuracy on the same problems: R3
+against the warm-started model (did training help?) and against the shuffled control (same compute, no
+link between a reflection and its reward: did the *reward* help?). Before either is read, the control
+must pass its gate: within `CONTROL_GATE` of the warm-start (it trains on noise; if it moves the model,
+the optimizer is the problem). Plain GRPO on first attempts at equal compute is the bar R3 is measured
+against (what a user with a verifier would run instead). Both a two-proportion z-test and the paired
+exact McNemar test are given; the verdict line uses the z-test's p, as the experiment's goal states it,
+and says plainly when the run showed nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from r3.evaluation.stats import mcnemar_exact, two_proportion_test
 from r3.reports.training import plot_training_curves, training_series
 from r3.rundir import read_log
 
-LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled control"}
-TRAINING_DIRS = {"trained": "trained", "shuffled": "trained-shuffled"}
+LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled control", "grpo": "plain GRPO"}
+TRAINING_DIRS = {"trained": "trained", "shuffled": "trained-shuffled", "grpo": "trained-grpo"}
 #: The goal: R3's second try at least this far above both controls, with p below `ALPHA`.
 MIN_GAIN, ALPHA = 0.10, 0.05
+#: The shuffled control's gate: its second try within this distance of the warm-start's.
+CONTROL_GATE = 0.03
 
 
 def _load(folder: Path) -> tuple[dict[str, Any], dict[int, dict[str, Any]]] | None:
@@ -53,6 +58,45 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str
         "only_b": only_b,
         "mcnemar_p": mcnemar_exact(only_a, only_b),
     }
+
+
+def _gate_and_bar(
+    evals: dict[str, Any], warm: dict[int, dict[str, Any]], trained: dict[int, dict[str, Any]]
+) -> list[str]:
+    """The shuffled control's gate (within `CONTROL_GATE` of the warm-start on the second try) and
+    plain GRPO at equal compute against the warm-start and against R3, as lines of the report."""
+    lines: list[str] = []
+    if evals["shuffled"] is not None:
+        t = compare(evals["shuffled"][1], warm, "second_try_ok")
+        passed = abs(t["diff"]) <= CONTROL_GATE
+        lines.append(
+            f"Control gate: the shuffled control is {t['diff']:+.1%} from the warm-start on the second try "
+            f"(McNemar p = {t['mcnemar_p']:.3g}): "
+            + (
+                "passed"
+                if passed
+                else f"**failed** (more than {CONTROL_GATE:.0%}: training on noise moved the model)"
+            )
+            + "."
+        )
+    if evals["grpo"] is not None:
+        grpo = evals["grpo"][1]
+        lines += [
+            "",
+            "| plain GRPO (equal compute) | attempt | difference | p (two-proportion z) | discordant "
+            "| p (McNemar) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for a, b, label in ((grpo, warm, "GRPO vs warm-start"), (trained, grpo, "R3 vs plain GRPO")):
+            for key, attempt in (("second_try_ok", "2nd try"), ("first_try_ok", "1st try")):
+                t = compare(a, b, key)
+                pairs, p = f"{t['only_a']} / {t['only_b']}", t["mcnemar_p"]
+                lines.append(f"| {label} | {attempt} | {t['diff']:+.1%} | {t['p']:.3g} | {pairs} | {p:.3g} |")
+        t = compare(trained, grpo, "second_try_ok")
+        level = "at least level with" if t["diff"] >= 0 or t["p"] >= ALPHA else "below"
+        lines.append("")
+        lines.append(f"R3 is {level} plain GRPO on the second try ({t['diff']:+.1%}, p = {t['p']:.3g}).")
+    return [*lines, ""] if lines else []
 
 
 def _mean(points: list[tuple[int, float]]) -> float | None:
@@ -96,6 +140,7 @@ def write_experiment_report(
 
     others = [name for name in ("warmstart", "shuffled") if evals[name] is not None]
     verdict = "This run showed no change: an evaluation is missing."
+    extra: list[str] = []
     if evals["trained"] is not None and "warmstart" in others:
         rows = {name: evals[name][1] for name in ["trained", *others]}  # type: ignore[index]
         lines += [
@@ -123,7 +168,8 @@ def write_experiment_report(
             )
         else:
             verdict = f"This run showed no significant gain of R3 over {scope} on the second try ({against})."
-    lines += ["", f"**{verdict}**", ""]
+        extra = _gate_and_bar(evals, rows["warmstart"], rows["trained"])
+    lines += ["", f"**{verdict}**", "", *extra]
 
     runs = {LABELS[name]: training_series(out / folder) for name, folder in TRAINING_DIRS.items()}
     runs = {label: series for label, series in runs.items() if series}
@@ -131,19 +177,24 @@ def write_experiment_report(
         plot_training_curves(runs, report / "training_curves.png")
         lines += ["## Training", "", "![training curves](training_curves.png)", ""]
         lines += [
-            "| run | steps | mean retry success | mean groups with no signal | mean reflection length |"
+            "| run | steps | mean success (retry; GRPO: attempt) | groups with signal (trained / drawn) "
+            "| groups resampled per step | advantage token balance | mean reflection length |"
         ]
-        lines += ["|---|---|---|---|---|"]
+        lines += ["|---|---|---|---|---|---|---|"]
         for label, series in runs.items():
-            steps = len(series.get("r3/retry_success", []))
+            success = "r3/attempt_success" if "r3/attempt_success" in series else "r3/retry_success"
+            steps = len(series.get(success, []))
 
             def fmt(key: str, pattern: str, series: dict[str, list[tuple[int, float]]] = series) -> str:
                 value = _mean(series.get(key, []))
                 return "-" if value is None else pattern.format(value)
 
+            no_signal = _mean(series.get("r3/groups_no_signal", []))
+            trained = "-" if no_signal is None else f"{1 - no_signal:.2f}"
             lines.append(
-                f"| {label} | {steps} | {fmt('r3/retry_success', '{:.3f}')} | "
-                f"{fmt('r3/groups_no_signal', '{:.2f}')} | {fmt('r3/reflection_length', '{:.1f}')} |"
+                f"| {label} | {steps} | {fmt(success, '{:.3f}')} | {trained} / "
+                f"{fmt('r3/groups_with_signal_drawn', '{:.2f}')} | {fmt('r3/resampled_groups', '{:.2f}')} | "
+                f"{fmt('r3/advantage_token_balance', '{:+.3f}')} | {fmt('r3/reflection_length', '{:.1f}')} |"
             )
         lines.append("")
     forgetting = out / "forgetting" / "forgetting.json"
