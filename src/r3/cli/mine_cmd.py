@@ -24,7 +24,15 @@ from r3.cli.arguments import (
 )
 from r3.errors import R3Error
 from r3.generation.base import Generator
-from r3.mining.mine import FAILURES_FILE, SUMMARY_FILE, MineConfig, RunStore, mine, run_fingerprint
+from r3.mining.mine import (
+    FAILURES_FILE,
+    SUMMARY_FILE,
+    MineConfig,
+    MineSummary,
+    RunStore,
+    mine,
+    run_fingerprint,
+)
 from r3.mining.records import check_reserved_fields
 from r3.models import batch_invariant
 from r3.tasks.registry import get_task
@@ -34,6 +42,8 @@ Sample attempts for every query and keep the queries the model fails (the paper'
 failures). Attempts are drawn in rounds of --round-size up to --budget per query; by default a query
 stops at the first round with a failure (same queries kept as drawing the whole budget, far fewer
 samples when the model fails often); --full draws the whole budget and gives per-query success rates.
+--screen K samples K reflections (each with one retry) for every kept failed attempt and stores how
+many retries succeeded, so that r3 train can keep the attempts whose groups carry a signal.
 Results are written query by query: run the same command again to resume after a crash or Ctrl-C.
 Options are the fields of `MineArguments`, parsed as `r3 train`'s are: YAML via --config, flags override.
 """
@@ -67,7 +77,22 @@ class MineArguments(OutputArguments, ModelArguments, TaskArguments):
         },
     )
     reflection_max_new_tokens: int = field(
-        default=256, metadata={"help": "with --rounds > 1: a reflection's budget"}
+        default=256, metadata={"help": "with --rounds > 1 or --screen: a reflection's budget"}
+    )
+    screen: int = field(
+        default=0,
+        metadata={
+            "help": "screen each kept failed attempt by K sampled reflections, each followed by one retry, "
+            "and store how many retries succeeded: attempts with some but not all (learnable) are the ones "
+            "whose GRPO groups carry a signal (r3 train selection: learnable). 0: off"
+        },
+    )
+    screen_retry_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "with --screen: the retry's temperature; it must match r3 train's retry_temperature "
+            "(whose default is 0, greedy) or the screen predicts other groups than training draws"
+        },
     )
     window: int = field(
         default=16,
@@ -97,6 +122,8 @@ class MineArguments(OutputArguments, ModelArguments, TaskArguments):
             rounds=self.rounds,
             reflection_max_new_tokens=self.reflection_max_new_tokens,
             window=self.window,
+            screen=self.screen,
+            screen_retry_temperature=self.screen_retry_temperature,
         )
 
 
@@ -170,10 +197,17 @@ def run(args: MineArguments) -> int:
     )
     print(
         f"{summary.queries_kept} of {summary.queries_seen} queries kept ({summary.samples} samples, "
-        f"{summary.tokens} tokens, {summary.wall_seconds:.1f}s{rate}) -> {out / FAILURES_FILE}; "
-        f"totals in {out / SUMMARY_FILE}"
+        f"{summary.tokens} tokens, {summary.wall_seconds:.1f}s{rate}){_screened(summary)} -> "
+        f"{out / FAILURES_FILE}; totals in {out / SUMMARY_FILE}"
     )
     return 0
+
+
+def _screened(summary: MineSummary) -> str:
+    """The screen's outcome for the closing line (empty without screening)."""
+    if summary.attempts_screened is None:
+        return ""
+    return f", {summary.attempts_learnable} of {summary.attempts_screened} failed attempts learnable"
 
 
 class _NoGenerator:

@@ -23,6 +23,15 @@ the attempt (`rounds` in `failures.jsonl`) and `r3 train` trains a reflection on
 Its seeds come from the query and the attempt's place, like the rounds', so resumes and `full` keep it
 identical.
 
+`screen=K > 0` screens every kept failed attempt by its reflections: K reflections are sampled for it
+(like the chains' first round: the mining temperature, `reflection_max_new_tokens`), each followed by one
+retry at `screen_retry_temperature` (which should be `r3 train`'s `retry_temperature`), through the same
+`episode.reflect_and_retry`. The attempt stores `"screen": {"samples": K, "successes": s}`. GRPO learns
+only from groups whose retries disagree, so an attempt with 0 < s < K is *learnable*
+(`records.learnable`), one with s = 0 or s = K would most likely give a group without signal. Each
+sample is seeded by the query, the attempt's place and the sample's number (`mine_screen`), so resumes,
+windows and `full` keep it identical too.
+
 Files in the output folder, and why they cannot lose or duplicate a query
 -------------------------------------------------------------------------
 
@@ -51,7 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +68,7 @@ from typing import Any
 from r3.episode import Episode, EpisodeSampling, Turn, reflect_and_retry, reflection_after, safe_verify
 from r3.errors import R3Error
 from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
-from r3.mining.records import FailureRecord
+from r3.mining.records import FailureRecord, learnable
 from r3.progress import ProgressReport
 from r3.rundir import RunFolder, examples_digest
 from r3.tasks.base import Example, Task, Verdict
@@ -91,6 +100,11 @@ class MineConfig:
     reflection_max_new_tokens: int = 256
     #: Queries mined together, one generate call per sampling round (see `mine_window`).
     window: int = 16
+    #: Reflections (each with one retry) sampled per kept failed attempt to screen it (0: no screening).
+    screen: int = 0
+    #: The screening retry's temperature: training's `retry_temperature`, so that the screen predicts
+    #: the groups training will see.
+    screen_retry_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         from r3.episode import check_rounds
@@ -101,6 +115,11 @@ class MineConfig:
                 raise R3Error(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.max_new_tokens < 1:
             raise R3Error(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if isinstance(self.screen, bool) or not isinstance(self.screen, int) or self.screen < 0:
+            raise R3Error(f"--screen must be a whole number >= 0 (got {self.screen!r})")
+        if self.screen_retry_temperature < 0:
+            # 0 is allowed: a greedy retry (training's default) still depends on the sampled reflection.
+            raise R3Error(f"--screen-retry-temperature must be >= 0 (got {self.screen_retry_temperature})")
         if self.temperature <= 0:
             # Greedy decoding gives the same answer every round: the budget would be wasted.
             raise R3Error("--temperature must be > 0 for mining (repeated greedy attempts are identical)")
@@ -126,14 +145,18 @@ class QueryResult:
     failures: int
     tokens: int
     seconds: float
-    failed_attempts: list[dict[str, str]] = field(default_factory=list)
+    failed_attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: With screening (`MineConfig.screen > 0`): attempts screened and, of them, learnable ones.
+    #: None without it, so that unscreened runs write the progress lines they always wrote.
+    screened: int | None = None
+    learnable: int | None = None
 
     @property
     def kept(self) -> bool:
         return bool(self.failed_attempts)
 
     def progress_line(self) -> dict[str, Any]:
-        return {
+        line = {
             "query_index": self.query_index,
             "kept": self.kept,
             "samples": self.samples,
@@ -142,6 +165,9 @@ class QueryResult:
             "tokens": self.tokens,
             "seconds": round(self.seconds, 4),
         }
+        if self.screened is not None:
+            line.update(screened=self.screened, learnable=self.learnable or 0)
+        return line
 
 
 @dataclass
@@ -150,7 +176,9 @@ class MineSummary:
 
     `wall_seconds` is the time spent mining queries (sampling and verifying), summed over every
     session, so it stays meaningful across resumes; model loading is left out. `session_*` cover
-    the last session only. `mean_success_rate` is set only with `full` (adaptive rates are biased)."""
+    the last session only. `mean_success_rate` is set only with `full` (adaptive rates are biased).
+    `attempts_screened` / `attempts_learnable` (0 < successes < samples) are set only with screening,
+    the second being how many GRPO groups are expected to carry signal."""
 
     queries_total: int
     queries_seen: int
@@ -164,6 +192,8 @@ class MineSummary:
     model: str
     config: dict[str, Any]
     mean_success_rate: float | None = None
+    attempts_screened: int | None = None
+    attempts_learnable: int | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -179,6 +209,12 @@ class MineSummary:
             round(self.wall_seconds / self.queries_kept, 3) if self.queries_kept else None
         )
         out["keep_rate"] = round(self.queries_kept / self.queries_seen, 4) if self.queries_seen else None
+        if self.attempts_screened is None:
+            del out["attempts_screened"], out["attempts_learnable"]  # no screening: the summary as before
+        else:
+            learnable = self.attempts_learnable or 0
+            screened = self.attempts_screened
+            out["learnable_rate"] = round(learnable / screened, 4) if screened else None
         return out
 
 
@@ -195,6 +231,19 @@ def query_seed(run_seed: int, query_index: int, round_index: int) -> int:
     """The sampling seed of one round of one query (`base.derive_seed`): independent of batching,
     resumes and `full`."""
     return derive_seed(run_seed, "mine", query_index, round_index)
+
+
+def attempt_key(query_index: int, number: int, keep: int) -> int:
+    """The number of a kept failed attempt in its run (the `number`-th kept of its query), distinct for
+    every attempt of a run whatever its window: what its chain and screen samples are seeded by."""
+    return query_index * keep + number
+
+
+def _failed_turn(task: Task, example: Example, index: int, attempt: dict[str, Any]) -> Turn:
+    """Round 1 after a stored failed attempt, as an episode numbered `index` (which its seeds name):
+    the same chat `r3 eval` and `r3 train` reflect in (`Task.reflection_prompt`)."""
+    ep = Episode(index, example, Completion(attempt["completion"], 0), Verdict.failure(attempt["reason"]))
+    return Turn(ep, task.reflection_prompt(example, ep.attempt.text), 1)
 
 
 def mine_chains(
@@ -224,12 +273,9 @@ def mine_chains(
     chains: dict[int, list[dict[str, str]]] = {}
     for q, attempts in enumerate(kept):
         for number, attempt in enumerate(attempts):
-            key = indices[q] * config.keep + number
+            key = attempt_key(indices[q], number, config.keep)
             attempt["rounds"] = chains[key] = []
-            ep = Episode(
-                key, examples[q], Completion(attempt["completion"], 0), Verdict.failure(attempt["reason"])
-            )
-            turns.append(Turn(ep, task.reflection_prompt(ep.example, ep.attempt.text), 1))
+            turns.append(_failed_turn(task, examples[q], key, attempt))
     for k in range(1, config.rounds):
         if not turns:
             break
@@ -248,6 +294,63 @@ def mine_chains(
             chat = reflection_after(task, result.retry_prompt, result.retry.text)
             following.append(Turn(turn.episode, chat, k + 1))
         turns = following
+
+
+def screen_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
+    """The screen's settings: reflections as the chains sample them (the mining temperature and top-p,
+    `reflection_max_new_tokens`, no stop string), retries with the attempt's budget and stop strings at
+    `screen_retry_temperature`; both under a parent seed of their own, so that a screen sample is never
+    a replay of a chain's round."""
+    base = config.sampling(task)
+    seed = derive_seed(config.seed, "mine-screen")
+    return EpisodeSampling(
+        attempt=base,
+        reflection=base.with_(max_new_tokens=config.reflection_max_new_tokens, stop=(), seed=seed),
+        retry=base.with_(temperature=config.screen_retry_temperature, seed=seed),
+    )
+
+
+def mine_screen(
+    task: Task,
+    examples: Sequence[Example],
+    indices: Sequence[int],
+    kept: list[list[dict[str, Any]]],
+    generator: Generator,
+    config: MineConfig,
+) -> None:
+    """Screen every kept failed attempt of a window by `config.screen` sampled reflections, each
+    followed by one retry, and store `{"samples": K, "successes": s}` on the attempt as `screen`.
+
+    These are the groups GRPO would draw for the attempt: a reflection and its retry are the episode's
+    own round 1 (`episode.reflect_and_retry`, the chat `r3 train` reflects in), and s counts the retries
+    the verifier accepted. Every sample of the window is one turn of one call per step (reflection,
+    retry). Sample j of the attempt numbered `key` (`attempt_key`) is the episode numbered
+    `key * K + j`, so its reflection and retry are seeded by
+    `derive_seed(derive_seed(seed, "mine-screen"), step, key * K + j, 1)`: by the query, the attempt's
+    place and j, whatever its window or session."""
+    samples = config.screen
+    turns: list[Turn] = []
+    owners: list[dict[str, int]] = []
+    for q, attempts in enumerate(kept):
+        for number, attempt in enumerate(attempts):
+            key = attempt_key(indices[q], number, config.keep)
+            attempt["screen"] = counts = {"samples": samples, "successes": 0}
+            for j in range(samples):
+                turns.append(_failed_turn(task, examples[q], key * samples + j, attempt))
+                owners.append(counts)
+    if not turns:
+        return
+    done = reflect_and_retry(task, generator, turns, screen_sampling(task, config))
+    for counts, result in zip(owners, done, strict=True):
+        # No `fits` is passed, so every turn has a result; a missing one would count as a failure.
+        if result is not None and result.retry_verdict.ok:
+            counts["successes"] += 1
+
+
+def screened_counts(attempts: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """How many of a query's kept attempts were screened, and how many of those are learnable."""
+    verdicts = [learnable(a) for a in attempts]
+    return sum(v is not None for v in verdicts), sum(v is True for v in verdicts)
 
 
 def mine_window(
@@ -290,11 +393,16 @@ def mine_window(
         round_index += 1
     if config.rounds > 1:
         mine_chains(task, examples, indices, kept, generator, config)
+    if config.screen > 0:
+        mine_screen(task, examples, indices, kept, generator, config)
     share = (time.perf_counter() - started) / max(1, count)  # the window's time, split evenly
-    return [
-        QueryResult(indices[q], samples[q], successes[q], failures[q], tokens[q], share, kept[q])
-        for q in range(count)
-    ]
+    results = []
+    for q in range(count):
+        screen = screened_counts(kept[q]) if config.screen > 0 else (None, None)
+        results.append(
+            QueryResult(indices[q], samples[q], successes[q], failures[q], tokens[q], share, kept[q], *screen)
+        )
+    return results
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,14 +431,19 @@ def run_fingerprint(
 def _config_identity(config: MineConfig) -> dict[str, Any]:
     """The config's fields that decide the rows: not `window` (each query keeps its seeds whatever
     its window, so on CPU in float32 a run may resume with another; where rows depend on the batch,
-    `r3 mine` adds the window and batch size itself, `BATCHING_KEYS`), and the round fields only when
-    rounds > 1, so folders mined before they existed (one round) still resume."""
+    `r3 mine` adds the window and batch size itself, `BATCHING_KEYS`), the round fields only when
+    rounds > 1 and the screen's only when screen > 0, so folders mined before they existed (one round,
+    no screen) still resume. The reflection budget counts when either samples reflections."""
     fields = asdict(config)
     del fields["window"]
     if config.rounds == 1:
-        del fields["rounds"], fields["reflection_max_new_tokens"]
+        del fields["rounds"]
     else:
         fields["chain_seeds"] = 2  # chains are seeded as episodes (runs mined before are not resumed)
+    if config.rounds == 1 and config.screen == 0:
+        del fields["reflection_max_new_tokens"]
+    if config.screen == 0:
+        del fields["screen"], fields["screen_retry_temperature"]
     return fields
 
 
@@ -420,6 +533,7 @@ def summarize(
 ) -> MineSummary:
     lines = list(store.done.values())
     rates = [p["successes"] / p["samples"] for p in lines if p.get("samples")]
+    screened, learnable_ = _screen_totals(lines) if config.screen > 0 else (None, None)
     return MineSummary(
         queries_total=total,
         queries_seen=len(lines),
@@ -434,6 +548,8 @@ def summarize(
         config=dict(store.fingerprint),
         # Only the full protocol samples every query the same way; adaptive rates are biased low.
         mean_success_rate=(sum(rates) / len(rates) if rates else None) if config.full else None,
+        attempts_screened=screened,
+        attempts_learnable=learnable_,
     )
 
 
@@ -467,8 +583,9 @@ def mine(
     session_queries = 0
     seen = len(store.done)
     kept = sum(1 for p in store.done.values() if p.get("kept"))
+    screening = _screen_totals(store.done.values()) if config.screen > 0 else None
     try:
-        with _progress_display(progress, len(examples), seen, kept) as report:
+        with _progress_display(progress, len(examples), seen, kept, screening) as report:
             for start in range(0, len(examples), config.window):
                 window = range(start, min(start + config.window, len(examples)))
                 if all(i in store.done for i in window):
@@ -505,17 +622,27 @@ def mine(
     return summary
 
 
+def _screen_totals(lines: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Attempts screened and learnable over committed progress lines: the summary's totals, and where
+    a resumed run's progress display starts."""
+    rows = list(lines)
+    return [sum(int(p.get("screened", 0)) for p in rows), sum(int(p.get("learnable", 0)) for p in rows)]
+
+
 @contextlib.contextmanager
 def _progress_display(
-    progress: bool | ProgressCallback, total: int, seen: int, kept: int
+    progress: bool | ProgressCallback, total: int, seen: int, kept: int, screening: list[int] | None = None
 ) -> Iterator[ProgressCallback]:
-    """The caller's callback, or a `ProgressReport` (queries seen, kept, samples/s), or nothing."""
+    """The caller's callback, or a `ProgressReport` (queries seen, kept, samples/s and, when screening,
+    attempts screened and learnable so far), or nothing."""
     if callable(progress):
         yield progress
         return
     session_samples = 0
     session_started = time.perf_counter()
-    fields = {"kept": kept, "samples/s": "-"}
+    fields: dict[str, Any] = {"kept": kept, "samples/s": "-"}
+    if screening is not None:
+        fields.update(screened=screening[0], learnable=screening[1])
     with ProgressReport("mine", total, fields, done=seen, enabled=bool(progress)) as bar:
 
         def report(result: QueryResult, seen: int, kept: int) -> None:
@@ -523,6 +650,11 @@ def _progress_display(
             session_samples += result.samples
             elapsed = time.perf_counter() - session_started
             rate = f"{session_samples / elapsed:.1f}" if elapsed > 0 else "-"
-            bar.advance(seen - bar.done, kept=kept, **{"samples/s": rate})
+            more: dict[str, Any] = {}
+            if screening is not None:
+                screening[0] += result.screened or 0
+                screening[1] += result.learnable or 0
+                more = {"screened": screening[0], "learnable": screening[1]}
+            bar.advance(seen - bar.done, kept=kept, **{"samples/s": rate}, **more)
 
         yield report

@@ -7,7 +7,10 @@ own fields at the top level (as the task stores them, see `Task.to_record`) plus
     query_index      position of the query in the mined data (stable across resumes)
     failed_attempts  [{"completion": str, "reason": str}, ...]  (at least one); with `r3 mine --rounds K`
                      each also has "rounds": [{"reflection", "retry", "reason"}, ...], the rounds that
-                     followed it while their retries failed (at most K-1; training reflects on each)
+                     followed it while their retries failed (at most K-1; training reflects on each);
+                     with `r3 mine --screen K` each also has "screen": {"samples": K, "successes": s},
+                     K reflections sampled for it, each followed by one retry, s of which succeeded
+                     (`learnable` reads it)
     samples_drawn    attempts sampled for this query
     successes        how many of them the verifier accepted
 
@@ -16,6 +19,7 @@ Everything is plain JSON so `datasets.load_dataset("json", data_files=...)` load
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from typing import Any
 from r3.errors import DataError
 from r3.tasks.base import Example, Task
 from r3.tasks.files import read_jsonl
+from r3.text import clip
 
 RESERVED = ("task", "query_index", "failed_attempts", "samples_drawn", "successes")
 
@@ -49,7 +54,7 @@ class FailureRecord:
     task: str
     query_index: int
     example: Example
-    failed_attempts: list[dict[str, str]]
+    failed_attempts: list[dict[str, Any]]
     samples_drawn: int
     successes: int
 
@@ -70,9 +75,49 @@ class FailureRecord:
         return row
 
 
-def _attempt(raw: dict[str, Any], source: str, line_no: int) -> dict[str, Any]:
-    """One failed attempt as training reads it, its chain of later rounds checked."""
+def learnable(attempt: dict[str, Any]) -> bool | None:
+    """Whether a failed attempt's GRPO groups are expected to carry a signal: the selection `r3 train`
+    uses to train only where there is one (`selection: learnable`).
+
+    A group's advantages are all zero when every retry succeeds or every retry fails, so an attempt is
+    learnable iff some but not all of its screen's retries succeeded (0 < successes < samples). None
+    when the attempt was not screened (`r3 mine` without `--screen`): nothing is known, and the caller
+    decides (keep it, or refuse a file mined without screening)."""
+    screen = attempt.get("screen")
+    if screen is None:
+        return None
+    return 0 < screen["successes"] < screen["samples"]
+
+
+def _is_count(value: Any) -> bool:
+    """A whole number (JSON integer), not a bool (which Python counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _screen(raw: Any, source: str, line_no: int, number: int) -> dict[str, int]:
+    """The `screen` of failed attempt `number`, checked: `learnable` and training's selection trust
+    its counts."""
+    if (
+        not isinstance(raw, dict)
+        or not _is_count(raw.get("samples"))
+        or not _is_count(raw.get("successes"))
+        or not 0 <= raw["successes"] <= raw["samples"]
+        or raw["samples"] < 1
+    ):
+        raise DataError(
+            source,
+            line_no,
+            f"failed_attempts[{number}].screen",
+            f"expected {{samples: K >= 1, successes: 0..K}} (got {clip(json.dumps(raw), 80)})",
+        )
+    return {"samples": raw["samples"], "successes": raw["successes"]}
+
+
+def _attempt(raw: dict[str, Any], source: str, line_no: int, number: int = 0) -> dict[str, Any]:
+    """One failed attempt as training reads it, its chain of later rounds and its screen checked."""
     attempt: dict[str, Any] = {"completion": raw["completion"], "reason": str(raw.get("reason", ""))}
+    if raw.get("screen") is not None:  # null as absent, as for `rounds` (a file re-saved by `datasets`)
+        attempt["screen"] = _screen(raw["screen"], source, line_no, number)
     chain = raw.get("rounds")
     if chain is None:
         return attempt
@@ -123,7 +168,7 @@ def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
                 task=row["task"],
                 query_index=int(row["query_index"]),
                 example=example,
-                failed_attempts=[_attempt(a, str(file), line_no) for a in attempts],
+                failed_attempts=[_attempt(a, str(file), line_no, i) for i, a in enumerate(attempts)],
                 samples_drawn=int(row["samples_drawn"]),
                 successes=int(row["successes"]),
             )
