@@ -1,7 +1,8 @@
-"""`r3 sft`: warm-start a model on the task's reference answers (first attempts only).
+"""`r3 sft`: warm-start a model on the task's reference answers (first attempts, or primed episodes).
 
     r3 sft --config recipes/smollm2_countdown_sft.yaml [--model M] [--output_dir O] [--resume]
-           [--limit 500] [--task_seed 1] [any SFTConfig field]
+           [--limit 500] [--task_seed 1] [--primed_fraction 0.5 [--primed_failures F]]
+           [any SFTConfig field]
 
 Options follow TRL's `TrlParser` convention, as `r3 train`: the YAML recipe sets defaults for any field
 (R3's task, data, model and LoRA fields plus every `SFTConfig`/`TrainingArguments` field), flags
@@ -23,8 +24,9 @@ def main(argv: list[str]) -> int:
     result = train_sft(config)  # type: ignore[arg-type]
     losses = [row["loss"] for row in result.log_history if "loss" in row]
     last = f"last loss {losses[-1]:.3f}" if losses else "no loss logged"
+    primed = f", {result.primed} of them whole episodes" if config.primed_fraction else ""
     print(
-        f"r3 sft: {result.global_step} steps on {result.used} examples ({result.skipped} without a "
+        f"r3 sft: {result.global_step} steps on {result.used} examples{primed} ({result.skipped} without a "
         f"reference answer, skipped); {last}; model saved to {result.output_dir}",
         file=sys.stderr,
     )

@@ -86,24 +86,47 @@ def _times(count: int) -> str:
     return {1: "once", 2: "twice"}.get(count, f"{count} times")
 
 
-def _numbers_problem(given: list[int], used: tuple[int, ...]) -> str:
-    """A reason when `used` is not exactly the multiset `given`, else ""."""
+@dataclass(frozen=True)
+class NumberMismatch:
+    """The first way an equation's numbers differ from the list: `number` is used `used` times and
+    the list has it `listed` times (0 when it is not in the list)."""
+
+    number: int
+    used: int
+    listed: int
+
+
+def number_mismatch(given: list[int], used: tuple[int, ...]) -> NumberMismatch | None:
+    """The first difference between the multisets `used` and `given`, or None when they are equal.
+
+    First a number used too often (or not in the list), in the order the answer shows them, then a
+    number used too rarely (or not at all), in the list's order: the verifier's reason and the
+    diagnosis (`r3.tasks.countdown_diagnosis`) both name this one."""
     have, want = Counter(used), Counter(given)
     if have == want:
-        return ""
-    for number in dict.fromkeys(used):  # first problem in the order the answer shows them
-        if want[number] == 0:
-            return f"number {number} not in the list"
+        return None
+    for number in dict.fromkeys(used):
         if have[number] > want[number]:
-            if want[number] == 1:
-                return f"number {number} used {_times(have[number])}"
-            return f"number {number} used {_times(have[number])}, but the list has it {_times(want[number])}"
+            return NumberMismatch(number, have[number], want[number])
     for number in dict.fromkeys(given):
-        if have[number] == 0:
-            return f"number {number} not used"
         if have[number] < want[number]:
-            return f"number {number} used {_times(have[number])}, but the list has it {_times(want[number])}"
-    return "numbers do not match the list"  # unreachable: the loops above cover every difference
+            return NumberMismatch(number, have[number], want[number])
+    return None  # unreachable: unequal multisets differ in some count
+
+
+def _numbers_problem(given: list[int], used: tuple[int, ...]) -> str:
+    """A reason when `used` is not exactly the multiset `given`, else ""."""
+    mismatch = number_mismatch(given, used)
+    if mismatch is None:
+        return ""
+    number, used_times, listed = mismatch.number, mismatch.used, mismatch.listed
+    if listed == 0:
+        return f"number {number} not in the list"
+    if used_times == 0:
+        return f"number {number} not used"
+    if used_times > listed and listed == 1:
+        return f"number {number} used {_times(used_times)}"
+    return f"number {number} used {_times(used_times)}, but the list has it {_times(listed)}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,6 +366,37 @@ class CountdownTask(Task):
                 return answer
         equation = solve(row["nums"], row["target"])
         return None if equation is None else f"{OPEN_TAG} {equation} {CLOSE_TAG}"
+
+    def diagnose(self, example: Example, completion: str) -> str | None:
+        """What is wrong with a failed attempt, in the first person, from the verifier's findings: no
+        `<answer>` tag, a number used twice, not in the list or left out, the value and how far it is
+        from the target, division by zero, an unparsable equation. Never a correct equation (see
+        `countdown_diagnosis`). None for a correct attempt, an invalid row or anything unexpected."""
+        from r3.tasks.countdown_diagnosis import diagnose_answer
+
+        try:
+            if not isinstance(completion, str):
+                return None
+            row = normalize_row(example)
+            return diagnose_answer(row["nums"], row["target"], completion)
+        except Exception:  # a diagnosis is optional: anything unexpected means none
+            return None
+
+    def perturb(self, example: Example, rng: random.Random) -> str | None:
+        """The reference equation with an operator changed or a number swapped for a wrong or a
+        duplicate one, in `<answer>` tags, rejected by `verify`; None for a row with no reference."""
+        from r3.tasks.countdown_diagnosis import perturb_equation
+
+        try:
+            reference = self.reference_answer(example)
+            equation = extract_answer(reference) if reference else None
+            if equation is None:
+                return None
+            row = normalize_row(example)
+            wrong = perturb_equation(row["nums"], row["target"], equation.strip(), rng)
+        except Exception:  # optional, like `diagnose`
+            return None
+        return None if wrong is None else f"{OPEN_TAG} {wrong} {CLOSE_TAG}"
 
     def verify(self, example: Example, completion: str) -> Verdict:
         """Check the last `<answer>` of `completion`. Never raises and never executes it."""

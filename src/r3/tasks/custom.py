@@ -19,6 +19,12 @@ The verifier is `verify(example, completion) -> bool | Verdict`. It is called in
 with a time limit, so a verifier that raises, hangs or returns something else costs one failed attempt, not
 the run. Python cannot kill a thread: a hung call keeps running in the background until it returns
 (or the process exits; daemon threads never keep the process alive).
+
+Two optional functions, given the same way (`diagnose=`, `perturb=`; `task_args: {diagnose: pkg.mod:fn}`),
+let `r3 sft --primed_fraction` prime the episode on this task: `diagnose(example, completion) -> str`
+(a first-person reflection on a failed attempt that never gives the answer) and `perturb(example, rng)
+-> str` (a failed attempt made from the reference). They run under the same time limit; an error, a
+hang or a return value other than non-empty text means None.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import queue
+import random
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -44,12 +51,14 @@ GENERIC_REFLECTION = (
 )
 
 VerifierFn = Callable[[Example, str], Any]
+#: A user's function of a row and one more argument (a completion, or a `random.Random` for `perturb`).
+UserFn = Callable[[Example, Any], Any]
 
 _ROLES = ("system", "user", "assistant")
 
 
-def load_verifier(spec: str | VerifierFn) -> VerifierFn:
-    """Resolve `spec` to a callable.
+def load_verifier(spec: str | VerifierFn, what: str = "verifier") -> VerifierFn:
+    """Resolve `spec` to a callable (`what` names it in errors: the verifier, or `diagnose`/`perturb`).
 
     Accepted: a callable; `package.module:function` (imported normally; when that fails because the
     module is not on `sys.path`, the current directory is added and the import retried, because the
@@ -57,43 +66,45 @@ def load_verifier(spec: str | VerifierFn) -> VerifierFn:
     if callable(spec):
         return spec
     if not isinstance(spec, str) or not spec.strip():
-        raise R3Error("the custom task needs a verifier: pass --verifier package.module:function")
+        if what == "verifier":
+            raise R3Error("the custom task needs a verifier: pass --verifier package.module:function")
+        raise R3Error(f"the custom task's {what} must be 'package.module:function', got {spec!r}")
     spec = spec.strip()
     module_part, sep, attr = spec.rpartition(":")
     if sep and (module_part.endswith(".py") or "/" in module_part or os.sep in module_part):
-        obj = _load_from_file(module_part, attr, spec)
+        obj = _load_from_file(module_part, attr, spec, what)
     else:
         try:
-            obj = import_object(spec, "verifier")
+            obj = import_object(spec, what)
         except R3Error as exc:
             cwd = os.getcwd()
             if not isinstance(exc.__cause__, ModuleNotFoundError) or cwd in sys.path:
                 raise
             sys.path.append(cwd)
             importlib.invalidate_caches()
-            obj = import_object(spec, "verifier")
+            obj = import_object(spec, what)
     if not callable(obj):
-        raise R3Error(f"verifier '{spec}' is not callable (it is a {type(obj).__name__})")
+        raise R3Error(f"{what} '{spec}' is not callable (it is a {type(obj).__name__})")
     return obj
 
 
-def _load_from_file(file: str, attr: str, spec: str) -> Any:
+def _load_from_file(file: str, attr: str, spec: str, what: str) -> Any:
     path = Path(file).expanduser()
     if not path.is_file():
-        raise R3Error(f"cannot import verifier '{spec}': no such file '{file}'")
+        raise R3Error(f"cannot import {what} '{spec}': no such file '{file}'")
     module_name = f"_r3_custom_verifier_{abs(hash(str(path.resolve())))}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:
-        raise R3Error(f"cannot import verifier '{spec}': not a Python file")
+        raise R3Error(f"cannot import {what} '{spec}': not a Python file")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module
     try:
         loader_spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise R3Error(f"cannot import verifier '{spec}': {type(exc).__name__}: {exc}") from exc
+        raise R3Error(f"cannot import {what} '{spec}': {type(exc).__name__}: {exc}") from exc
     if not hasattr(module, attr):
-        raise R3Error(f"cannot import verifier '{spec}': '{file}' has no '{attr}'")
+        raise R3Error(f"cannot import {what} '{spec}': '{file}' has no '{attr}'")
     return getattr(module, attr)
 
 
@@ -121,10 +132,14 @@ class CustomTask(Task):
         stop: Sequence[str] | str | None = None,
         reflection_instruction: str | None = None,
         retry_instruction: str | None = None,
+        diagnose: str | UserFn | None = None,
+        perturb: str | UserFn | None = None,
     ) -> None:
         """`verifier`: a callable or `pkg.module:function`; `timeout_s`: seconds per verifier call
         (None or 0 calls it inline, without a thread or limit: fastest, but a hang hangs the run);
-        `stop`: strings that end generation; the two instructions replace the defaults."""
+        `stop`: strings that end generation; the two instructions replace the defaults; `diagnose`
+        and `perturb` (optional, given like the verifier): the task's `diagnose` and `perturb` hooks,
+        which a warm-start that primes the episode needs (see the module docstring)."""
         if verifier is None:
             raise R3Error(
                 "the custom task needs a verifier: pass --verifier package.module:function, a function "
@@ -138,6 +153,8 @@ class CustomTask(Task):
         self.reflection_instruction = reflection_instruction or GENERIC_REFLECTION
         if retry_instruction:
             self.retry_instruction = retry_instruction
+        self.diagnoser: UserFn | None = load_verifier(diagnose, "diagnose") if diagnose is not None else None
+        self.perturber: UserFn | None = load_verifier(perturb, "perturb") if perturb is not None else None
 
     def load(self, data: str | None, limit: int | None = None, seed: int = 0) -> list[Example]:
         """The validated rows of `data`, in file order (`seed` is unused). There is no default set."""
@@ -204,17 +221,43 @@ class CustomTask(Task):
 
     def verify(self, example: Example, completion: str) -> Verdict:
         """Call the user's verifier under the time limit; exceptions, hangs and odd returns fail."""
-        if self.timeout_s is None:
-            try:
-                return to_verdict(self.verifier(example, completion))
-            except Exception as exc:
-                return _raised(exc)
-        finished, value = _WORKERS.call(self.verifier, example, completion, self.timeout_s)
+        finished, value = self._call(self.verifier, example, completion)
         if not finished:
             return Verdict.failure(f"verifier timed out after {self.timeout_s:g}s")
         if isinstance(value, _Raised):
             return _raised(value.error)
         return to_verdict(value)
+
+    def diagnose(self, example: Example, completion: str) -> str | None:
+        """The user's `diagnose(example, completion)` under the time limit: its text, or None (no
+        function, an error, a hang, or anything but a non-empty string)."""
+        if self.diagnoser is None:
+            return None
+        return _text(self._call(self.diagnoser, example, completion))
+
+    def perturb(self, example: Example, rng: random.Random) -> str | None:
+        """The user's `perturb(example, rng)` under the time limit, kept only when `verify` fails it:
+        a perturbed attempt that passes would teach that a correct answer was wrong."""
+        if self.perturber is None:
+            return None
+        attempt = _text(self._call(self.perturber, example, rng))
+        return attempt if attempt is not None and not self.verify(example, attempt).ok else None
+
+    def _call(self, fn: UserFn, example: Example, argument: Any) -> tuple[bool, Any]:
+        """Run a user function under the time limit: `(True, value or _Raised)`, or `(False, None)`
+        when it timed out. Inline (no thread, no limit) when `timeout_s` is None."""
+        if self.timeout_s is None:
+            try:
+                return True, fn(example, argument)
+            except Exception as exc:
+                return True, _Raised(exc)
+        return _WORKERS.call(fn, example, argument, self.timeout_s)
+
+
+def _text(outcome: tuple[bool, Any]) -> str | None:
+    """A user function's return value when it is non-empty text, else None."""
+    finished, value = outcome
+    return value if finished and isinstance(value, str) and value.strip() else None
 
 
 class _Raised:
@@ -228,7 +271,7 @@ class _Worker:
     """A daemon thread that runs one call at a time, handed over through queues."""
 
     def __init__(self) -> None:
-        self.inbox: queue.SimpleQueue[tuple[VerifierFn, Example, str] | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[tuple[UserFn, Example, Any] | None] = queue.SimpleQueue()
         self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         threading.Thread(target=self._loop, name="r3-custom-verifier", daemon=True).start()
 
@@ -237,9 +280,9 @@ class _Worker:
             job = self.inbox.get()
             if job is None:
                 return
-            fn, example, completion = job
+            fn, example, argument = job
             try:
-                result: Any = fn(example, completion)
+                result: Any = fn(example, argument)
             except BaseException as exc:  # our own thread: even SystemExit must become a verdict
                 result = _Raised(exc)
             self.outbox.put(result)
@@ -258,11 +301,11 @@ class _WorkerPool:
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
 
-    def call(self, fn: VerifierFn, example: Example, completion: str, timeout_s: float) -> tuple[bool, Any]:
+    def call(self, fn: UserFn, example: Example, argument: Any, timeout_s: float) -> tuple[bool, Any]:
         """`(True, value)` if the call finished in time (`value` may be a `_Raised`), else `(False, None)`."""
         with self._lock:
             worker = self._idle.pop() if self._idle else _Worker()
-        worker.inbox.put((fn, example, completion))
+        worker.inbox.put((fn, example, argument))
         try:
             value = worker.outbox.get(timeout=timeout_s)
         except queue.Empty:

@@ -540,7 +540,7 @@ def call_problem(call: Any, number: int) -> str:
     """Why `call` (the `number`-th, 1-based) is not a well-formed call; "" when it is one."""
     label = f"call {number}"
     if not isinstance(call, dict):
-        return f"{label} is {_json_type(call)}, expected an object with 'name' and 'arguments'"
+        return f"{label} is {json_type(call)}, expected an object with 'name' and 'arguments'"
     name = call.get("name")
     if not isinstance(name, str):
         return f"{label} has no 'name' string"
@@ -551,14 +551,15 @@ def call_problem(call: Any, number: int) -> str:
         return f"{label} has no 'arguments'"
     arguments = call["arguments"]
     if not isinstance(arguments, dict):
-        return f"{label}: 'arguments' is {_json_type(arguments)}, expected an object"
+        return f"{label}: 'arguments' is {json_type(arguments)}, expected an object"
     extra = sorted(str(k) for k in call if k not in ("name", "arguments"))
     if extra:
         return f"{label} has unexpected key '{clip(extra[0], 40)}'"
     return ""
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON type of a value as reasons say it ("a string", "a number", "null", ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -612,7 +613,9 @@ def _argument_difference(
     return ""
 
 
-def _difference_size(expected: dict[str, Any], got: dict[str, Any]) -> int:
+def difference_size(expected: dict[str, Any], got: dict[str, Any]) -> int:
+    """How many arguments differ between two calls of one tool (missing, extra or unequal): the
+    closest prediction to a reference call is the one with the fewest."""
     keys = set(expected) | set(got)
     return sum(1 for k in keys if k not in expected or k not in got or not json_equal(expected[k], got[k]))
 
@@ -634,19 +637,13 @@ def compare_calls(
         predicted = [omit_defaults(c, defaults) for c in predicted]
         reference = [omit_defaults(c, defaults) for c in reference]
     try:
-        got = Counter(_key(c) for c in predicted)
-        want = Counter(_key(c) for c in reference)
+        rest_pred, rest_ref = unmatched_calls(predicted, reference)
     except ValueError as exc:
         return Verdict.failure(f"arguments are not JSON values: {_short_error(exc)}")
-    if got == want:
+    if not rest_pred and not rest_ref:
         return Verdict.success()
 
-    # Drop the calls that match exactly; explain the first difference among the rest.
-    matched = got & want
-    rest_pred = [c for c in predicted if _take(matched, _key(c))]
-    matched = got & want
-    rest_ref = [c for c in reference if _take(matched, _key(c))]
-
+    # Explain the first difference among the calls that do not match exactly.
     ref_names = Counter(c["name"] for c in reference)
     for call in rest_pred:
         if call["name"] not in ref_names:
@@ -663,12 +660,27 @@ def compare_calls(
         candidates = [c for c in rest_pred if c["name"] == ref["name"]]
         if not candidates:
             continue
-        best = min(candidates, key=lambda c: _difference_size(ref["arguments"], c["arguments"]))
+        best = min(candidates, key=lambda c: difference_size(ref["arguments"], c["arguments"]))
         reason = _argument_difference(ref["arguments"], best["arguments"], ref["name"], defaults)
         if reason:
             return Verdict.failure(reason)
         rest_pred.remove(best)
     return Verdict.failure("calls differ from the reference")
+
+
+def unmatched_calls(
+    predicted: list[dict[str, Any]], reference: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The predicted and the reference calls left over once the exact matches are paired off (each in
+    its list's order); both empty when the calls are the same multiset. The calls must be well formed
+    (`call_problem`); raises ValueError when arguments are not JSON values."""
+    got = Counter(_key(c) for c in predicted)
+    want = Counter(_key(c) for c in reference)
+    matched = got & want
+    rest_pred = [c for c in predicted if _take(matched, _key(c))]
+    matched = got & want
+    rest_ref = [c for c in reference if _take(matched, _key(c))]
+    return rest_pred, rest_ref
 
 
 def _take(pool: Counter[Hashable], key: Hashable) -> bool:
