@@ -120,7 +120,8 @@ def decode(
     if _takes(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **kwargs)
-    cache = out.past_key_values
+    cache_name = "cache" if _takes(model, "cache") else "past_key_values"
+    cache = returned_cache(out)
     cache.batch_select_indices(expand)  # one copy of its prompt's cache per row
     logits = out.logits[:, -1, :][expand]
     mask = mask[expand]
@@ -168,10 +169,10 @@ def decode(
             input_ids=tokens.unsqueeze(-1),
             attention_mask=mask,
             position_ids=next_position.unsqueeze(-1),
-            past_key_values=cache,
+            **{cache_name: cache},
             **kwargs,
         )
-        cache = out.past_key_values
+        cache = returned_cache(out)
         logits = out.logits[:, -1, :]
         next_position = next_position + 1
     return results
@@ -186,6 +187,14 @@ def mix_seed(seed: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
     return z ^ (z >> 31)
+
+
+def returned_cache(out: Any) -> Any:
+    """The KV cache a forward pass returned. transformers 5.x renamed `past_key_values` to `cache`
+    (the old name goes away in 5.40), in the argument and in the output; models written before the
+    rename, and older releases, still use the old name, so both are read."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _takes(model: Any, name: str) -> bool:

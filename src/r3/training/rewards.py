@@ -129,6 +129,16 @@ def rollout_metrics(
     return {f"r3/{k}": float(v) for k, v in metrics.items()}
 
 
+def log_rollout_metrics(
+    rewards: Sequence[float | None], kwargs: dict[str, Any], num_generations: int, outcome: str
+) -> None:
+    """Log `rollout_metrics` through TRL's `log_metric`, when TRL passed it."""
+    log_metric = kwargs.get("log_metric")
+    if log_metric is not None:
+        for name, value in rollout_metrics(rewards, kwargs, num_generations, outcome).items():
+            log_metric(name, value)
+
+
 def make_retry_success_reward(num_generations: int, log_retries: bool = True) -> RewardFunc:
     """The R3 reward: 1 if the retry (generated with the reflection in context) succeeds, else 0."""
 
@@ -136,10 +146,7 @@ def make_retry_success_reward(num_generations: int, log_retries: bool = True) ->
         completions: list[Any], retry_success: list[bool | None], **kwargs: Any
     ) -> list[float | None]:
         rewards = retry_success_rewards(retry_success)
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:
-            for name, value in rollout_metrics(rewards, kwargs, num_generations).items():
-                log_metric(name, value)
+        log_rollout_metrics(rewards, kwargs, num_generations, "retry_success")
         log_extra = kwargs.get("log_extra")
         if log_retries and log_extra is not None and "retry_completion" in kwargs:
             log_extra("retry", list(kwargs["retry_completion"]))
@@ -155,10 +162,7 @@ def make_attempt_success_reward(num_generations: int) -> RewardFunc:
         completions: list[Any], attempt_success: list[bool | None], **kwargs: Any
     ) -> list[float | None]:
         rewards = retry_success_rewards(attempt_success)
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:
-            for name, value in rollout_metrics(rewards, kwargs, num_generations, "attempt_success").items():
-                log_metric(name, value)
+        log_rollout_metrics(rewards, kwargs, num_generations, "attempt_success")
         return rewards
 
     return attempt_success
