@@ -270,3 +270,45 @@ def test_learnable_selection_keeps_attempts_with_mixed_screened_retries(tmp_path
             ),
             task,
         )
+
+
+def test_a_resumed_run_draws_the_groups_of_the_uninterrupted_one(tmp_path):
+    """Train 3 steps with a checkpoint each step; resume a fresh trainer from step 1: its steps 2 and 3
+    sample exactly the groups (replacements included) of the uninterrupted run."""
+    tokenizer = make_tokenizer()
+
+    def run(folder, max_steps, resume=None):
+        config = tiny_config(
+            folder,
+            num_generations=GROUP,
+            per_device_train_batch_size=8,
+            max_steps=max_steps,
+            dynamic_sampling_rounds=10,
+            save_strategy="steps",
+            save_steps=1,
+        )
+        trainer = build_trainer(
+            config,
+            model=make_model(tokenizer),
+            tokenizer=tokenizer,
+            task=ToyTask(),
+            records=records(),
+            engine=scripted_engine(tokenizer),
+        )
+        seen = []
+        rollout = trainer.rollout_func
+
+        def spy(prompts, trainer_):
+            out = rollout(prompts, trainer_)
+            seen.append((trainer_.state.global_step, list(rollout.last.prompts), list(out["retry_success"])))
+            return out
+
+        trainer.rollout_func = spy
+        trainer.train(resume_from_checkpoint=resume)
+        return seen
+
+    whole = run(tmp_path / "a", 3)
+    resumed = run(tmp_path / "a", 3, resume=str(tmp_path / "a" / "out" / "checkpoint-1"))
+    assert [s[0] for s in whole] == [0, 1, 2] and [s[0] for s in resumed] == [1, 2]
+    assert resumed == whole[1:]
+    assert whole[1][1] != whole[2][1] or whole[1][2] != whole[2][2]  # the steps differ from each other
