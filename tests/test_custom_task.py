@@ -71,7 +71,9 @@ def test_system_exit_in_a_verifier_is_contained() -> None:
     assert CustomTask(leave).verify(ROW, "x").reason == "verifier raised SystemExit: 3"
 
 
-def test_hanging_verifier_times_out_and_the_task_keeps_working() -> None:
+def test_hanging_verifier_in_the_thread_fallback_times_out_and_the_task_keeps_working() -> None:
+    """A closure cannot be pickled for a worker process (tests/test_verifier_pool.py covers those), so
+    it runs in a daemon thread, with a warning; a hang there still fails the call in time."""
     release = threading.Event()
 
     def hang(example: dict[str, Any], completion: str) -> bool:
@@ -79,13 +81,15 @@ def test_hanging_verifier_times_out_and_the_task_keeps_working() -> None:
             release.wait(30)
         return completion == "4"
 
-    task = CustomTask(hang, timeout_s=0.5)
+    with pytest.warns(RuntimeWarning, match="'.*hang' runs in a thread"):
+        task = CustomTask(hang, timeout_s=0.5)
+    assert not task._verify.in_process
     start = time.perf_counter()
     verdict = task.verify(ROW, "hang")
     elapsed = time.perf_counter() - start
     assert verdict == Verdict(False, "verifier timed out after 0.5s")
     assert 0.4 < elapsed < 3
-    # The hung call still runs in the background; later calls get a fresh worker.
+    # The hung call still runs in the background; later calls get a fresh thread.
     assert task.verify(ROW, "4").ok
     assert not task.verify(ROW, "5").ok
     release.set()
@@ -106,6 +110,7 @@ def test_inline_mode_without_timeout() -> None:
 
 def test_many_calls_are_cheap() -> None:
     task = CustomTask(equals_answer)
+    assert task._verify.in_process  # a worker process, reused
     start = time.perf_counter()
     for _ in range(2000):
         task.verify(ROW, "4")

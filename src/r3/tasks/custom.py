@@ -15,10 +15,12 @@ Rows (one JSON object per line):
   reference answer of a supervised warm-start (`r3 sft`). It must be a string.
 * Anything else (the answer your verifier checks against, ids, ...) is kept and handed to it untouched.
 
-The verifier is `verify(example, completion) -> bool | Verdict`. It is called in a daemon worker thread
-with a time limit, so a verifier that raises, hangs or returns something else costs one failed attempt, not
-the run. Python cannot kill a thread: a hung call keeps running in the background until it returns
-(or the process exits; daemon threads never keep the process alive).
+The verifier is `verify(example, completion) -> bool | Verdict`. It is called in a worker process with a
+time limit (`r3.tasks.verifier_pool`), so a verifier that raises, hangs, returns something else or kills
+its process (`os._exit`, a segfault) costs one failed attempt, not the run: a hung worker is killed, a
+dead one replaced. A callable that cannot be pickled (a lambda, a closure) runs in a daemon thread
+instead, with a warning: Python cannot kill a thread, so a hung call there keeps running in the
+background, and a crash there ends the run.
 
 Two optional functions, given the same way (`diagnose=`, `perturb=`; `task_args: {diagnose: pkg.mod:fn}`),
 let `r3 sft --primed_fraction` prime the episode on this task: `diagnose(example, completion) -> str`
@@ -31,10 +33,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import queue
 import random
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from typing import Any
 from r3.errors import DataError, R3Error
 from r3.tasks.base import Example, Prompt, Task, Verdict, load_rows
 from r3.tasks.registry import import_object
-from r3.text import clip
+from r3.tasks.verifier_pool import Guarded, Outcome, Portable, pickled
 
 #: The paper's reflection request, with the task-specific words made generic.
 GENERIC_REFLECTION = (
@@ -70,9 +70,9 @@ def load_verifier(spec: str | VerifierFn, what: str = "verifier") -> VerifierFn:
             raise R3Error("the custom task needs a verifier: pass --verifier package.module:function")
         raise R3Error(f"the custom task's {what} must be 'package.module:function', got {spec!r}")
     spec = spec.strip()
-    module_part, sep, attr = spec.rpartition(":")
-    if sep and (module_part.endswith(".py") or "/" in module_part or os.sep in module_part):
-        obj = _load_from_file(module_part, attr, spec, what)
+    file_spec = _file_spec(spec)
+    if file_spec is not None:
+        obj = _load_from_file(*file_spec, spec, what)
     else:
         try:
             obj = import_object(spec, what)
@@ -86,6 +86,27 @@ def load_verifier(spec: str | VerifierFn, what: str = "verifier") -> VerifierFn:
     if not callable(obj):
         raise R3Error(f"{what} '{spec}' is not callable (it is a {type(obj).__name__})")
     return obj
+
+
+def _file_spec(spec: str) -> tuple[str, str] | None:
+    """`(file, function)` when `spec` names a file (`path/to/file.py:function`), else None."""
+    module_part, sep, attr = spec.rpartition(":")
+    if sep and (module_part.endswith(".py") or "/" in module_part or os.sep in module_part):
+        return module_part, attr
+    return None
+
+
+def _portable(source: str | UserFn | None, fn: UserFn) -> Portable | None:
+    """How a worker process finds the function loaded from `source`: the spec (a file's path made
+    absolute, so that a later `chdir` cannot break it), else the pickled callable; None when it cannot
+    be pickled."""
+    if not isinstance(source, str):
+        return pickled(fn)
+    spec = source.strip()
+    file_spec = _file_spec(spec)
+    if file_spec is not None:
+        spec = f"{Path(file_spec[0]).expanduser().resolve()}:{file_spec[1]}"
+    return Portable(spec=spec)
 
 
 def _load_from_file(file: str, attr: str, spec: str, what: str) -> Any:
@@ -135,8 +156,9 @@ class CustomTask(Task):
         diagnose: str | UserFn | None = None,
         perturb: str | UserFn | None = None,
     ) -> None:
-        """`verifier`: a callable or `pkg.module:function`; `timeout_s`: seconds per verifier call
-        (None or 0 calls it inline, without a thread or limit: fastest, but a hang hangs the run);
+        """`verifier`: a callable or `pkg.module:function`; `timeout_s`: seconds per verifier call, made
+        in a worker process (None or 0 calls it inline, with no limit: fastest, but a hang hangs the run
+        and a crash ends it);
         `stop`: strings that end generation; the two instructions replace the defaults; `diagnose`
         and `perturb` (optional, given like the verifier): the task's `diagnose` and `perturb` hooks,
         which a warm-start that primes the episode needs (see the module docstring)."""
@@ -155,6 +177,9 @@ class CustomTask(Task):
             self.retry_instruction = retry_instruction
         self.diagnoser: UserFn | None = load_verifier(diagnose, "diagnose") if diagnose is not None else None
         self.perturber: UserFn | None = load_verifier(perturb, "perturb") if perturb is not None else None
+        self._verify = self._guard(verifier, self.verifier, "verifier")
+        self._diagnose = self._guard(diagnose, self.diagnoser, "diagnose") if self.diagnoser else None
+        self._perturb = self._guard(perturb, self.perturber, "perturb") if self.perturber else None
 
     def load(self, data: str | None, limit: int | None = None, seed: int = 0) -> list[Example]:
         """The validated rows of `data`, in file order (`seed` is unused). There is no default set."""
@@ -220,109 +245,38 @@ class CustomTask(Task):
         )
 
     def verify(self, example: Example, completion: str) -> Verdict:
-        """Call the user's verifier under the time limit; exceptions, hangs and odd returns fail."""
-        finished, value = self._call(self.verifier, example, completion)
-        if not finished:
-            return Verdict.failure(f"verifier timed out after {self.timeout_s:g}s")
-        if isinstance(value, _Raised):
-            return _raised(value.error)
-        return to_verdict(value)
+        """Call the user's verifier under the time limit; exceptions, hangs, crashes and odd returns fail."""
+        outcome = self._verify(example, completion)
+        if outcome.failure is not None:
+            return Verdict.failure(outcome.failure)
+        return to_verdict(outcome.value)
 
     def diagnose(self, example: Example, completion: str) -> str | None:
         """The user's `diagnose(example, completion)` under the time limit: its text, or None (no
-        function, an error, a hang, or anything but a non-empty string)."""
-        if self.diagnoser is None:
+        function, an error, a hang, a crash, or anything but a non-empty string)."""
+        if self._diagnose is None:
             return None
-        return _text(self._call(self.diagnoser, example, completion))
+        return _text(self._diagnose(example, completion))
 
     def perturb(self, example: Example, rng: random.Random) -> str | None:
         """The user's `perturb(example, rng)` under the time limit, kept only when `verify` fails it:
         a perturbed attempt that passes would teach that a correct answer was wrong."""
-        if self.perturber is None:
+        if self._perturb is None:
             return None
-        attempt = _text(self._call(self.perturber, example, rng))
+        attempt = _text(self._perturb(example, rng))
         return attempt if attempt is not None and not self.verify(example, attempt).ok else None
 
-    def _call(self, fn: UserFn, example: Example, argument: Any) -> tuple[bool, Any]:
-        """Run a user function under the time limit: `(True, value or _Raised)`, or `(False, None)`
-        when it timed out. Inline (no thread, no limit) when `timeout_s` is None."""
-        if self.timeout_s is None:
-            try:
-                return True, fn(example, argument)
-            except Exception as exc:
-                return True, _Raised(exc)
-        return _WORKERS.call(fn, example, argument, self.timeout_s)
+    def _guard(self, source: str | UserFn | None, fn: UserFn, what: str) -> Guarded:
+        """`fn` (loaded from `source`) wrapped to run under the time limit: in a worker process when
+        there is one (see `r3.tasks.verifier_pool`)."""
+        where = _portable(source, fn) if self.timeout_s is not None else None
+        return Guarded(fn, where, self.timeout_s, what)
 
 
-def _text(outcome: tuple[bool, Any]) -> str | None:
+def _text(outcome: Outcome) -> str | None:
     """A user function's return value when it is non-empty text, else None."""
-    finished, value = outcome
-    return value if finished and isinstance(value, str) and value.strip() else None
-
-
-class _Raised:
-    """Marks an exception caught in a worker, so it cannot be mistaken for a returned value."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class _Worker:
-    """A daemon thread that runs one call at a time, handed over through queues."""
-
-    def __init__(self) -> None:
-        self.inbox: queue.SimpleQueue[tuple[UserFn, Example, Any] | None] = queue.SimpleQueue()
-        self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name="r3-custom-verifier", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            job = self.inbox.get()
-            if job is None:
-                return
-            fn, example, argument = job
-            try:
-                result: Any = fn(example, argument)
-            except BaseException as exc:  # our own thread: even SystemExit must become a verdict
-                result = _Raised(exc)
-            self.outbox.put(result)
-
-
-class _WorkerPool:
-    """Reusable daemon threads for verifier calls with a time limit.
-
-    Reusing threads makes a call about three times cheaper than starting a thread each time (this
-    matters when mining runs millions of checks). Daemon threads never keep the process alive, which
-    a `ThreadPoolExecutor` would (it joins its threads at exit), so a hung verifier cannot hang the
-    exit either. A worker that times out is retired: it is told to stop once its call returns, and a
-    fresh worker serves the next call. Concurrent callers each get their own idle worker."""
-
-    def __init__(self) -> None:
-        self._idle: list[_Worker] = []
-        self._lock = threading.Lock()
-
-    def call(self, fn: UserFn, example: Example, argument: Any, timeout_s: float) -> tuple[bool, Any]:
-        """`(True, value)` if the call finished in time (`value` may be a `_Raised`), else `(False, None)`."""
-        with self._lock:
-            worker = self._idle.pop() if self._idle else _Worker()
-        worker.inbox.put((fn, example, argument))
-        try:
-            value = worker.outbox.get(timeout=timeout_s)
-        except queue.Empty:
-            worker.inbox.put(None)  # retire it after the hung call returns, if ever
-            return False, None
-        with self._lock:
-            self._idle.append(worker)
-        return True, value
-
-
-_WORKERS = _WorkerPool()
-
-
-def _raised(exc: BaseException) -> Verdict:
-    message = str(exc)
-    text = f"verifier raised {type(exc).__name__}" + (f": {message}" if message else "")
-    return Verdict.failure(clip(text, 200))
+    value = outcome.value
+    return value if outcome.failure is None and isinstance(value, str) and value.strip() else None
 
 
 def _check_messages(messages: Any, index: int, source: str) -> None:

@@ -1,0 +1,604 @@
+"""Users' functions called under a time limit in worker processes, where a hang or a crash costs one
+call and never the run.
+
+The custom task calls a user's verifier (and its optional `diagnose` and `perturb`) up to millions of
+times while mining. Python cannot kill a thread: a verifier hung in a thread keeps running (and holding
+the GIL), and one that calls `os._exit`, segfaults or is killed takes the whole process with it. A
+process can be killed, and its death can be seen from outside; that is what this module is for.
+
+* **Fresh interpreters, never fork.** A worker is `python -c ...` started by `subprocess` (what
+  multiprocessing's 'spawn' does, minus its re-import of the parent's main script, which would import
+  torch again in every worker, or run an unguarded user script again). Forking is unsafe: mining runs
+  with a model loaded and OpenMP/CUDA threads, whose locks a forked child inherits in whatever state
+  they were in. A worker imports only this module and the user's functions; starting one costs about a
+  tenth of a second, once per worker.
+* **Lazy and reused.** A pool starts a worker when a caller finds none idle, at most `size` alive at
+  once (one per concurrent caller: a single-threaded run uses one), and keeps it for later calls.
+* **Functions travel as names.** A worker loads each function once, from its spec
+  (`pkg.module:function`, `/abs/file.py:function`) or from pickled bytes (a module-level function
+  pickles as its name), and keeps it. `Guarded` decides: a function that cannot be pickled, or that a
+  worker cannot load, runs in a daemon thread instead (the old way), with a warning once per function.
+* **Timeouts and deaths.** A call waits for the reply, the worker's death (its socket closes; on Linux
+  a pidfd also tells) or the time limit, whichever comes first. Out of time: the worker is killed
+  (SIGKILL, which no verifier can catch) and reaped. Dead: it is reaped and its exit code or signal
+  becomes the reason. Either way the next call gets a fresh worker. Starting a worker and loading a
+  function are not charged to a call's time limit (they have `START_TIMEOUT_S`).
+* **Never outliving the run.** Workers are killed at exit (atexit); an idle worker exits when its
+  socket closes and a busy one within a second of its parent's death. Workers ignore SIGINT: Ctrl-C is
+  for the run, which then stops them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing
+import os
+import pickle
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, NoReturn
+
+from r3.text import clip
+
+#: A user's function of a row and one more argument (a completion, or a `random.Random` for `perturb`).
+UserFn = Callable[[dict[str, Any], Any], Any]
+
+#: Seconds a worker has to start and load a function (a user's module may import a lot); not a call's.
+START_TIMEOUT_S = 60.0
+#: The most worker processes a pool keeps alive at once; only concurrent callers need more than one.
+POOL_SIZE = max(1, min(4, os.cpu_count() or 1))
+#: Seconds to wait for a killed worker to be reaped (longer only when it is stuck in the kernel).
+_REAP_S = 5.0
+#: A worker's first lines: ignore Ctrl-C, take the parent's `sys.path`, then serve.
+_BOOT = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "fd, parent, sys.path[:] = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]\n"
+    "from r3.tasks.verifier_pool import serve\n"
+    "serve(fd, parent)\n"
+)
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call came to: the function's return value, or (`failure`) why there is none."""
+
+    value: Any = None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Portable:
+    """How a worker process finds a user's function: a spec it can load, or the pickled callable."""
+
+    spec: str | None = None
+    pickled: bytes | None = None
+
+
+def pickled(fn: UserFn) -> Portable | None:
+    """`fn` as pickled bytes for a worker, or None when it cannot be pickled (a lambda, a closure)."""
+    try:
+        return Portable(pickled=pickle.dumps(fn, _PROTOCOL))
+    except Exception:  # noqa: BLE001 - pickling fails with PicklingError, AttributeError, TypeError, ...
+        return None
+
+
+class CannotRun(Exception):
+    """A function that cannot run in a worker process: no worker starts, or it cannot be loaded there."""
+
+
+class Guarded:
+    """A user's function, called under a time limit: in a worker process when it can travel there, in a
+    daemon thread when it cannot, inline (no limit, fastest) when `timeout_s` is None."""
+
+    def __init__(
+        self,
+        fn: UserFn,
+        portable: Portable | None,
+        timeout_s: float | None,
+        what: str = "verifier",
+        pool: WorkerPool | None = None,
+    ) -> None:
+        """`portable`: how a worker finds `fn` (None: it cannot); `what` starts failure reasons
+        ("verifier timed out after 10s"); `pool`: the shared pool unless given."""
+        self.fn = fn
+        self.timeout_s = timeout_s
+        self.what = what
+        self.portable = portable if timeout_s is not None else None
+        self._pool = pool
+        if timeout_s is not None and portable is None:
+            self._fall_back(
+                "it cannot be pickled (give it as 'module:function', or define it at module level)"
+            )
+
+    @property
+    def in_process(self) -> bool:
+        """Whether calls go to a worker process (False: a thread, or inline without a time limit)."""
+        return self.portable is not None
+
+    def __call__(self, example: dict[str, Any], argument: Any) -> Outcome:
+        """Call the function; an exception, a hang or a dead worker is a failed Outcome, never raised."""
+        if self.timeout_s is None:
+            return call_inline(self.fn, example, argument, self.what)
+        if self.portable is not None:
+            try:
+                pool = self._pool or shared_pool()
+                return pool.call(self.portable, example, argument, self.timeout_s, self.what)
+            except CannotRun as exc:
+                self.portable = None
+                self._fall_back(str(exc))
+        return _THREADS.call(self.fn, example, argument, self.timeout_s, self.what)
+
+    def _fall_back(self, why: str) -> None:
+        name = getattr(self.fn, "__qualname__", None) or type(self.fn).__name__
+        _warn_once(
+            f"r3: the custom task's {self.what} {name!r} runs in a thread, not in a worker process: {why}. "
+            "A hang then costs a thread that keeps running, and a crash ends the run."
+        )
+
+
+def call_inline(fn: UserFn, example: dict[str, Any], argument: Any, what: str) -> Outcome:
+    """Call `fn` right here: fastest, but nothing stops a hang or a crash."""
+    try:
+        return Outcome(fn(example, argument))
+    except Exception as exc:
+        return Outcome(failure=_raised(what, type(exc).__name__, _message(exc)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker processes
+
+
+class _Lost(Exception):
+    """A worker gave no answer: it ran out of time (`death` None) or died (`death` says how)."""
+
+    def __init__(self, death: str | None) -> None:
+        super().__init__(death or "timed out")
+        self.death = death
+
+
+class _Worker:
+    """One worker process, our end of its socket, and the ids of the functions it has loaded."""
+
+    def __init__(self) -> None:
+        ours, theirs = multiprocessing.Pipe()  # a socketpair on POSIX
+        command = [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(os.getpid()), *sys.path]
+        try:
+            self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.conn = ours
+        self.pidfd = _pidfd(self.process.pid)
+        self.loaded: set[int] = set()
+        self.closed = False
+
+    def alive(self) -> bool:
+        """Whether the process still runs (a cheap non-blocking wait)."""
+        return not self.closed and self.process.poll() is None
+
+    def exchange(self, message: bytes, timeout_s: float) -> tuple[Any, ...]:
+        """Send one message and return the reply. Raises `_Lost` when the time runs out or the worker
+        dies; the worker is then gone and reaped."""
+        try:
+            self.conn.send_bytes(message)
+        except OSError:  # it died while idle
+            raise _Lost(self.death()) from None
+        watched: list[Any] = [self.conn] if self.pidfd is None else [self.conn, self.pidfd]
+        ready = wait(watched, timeout_s)
+        if self.conn in ready:
+            try:
+                return _decode(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                pass
+        if not ready:
+            self.kill()
+            raise _Lost(None)
+        raise _Lost(self.death())
+
+    def kill(self) -> None:
+        """Stop the process now (SIGKILL: a verifier can neither catch nor ignore it) and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # stuck in the kernel: reaped later
+            self.process.wait(_REAP_S)
+        self._close()
+
+    def death(self) -> str:
+        """How the process ended ("exit code 3", "signal SIGSEGV"), once it is reaped."""
+        try:
+            code = self.process.wait(1.0)
+        except subprocess.TimeoutExpired:  # it closed its socket but lives on
+            self.kill()
+            return "it closed its connection"
+        self._close()
+        return _exit_status(code)
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.conn.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+
+
+class WorkerPool:
+    """Worker processes for users' functions: started on demand (at most `size` alive), reused, and
+    replaced after a timeout or a death. Safe to call from several threads."""
+
+    def __init__(self, size: int = POOL_SIZE) -> None:
+        if size < 1:
+            raise ValueError(f"a worker pool needs at least one worker, got size={size}")
+        self.size = size
+        #: The pid of every worker this pool started, in order (to check that none is left behind).
+        self.started_pids: list[int] = []
+        self._ids: dict[Portable, int] = {}
+        self._reset()
+        _POOLS.add(self)
+
+    def call(
+        self, portable: Portable, example: dict[str, Any], argument: Any, timeout_s: float, what: str
+    ) -> Outcome:
+        """One call in a worker, under `timeout_s`. Raises `CannotRun` when the function cannot run in a
+        worker at all; anything the function does (return, raise, hang, die) is an Outcome."""
+        fid = self._id(portable)
+        try:
+            message = pickle.dumps(("call", fid, (example, argument)), _PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - the row holds something that cannot be pickled
+            return Outcome(failure=f"{what} could not be sent this row: {_describe(exc)}")
+        worker = self._acquire()
+        try:
+            self._load(worker, fid, portable)
+            reply = worker.exchange(message, timeout_s)
+        except _Lost as lost:
+            self._release(worker)
+            if lost.death is None:
+                return Outcome(failure=f"{what} timed out after {timeout_s:g}s")
+            return Outcome(failure=f"{what} process died ({lost.death})")
+        except CannotRun:
+            self._release(worker)
+            raise
+        except BaseException:  # interrupted while waiting: the worker's state is unknown
+            worker.kill()
+            self._release(worker)
+            raise
+        self._release(worker)
+        return _outcome(reply, argument, what)
+
+    def live_pids(self) -> list[int]:
+        """The pids of the workers alive now."""
+        with self._cond:
+            return [w.process.pid for w in self._workers if w.alive()]
+
+    def close(self) -> None:
+        """Kill every worker; a call in flight fails as a dead worker. The pool starts new workers if
+        it is used again."""
+        with self._cond:
+            idle, busy = list(self._idle), [w for w in self._workers if w not in self._idle]
+            self._idle.clear()
+            self._workers.difference_update(idle)
+        for worker in idle:
+            worker.kill()
+        for worker in busy:  # its caller sees the death, then reaps it and closes its handles
+            if worker.process.poll() is None:
+                worker.process.kill()
+
+    def _reset(self) -> None:
+        """Forget all workers (at creation, and in a forked child, whose workers are its parent's)."""
+        self._cond = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._workers: set[_Worker] = set()
+        self._starting = 0
+
+    def _id(self, portable: Portable) -> int:
+        with self._cond:
+            return self._ids.setdefault(portable, len(self._ids))
+
+    def _acquire(self) -> _Worker:
+        """An idle live worker, else a new one when fewer than `size` are alive, else wait for one."""
+        with self._cond:
+            while True:
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        return worker
+                    worker.kill()  # died while idle (killed from outside): reap it, take another
+                    self._workers.discard(worker)
+                if len(self._workers) + self._starting < self.size:
+                    self._starting += 1
+                    break
+                self._cond.wait()
+        try:
+            worker = _Worker()
+        except BaseException as exc:
+            with self._cond:
+                self._starting -= 1
+                self._cond.notify()
+            if isinstance(exc, Exception):  # no executable, no fds, no POSIX (Windows), ...
+                raise CannotRun(f"no worker process could be started ({_describe(exc)})") from exc
+            raise
+        with self._cond:
+            self._starting -= 1
+            self._workers.add(worker)
+            self.started_pids.append(worker.process.pid)
+        return worker
+
+    def _release(self, worker: _Worker) -> None:
+        """Back to the idle list if it lives; otherwise reaped and forgotten (the next call starts one)."""
+        alive = worker.alive()
+        if not alive:
+            worker.kill()
+        with self._cond:
+            if alive and worker in self._workers:
+                self._idle.append(worker)
+            else:
+                self._workers.discard(worker)
+            self._cond.notify()
+
+    def _load(self, worker: _Worker, fid: int, portable: Portable) -> None:
+        """Have the worker load the function once (not charged to the call's time limit)."""
+        if fid in worker.loaded:
+            return
+        message = pickle.dumps(("load", fid, (portable, list(sys.path))), _PROTOCOL)
+        try:
+            reply = worker.exchange(message, START_TIMEOUT_S)
+        except _Lost as lost:
+            if lost.death is None:
+                raise CannotRun(f"a worker process did not load it within {START_TIMEOUT_S:g}s") from None
+            raise CannotRun(f"a worker process died loading it ({lost.death})") from None
+        if reply[0] != "loaded":
+            raise CannotRun(f"a worker process could not load it ({reply[-1]})")
+        worker.loaded.add(fid)
+
+
+def _outcome(reply: tuple[Any, ...], argument: Any, what: str) -> Outcome:
+    """A worker's reply to a call as an Outcome; a `random.Random` argument takes the worker's final
+    state, so that `perturb` consumes the caller's generator as an inline call would."""
+    kind = reply[0]
+    if kind == "returned":
+        _, value, state = reply
+        if state is not None and type(argument) is random.Random:
+            argument.setstate(state)
+        return Outcome(value)
+    if kind == "raised":
+        return Outcome(failure=_raised(what, reply[1], reply[2]))
+    if kind == "unsendable":
+        return Outcome(failure=f"{what} returned {reply[1]}")
+    return Outcome(failure=f"{what} could not be given this row ({reply[-1]})")
+
+
+def _decode(data: bytes) -> tuple[Any, ...]:
+    try:
+        return pickle.loads(data)
+    except Exception as exc:  # noqa: BLE001 - a value whose class the parent cannot import
+        return ("unsendable", f"a value that cannot be unpickled here ({_describe(exc)})")
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when the process exits (Linux 5.3+), else None (the socket's
+    end of file then tells alone, unless a grandchild forked by the verifier holds the socket)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _exit_status(code: int) -> str:
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
+_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+_SHARED = WorkerPool()
+
+
+def shared_pool() -> WorkerPool:
+    """The pool every custom task uses, so that a process holds at most `POOL_SIZE` workers."""
+    return _SHARED
+
+
+def _close_all() -> None:
+    for pool in list(_POOLS):
+        pool.close()
+
+
+def _forget_after_fork() -> None:
+    """A forked child holds copies of its parent's sockets: it must start its own workers, and leave
+    (not kill, not talk to) its parent's."""
+    for pool in list(_POOLS):
+        pool._reset()
+    _THREADS.reset()
+
+
+# --------------------------------------------------------------------------------------------------
+# Inside a worker process
+
+
+def serve(fd: int, parent_pid: int) -> None:
+    """A worker's life: answer the parent's messages one at a time until its socket closes."""
+    os.set_inheritable(fd, False)  # the verifier's own subprocesses must not hold our socket
+    conn = Connection(fd)
+    _exit_with_parent(parent_pid)
+    functions: dict[int, UserFn] = {}
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            _leave(0)
+        reply = _answer(data, functions)
+        try:
+            conn.send_bytes(reply)
+        except OSError:
+            _leave(0)
+
+
+def _answer(data: bytes, functions: dict[int, UserFn]) -> bytes:
+    try:
+        kind, fid, payload = pickle.loads(data)
+    except Exception as exc:  # noqa: BLE001 - e.g. a row holding a class this process cannot import
+        return _encode(("unreadable", _describe(exc)))
+    if kind == "load":
+        return _encode(_load_function(functions, fid, *payload))
+    return _encode(_run(functions[fid], *payload))
+
+
+def _load_function(functions: dict[int, UserFn], fid: int, portable: Portable, path: list[str]) -> tuple:
+    """Load a function into the cache; the parent's `sys.path` entries come first so that it finds
+    what the parent found (a module made importable after this worker started)."""
+    sys.path.extend(entry for entry in path if entry not in sys.path)
+    try:
+        if portable.spec is not None:
+            from r3.tasks.custom import load_verifier  # here, not at the top: custom imports us
+
+            functions[fid] = load_verifier(portable.spec)
+        else:
+            functions[fid] = pickle.loads(portable.pickled or b"")
+    except BaseException as exc:  # noqa: BLE001 - even SystemExit at import is a load failure
+        return ("load_failed", _describe(exc))
+    return ("loaded",)
+
+
+def _run(fn: UserFn, example: dict[str, Any], argument: Any) -> tuple:
+    try:
+        value = fn(example, argument)
+    except BaseException as exc:  # noqa: BLE001 - even SystemExit is the verifier's answer, not ours
+        return ("raised", type(exc).__name__, _message(exc))
+    state = argument.getstate() if type(argument) is random.Random else None
+    return ("returned", value, state)
+
+
+def _encode(reply: tuple) -> bytes:
+    try:
+        return pickle.dumps(reply, _PROTOCOL)
+    except Exception:  # noqa: BLE001 - a return value that cannot travel (a generator, a lock, ...)
+        return pickle.dumps(("unsendable", f"{type(reply[1]).__name__}, which cannot be pickled"), _PROTOCOL)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Exit within a second of the parent's death, even in the middle of a hung call (an idle worker
+    also sees its socket close). Polling, because Linux's PR_SET_PDEATHSIG fires when the parent's
+    *thread* that started us exits, and callers may be short-lived threads."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        _leave(1)
+
+    threading.Thread(target=watch, name="r3-parent-watch", daemon=True).start()
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit now, without waiting for threads a verifier may have left running."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream: nothing to save
+            stream.flush()
+    os._exit(code)
+
+
+# --------------------------------------------------------------------------------------------------
+# The fallback: daemon threads
+
+
+class _Thread:
+    """A daemon thread that runs one call at a time, handed over through queues."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[tuple[UserFn, dict[str, Any], Any, str] | None] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="r3-custom-verifier", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self.inbox.get()
+            if job is None:
+                return
+            fn, example, argument, what = job
+            try:
+                outcome = Outcome(fn(example, argument))
+            except BaseException as exc:  # our own thread: even SystemExit must become a failure
+                outcome = Outcome(failure=_raised(what, type(exc).__name__, _message(exc)))
+            self.outbox.put(outcome)
+
+
+class _ThreadPool:
+    """Reusable daemon threads for functions that cannot go to a worker process.
+
+    Daemon threads never keep the process alive (a `ThreadPoolExecutor` joins its threads at exit), so
+    a hung call cannot hang the exit. A thread that times out is retired (told to stop once its call
+    returns, if ever) and a fresh one serves the next call."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the idle threads (a forked child has none of them)."""
+        self._idle: list[_Thread] = []
+        self._lock = threading.Lock()
+
+    def call(
+        self, fn: UserFn, example: dict[str, Any], argument: Any, timeout_s: float, what: str
+    ) -> Outcome:
+        with self._lock:
+            thread = self._idle.pop() if self._idle else _Thread()
+        thread.inbox.put((fn, example, argument, what))
+        try:
+            outcome = thread.outbox.get(timeout=timeout_s)
+        except queue.Empty:
+            thread.inbox.put(None)
+            return Outcome(failure=f"{what} timed out after {timeout_s:g}s")
+        with self._lock:
+            self._idle.append(thread)
+        return outcome
+
+
+_THREADS = _ThreadPool()
+atexit.register(_close_all)
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reasons
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _raised(what: str, kind: str, message: str) -> str:
+    return clip(f"{what} raised {kind}" + (f": {message}" if message else ""), 200)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails still names its type
+        return ""
+
+
+def _describe(exc: BaseException) -> str:
+    message = _message(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
