@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from r3.cli import main as r3_main
-from r3.evaluation.forgetting import BUILTIN_TASKS_DIR, change, scores_of
-from r3.reports.forgetting import forgetting_table
+from r3.evaluation.forgetting import BUILTIN_TASKS_DIR, scores_of
+from r3.reports.forgetting import change, forgetting_table
 
 LM_EVAL_RESULTS = {  # the shape of lm-eval's `results` entry, values written by hand
     "results": {

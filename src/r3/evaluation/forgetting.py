@@ -20,7 +20,6 @@ interrupted run continues with the next model.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -207,11 +206,3 @@ def run_forgetting(config: ForgettingConfig, progress: bool = True) -> dict[str,
     _save_summary(summary_path, summary)
     write_forgetting_report(summary, out)
     return summary
-
-
-def change(reference: dict[str, float | None], other: dict[str, float | None]) -> tuple[float, float | None]:
-    """`other - reference` and its standard error (the two runs' errors combined as independent)."""
-    delta = float(other["value"] or 0.0) - float(reference["value"] or 0.0)
-    if reference["stderr"] is None or other["stderr"] is None:
-        return delta, None
-    return delta, math.sqrt(reference["stderr"] ** 2 + other["stderr"] ** 2)

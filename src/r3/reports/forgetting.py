@@ -4,10 +4,19 @@ first model, so that what training cost elsewhere is one look (the paper: under 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 Row = tuple[str, str]  # (task, metric)
+
+
+def change(reference: dict[str, float | None], other: dict[str, float | None]) -> tuple[float, float | None]:
+    """`other - reference` and its standard error (the two runs' errors combined as independent)."""
+    delta = float(other["value"] or 0.0) - float(reference["value"] or 0.0)
+    if reference["stderr"] is None or other["stderr"] is None:
+        return delta, None
+    return delta, math.sqrt(reference["stderr"] ** 2 + other["stderr"] ** 2)
 
 
 def _rows(summary: dict[str, Any]) -> list[Row]:
@@ -30,7 +39,6 @@ def _fmt(value: float, stderr: float | None) -> str:
 def forgetting_table(summary: dict[str, Any]) -> str:
     """Markdown: a row per task and metric; per model its score ± standard error, and for every model
     after the first, the change against the first."""
-    from r3.evaluation.forgetting import change
 
     order = summary["order"]
     reference = order[0]
@@ -60,8 +68,6 @@ def plot_changes(summary: dict[str, Any], path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from r3.evaluation.forgetting import change
 
     order = summary["order"]
     if len(order) < 2:
