@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from r3.episode import EpisodeSampling, retry_after, run_episodes
+from r3.episode import EpisodeSampling, run_episodes
 from r3.errors import DataError
 from r3.generation.base import SamplingConfig, completion_from_ids
 from r3.generation.chat import render_prompt
@@ -134,7 +134,9 @@ def test_training_prompts_of_later_rounds_are_evals_history(tmp_path: Path, tiny
     rollout = R3Rollout(TASK, index, settings, engine=engine)
     out = rollout([rows[4]["prompt"]] * 2, SimpleNamespace(processing_class=tokenizer))
     assert out["retry_success"] == [True, True]
-    expected = render_prompt(tokenizer, retry_after(TASK, item.chat, rollout.last.reflections[0]))
+    expected = render_prompt(
+        tokenizer, TASK.retry_prompt_after(item.example, item.chat, rollout.last.reflections[0])
+    )
     assert rollout.last.retry_prompts[0] == expected
     assistant = [m["content"] for m in item.chat.messages if m["role"] == "assistant"]
     assert assistant == [WRONG, "idea 1", "<answer> 1 + 1 </answer>", "idea 2", "<answer> 1 + 2 </answer>"]

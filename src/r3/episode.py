@@ -24,9 +24,12 @@ share one implementation and can be compared like with like:
 **Rounds.** With `rounds=K > 1`, an example whose retry failed goes on: the model reflects again and
 retries again, up to K rounds in all. Each round sees the whole history in one chat (the task, every
 attempt and reflection so far, in order): round k's reflection prompt is round k-1's retry chat, plus
-the failed retry as the assistant's turn and the reflection instruction (with that retry's reason, under
-`feedback`). Under `resample`, a round is one more independent attempt at the original prompt (another
-seed), so K rounds of resample and of reflect cost the same number of answers.
+the failed retry and the reflection request (`Task.reflection_prompt_after`, with that retry's reason
+under `feedback`), and its retry chat continues it (`Task.retry_prompt_after`; round 1's is
+`Task.retry_prompt` under `reflect`). `next_turn` builds every round's chat, for evaluation, mining's
+chains and training's prompts alike, so a task's own chats reach every round of all three. Under
+`resample`, a round is one more independent attempt at the original prompt (another seed), so K rounds
+of resample and of reflect cost the same number of answers.
 
 **When the history no longer fits.** The history is never cut: a chat that lost its task or its first
 attempts would not be the protocol. Before each round after the first, a generator that knows its
@@ -85,7 +88,7 @@ class EpisodeSampling:
 @dataclass
 class Round:
     """One reflect-and-retry round: what was asked and answered. `reflect_and_retry` returns one per
-    turn; an `Episode` keeps round 1 in its own fields and rounds 2, 3, ... in `later_rounds`.
+    turn and appends it to its episode's `rounds`.
 
     Under `resample`, `reflection_prompt` and `reflection` are None and `retry` is one more attempt."""
 
@@ -99,23 +102,20 @@ class Round:
 
 @dataclass
 class Episode:
-    """What happened to one example.
+    """What happened to one example: its first attempt, then its rounds in order (`rounds[0]` is round
+    1, the paper's second try, when it ran).
 
-    `reflection_prompt` and `retry_prompt` are the chats the reflection and the second attempt were
-    generated from (kept so that logs show exactly what the model saw, whatever the protocol). With
-    `resample`, `reflection` stays None and `retry` holds the second attempt."""
+    Each round keeps the chats its reflection and retry were generated from, so that logs show exactly
+    what the model saw, whatever the protocol. With `resample`, a round's `reflection` is None and its
+    `retry` is one more attempt. The properties `reflection`, `retry`, `retry_verdict` and
+    `retry_prompt` read round 1, `later_rounds` the rounds after it."""
 
     index: int
     example: Example
     attempt: Completion
     attempt_verdict: Verdict
-    reflection: Completion | None = None
-    retry: Completion | None = None
-    retry_verdict: Verdict | None = None
-    reflection_prompt: Prompt | None = None
-    retry_prompt: Prompt | None = None
-    #: Rounds 2..K (`rounds > 1`), in order; round 1 is `reflection` and `retry` above.
-    later_rounds: list[Round] = field(default_factory=list)
+    #: Every round run, in order of their numbers (a training row may start at a later round).
+    rounds: list[Round] = field(default_factory=list)
     #: Why the episode ended before its last round while unsolved (the history no longer fit).
     stopped: str | None = None
 
@@ -126,32 +126,44 @@ class Episode:
     @property
     def second_try_ok(self) -> bool:
         """Solved on either attempt (the paper's second-try accuracy)."""
-        return self.attempt_verdict.ok or bool(self.retry_verdict and self.retry_verdict.ok)
+        return self.solved_by(1)
 
     def solved_by(self, k: int) -> bool:
         """Solved on any attempt up to round `k` (0: the first attempt only)."""
-        if k <= 0:
-            return self.first_try_ok
-        return self.second_try_ok or any(r.retry_verdict.ok for r in self.later_rounds if r.number <= k)
+        return self.first_try_ok or any(r.retry_verdict.ok for r in self.rounds if r.number <= k)
 
     @property
     def solved_round(self) -> int | None:
         """The round whose answer was right (0 for the first attempt), None if never."""
         if self.first_try_ok:
             return 0
-        if self.retry_verdict is not None and self.retry_verdict.ok:
-            return 1
-        return next((r.number for r in self.later_rounds if r.retry_verdict.ok), None)
+        return next((r.number for r in self.rounds if r.retry_verdict.ok), None)
 
     @property
-    def last_retry(self) -> tuple[Prompt, Completion, Verdict] | None:
-        """The latest round's retry chat, answer and verdict (None before round 1 ran)."""
-        if self.later_rounds:
-            last = self.later_rounds[-1]
-            return last.retry_prompt, last.retry, last.retry_verdict
-        if self.retry_prompt is None or self.retry is None or self.retry_verdict is None:
-            return None
-        return self.retry_prompt, self.retry, self.retry_verdict
+    def first_round(self) -> Round | None:
+        """Round 1 (the paper's second try), None when it did not run."""
+        return next((r for r in self.rounds if r.number == 1), None)
+
+    @property
+    def later_rounds(self) -> list[Round]:
+        """Rounds 2, 3, ... in order (what `r3 eval` logs under `rounds`)."""
+        return [r for r in self.rounds if r.number > 1]
+
+    @property
+    def reflection(self) -> Completion | None:
+        return self.first_round.reflection if self.first_round else None
+
+    @property
+    def retry(self) -> Completion | None:
+        return self.first_round.retry if self.first_round else None
+
+    @property
+    def retry_verdict(self) -> Verdict | None:
+        return self.first_round.retry_verdict if self.first_round else None
+
+    @property
+    def retry_prompt(self) -> Prompt | None:
+        return self.first_round.retry_prompt if self.first_round else None
 
 
 def check_second_try(mode: object) -> str:
@@ -160,15 +172,6 @@ def check_second_try(mode: object) -> str:
     if not isinstance(mode, str) or mode not in SECOND_TRY_MODES:
         raise R3Error(f"--second-try must be one of {', '.join(SECOND_TRY_MODES)} (got {mode!r})")
     return mode
-
-
-def feedback_reflection_prompt(task: Task, example: Example, attempt: str, reason: str) -> Prompt:
-    """`task.reflection_prompt` with the verifier's reason appended to the reflection instruction.
-
-    Built from the task's own prompt (not a copy of its wording) so that a task's custom reflection
-    chat carries over; only the last user turn gains the reason. With no reason (a verifier that says
-    only pass/fail) the prompt is the task's unchanged."""
-    return with_reason(task.reflection_prompt(example, attempt), reason)
 
 
 def with_reason(prompt: Prompt, reason: str) -> Prompt:
@@ -182,26 +185,6 @@ def with_reason(prompt: Prompt, reason: str) -> Prompt:
     sentence = reason if reason.endswith((".", "!", "?")) else reason + "."
     messages[last]["content"] = f"{messages[last]['content']}\n\nThe checker said: {sentence}"
     return Prompt(messages, prompt.tools)
-
-
-def reflection_after(task: Task, history: Prompt, failed: str, reason: str | None = None) -> Prompt:
-    """The reflection chat of a round after the first: the previous round's retry chat `history`, its
-    failed answer, and the reflection instruction (with the verifier's `reason` under `feedback`).
-    Evaluation, mining and training all build later rounds through here."""
-    prompt = history.extend(
-        {"role": "assistant", "content": failed},
-        {"role": "user", "content": task.reflection_instruction},
-    )
-    return with_reason(prompt, reason) if reason is not None else prompt
-
-
-def retry_after(task: Task, reflection_chat: Prompt, reflection: str) -> Prompt:
-    """The retry chat of a round after the first: its reflection chat, the reflection, and the retry
-    instruction (round 1 uses `task.retry_prompt`, which a task may override)."""
-    return reflection_chat.extend(
-        {"role": "assistant", "content": reflection},
-        {"role": "user", "content": task.retry_instruction},
-    )
 
 
 def safe_verify(task: Task, example: Example, completion: str) -> Verdict:
@@ -234,6 +217,57 @@ class Turn:
     number: int = 1
 
 
+#: `fits(prompt, max_new_tokens)`: whether a model's context holds the prompt and that many new tokens.
+Fits = Callable[[Prompt, int], bool]
+
+
+def next_turn(
+    task: Task,
+    episode: Episode,
+    *,
+    second_try: str = "reflect",
+    fits: Fits | None = None,
+    max_new_tokens: int = 0,
+) -> Turn | None:
+    """The next round of `episode`, whose last answer failed: the one place a round's reflection chat
+    is built, for `r3 eval`'s rounds, `r3 mine`'s chains and screens and `r3 train`'s prompts alike.
+
+    Round 1 reflects on the first attempt (`Task.reflection_prompt`); round k+1 on round k's failed
+    retry, after the whole history (`Task.reflection_prompt_after` on round k's retry chat). Under
+    `feedback` the failed answer's reason is appended (`with_reason`). With `fits`, a chat that leaves
+    no room for `max_new_tokens` (the reflection's budget) stops the episode (`Episode.stopped`) and
+    None is returned: the history is never cut (docs/method.md, K rounds)."""
+    example = episode.example
+    if episode.rounds:
+        last = episode.rounds[-1]
+        number, verdict = last.number + 1, last.retry_verdict
+        prompt = task.reflection_prompt_after(example, last.retry_prompt, last.retry.text)
+    else:
+        number, verdict = 1, episode.attempt_verdict
+        prompt = task.reflection_prompt(example, episode.attempt.text)
+    if second_try == "feedback":
+        prompt = with_reason(prompt, verdict.reason)
+    if fits is not None and not fits(prompt, max_new_tokens):
+        episode.stopped = _no_room(number)
+        return None
+    return Turn(episode, prompt, number)
+
+
+def retry_chat(task: Task, turn: Turn, reflection: str, second_try: str = "reflect") -> Prompt:
+    """The chat a round's retry is asked in, once its `reflection` was sampled in `turn`'s chat:
+    `Task.retry_prompt` for round 1 of the paper's protocol (a task may override it), otherwise
+    `Task.retry_prompt_after` on the turn's reflection chat."""
+    example = turn.episode.example
+    if turn.number == 1 and second_try == "reflect":
+        return task.retry_prompt(example, turn.episode.attempt.text, reflection)
+    return task.retry_prompt_after(example, turn.reflection_prompt, reflection)
+
+
+def _no_room(number: int) -> str:
+    """Why an episode stopped before round `number` (its row's `stopped`)."""
+    return f"round {number}: the history no longer fits the model's context"
+
+
 def run_episodes(
     task: Task,
     generator: Generator,
@@ -255,22 +289,10 @@ def run_episodes(
         for i, ex in enumerate(examples)
     ]
     attempt(task, generator, episodes, sampling.attempt)
-    failed = [ep for ep in episodes if not ep.first_try_ok]
-    if failed and second_try == "resample":
-        _resample(task, generator, failed, sampling, 1)
-    elif failed:
-        turns = [
-            Turn(
-                ep,
-                feedback_reflection_prompt(task, ep.example, ep.attempt.text, ep.attempt_verdict.reason)
-                if second_try == "feedback"
-                else task.reflection_prompt(ep.example, ep.attempt.text),
-            )
-            for ep in failed
-        ]
-        reflect_and_retry(task, generator, turns, sampling, second_try=second_try)
-    for k in range(2, rounds + 1):
-        _next_round(task, generator, episodes, sampling, second_try, k)
+    fits = getattr(generator, "fits", None)
+    for k in range(1, rounds + 1):
+        # Round 1, the paper's second try, is sent unchecked, as it always was.
+        _next_round(task, generator, episodes, sampling, second_try, k, fits if k > 1 else None)
     return episodes
 
 
@@ -292,21 +314,21 @@ def reflect_and_retry(
     sampling: EpisodeSampling,
     *,
     second_try: str = "reflect",
-    fits: Callable[[Prompt, int], bool] | None = None,
+    fits: Fits | None = None,
     always_call: bool = False,
 ) -> list[Round | None]:
     """One reflect-and-retry round for each turn: sample the reflection in the turn's chat, build the
     retry chat, sample the retry, verify it. Evaluation, mining and the training rollout all run this.
 
-    The retry chat of round 1 under `reflect` is the task's own (`Task.retry_prompt`, which a task may
-    override); otherwise it continues the chat the reflection was asked in (`retry_after`). Row i's
+    The retry chat is `retry_chat`'s: the task's own for round 1 under `reflect` (`Task.retry_prompt`),
+    otherwise the chat the reflection was asked in continued (`Task.retry_prompt_after`). Row i's
     reflection and retry are seeded by its episode's index and its round (`seeded`).
 
     `fits(prompt, max_new_tokens)`: a retry chat that does not fit the model's context stops its
-    episode (`Episode.stopped`) and its entry in the result is None. The result is recorded on each
-    episode (round 1 in its own fields, later rounds in `later_rounds`) and returned, one `Round` per
-    turn. `always_call`: call the generator for both steps even with nothing to sample, as training
-    needs (a process's sampler may be a collective, entered by every process the same number of times)."""
+    episode (`Episode.stopped`) and its entry in the result is None. The result is appended to each
+    episode's `rounds` and returned, one `Round` per turn. `always_call`: call the generator for both
+    steps even with nothing to sample, as training needs (a process's sampler may be a collective,
+    entered by every process the same number of times)."""
     results: list[Round | None] = [None] * len(turns)
     if not turns and not always_call:
         return results
@@ -317,13 +339,10 @@ def reflect_and_retry(
     )
     retrying: list[tuple[int, Prompt, Completion]] = []
     for i, (turn, group) in enumerate(zip(turns, reflections, strict=True)):
-        ep, reflection = turn.episode, group[0]
-        if turn.number == 1 and second_try == "reflect":
-            retry_prompt = task.retry_prompt(ep.example, ep.attempt.text, reflection.text)
-        else:
-            retry_prompt = retry_after(task, turn.reflection_prompt, reflection.text)
+        reflection = group[0]
+        retry_prompt = retry_chat(task, turn, reflection.text, second_try)
         if fits is not None and not fits(retry_prompt, sampling.retry.max_new_tokens):
-            ep.stopped = f"round {turn.number}: the history no longer fits the model's context"
+            turn.episode.stopped = _no_room(turn.number)
             continue
         retrying.append((i, retry_prompt, reflection))
     if not retrying and not always_call:
@@ -337,18 +356,10 @@ def reflect_and_retry(
     for (i, retry_prompt, reflection), group in zip(retrying, retries, strict=True):
         turn = turns[i]
         verdict = safe_verify(task, turn.episode.example, group[0].text)
-        results[i] = Round(turn.number, retry_prompt, group[0], verdict, turn.reflection_prompt, reflection)
-        _record(turn.episode, results[i])  # type: ignore[arg-type]
+        done = Round(turn.number, retry_prompt, group[0], verdict, turn.reflection_prompt, reflection)
+        turn.episode.rounds.append(done)
+        results[i] = done
     return results
-
-
-def _record(ep: Episode, done: Round) -> None:
-    """Round 1 goes in the episode's own fields (the paper's second try), later rounds in order after."""
-    if done.number > 1:
-        ep.later_rounds.append(done)
-        return
-    ep.reflection_prompt, ep.reflection = done.reflection_prompt, done.reflection
-    ep.retry_prompt, ep.retry, ep.retry_verdict = done.retry_prompt, done.retry, done.retry_verdict
 
 
 def _resample(
@@ -359,7 +370,7 @@ def _resample(
     prompts = [task.prompt(ep.example) for ep in episodes]
     answers = generator.generate(prompts, 1, seeded(sampling.attempt, "resample", episodes, k))
     for ep, prompt, group in zip(episodes, prompts, answers, strict=True):
-        _record(ep, Round(k, prompt, group[0], safe_verify(task, ep.example, group[0].text)))
+        ep.rounds.append(Round(k, prompt, group[0], safe_verify(task, ep.example, group[0].text)))
 
 
 def _next_round(
@@ -369,24 +380,20 @@ def _next_round(
     sampling: EpisodeSampling,
     second_try: str,
     k: int,
+    fits: Fits | None,
 ) -> None:
-    """Round `k` for every episode still unsolved: reflect on the last failed retry, then retry, with
-    the whole history in the chat (under `resample`: one more independent attempt)."""
-    pending = [ep for ep in episodes if ep.stopped is None and not ep.solved_by(k - 1)]
-    pending = [ep for ep in pending if ep.last_retry is not None]
+    """Round `k` for every episode that ran rounds 1..k-1 and is still unsolved: reflect on its last
+    failed answer, then retry, with the whole history in the chat (`next_turn`; under `resample`: one
+    more independent attempt)."""
+    pending = [
+        ep for ep in episodes if ep.stopped is None and len(ep.rounds) == k - 1 and not ep.solved_by(k - 1)
+    ]
     if not pending:
         return
     if second_try == "resample":
         _resample(task, generator, pending, sampling, k)
         return
-    fits = getattr(generator, "fits", None)
-    turns: list[Turn] = []
-    for ep in pending:
-        history, retry, verdict = ep.last_retry  # type: ignore[misc]
-        reason = verdict.reason if second_try == "feedback" else None
-        prompt = reflection_after(task, history, retry.text, reason)
-        if fits is not None and not fits(prompt, sampling.reflection.max_new_tokens):
-            ep.stopped = f"round {k}: the history no longer fits the model's context"
-            continue
-        turns.append(Turn(ep, prompt, k))
-    reflect_and_retry(task, generator, turns, sampling, second_try=second_try, fits=fits)
+    budget = sampling.reflection.max_new_tokens
+    turns = [next_turn(task, ep, second_try=second_try, fits=fits, max_new_tokens=budget) for ep in pending]
+    ready = [turn for turn in turns if turn is not None]
+    reflect_and_retry(task, generator, ready, sampling, second_try=second_try, fits=fits)

@@ -22,6 +22,7 @@ from typing import Any
 from r3.episode import (
     Episode,
     EpisodeSampling,
+    Round,
     check_rounds,
     check_second_try,
     run_episodes,
@@ -207,45 +208,29 @@ def sample_row(task: Task, ep: Episode, rounds: int = 1) -> dict[str, Any]:
         "first_try_ok": ep.first_try_ok,
         "second_try_ok": ep.second_try_ok,
     }
-    # The prompts the episode really sent (feedback mode's reflection chat holds the verifier's
-    # reason; resample's second attempt is the original prompt again, with no reflection).
-    if ep.reflection is not None:
-        prompt = ep.reflection_prompt or task.reflection_prompt(ep.example, ep.attempt.text)
-        row.update(
-            reflection_prompt=prompt.messages,
-            reflection=ep.reflection.text,
-            reflection_tokens=ep.reflection.num_tokens,
-        )
-    if ep.retry is not None and ep.retry_verdict is not None:
-        if ep.retry_prompt is not None:
-            retry_prompt = ep.retry_prompt
-        elif ep.reflection is not None:
-            retry_prompt = task.retry_prompt(ep.example, ep.attempt.text, ep.reflection.text)
-        else:
-            retry_prompt = task.prompt(ep.example)
-        row.update(
-            retry_prompt=retry_prompt.messages,
-            retry=ep.retry.text,
-            retry_ok=ep.retry_verdict.ok,
-            retry_reason=ep.retry_verdict.reason,
-        )
+    if ep.first_round is not None:
+        row.update(round_fields(ep.first_round))
     if rounds > 1:
-        row["rounds"] = [
-            {
-                "round": r.number,
-                "reflection_prompt": r.reflection_prompt.messages if r.reflection_prompt else None,
-                "reflection": r.reflection.text if r.reflection else None,
-                "reflection_tokens": r.reflection.num_tokens if r.reflection else None,
-                "retry_prompt": r.retry_prompt.messages,
-                "retry": r.retry.text,
-                "retry_ok": r.retry_verdict.ok,
-                "retry_reason": r.retry_verdict.reason,
-            }
-            for r in ep.later_rounds
-        ]
+        row["rounds"] = [{"round": r.number, **round_fields(r)} for r in ep.later_rounds]
         row["solved_round"] = ep.solved_round
         row["stopped"] = ep.stopped
     return row
+
+
+def round_fields(done: Round) -> dict[str, Any]:
+    """A round as the log shows it: the prompts the episode really sent (feedback mode's reflection chat
+    holds the verifier's reason; resample's answer is the original prompt again, with no reflection),
+    the answers and the retry's verdict."""
+    reflection = done.reflection
+    return {
+        "reflection_prompt": done.reflection_prompt.messages if done.reflection_prompt else None,
+        "reflection": reflection.text if reflection else None,
+        "reflection_tokens": reflection.num_tokens if reflection else None,
+        "retry_prompt": done.retry_prompt.messages,
+        "retry": done.retry.text,
+        "retry_ok": done.retry_verdict.ok,
+        "retry_reason": done.retry_verdict.reason,
+    }
 
 
 def solved_round(row: dict[str, Any]) -> int | None:

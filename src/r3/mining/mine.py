@@ -17,11 +17,13 @@ samples_drawn` is an unbiased per-query success rate.
 
 `rounds=K > 1` also mines the contexts of later rounds: after each kept failed attempt the model
 reflects and retries (sampled like the attempts, with the whole history in the chat: the episode's own
-round, `episode.reflect_and_retry`, as `r3 eval --rounds` runs it); while its retry fails and fewer
-than K-1 rounds are done, the failed retry is one more context to reflect on. The chain is stored with
-the attempt (`rounds` in `failures.jsonl`) and `r3 train` trains a reflection on every context of it.
-Its seeds come from the query and the attempt's place, like the rounds', so resumes and `full` keep it
-identical.
+rounds, `episode.next_turn` and `episode.reflect_and_retry`, as `r3 eval --rounds` runs them); while its
+retry fails and fewer than K-1 rounds are done, the failed retry is one more context to reflect on.
+The chain is stored with the attempt (`rounds` in `failures.jsonl`) and `r3 train` trains a reflection
+on every context of it. A model that knows its context (`fits`) ends a chain where `r3 eval` would stop
+the episode: a failed retry whose next context no longer fits is not kept, so training never gets a
+chat the model cannot hold. Its seeds come from the query and the attempt's place, like the rounds', so
+resumes and `full` keep it identical.
 
 `screen=K > 0` screens every kept failed attempt by its reflections: K reflections are sampled for it
 (like the chains' first round: the mining temperature, `reflection_max_new_tokens`), each followed by one
@@ -65,7 +67,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3.episode import Episode, EpisodeSampling, Turn, reflect_and_retry, reflection_after, safe_verify
+from r3.episode import Episode, EpisodeSampling, Turn, next_turn, reflect_and_retry, safe_verify
 from r3.errors import R3Error
 from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
 from r3.mining.records import FailureRecord, learnable
@@ -239,11 +241,12 @@ def attempt_key(query_index: int, number: int, keep: int) -> int:
     return query_index * keep + number
 
 
-def _failed_turn(task: Task, example: Example, index: int, attempt: dict[str, Any]) -> Turn:
+def _failed_turn(task: Task, example: Example, index: int, attempt: dict[str, Any]) -> Turn | None:
     """Round 1 after a stored failed attempt, as an episode numbered `index` (which its seeds name):
-    the same chat `r3 eval` and `r3 train` reflect in (`Task.reflection_prompt`)."""
+    the same chat `r3 eval` and `r3 train` reflect in (`episode.next_turn`). Round 1 is not checked
+    against the context, as in `r3 eval`, so there is always a turn; None would mean a stopped one."""
     ep = Episode(index, example, Completion(attempt["completion"], 0), Verdict.failure(attempt["reason"]))
-    return Turn(ep, task.reflection_prompt(example, ep.attempt.text), 1)
+    return next_turn(task, ep)
 
 
 def mine_chains(
@@ -257,11 +260,16 @@ def mine_chains(
     """The rounds after each kept failed attempt of a window, while their retries fail: at most
     `rounds - 1` steps of {reflection, retry, reason}, stored on the attempt as `rounds`.
 
-    Each step is the episode's own round (`episode.reflect_and_retry`, as `r3 eval --rounds` runs it),
-    every chain of the window in one generate call per step. A chain is an episode numbered by its
-    query and attempt (`query index * keep + attempt number`, distinct for every chain of a run), so its
-    reflection and retry of round k are seeded by `derive_seed(chain seed, step, that number, k)`
-    whatever its window."""
+    Each step is the episode's own round (`episode.next_turn`, `episode.reflect_and_retry`, as
+    `r3 eval --rounds` runs it), every chain of the window in one generate call per step. A chain is an
+    episode numbered by its query and attempt (`query index * keep + attempt number`, distinct for every
+    chain of a run), so its reflection and retry of round k are seeded by
+    `derive_seed(chain seed, step, that number, k)` whatever its window.
+
+    With a generator that knows its context (`fits`), rounds after the first are checked as
+    `r3 eval` checks them: a round's retry chat that does not fit ends the chain before that round, and
+    a failed retry is kept only when the context it opens (the next round's reflection chat, which
+    `r3 train` reflects in) fits too."""
     base = config.sampling(task)
     seed = derive_seed(config.seed, "mine-chain")
     sampling = EpisodeSampling(
@@ -269,21 +277,28 @@ def mine_chains(
         reflection=base.with_(max_new_tokens=config.reflection_max_new_tokens, stop=(), seed=seed),
         retry=base.with_(seed=seed),
     )
+    fits = getattr(generator, "fits", None)
+    budget = sampling.reflection.max_new_tokens
     turns: list[Turn] = []
     chains: dict[int, list[dict[str, str]]] = {}
     for q, attempts in enumerate(kept):
         for number, attempt in enumerate(attempts):
             key = attempt_key(indices[q], number, config.keep)
             attempt["rounds"] = chains[key] = []
-            turns.append(_failed_turn(task, examples[q], key, attempt))
+            if (turn := _failed_turn(task, examples[q], key, attempt)) is not None:
+                turns.append(turn)
     for k in range(1, config.rounds):
         if not turns:
             break
-        done = reflect_and_retry(task, generator, turns, sampling)
+        # Round 1 is sent unchecked, as `r3 eval` sends it; later rounds are checked as there.
+        done = reflect_and_retry(task, generator, turns, sampling, fits=fits if k > 1 else None)
         following: list[Turn] = []
         for turn, result in zip(turns, done, strict=True):
             if result is None or result.retry_verdict.ok or result.reflection is None:
-                continue  # solved: nothing more to reflect on
+                continue  # solved (nothing more to reflect on), or its retry chat no longer fit
+            after = next_turn(task, turn.episode, fits=fits, max_new_tokens=budget)
+            if after is None:
+                continue  # the context this failed retry opens no longer fits: the chain ends here
             chains[turn.episode.index].append(
                 {
                     "reflection": result.reflection.text,
@@ -291,8 +306,7 @@ def mine_chains(
                     "reason": result.retry_verdict.reason,
                 }
             )
-            chat = reflection_after(task, result.retry_prompt, result.retry.text)
-            following.append(Turn(turn.episode, chat, k + 1))
+            following.append(after)
         turns = following
 
 
@@ -336,8 +350,9 @@ def mine_screen(
             key = attempt_key(indices[q], number, config.keep)
             attempt["screen"] = counts = {"samples": samples, "successes": 0}
             for j in range(samples):
-                turns.append(_failed_turn(task, examples[q], key * samples + j, attempt))
-                owners.append(counts)
+                if (turn := _failed_turn(task, examples[q], key * samples + j, attempt)) is not None:
+                    turns.append(turn)
+                    owners.append(counts)
     if not turns:
         return
     done = reflect_and_retry(task, generator, turns, screen_sampling(task, config))
@@ -439,7 +454,9 @@ def _config_identity(config: MineConfig) -> dict[str, Any]:
     if config.rounds == 1:
         del fields["rounds"]
     else:
-        fields["chain_seeds"] = 2  # chains are seeded as episodes (runs mined before are not resumed)
+        # 2: chains are seeded as episodes; 3: a chain stops where its history no longer fits the model's
+        # context (`episode.next_turn`), as eval's rounds do. Chains mined before either are not resumed.
+        fields["chain_seeds"] = 3
     if config.rounds == 1 and config.screen == 0:
         del fields["reflection_max_new_tokens"]
     if config.screen == 0:

@@ -133,15 +133,35 @@ class Task(ABC):
         return dict(example)
 
     def reflection_prompt(self, example: Example, attempt: str) -> Prompt:
-        """The chat that asks for a reflection on a failed `attempt`."""
-        return self.prompt(example).extend(
-            {"role": "assistant", "content": attempt},
+        """The chat that asks for a reflection on a failed first `attempt` (round 1): by default
+        `reflection_prompt_after` on the task prompt, so that a task overriding that hook changes every
+        round at once."""
+        return self.reflection_prompt_after(example, self.prompt(example), attempt)
+
+    def retry_prompt(self, example: Example, attempt: str, reflection: str) -> Prompt:
+        """The chat that asks for the second attempt (round 1), with the reflection in context: by
+        default `retry_prompt_after` on round 1's reflection chat."""
+        return self.retry_prompt_after(example, self.reflection_prompt(example, attempt), reflection)
+
+    def reflection_prompt_after(self, example: Example, history: Prompt, failed: str) -> Prompt:
+        """The chat that asks for a reflection on the `failed` answer to `history`: the task prompt in
+        round 1, the previous round's retry chat in rounds 2, 3, ... (`r3 eval --rounds`,
+        `r3 mine --rounds`, `r3 train` all build their rounds through here, `episode.next_turn`).
+
+        The default appends the answer and `reflection_instruction`. Override it (rather than
+        `reflection_prompt`, which is round 1 only) for a request that depends on the row."""
+        return history.extend(
+            {"role": "assistant", "content": failed},
             {"role": "user", "content": self.reflection_instruction},
         )
 
-    def retry_prompt(self, example: Example, attempt: str, reflection: str) -> Prompt:
-        """The chat that asks for the second attempt, with the reflection in context."""
-        return self.reflection_prompt(example, attempt).extend(
+    def retry_prompt_after(self, example: Example, reflection_chat: Prompt, reflection: str) -> Prompt:
+        """The chat that asks for another answer once the `reflection` was given in `reflection_chat`.
+
+        Rounds 2, 3, ... (and round 1 under the `feedback` protocol) retry here; round 1 of the paper's
+        protocol retries in `retry_prompt`, which defaults to this. The default appends the reflection
+        and `retry_instruction`."""
+        return reflection_chat.extend(
             {"role": "assistant", "content": reflection},
             {"role": "user", "content": self.retry_instruction},
         )

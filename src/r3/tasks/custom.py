@@ -10,7 +10,7 @@ Rows (one JSON object per line):
   with a system turn).
 * `"tools"` (optional): tool schemas (a list of objects), passed to the chat template like the
   function-calling task does.
-* `"reflection_instruction"` (optional): this row's own request for a reflection.
+* `"reflection_instruction"` (optional): this row's own request for a reflection, in every round.
 * `"reference"` (optional): a correct completion, in the format the prompt asks for, used as the
   reference answer of a supervised warm-start (`r3 sft`). It must be a string.
 * Anything else (the answer your verifier checks against, ids, ...) is kept and handed to it untouched.
@@ -236,11 +236,11 @@ class CustomTask(Task):
             messages.insert(0, {"role": "system", "content": str(example["system"])})
         return Prompt(messages, tools=example.get("tools") or None)
 
-    def reflection_prompt(self, example: Example, attempt: str) -> Prompt:
-        """As in `Task`, but a row's own `reflection_instruction` wins over the task's."""
+    def reflection_prompt_after(self, example: Example, history: Prompt, failed: str) -> Prompt:
+        """As in `Task`, but a row's own `reflection_instruction` wins over the task's, in every round."""
         instruction = example.get("reflection_instruction") or self.reflection_instruction
-        return self.prompt(example).extend(
-            {"role": "assistant", "content": attempt},
+        return history.extend(
+            {"role": "assistant", "content": failed},
             {"role": "user", "content": str(instruction)},
         )
 

@@ -12,9 +12,10 @@ For each prompt received we return exactly one completion:
 The steps are the episode's own (`r3.episode`): an online first attempt is `episode.attempt`, and the
 reflection, the retry chat, the retry and its verdict are `episode.reflect_and_retry`, the function
 `r3 eval` and `r3 mine --rounds` run, on the same chats (`Task.reflection_prompt`, `Task.retry_prompt`,
-`episode.retry_after` for later rounds) with the same settings type (`episode.EpisodeSampling`, built by
-`R3Config.episode_sampling`). Only the sampler differs: the trainer's engine (`engines.py`: its own
-model, colocated vLLM, or a vLLM server) bound to the trainer as a token sampler (`EngineSampler`).
+`Task.retry_prompt_after` for later rounds, through `episode.retry_chat`) with the same settings type
+(`episode.EpisodeSampling`, built by `R3Config.episode_sampling`). Only the sampler differs: the
+trainer's engine (`engines.py`: its own model, colocated vLLM, or a vLLM server) bound to the trainer
+as a token sampler (`EngineSampler`).
 Every call is seeded from the run's seed, the global step and the process (`call_seed`); each row from
 there by its index and round, as the episode seeds every step.
 
