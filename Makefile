@@ -37,8 +37,8 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks experiments
-	$(VENV)/bin/ruff format --check src tests benchmarks experiments
+	$(VENV)/bin/ruff check src tests benchmarks experiments examples
+	$(VENV)/bin/ruff format --check src tests benchmarks experiments examples
 
 # A small version of the learning experiment on the embedded model, sized for 20 minutes on a 2-core
 # CPU: warm-start (`r3 sft`, cached in $R3_CACHE), eval, mine, R3 training, eval of the trained model,

@@ -4,12 +4,16 @@ Train a language model to write self-reflections that make its second attempt at
 succeed. The pipeline, one package per step:
 
     tasks/       what to solve and how to check it (verifiers never execute model output)
-    generation/  how text is sampled (transformers, vLLM)
+    generation/  how text is sampled (transformers, vLLM, an OpenAI-compatible server)
     episode.py   attempt -> reflect -> retry, as chat conversations
-    evaluation/  first- and second-try accuracy       (`r3 eval`)
+    evaluation/  first- and second-try accuracy       (`r3 eval`, `r3 forgetting`)
     mining/      the dataset of failures              (`r3 mine`)
-    training/    GRPO credited to reflection tokens   (`r3 train`)
+    training/    GRPO credited to reflection tokens   (`r3 train`; the warm-start, `r3 sft`)
     reports/     tables and plots                     (`r3 report`)
+    cli/         the `r3` command: one module per subcommand
+
+From Python, each command is its options dataclass handed to a function (`r3.training.train(R3Config(...))`,
+`r3.cli.eval_cmd.run(EvalArguments(...))`, ...): see docs/python_api.md.
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Sampling backends. See `base.py` for the interface and `load_backend` for choosing one."""
+"""Sampling backends. See `base.py` for the interface and `loader.load_generator` for choosing one."""
 
 from r3.generation.base import Completion, Generator, SamplingConfig, truncate_at_stop
 
