@@ -124,3 +124,122 @@ def test_forgetting_errors_are_one_line(tmp_path: Path, tiny_model_dir: Path, ca
     assert "lm-eval knows no task 'no_such_task'" in err and "Traceback" not in err
     assert r3_main(["forgetting", "--models", str(tmp_path / "missing"), "--output_dir", str(tmp_path)]) == 2
     assert "no such model folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the run folder
+
+SCORES = {"r3_basics": {"acc": {"value": 0.5, "stderr": 0.1}}}
+
+#: A second `r3 forgetting` in its own process, into the folder given as argv[1] (lm-eval left out).
+SECOND_PROCESS = """
+import sys
+from r3.errors import R3Error
+from r3.evaluation import forgetting
+forgetting.task_manager = lambda config: None
+forgetting.evaluate_model = lambda *args: {}
+config = forgetting.ForgettingConfig(models=["before", "after"], output_dir=sys.argv[1])
+try:
+    forgetting.run_forgetting(config)
+except R3Error as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+def no_lm_eval(monkeypatch: pytest.MonkeyPatch, evaluate_model) -> None:
+    from r3.evaluation import forgetting
+
+    monkeypatch.setattr(forgetting, "task_manager", lambda config: None)
+    monkeypatch.setattr(forgetting, "evaluate_model", evaluate_model)
+
+
+def test_a_second_forgetting_into_the_folder_is_refused_while_one_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary is written under the folder's lock: another process running `r3 forgetting` into
+    the same folder meanwhile is refused at once, and runs (resuming) once the first is done."""
+    import os
+    import subprocess
+    import sys
+
+    from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    out = tmp_path / "out"
+    second = [sys.executable, "-c", SECOND_PROCESS, str(out)]
+    during: list[subprocess.CompletedProcess[str]] = []
+
+    def evaluate_model(config, model, label, folder, manager=None):
+        if not during:  # while the first model is evaluated, the folder is locked
+            during.append(subprocess.run(second, capture_output=True, text=True, env=env, timeout=120))
+        return SCORES
+
+    no_lm_eval(monkeypatch, evaluate_model)
+    run_forgetting(ForgettingConfig(models=["before", "after"], output_dir=str(out)), progress=False)
+    (refused,) = during
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert (
+        refused.stdout.strip()
+        == f"another `r3 forgetting` is writing into {out}; wait for it or use another --output-dir"
+    )
+    after = subprocess.run(second, capture_output=True, text=True, env=env, timeout=120)
+    assert after.returncode == 0, after.stdout + after.stderr[-2000:]
+    assert after.stdout.count("results stored, not evaluated again") == 2
+
+
+def test_the_summary_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write of `forgetting.json` that dies half-way (disk full, a kill) leaves the previous summary
+    whole, and the next run goes on from it."""
+    from r3 import rundir
+    from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
+
+    class DiesHalfWay:
+        """`json` for `rundir`, whose `dump` writes half of the text, then fails."""
+
+        def __getattr__(self, name: str):
+            return getattr(json, name)
+
+        def dump(self, payload, handle, **options) -> None:
+            text = json.dumps(payload, **options)
+            handle.write(text[: len(text) // 2])
+            raise OSError("no space left on device")
+
+    evaluated: list[str] = []
+
+    def evaluate_model(config, model, label, folder, manager=None):
+        evaluated.append(label)
+        if evaluated == ["before", "after"]:
+            monkeypatch.setattr(rundir, "json", DiesHalfWay())  # the summary's next write dies
+        return SCORES
+
+    no_lm_eval(monkeypatch, evaluate_model)
+    config = ForgettingConfig(models=["before", "after"], output_dir=str(tmp_path))
+    with pytest.raises(OSError, match="no space left"):
+        run_forgetting(config, progress=False)
+    summary = json.loads((tmp_path / "forgetting.json").read_text())  # whole, and the first model's
+    assert list(summary["models"]) == ["before"] and summary["models"]["before"]["scores"] == SCORES
+    monkeypatch.setattr(rundir, "json", json)
+    run_forgetting(config, progress=False)
+    assert evaluated == ["before", "after", "after"]  # the first model's result was kept
+    assert list(json.loads((tmp_path / "forgetting.json").read_text())["models"]) == ["before", "after"]
+
+
+def test_a_folder_of_an_earlier_forgetting_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folders written before `r3 forgetting` had a run.json: refused (never guessed at); --overwrite
+    starts afresh."""
+    from r3.errors import R3Error
+    from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
+
+    no_lm_eval(monkeypatch, lambda *args: SCORES)
+    (tmp_path / "forgetting.json").write_text(
+        json.dumps({"models": {"before": {"settings": {}, "scores": {}}}})
+    )
+    config = ForgettingConfig(models=["before"], output_dir=str(tmp_path))
+    with pytest.raises(R3Error, match=r"holds forgetting.json but no run.json, so it cannot be resumed"):
+        run_forgetting(config, progress=False)
+    run_forgetting(
+        ForgettingConfig(models=["before"], output_dir=str(tmp_path), overwrite=True), progress=False
+    )
+    assert json.loads((tmp_path / "forgetting.json").read_text())["models"]["before"]["scores"] == SCORES

@@ -20,7 +20,8 @@ from r3.errors import DataError, R3Error
 from r3.generation.base import SamplingConfig, derive_seed
 from r3.generation.scripted import ScriptedGenerator
 from r3.mining.mine import MineConfig, attempt_key, mine
-from r3.mining.records import learnable, read_failures
+from r3.mining.records import FAILURES_FORMAT, FORMAT_KEY, learnable, read_failures
+from r3.rundir import FINGERPRINT_VERSION
 from r3.tasks.base import Example, Prompt, Verdict
 from test_mining_fakes import CoinTask, coin_generator, outcome
 
@@ -91,6 +92,26 @@ def rows(folder: Path) -> list[dict]:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def digest_before_format(path: Path) -> str:
+    """The digest of a failures file as written before rows carried `failures_format`: each row must
+    carry the current format, and the rest of the row must be byte for byte what was written before."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows and all(row.pop(FORMAT_KEY) == FAILURES_FORMAT for row in rows)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def digest_before_shared_fingerprint(path: Path) -> str:
+    """The digest of a mining run.json as written before every command shared `rundir.fingerprint`
+    (version 3 of mining's own, no `command`, the digest before `stop`): what it holds besides the
+    version and the command must not have changed."""
+    run = json.loads(path.read_text())
+    assert (run.pop("version"), run.pop("command")) == (FINGERPRINT_VERSION, "mine")
+    head = ["task", "task_class", "model", "num_queries", "examples_sha256", "stop"]
+    before = {"version": 3, **{k: run[k] for k in head}, **{k: v for k, v in run.items() if k not in head}}
+    return hashlib.sha256((json.dumps(before, indent=2, ensure_ascii=False) + "\n").encode()).hexdigest()
 
 
 def expected_successes(row: dict, number: int, config: MineConfig) -> int:
@@ -213,15 +234,16 @@ def test_screen_zero_writes_the_bytes_mined_before_screening_existed(tmp_path: P
     examples = task.load(None, limit=40, seed=1)
     config = MineConfig(budget=8, round_size=2, keep=2, seed=4, window=4, screen=0)
     mine(task, examples, coin_generator(), tmp_path / "coin", config, identity={"model": "coin-model"})
-    assert digest(tmp_path / "coin" / "failures.jsonl") == (
+    assert digest_before_format(tmp_path / "coin" / "failures.jsonl") == (
         "1f6f76ebd22038125922291e880b88930bcdea9f2791cbbc3502a194d10e821e"
     )
-    # The fingerprint too: folders mined before resume.
-    assert digest(tmp_path / "coin" / "run.json") == (
+    # The fingerprint holds what it held; only its version (now shared by every command) and the
+    # command are new, so folders mined before are refused with one line rather than resumed.
+    assert digest_before_shared_fingerprint(tmp_path / "coin" / "run.json") == (
         "9d71175a416b4447e968e9d1e5cd620025d13f17eef457e37c1577ebc419450a"
     )
     mine_screen(tmp_path / "chain", budget=4, keep=2, seed=3, rounds=3, window=5)
-    assert digest(tmp_path / "chain" / "failures.jsonl") == (
+    assert digest_before_format(tmp_path / "chain" / "failures.jsonl") == (
         "dd3c94b9c05bb8ba7e1c63148a40e322f3ff815ceb7653fd5a674ba3e2523e06"
     )
     summary = json.loads((tmp_path / "chain" / "summary.json").read_text())

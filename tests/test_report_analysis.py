@@ -6,12 +6,17 @@ from typing import Any
 
 import pytest
 
+from r3.evaluation.records import SampleRow
 from r3.reports import analysis
 
 
-def row(index: int, **fields: Any) -> dict[str, Any]:
+def row(index: int, **fields: Any) -> SampleRow:
+    """A `samples.jsonl` row as `r3 eval` writes it, read back as the report reads it."""
     base: dict[str, Any] = {
         "index": index,
+        "example": {"nums": [1, 2, 3], "target": 6},
+        "prompt": [{"role": "user", "content": "..."}],
+        "attempt_tokens": 5,
         "attempt": "<answer> 1 + 2 </answer>",
         "attempt_ok": False,
         "attempt_reason": "evaluates to 3, not 6",
@@ -24,7 +29,7 @@ def row(index: int, **fields: Any) -> dict[str, Any]:
     base.update(fields)
     base.setdefault("first_try_ok", bool(base["attempt_ok"]))
     base.setdefault("second_try_ok", bool(base["attempt_ok"] or base["retry_ok"]))
-    return base
+    return SampleRow.from_json(base, f"row {index}")
 
 
 SOLVED = {"attempt_ok": True, "attempt_reason": "", "reflection": None, "reflection_tokens": None,

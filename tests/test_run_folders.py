@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from r3.cli import main as r3_main
+from r3.rundir import FINGERPRINT_VERSION
 
 ROWS = [{"nums": [3, 5, 7], "target": t} for t in (11, 13, 17, 19)]
 
@@ -89,12 +90,19 @@ def test_sampled_eval_rows_do_not_depend_on_the_batch_size_or_on_resuming(
     assert r3_main(eval_argv(tiny_model_dir, data, resumed, *sampled, "--batch-size", "3")) == 0
     assert rows_of(resumed) == rows_of(whole)
     assert len({r["attempt"] for r in rows_of(whole)}) > 1  # really sampled: the rows differ
-    # A sampled folder written by an earlier sampler (no `sampler` key) is refused, not mixed.
+    # A folder written by an earlier r3 (which may have sampled another way) is refused in one line,
+    # not mixed: one of the shared number before, and one from before it (a sampler number, no version).
+    capsys.readouterr()
     run = json.loads((whole / "run.json").read_text())
-    del run["sampler"]
-    (whole / "run.json").write_text(json.dumps(run))
-    assert r3_main(eval_argv(tiny_model_dir, data, whole, *sampled)) == 2
-    assert "sampler: None -> 2" in capsys.readouterr().err
+    before = {**run, "version": FINGERPRINT_VERSION - 1}
+    older = {k: v for k, v in run.items() if k not in ("version", "command")} | {"sampler": 2}
+    for stored, named in ((before, FINGERPRINT_VERSION - 1), (older, None)):
+        (whole / "run.json").write_text(json.dumps(stored))
+        assert r3_main(eval_argv(tiny_model_dir, data, whole, *sampled)) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"written by an earlier version of r3 (run.json version {named}, this r3 writes " in err
+        assert len(err.splitlines()) == 1
+    assert rows_of(whole) == rows_of(resumed)  # nothing appended
 
 
 def test_where_rows_depend_on_the_batch_the_batch_size_is_part_of_the_run(

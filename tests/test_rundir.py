@@ -10,7 +10,7 @@ import pytest
 
 from r3.errors import R3Error
 from r3.evaluation.evaluate import EvalConfig, open_output
-from r3.rundir import RunFolder, read_log
+from r3.rundir import FINGERPRINT_VERSION, RunFolder, fingerprint, log_lines, read_log, torn_tail
 
 OWNED = ["rows.jsonl", "summary.json"]
 
@@ -70,3 +70,46 @@ def test_a_torn_tail_is_cut_and_a_damaged_middle_refused(tmp_path: Path) -> None
     log.write_bytes(b'{"i": 0}\nnot json\n{"i": 2}\n')
     with pytest.raises(R3Error, match="rows.jsonl: line 2 is not a JSON object but later lines are"):
         read_log(log)
+
+
+def test_fingerprint_orders_drops_and_resolves_by_one_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.jsonl").write_text("{}\n")
+    settings = {"data": "rows.jsonl", "model": "org/model", "a": 1, "unused": 2}
+    built = fingerprint(
+        "test",
+        settings,
+        examples_sha256="abc",
+        omit=["unused"],
+        batching={"window": 4},
+        paths=["data", "model"],
+    )
+    assert list(built.items()) == [
+        ("version", FINGERPRINT_VERSION),
+        ("command", "test"),
+        ("data", str(tmp_path / "rows.jsonl")),  # a local file: absolute
+        ("model", "org/model"),  # not a local path (a hub id): as given
+        ("a", 1),
+        ("window", 4),
+        ("examples_sha256", "abc"),
+    ]
+    assert "window" not in fingerprint("test", settings, batching=None)
+    with pytest.raises(ValueError, match="'version' is not a setting"):
+        fingerprint("test", {"version": 1})
+
+
+def test_torn_tail_says_whether_a_read_leaves_the_end_out(tmp_path: Path) -> None:
+    log = tmp_path / "rows.jsonl"
+    for text, torn in (
+        ('{"i": 0}\n', False),
+        ('{"i": 0}\n{"i"', True),
+        ('{"i": 0}\n[1]\n', True),
+        ("", False),
+    ):
+        log.write_text(text)
+        assert torn_tail(log) is torn, text
+    assert log_lines(tmp_path / "none.jsonl") == [] and not torn_tail(tmp_path / "none.jsonl")
+    log.write_text('{"i": 0}\n\n{"i": 1}\n')
+    assert log_lines(log) == [(1, {"i": 0}), (3, {"i": 1})]  # line numbers as an editor counts them

@@ -1,15 +1,19 @@
 """Output folders that resume safely: one implementation for every command that writes rows.
 
-A long job (`r3 eval`, `r3 mine`) opens its folder as a `RunFolder`:
+A long job (`r3 eval`, `r3 mine`, `r3 forgetting`) opens its folder as a `RunFolder`:
 
 - **a lock**: one writer per folder (a second command into the same folder is refused at once);
-- **a fingerprint** (`run.json`): every setting that changes what is sampled, and a digest of the
-  examples (`examples_digest`). Running again into the folder resumes when it matches and is refused
-  when it differs, with one message naming what changed, so that two runs' rows never mix;
+- **a fingerprint** (`run.json`, built by `fingerprint` for every command alike): the format version,
+  the command, every setting that changes what is written, and a digest of the examples
+  (`examples_digest`). Running again into the folder resumes when it matches and is refused when it
+  differs, with one message naming what changed, so that two runs' rows never mix; a folder of another
+  command, or of an earlier `FINGERPRINT_VERSION`, is refused with one line saying so;
 - **`--overwrite`**: removes exactly the files the job owns (nothing else in the folder) and starts
   afresh; files of the job without a `run.json` are refused rather than guessed at;
 - **crash recovery**: `rows(name)` reads a JSONL log and cuts a torn last line (a kill mid-write) off
-  the file, so appending continues cleanly; a damaged line followed by good ones is an error;
+  the file, so appending continues cleanly; a damaged line followed by good ones is an error. The same
+  reader (`read_log`, `log_lines`) serves every JSONL file that crosses stages (the report's samples,
+  training's failures), so they all treat a torn tail alike;
 - **durable appends**: `append(name, rows)` writes and fsyncs before returning, so a kill -9 loses
   at most the rows being written.
 
@@ -23,7 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,6 +38,16 @@ if TYPE_CHECKING:
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+#: What a damaged run folder's log tells the user to do.
+OVERWRITE = "use --overwrite to start afresh"
+#: The one version of every command's `run.json`. Raise it when a change of r3 makes any command write
+#: other rows for the same settings (how tokens are sampled, how seeds are derived, how mining's chains
+#: end) or changes what a fingerprint holds: every folder written before is then refused with one line,
+#: never continued with rows of another kind. Greedy `r3 eval` folders are refused too: one number for
+#: all is simpler to get right than one per thing a run may depend on.
+#: 4: the first shared number (before it, `r3 mine` wrote `version` 3 and `chain_seeds` 3, a sampled
+#: `r3 eval` wrote `sampler` 2, and `r3 forgetting` had no `run.json`).
+FINGERPRINT_VERSION = 4
 
 
 class RunFolder:
@@ -170,6 +184,7 @@ def _check(folder: Path, fingerprint: dict[str, Any], owned: Sequence[str], new_
         raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
     if not isinstance(stored, dict):
         raise R3Error(f"{run_file}: not a JSON object; use --overwrite to start afresh")
+    _check_writer(folder, stored, fingerprint)
     keys = list(fingerprint) + [k for k in stored if k not in fingerprint]
     skip = {k for k in new_keys if k not in stored or k not in fingerprint}
     diffs = [
@@ -185,13 +200,78 @@ def _check(folder: Path, fingerprint: dict[str, Any], owned: Sequence[str], new_
     return True
 
 
+def _check_writer(folder: Path, stored: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """Refuse, in one line of its own, a folder written by another version of r3 or by another command:
+    there every other key may differ too, and a list of them would hide the reason."""
+    if "version" in fingerprint and stored.get("version") != fingerprint["version"]:
+        old = stored.get("version")
+        newer = isinstance(old, int) and not isinstance(old, bool) and old > fingerprint["version"]
+        raise R3Error(
+            f"{folder} holds another run's output, written by {'a newer' if newer else 'an earlier'} "
+            f"version of r3 ({RUN_FILE} version {old!r}, this r3 writes {fingerprint['version']}), whose "
+            "rows cannot be continued: use another --output-dir, or --overwrite to start afresh"
+        )
+    if "command" in fingerprint and stored.get("command") != fingerprint["command"]:
+        raise R3Error(
+            f"{folder} holds another run's output, of `r3 {stored.get('command')}`, not "
+            f"`r3 {fingerprint['command']}`: use another --output-dir"
+        )
+
+
 def describe_change(key: str, old: Any, new: Any) -> str:
     """One fingerprint difference, in words a user can act on."""
     if key == "examples_sha256":
         return "examples_sha256: the examples differ (same --data name, different content?)"
-    if key in ("version", "sampler"):
-        return f"{key}: {old!r} -> {new!r} (an earlier version of r3 drew these samples another way)"
     return f"{key}: {old!r} -> {new!r}"
+
+
+def fingerprint(
+    command: str,
+    settings: Mapping[str, Any],
+    *,
+    examples_sha256: str | None = None,
+    omit: Iterable[str] = (),
+    batching: Mapping[str, Any] | None = None,
+    paths: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The `run.json` of one run of `r3 <command>`: what decides its rows, with the same rules for every
+    command, so that what one command's folder promises (resume only into the same run) every
+    command's does.
+
+    - `version` (`FINGERPRINT_VERSION`) and `command` come first: a folder of an earlier r3 or of
+      another command is refused with one line naming that (`RunFolder.open`).
+    - `settings`: what the command's rows depend on, less `omit`: settings that decide nothing in this
+      run (mining's screen settings without a screen) or, by the command's own rule, sit at the value
+      that the paper's protocol implies (eval's one round of reflect), so that a run.json lists what
+      counts.
+    - `paths`: settings that may name a local file or folder (data, model) are stored absolute when
+      they do, so that the same run started from another working directory is recognised.
+    - `batching`: the batch settings, given only where rows depend on their batch (`None` where they do
+      not: `models.batch_invariant`); the caller passes their names as `RunFolder.open(new_keys=...)`,
+      so that a run moved between a batch-invariant and a batch-dependent setup still resumes.
+    - `examples_sha256`: the digest of the examples (`examples_digest`), last."""
+    drop = set(omit)
+    local = set(paths)
+    out: dict[str, Any] = {"version": FINGERPRINT_VERSION, "command": command}
+    for key, value in settings.items():
+        if key in ("version", "command", "examples_sha256"):
+            raise ValueError(f"fingerprint: '{key}' is not a setting")  # a caller's bug, not a user's
+        if key not in drop:
+            out[key] = absolute_if_local(value) if key in local else value
+    if batching is not None:
+        out.update(batching)
+    if examples_sha256 is not None:
+        out["examples_sha256"] = examples_sha256
+    return out
+
+
+def absolute_if_local(value: Any) -> Any:
+    """A string naming an existing local path, as an absolute path; anything else as it is (a hub id,
+    a dataset name, None)."""
+    if not isinstance(value, str):
+        return value
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
 
 
 def examples_digest(task: Task, examples: Sequence[Example]) -> str:
@@ -229,17 +309,46 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def read_log(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
-    """The rows of a JSONL file appended to line by line.
+def read_log(path: Path, *, repair: bool = False, remedy: str = OVERWRITE) -> list[dict[str, Any]]:
+    """The rows of a JSONL file appended to line by line (`log_lines` without the line numbers)."""
+    return [row for _, row in log_lines(path, repair=repair, remedy=remedy)]
+
+
+def log_lines(
+    path: Path, *, repair: bool = False, remedy: str = OVERWRITE
+) -> list[tuple[int, dict[str, Any]]]:
+    """`(line number, row)` for every row of a JSONL file appended to line by line: the one reader of
+    the JSONL files that cross stages (logs, samples, failures), so a torn tail reads the same anywhere.
 
     A last line without its newline (a crash mid-write) is left out, and with `repair` cut off the
     file itself so that appending can continue cleanly. A damaged line followed by good ones means the
-    file was edited or corrupted: an error naming the file and line, rather than a guess."""
+    file was edited or corrupted: an error naming the file and line, and `remedy`, rather than a guess.
+    `torn_tail(path)` says whether a read leaves a line out."""
     if not path.is_file():
         return []
     data = path.read_bytes()
-    rows: list[dict[str, Any]] = []
-    good_end = 0  # byte offset just after the last line known good
+    rows, good_end = _scan(path, data, remedy)
+    if repair and good_end != len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(good_end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return rows
+
+
+def torn_tail(path: Path) -> bool:
+    """Whether `log_lines` leaves the end of `path` out: a last line without its newline, or last lines
+    that are not JSON objects (a crash mid-write)."""
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    return _scan(path, data, OVERWRITE)[1] != len(data)
+
+
+def _scan(path: Path, data: bytes, remedy: str) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """The rows of `data` with their line numbers, and the byte offset just after the last good line."""
+    rows: list[tuple[int, dict[str, Any]]] = []
+    good_end = 0
     bad_line: int | None = None
     pos = 0
     line_no = 0
@@ -256,7 +365,7 @@ def read_log(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             row = None
         if not isinstance(row, dict):
             bad_line = bad_line or line_no
@@ -264,13 +373,8 @@ def read_log(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
         if bad_line is not None:
             raise R3Error(
                 f"{path}: line {bad_line} is not a JSON object but later lines are; the file was changed "
-                "by hand or corrupted. Fix it, or use --overwrite to start afresh"
+                f"by hand or corrupted. Fix it, or {remedy}"
             )
-        rows.append(row)
+        rows.append((line_no, row))
         good_end = pos
-    if repair and good_end != len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(good_end)
-            handle.flush()
-            os.fsync(handle.fileno())
-    return rows
+    return rows, good_end

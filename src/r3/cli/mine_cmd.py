@@ -142,14 +142,6 @@ def _load_generator(args: MineArguments) -> Generator:
     return args.generator()
 
 
-def _absolute_if_local(value: str | None) -> str | None:
-    """A local path as an absolute path, so resuming from another folder is recognised as the same run."""
-    if value is None:
-        return None
-    path = Path(value).expanduser()
-    return str(path.resolve()) if path.exists() else value
-
-
 def run(args: MineArguments) -> int:
     config = args.mine_config()
     options = args.task_options()
@@ -159,10 +151,10 @@ def run(args: MineArguments) -> int:
     if not examples:
         raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
     check_reserved_fields(examples, args.data or f"{task.name} (generated)")
-    server = {"base_url": args.base_url} if args.backend == "openai" else {}  # old folders still resume
+    server = {"base_url": args.base_url} if args.backend == "openai" else {}  # only where it counts
     # Rows depend on the batch except on CPU in float32: then the batching is part of the run.
     batching = (
-        {}
+        None
         if batch_invariant(args.backend, args.dtype, args.device)
         else {"window": args.window, "batch_size": args.batch_size}
     )
@@ -170,13 +162,13 @@ def run(args: MineArguments) -> int:
         task,
         examples,
         config,
+        batching=batching,
         task_options=options,
-        data=_absolute_if_local(args.data),
-        model=_absolute_if_local(args.model) or "embedded",
+        data=args.data,
+        model=args.model or "embedded",
         backend=args.backend,
         dtype=args.dtype,
         **server,
-        **batching,
     )
     out = Path(args.output_dir or "")
     with RunStore.open(out, fingerprint, overwrite=args.overwrite) as store:

@@ -15,10 +15,11 @@ Run: `r3 eval --task countdown --limit 20 --output-dir runs/eval`
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from r3 import rundir
 from r3.episode import (
     Episode,
     EpisodeSampling,
@@ -27,7 +28,7 @@ from r3.episode import (
     check_second_try,
     run_episodes,
 )
-from r3.evaluation.stats import accuracy
+from r3.evaluation.records import NO_ROUND, Accuracy, EvalResults, RoundRow, SampleRow
 from r3.generation.base import Generator, SamplingConfig
 from r3.progress import ProgressReport
 from r3.provenance import git_commit, versions
@@ -89,50 +90,54 @@ def open_output(
     evaluation (then it resumes: `.resumed`).
 
     `check_only` writes nothing: the CLI calls it before loading the model, so that a wrong folder
-    is refused at once and a mistyped model leaves no trace.
-
-    The identity is every setting that changes what is sampled, and `digest`, a digest of the
-    examples themselves (a data file changed under the same path is another run). `chunk_size` (the
-    CLI's `--batch-size`) is in it only where rows depend on their batch (`models.batch_invariant`:
-    anything but the transformers backend on CPU in float32); elsewhere every example is seeded by its
-    index (`episode.seeded`), so a resume may use another. A sampled run records `sampler` (how tokens
-    are drawn: 2 since `generation.decode`), so a sampled folder from an earlier sampler is refused
-    rather than mixed; greedy rows do not depend on it. `second_try`, `rounds` and `base_url` count
-    except at their defaults, and the digest is a new key, so folders written before these existed
-    still resume."""
-    from r3.models import batch_invariant
-
-    identity: dict[str, Any] = asdict(config)
-    del identity["device"]
-    if batch_invariant(config.backend, config.dtype, config.device):
-        del identity["chunk_size"]
-    if config.temperature > 0:
-        identity["sampler"] = SAMPLER_VERSION
-    if digest is not None:
-        identity["examples_sha256"] = digest
-    if identity["second_try"] == "reflect":
-        del identity["second_try"]
-    if identity["rounds"] == 1:  # as second_try: one round is what folders written before hold
-        del identity["rounds"]
-    if identity["base_url"] is None:  # local backends: folders written before the option still resume
-        del identity["base_url"]
+    is refused at once and a mistyped model leaves no trace."""
     return RunFolder.open(
         output_dir,
-        identity,
+        run_fingerprint(config, digest),
         OUTPUTS,
         command="eval",
         overwrite=overwrite,
         check_only=check_only,
-        new_keys=NEW_IDENTITY_KEYS,
+        new_keys=(*BATCHING_KEYS, "examples_sha256"),
     )
 
 
-#: Identity keys one side's `run.json` may lack (`chunk_size`: compared only where rows depend on the
-#: batch, see `open_output`).
-NEW_IDENTITY_KEYS = ("examples_sha256", "chunk_size")
+#: Eval's batch setting: in the fingerprint only where rows depend on their batch (`run_fingerprint`),
+#: so compared only when both sides hold it, as the examples' digest is (`open_output` may be called
+#: without one, to check the settings alone).
+BATCHING_KEYS = ("chunk_size",)
 
-#: How sampled runs draw their tokens: 2 = `generation.decode` with per-example seeds.
-SAMPLER_VERSION = 2
+
+def run_fingerprint(config: EvalConfig, digest: str | None = None) -> dict[str, Any]:
+    """Eval's `run.json` (`rundir.fingerprint`): every setting that changes what is sampled, and
+    `digest`, a digest of the examples themselves (a data file changed under the same path is another
+    run).
+
+    `chunk_size` (the CLI's `--batch-size`) is in it only where rows depend on their batch
+    (`models.batch_invariant`: anything but the transformers backend on CPU in float32); elsewhere every
+    example is seeded by its index (`episode.seeded`), so a resume may use another. `device` decides
+    only that. `second_try`, `rounds` and `base_url` are written only away from the paper's protocol
+    (reflect, one round) and local backends, so a run.json reads as that protocol plus what differs.
+    How tokens are sampled is `rundir.FINGERPRINT_VERSION`, shared with every command."""
+    from r3.models import batch_invariant
+
+    omit = ["device", "chunk_size"]
+    if config.second_try == "reflect":
+        omit.append("second_try")
+    if config.rounds == 1:
+        omit.append("rounds")
+    if config.base_url is None:
+        omit.append("base_url")
+    return rundir.fingerprint(
+        "eval",
+        asdict(config),
+        examples_sha256=digest,
+        omit=omit,
+        batching=None
+        if batch_invariant(config.backend, config.dtype, config.device)
+        else {"chunk_size": config.chunk_size},
+        paths=("data", "model"),
+    )
 
 
 def evaluate(
@@ -144,9 +149,11 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run (or resume) an evaluation and write its files. Returns the results dict."""
+    """Run (or resume) an evaluation and write its files. Returns results.json's content
+    (`EvalResults.to_json`)."""
     with open_output(config, output_dir, overwrite, digest=examples_digest(task, examples)) as run:
-        rows = run.rows(SAMPLES_FILE)
+        where = str(run.path(SAMPLES_FILE))
+        rows = [SampleRow.from_json(r, f"{where}, row {i}") for i, r in enumerate(run.rows(SAMPLES_FILE), 1)]
         started = time.monotonic()
         sampling = config.sampling(task)
         with ProgressReport("eval", len(examples), enabled=progress) as report:
@@ -163,91 +170,74 @@ def evaluate(
                     rounds=config.rounds,
                 )
                 new_rows = [sample_row(task, ep, config.rounds) for ep in episodes]
-                run.append(SAMPLES_FILE, new_rows)
+                run.append(SAMPLES_FILE, [row.to_json() for row in new_rows])
                 rows.extend(new_rows)
                 report.advance(len(chunk), **_running_status(rows))
-        results = summarise(config, rows, getattr(generator, "model_name", config.model or "embedded"))
-        results["wall_seconds_this_run"] = round(time.monotonic() - started, 2)
-        if getattr(generator, "usage", None):  # a server's token counts (this invocation's requests)
-            results["usage_this_run"] = dict(generator.usage)  # type: ignore[attr-defined]
-        run.write_json("results.json", results)
+        results = replace(
+            summarise(config, rows, getattr(generator, "model_name", config.model or "embedded")),
+            wall_seconds_this_run=round(time.monotonic() - started, 2),
+            # A server's token counts (this invocation's requests).
+            usage_this_run=dict(getattr(generator, "usage", None) or {}) or None,
+        )
+        run.write_json("results.json", results.to_json())
         run.path("results.md").write_text(results_markdown(results))
-    return results
+    return results.to_json()
 
 
-def _running_status(rows: list[dict[str, Any]]) -> dict[str, str]:
+def _running_status(rows: list[SampleRow]) -> dict[str, str]:
     if not rows:
         return {"1st": "-", "2nd": "-"}
     n = len(rows)
-    first = sum(r["first_try_ok"] for r in rows)
-    second = sum(r["second_try_ok"] for r in rows)
+    first = sum(r.first_try_ok for r in rows)
+    second = sum(r.second_try_ok for r in rows)
     return {"1st": f"{first / n:.1%}", "2nd": f"{second / n:.1%}"}
 
 
-def sample_row(task: Task, ep: Episode, rounds: int = 1) -> dict[str, Any]:
+def sample_row(task: Task, ep: Episode, rounds: int = 1) -> SampleRow:
     """The per-example log line: enough to read what the model did and why it was judged so.
 
     The `reflection`/`retry` fields are round 1 (the paper's second try). With `rounds > 1` the row also
     has `rounds` (rounds 2..K: prompts, reflection, retry, verdict), `solved_round` (0 for the first
     attempt, k for round k's retry, None) and `stopped` (why it ended early, or None)."""
-    row: dict[str, Any] = {
-        "index": ep.index,
-        "example": task.to_record(ep.example),
-        "prompt": task.prompt(ep.example).messages,
-        "attempt": ep.attempt.text,
-        "attempt_ok": ep.attempt_verdict.ok,
-        "attempt_reason": ep.attempt_verdict.reason,
-        "attempt_tokens": ep.attempt.num_tokens,
-        "reflection_prompt": None,
-        "reflection": None,
-        "reflection_tokens": None,
-        "retry_prompt": None,
-        "retry": None,
-        "retry_ok": None,
-        "retry_reason": None,
-        "first_try_ok": ep.first_try_ok,
-        "second_try_ok": ep.second_try_ok,
-    }
-    if ep.first_round is not None:
-        row.update(round_fields(ep.first_round))
-    if rounds > 1:
-        row["rounds"] = [{"round": r.number, **round_fields(r)} for r in ep.later_rounds]
-        row["solved_round"] = ep.solved_round
-        row["stopped"] = ep.stopped
-    return row
+    return SampleRow(
+        index=ep.index,
+        example=task.to_record(ep.example),
+        prompt=task.prompt(ep.example).messages,
+        attempt=ep.attempt.text,
+        attempt_ok=ep.attempt_verdict.ok,
+        attempt_reason=ep.attempt_verdict.reason,
+        attempt_tokens=ep.attempt.num_tokens,
+        first_round=NO_ROUND if ep.first_round is None else round_row(ep.first_round),
+        first_try_ok=ep.first_try_ok,
+        second_try_ok=ep.second_try_ok,
+        later_rounds=[round_row(r) for r in ep.later_rounds] if rounds > 1 else None,
+        solved_round=ep.solved_round if rounds > 1 else None,
+        stopped=ep.stopped if rounds > 1 else None,
+    )
 
 
-def round_fields(done: Round) -> dict[str, Any]:
+def round_row(done: Round) -> RoundRow:
     """A round as the log shows it: the prompts the episode really sent (feedback mode's reflection chat
     holds the verifier's reason; resample's answer is the original prompt again, with no reflection),
     the answers and the retry's verdict."""
     reflection = done.reflection
-    return {
-        "reflection_prompt": done.reflection_prompt.messages if done.reflection_prompt else None,
-        "reflection": reflection.text if reflection else None,
-        "reflection_tokens": reflection.num_tokens if reflection else None,
-        "retry_prompt": done.retry_prompt.messages,
-        "retry": done.retry.text,
-        "retry_ok": done.retry_verdict.ok,
-        "retry_reason": done.retry_verdict.reason,
-    }
+    return RoundRow(
+        reflection_prompt=done.reflection_prompt.messages if done.reflection_prompt else None,
+        reflection=reflection.text if reflection else None,
+        reflection_tokens=reflection.num_tokens if reflection else None,
+        retry_prompt=done.retry_prompt.messages,
+        retry=done.retry.text,
+        retry_ok=done.retry_verdict.ok,
+        retry_reason=done.retry_verdict.reason,
+        number=done.number,
+    )
 
 
-def solved_round(row: dict[str, Any]) -> int | None:
-    """The round that solved a row (0: first attempt), from rows with or without `rounds`."""
-    if "solved_round" in row:
-        return row["solved_round"]
-    if row["first_try_ok"]:
-        return 0
-    return 1 if row["second_try_ok"] else None
-
-
-def rounds_accuracy(rows: list[dict[str, Any]], rounds: int) -> list[dict[str, Any]]:
+def rounds_accuracy(rows: list[SampleRow], rounds: int) -> list[Accuracy]:
     """Per round k = 1..K: examples solved on any attempt up to round k, with a Wilson interval."""
-    solved = [solved_round(r) for r in rows]
+    solved = [r.solved_at for r in rows]
     return [
-        {"round": k, **accuracy(sum(s is not None and s <= k for s in solved), len(rows))}
-        for k in range(1, rounds + 1)
+        Accuracy.of(sum(s is not None and s <= k for s in solved), len(rows)) for k in range(1, rounds + 1)
     ]
 
 
@@ -285,59 +275,59 @@ def second_try_note(config: EvalConfig) -> str:
     )
 
 
-def summarise(config: EvalConfig, rows: list[dict[str, Any]], model_name: str) -> dict[str, Any]:
+def summarise(config: EvalConfig, rows: list[SampleRow], model_name: str) -> EvalResults:
     n = len(rows)
-    reflection_tokens = [r["reflection_tokens"] for r in rows if r["reflection_tokens"] is not None]
+    reflection_tokens = [r.reflection_tokens for r in rows if r.reflection_tokens is not None]
     failure_reasons: dict[str, int] = {}
     for r in rows:
-        if not r["first_try_ok"]:
-            failure_reasons[r["attempt_reason"]] = failure_reasons.get(r["attempt_reason"], 0) + 1
-    return {
-        "task": config.task,
-        "model": model_name,
-        "n": n,
-        "first_try": accuracy(sum(r["first_try_ok"] for r in rows), n),
-        "second_try": accuracy(sum(r["second_try_ok"] for r in rows), n),
-        "second_try_protocol": config.second_try,
-        "rounds": rounds_accuracy(rows, config.rounds),
-        "second_try_note": second_try_note(config),
-        "retries": sum(r["retry"] is not None for r in rows),
-        "retry_fixed": sum(bool(r["retry_ok"]) for r in rows),
-        "reflection_tokens_mean": sum(reflection_tokens) / len(reflection_tokens)
-        if reflection_tokens
-        else None,
-        "first_try_failure_reasons": dict(sorted(failure_reasons.items(), key=lambda kv: -kv[1])[:10]),
-        "config": asdict(config),
-        "versions": versions(),
-        "git": git_commit(),
-    }
+        if not r.first_try_ok:
+            failure_reasons[r.attempt_reason] = failure_reasons.get(r.attempt_reason, 0) + 1
+    return EvalResults(
+        task=config.task,
+        model=model_name,
+        n=n,
+        first_try=Accuracy.of(sum(r.first_try_ok for r in rows), n),
+        second_try=Accuracy.of(sum(r.second_try_ok for r in rows), n),
+        second_try_protocol=config.second_try,
+        rounds=rounds_accuracy(rows, config.rounds),
+        second_try_note=second_try_note(config),
+        retries=sum(r.retry is not None for r in rows),
+        retry_fixed=sum(bool(r.retry_ok) for r in rows),
+        reflection_tokens_mean=sum(reflection_tokens) / len(reflection_tokens) if reflection_tokens else None,
+        first_try_failure_reasons=dict(sorted(failure_reasons.items(), key=lambda kv: -kv[1])[:10]),
+        config=asdict(config),
+        versions=versions(),
+        git=git_commit(),
+    )
 
 
-def results_markdown(results: dict[str, Any]) -> str:
-    """A readable table of one evaluation."""
+def results_markdown(results: EvalResults | dict[str, Any]) -> str:
+    """A readable table of one evaluation (typed results, or results.json's content)."""
+    if not isinstance(results, EvalResults):
+        results = EvalResults.from_json(results, "results")
+    n = results.n
 
-    def cell(block: dict[str, Any]) -> str:
-        lo, hi = block["ci95"]
-        return f"{block['accuracy']:.1%} ({block['correct']}/{results['n']}) | [{lo:.1%}, {hi:.1%}]"
+    def cell(block: Accuracy) -> str:
+        lo, hi = block.ci95
+        return f"{block.accuracy:.1%} ({block.correct}/{n}) | [{lo:.1%}, {hi:.1%}]"
 
-    mean = results["reflection_tokens_mean"]
-    protocol = results.get("second_try_protocol", "reflect")
-    note = results.get("second_try_note")
+    mean = results.reflection_tokens_mean
+    protocol = results.second_try_protocol
     lines = [
-        f"# R3 evaluation: {results['task']}",
+        f"# R3 evaluation: {results.task}",
         "",
-        f"Model: `{results['model']}`, {results['n']} examples.",
+        f"Model: `{results.model}`, {n} examples.",
         "",
         "| attempt | accuracy | 95% CI (Wilson) |",
         "|---|---|---|",
-        f"| first try | {cell(results['first_try'])} |",
-        f"| {SECOND_TRY_LABELS.get(protocol, f'second try ({protocol})')} | {cell(results['second_try'])} |",
-        *[f"| after round {r['round']} | {cell(r)} |" for r in results.get("rounds", [])[1:]],
+        f"| first try | {cell(results.first_try)} |",
+        f"| {SECOND_TRY_LABELS.get(protocol, f'second try ({protocol})')} | {cell(results.second_try)} |",
+        *[f"| after round {k} | {cell(block)} |" for k, block in results.by_round()[2:]],
         "",
-        f"Retries: {results['retries']}, fixed by the retry: {results['retry_fixed']}. "
+        f"Retries: {results.retries}, fixed by the retry: {results.retry_fixed}. "
         f"Mean reflection length: {'-' if mean is None else f'{mean:.1f} tokens'}.",
         "",
     ]
-    if note:
-        lines += [f"Second try: {note}", ""]
+    if results.second_try_note:
+        lines += [f"Second try: {results.second_try_note}", ""]
     return "\n".join(lines)

@@ -13,23 +13,32 @@ Output folder:
     forgetting.png       the changes with +-1.96 combined standard errors
     lm_eval/<label>/     lm-eval's own files (results_*.json, samples_*.jsonl)
 
-A model whose results are in `forgetting.json` under the same settings is not evaluated again, so an
-interrupted run continues with the next model.
+The folder is a `rundir.RunFolder`, as `r3 eval`'s and `r3 mine`'s are: one writer at a time (a lock),
+a `run.json` fingerprint of the settings every model shares (tasks, limit, few-shot, dtype, chat
+template, seed: another set of them into the same folder is refused with one line naming what changed,
+so the table never compares models scored differently; `--overwrite` starts afresh), and
+`forgetting.json` rewritten atomically and fsync'd after every model. A model whose results are in
+`forgetting.json` under the same settings is not evaluated again, so an interrupted run continues with
+the next model. Task names are checked before the folder is touched: a mistyped one leaves no trace.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r3 import rundir
 from r3.errors import R3Error
+from r3.rundir import RunFolder
 
 #: lm-eval task folders shipped with R3 (`r3_basics`: a local task that needs no download).
 BUILTIN_TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
 SUMMARY_FILE = "forgetting.json"
+#: Files this command owns in its folder (`--overwrite` removes exactly these and run.json; lm-eval's
+#: own files under `lm_eval/` are left alone).
+OWNED_FILES = (SUMMARY_FILE, "forgetting.md", "forgetting.png")
 
 
 @dataclass
@@ -62,7 +71,12 @@ class ForgettingConfig:
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16"})
     apply_chat_template: bool = field(default=False, metadata={"help": "lm-eval's --apply_chat_template"})
     seed: int = field(default=0, metadata={"help": "lm-eval's random, numpy, torch and few-shot seeds"})
-    overwrite: bool = field(default=False, metadata={"help": "evaluate every model again"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "start afresh (also in a folder run with other settings): evaluate every model again"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -84,8 +98,11 @@ class ForgettingConfig:
 
     def settings(self, model: str) -> dict[str, Any]:
         """What decides a model's scores: a stored result is reused only when these match."""
+        return {"model": model, **self.run_settings()}
+
+    def run_settings(self) -> dict[str, Any]:
+        """What decides every model's scores alike: the folder's fingerprint (`run_fingerprint`)."""
         return {
-            "model": model,
             "tasks": self.task_list,
             "include_path": [str(Path(p).resolve()) for p in self.include_path],
             "limit": self.limit,
@@ -117,30 +134,51 @@ def scores_of(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float | 
     return out
 
 
-def _load_summary(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+def run_fingerprint(config: ForgettingConfig) -> dict[str, Any]:
+    """The folder's `run.json` (`rundir.fingerprint`, as eval's and mine's): the settings every model
+    shares. The models are not in it: a folder gains models run by run (each kept with its own settings
+    in `forgetting.json`). Batch size and device are not either, as lm-eval treats them."""
+    return rundir.fingerprint("forgetting", config.run_settings())
+
+
+def _load_summary(run: RunFolder) -> dict[str, Any]:
+    """The summary of the runs into this folder so far (none when it is new or was started afresh)."""
+    path = run.path(SUMMARY_FILE)
+    if not run.resumed or not path.is_file():
         return {"models": {}}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise R3Error(f"{path}: not valid JSON; delete it or pass --overwrite true") from None
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict) or not isinstance(summary.get("models"), dict):
+        raise R3Error(f"{path}: not a summary written by r3 forgetting; delete it or pass --overwrite true")
+    return summary
 
 
-def _save_summary(path: Path, summary: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, path)
-
-
-def evaluate_model(config: ForgettingConfig, model: str, label: str, out: Path) -> dict[str, Any]:
-    """Run lm-eval on one model and save lm-eval's own files under `out/lm_eval/<label>/`."""
+def task_manager(config: ForgettingConfig) -> Any:
+    """lm-eval's `TaskManager` over its tasks, R3's and `--include_path`, with every `--tasks` name
+    checked: a mistyped name is one line before any model loads or any file is written."""
     try:
-        from lm_eval import simple_evaluate
-        from lm_eval.loggers import EvaluationTracker
-        from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise R3Error("r3 forgetting needs lm-evaluation-harness: pip install 'r3[forgetting]'") from None
+    manager = TaskManager(include_path=[str(BUILTIN_TASKS_DIR), *config.include_path])
+    unknown = [t for t in config.task_list if t not in manager.all_tasks]
+    if unknown:
+        raise R3Error(f"--tasks: lm-eval knows no task {', '.join(repr(t) for t in unknown)}")
+    return manager
+
+
+def evaluate_model(
+    config: ForgettingConfig, model: str, label: str, out: Path, manager: Any = None
+) -> dict[str, Any]:
+    """Run lm-eval on one model and save lm-eval's own files under `out/lm_eval/<label>/`. `manager`:
+    the `task_manager` (built here when not given)."""
+    manager = manager if manager is not None else task_manager(config)
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.models.huggingface import HFLM
+
     from r3.models import load_model_and_tokenizer, pick_device
 
     device = pick_device(config.device)
@@ -148,10 +186,6 @@ def evaluate_model(config: ForgettingConfig, model: str, label: str, out: Path) 
     tokenizer.padding_side = "right"  # lm-eval pads its own batches; generation's left padding is ours
     batch = config.batch_size if config.batch_size == "auto" else int(config.batch_size)
     harness_model = HFLM(pretrained=lm, tokenizer=tokenizer, batch_size=batch, device=device)
-    manager = TaskManager(include_path=[str(BUILTIN_TASKS_DIR), *config.include_path])
-    unknown = [t for t in config.task_list if t not in manager.all_tasks]
-    if unknown:
-        raise R3Error(f"--tasks: lm-eval knows no task {', '.join(repr(t) for t in unknown)}")
     tracker = EvaluationTracker(output_path=str(out / "lm_eval" / label))
     try:
         results = simple_evaluate(
@@ -185,24 +219,26 @@ def run_forgetting(config: ForgettingConfig, progress: bool = True) -> dict[str,
     """Evaluate each model (reusing stored results with the same settings) and write the report."""
     from r3.reports.forgetting import write_forgetting_report
 
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / SUMMARY_FILE
-    summary = {"models": {}} if config.overwrite else _load_summary(summary_path)
-    for model, label in zip(config.models, config.model_labels, strict=True):
-        settings = config.settings(model)
-        stored = summary["models"].get(label)
-        if stored and stored.get("settings") == settings:
+    identity = run_fingerprint(config)
+    options = {"command": "forgetting", "overwrite": config.overwrite}
+    RunFolder.open(config.output_dir, identity, OWNED_FILES, check_only=True, **options)  # before lm-eval
+    manager = task_manager(config)
+    with RunFolder.open(config.output_dir, identity, OWNED_FILES, **options) as run:
+        summary = _load_summary(run)
+        for model, label in zip(config.models, config.model_labels, strict=True):
+            settings = config.settings(model)
+            stored = summary["models"].get(label)
+            if stored and stored.get("settings") == settings:
+                if progress:
+                    print(f"r3 forgetting: {label}: results stored, not evaluated again", flush=True)
+                continue
             if progress:
-                print(f"r3 forgetting: {label}: results stored, not evaluated again", flush=True)
-            continue
-        if progress:
-            print(f"r3 forgetting: {label}: lm-eval on {', '.join(config.task_list)}", flush=True)
-        summary["models"][label] = {"settings": settings, "scores": evaluate_model(config, model, label, out)}
-        _save_summary(summary_path, summary)  # after every model: an interruption loses one at most
-    order = config.model_labels
-    summary["order"] = order
-    summary["config"] = asdict(config)
-    _save_summary(summary_path, summary)
-    write_forgetting_report(summary, out)
+                print(f"r3 forgetting: {label}: lm-eval on {', '.join(config.task_list)}", flush=True)
+            scores = evaluate_model(config, model, label, run.folder, manager)
+            summary["models"][label] = {"settings": settings, "scores": scores}
+            run.write_json(SUMMARY_FILE, summary)  # after every model: an interruption loses one at most
+        summary["order"] = config.model_labels
+        summary["config"] = asdict(config)
+        run.write_json(SUMMARY_FILE, summary)
+        write_forgetting_report(summary, run.folder)
     return summary

@@ -67,6 +67,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r3 import rundir
 from r3.episode import Episode, EpisodeSampling, Turn, next_turn, reflect_and_retry, safe_verify
 from r3.errors import R3Error
 from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
@@ -80,9 +81,6 @@ PROGRESS_FILE = "progress.jsonl"
 SUMMARY_FILE = "summary.json"
 #: Files this module owns in an output folder (`--overwrite` removes exactly these and run.json).
 OWNED_FILES = (FAILURES_FILE, PROGRESS_FILE, SUMMARY_FILE)
-#: 2: a seed per request and windows of queries (rows of version 1 were sampled another way).
-#: 3: the token loop of `generation.decode` and hashed seeds (`base.derive_seed`).
-FINGERPRINT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -224,8 +222,8 @@ class MineSummary:
 # Sampling one query
 
 
-#: Fingerprint keys present only where rows depend on their batch (`models.batch_invariant`); folders
-#: written before they existed still resume.
+#: Fingerprint keys present only where rows depend on their batch (`models.batch_invariant`), compared
+#: only when both sides hold them (`rundir.fingerprint`).
 BATCHING_KEYS = ("window", "batch_size")
 
 
@@ -425,43 +423,45 @@ def mine_window(
 
 
 def run_fingerprint(
-    task: Task, examples: Sequence[Example], config: MineConfig, **identity: Any
+    task: Task,
+    examples: Sequence[Example],
+    config: MineConfig,
+    *,
+    batching: Mapping[str, Any] | None = None,
+    **identity: Any,
 ) -> dict[str, Any]:
-    """Everything that decides which rows a run writes. `identity` adds e.g. model, data, backend.
+    """Mining's `run.json` (`rundir.fingerprint`): everything that decides which rows a run writes.
+    `identity` adds e.g. model, data, backend (local paths stored absolute); `batching` the window and
+    batch size where rows depend on their batch (`BATCHING_KEYS`, `models.batch_invariant`).
 
     `--limit` is not stored as such: the number and digest of the examples capture it, so that
-    `--limit 100` and no limit on a 100-row file are the same run."""
-    return {
-        "version": FINGERPRINT_VERSION,
+    `--limit 100` and no limit on a 100-row file are the same run. Of the config, not `window` (each
+    query keeps its seeds whatever its window, so on CPU in float32 a run may resume with another;
+    where rows depend on the batch it comes in `batching`), the round fields only when rounds > 1 and
+    the screen's only when screen > 0; the reflection budget counts when either samples reflections."""
+    omit = ["window"]
+    if config.rounds == 1:
+        omit.append("rounds")
+    if config.rounds == 1 and config.screen == 0:
+        omit.append("reflection_max_new_tokens")
+    if config.screen == 0:
+        omit += ["screen", "screen_retry_temperature"]
+    settings = {
         "task": task.name,
         "task_class": f"{type(task).__module__}:{type(task).__qualname__}",
         **identity,
         "num_queries": len(examples),
-        "examples_sha256": examples_digest(task, examples),
         "stop": list(task.stop),
-        **_config_identity(config),
+        **asdict(config),
     }
-
-
-def _config_identity(config: MineConfig) -> dict[str, Any]:
-    """The config's fields that decide the rows: not `window` (each query keeps its seeds whatever
-    its window, so on CPU in float32 a run may resume with another; where rows depend on the batch,
-    `r3 mine` adds the window and batch size itself, `BATCHING_KEYS`), the round fields only when
-    rounds > 1 and the screen's only when screen > 0, so folders mined before they existed (one round,
-    no screen) still resume. The reflection budget counts when either samples reflections."""
-    fields = asdict(config)
-    del fields["window"]
-    if config.rounds == 1:
-        del fields["rounds"]
-    else:
-        # 2: chains are seeded as episodes; 3: a chain stops where its history no longer fits the model's
-        # context (`episode.next_turn`), as eval's rounds do. Chains mined before either are not resumed.
-        fields["chain_seeds"] = 3
-    if config.rounds == 1 and config.screen == 0:
-        del fields["reflection_max_new_tokens"]
-    if config.screen == 0:
-        del fields["screen"], fields["screen_retry_temperature"]
-    return fields
+    return rundir.fingerprint(
+        "mine",
+        settings,
+        examples_sha256=examples_digest(task, examples),
+        omit=omit,
+        batching=batching,
+        paths=("data", "model"),
+    )
 
 
 class RunStore:

@@ -13,23 +13,39 @@ own fields at the top level (as the task stores them, see `Task.to_record`) plus
                      (`learnable` reads it)
     samples_drawn    attempts sampled for this query
     successes        how many of them the verifier accepted
+    failures_format  the row's format (`FAILURES_FORMAT`), on every row written since it existed; a row
+                     without it is format 1, the format before (the same fields), and still reads. A
+                     row of a later format than this r3 knows is refused with one line. (Not `format`:
+                     the example's own fields share the row, and that name is a likely column.)
 
-Everything is plain JSON so `datasets.load_dataset("json", data_files=...)` loads it.
+Everything is plain JSON so `datasets.load_dataset("json", data_files=...)` loads it. `read_failures`
+reads it as the run folders' logs are read (`rundir.log_lines`): a last line cut short by a kill of
+`r3 mine` mid-write is left out, with a warning, since every line before it is a query committed whole
+and the cut one is the query a resumed `r3 mine` mines again; a damaged line followed by good ones is an
+error.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from r3.errors import DataError
+from r3.rundir import log_lines, torn_tail
 from r3.tasks.base import Example, Task
-from r3.tasks.files import read_jsonl
 from r3.text import clip
 
-RESERVED = ("task", "query_index", "failed_attempts", "samples_drawn", "successes")
+#: The format of the rows `FailureRecord.to_json` writes. 1: the rows written before the field existed
+#: (no `failures_format`); 2: the same fields, with `failures_format`.
+FAILURES_FORMAT = 2
+FORMAT_KEY = "failures_format"
+#: Fields every row has, whatever its format.
+REQUIRED = ("task", "query_index", "failed_attempts", "samples_drawn", "successes")
+#: Names the failures file uses for itself: an example may not have a field of these names.
+RESERVED = (*REQUIRED, FORMAT_KEY)
 
 
 def check_reserved_fields(examples: list[Example], source: str) -> None:
@@ -59,6 +75,7 @@ class FailureRecord:
     successes: int
 
     def to_json(self, task: Task) -> dict[str, Any]:
+        """The row as `r3 mine` writes it, in the current format (`FAILURES_FORMAT`)."""
         row = task.to_record(self.example)
         clash = [k for k in RESERVED if k in row]
         if clash:
@@ -72,7 +89,64 @@ class FailureRecord:
             samples_drawn=self.samples_drawn,
             successes=self.successes,
         )
+        row[FORMAT_KEY] = FAILURES_FORMAT
         return row
+
+    @classmethod
+    def from_json(cls, row: Any, task: Task, source: str, line_no: int | None = None) -> FailureRecord:
+        """A row of any format this r3 knows (`row_format`), checked: a `DataError` naming `source`, the
+        line and the field otherwise."""
+        if not isinstance(row, dict):
+            raise DataError(source, line_no, None, "expected an object")
+        row_format(row, source, line_no)
+        for key in REQUIRED:
+            if key not in row:
+                raise DataError(source, line_no, key, "missing (is this a file written by `r3 mine`?)")
+        if row["task"] != task.name:
+            raise DataError(source, line_no, "task", f"'{row['task']}' does not match the task '{task.name}'")
+        attempts = row["failed_attempts"]
+        if (
+            not isinstance(attempts, list)
+            or not attempts
+            or not all(isinstance(a, dict) and isinstance(a.get("completion"), str) for a in attempts)
+        ):
+            raise DataError(
+                source, line_no, "failed_attempts", "expected a non-empty list of {completion, reason}"
+            )
+        for key in ("query_index", "samples_drawn", "successes"):
+            if not _is_count(row[key]):
+                raise DataError(
+                    source, line_no, key, f"expected a whole number (got {clip(repr(row[key]), 40)})"
+                )
+        example = task.validate({k: v for k, v in row.items() if k not in RESERVED}, line_no, source)
+        return cls(
+            task=row["task"],
+            query_index=row["query_index"],
+            example=example,
+            failed_attempts=[_attempt(a, source, line_no, i) for i, a in enumerate(attempts)],
+            samples_drawn=row["samples_drawn"],
+            successes=row["successes"],
+        )
+
+
+def row_format(row: dict[str, Any], source: str, line_no: int | None = None) -> int:
+    """The format of a failures row: its `failures_format`, or 1 (the format before the field) when it
+    has none (or null, as `datasets` writes a field back that some rows lack)."""
+    value = row.get(FORMAT_KEY)
+    if value is None:
+        return 1
+    if not _is_count(value) or value < 1:
+        raise DataError(
+            source, line_no, FORMAT_KEY, f"expected a format number (got {clip(repr(value), 40)})"
+        )
+    if value > FAILURES_FORMAT:
+        raise DataError(
+            source,
+            line_no,
+            FORMAT_KEY,
+            f"format {value} was written by a newer r3; this one reads formats 1 to {FAILURES_FORMAT}",
+        )
+    return int(value)
 
 
 def learnable(attempt: dict[str, Any]) -> bool | None:
@@ -138,41 +212,19 @@ def _attempt(raw: dict[str, Any], source: str, line_no: int, number: int = 0) ->
 
 
 def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
-    """Read and validate a failures file written by `r3 mine` (any task's rows are refused)."""
+    """Read and validate a failures file written by `r3 mine` (any task's rows are refused), with the
+    run folders' reader (`rundir.log_lines`): a torn last line is left out with a warning."""
     file = Path(path)
     if not file.is_file():
         raise DataError(str(file), None, None, "no such failures file (run `r3 mine` first)")
-    records: list[FailureRecord] = []
-    for line_no, row in read_jsonl(file):
-        if not isinstance(row, dict):
-            raise DataError(str(file), line_no, None, "expected an object")
-        for key in RESERVED:
-            if key not in row:
-                raise DataError(str(file), line_no, key, "missing (is this a file written by `r3 mine`?)")
-        if row["task"] != task.name:
-            raise DataError(
-                str(file), line_no, "task", f"'{row['task']}' does not match the task '{task.name}'"
-            )
-        attempts = row["failed_attempts"]
-        if (
-            not isinstance(attempts, list)
-            or not attempts
-            or not all(isinstance(a, dict) and isinstance(a.get("completion"), str) for a in attempts)
-        ):
-            raise DataError(
-                str(file), line_no, "failed_attempts", "expected a non-empty list of {completion, reason}"
-            )
-        example = task.validate({k: v for k, v in row.items() if k not in RESERVED}, line_no, str(file))
-        records.append(
-            FailureRecord(
-                task=row["task"],
-                query_index=int(row["query_index"]),
-                example=example,
-                failed_attempts=[_attempt(a, str(file), line_no, i) for i, a in enumerate(attempts)],
-                samples_drawn=int(row["samples_drawn"]),
-                successes=int(row["successes"]),
-            )
+    lines = log_lines(file, remedy="mine it again (`r3 mine --overwrite`)")
+    if torn_tail(file):
+        warnings.warn(
+            f"{file}: the last line is incomplete (`r3 mine` was stopped mid-write); read without it. "
+            "Run the same `r3 mine` again to mine that query",
+            stacklevel=2,
         )
+    records = [FailureRecord.from_json(row, task, str(file), line_no) for line_no, row in lines]
     if not records:
         raise DataError(str(file), None, None, "contains no failures")
     return records

@@ -1,9 +1,10 @@
 """What the reflections of an evaluation did: pure functions over `samples.jsonl` rows (`r3 eval`).
 
-Each row is one example (see `r3.evaluation.evaluate.sample_row`); the fields used here are
-`index`, `attempt`, `attempt_ok`, `attempt_reason`, `reflection`, `reflection_tokens`, `retry`,
-`retry_ok`, `first_try_ok` and `second_try_ok`. `reflection` is None when the first try succeeded or
-the run's second try was `resample`; `retry` is None when there was no second try.
+Each row is one example, a `SampleRow` (`r3.evaluation.records`, written by
+`r3.evaluation.evaluate.sample_row`); the fields used here are `index`, `attempt`, `attempt_ok`,
+`attempt_reason`, `reflection`, `reflection_tokens`, `retry`, `retry_ok`, `first_try_ok` and
+`second_try_ok`. `reflection` is None when the first try succeeded or the run's second try was
+`resample`; `retry` is None when there was no second try.
 
 - Failure reasons are grouped into categories by `reason_category`: numbers become `N` and quoted
   text becomes `'…'`, so "number 7 used twice" and "number 3 used twice" are one category, whatever
@@ -20,12 +21,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
 
+from r3.evaluation.records import SampleRow
 from r3.tasks.countdown import extract_answer
 from r3.tasks.tool_calls import extract_calls
 
-Row = dict[str, Any]
+Row = SampleRow
 
 #: Categories shown in the fix-rate table; the rest are summed up as `OTHER`.
 TOP_REASONS = 8
@@ -51,7 +52,7 @@ def reason_category(reason: str | None) -> str:
 
 def retried(rows: Iterable[Row]) -> list[Row]:
     """Rows whose first attempt failed and that have a verified retry."""
-    return [r for r in rows if not r.get("attempt_ok") and r.get("retry") is not None]
+    return [r for r in rows if not r.attempt_ok and r.retry is not None]
 
 
 def fix_rates_by_reason(
@@ -66,9 +67,9 @@ def fix_rates_by_reason(
     for rows in runs:
         per: dict[str, list[int]] = {}
         for row in retried(rows):
-            category = reason_category(row.get("attempt_reason"))
+            category = reason_category(row.attempt_reason)
             cell = per.setdefault(category, [0, 0])
-            cell[0] += bool(row.get("retry_ok"))
+            cell[0] += bool(row.retry_ok)
             cell[1] += 1
             total[category] += 1
         counts.append(per)
@@ -86,11 +87,7 @@ def fix_rates_by_reason(
 
 def reflection_lengths(rows: Iterable[Row]) -> list[int]:
     """Token counts of the reflections that were written."""
-    return [
-        int(r["reflection_tokens"])
-        for r in rows
-        if r.get("reflection") is not None and r.get("reflection_tokens")
-    ]
+    return [r.reflection_tokens for r in rows if r.reflection is not None and r.reflection_tokens]
 
 
 def _quantile(ordered: Sequence[int], q: float) -> float:
@@ -135,23 +132,22 @@ def _squash(text: str) -> str:
 
 def repeats_attempt(row: Row) -> bool:
     """Whether the retry is the failed attempt again (equal once whitespace runs are collapsed)."""
-    attempt, retry = row.get("attempt"), row.get("retry")
-    if not isinstance(attempt, str) or not isinstance(retry, str):
+    if row.retry is None:
         return False
-    return _squash(attempt) == _squash(retry)
+    return _squash(row.attempt) == _squash(row.retry)
 
 
 def reflection_behaviour(rows: Iterable[Row]) -> dict[str, int]:
     """Counts: reflections written and how many contain an answer; retries of failed attempts, how
     many were fixed and how many repeat the failed attempt."""
     rows = list(rows)
-    reflections = [r["reflection"] for r in rows if r.get("reflection") is not None]
+    reflections = [r.reflection for r in rows if r.reflection is not None]
     tries = retried(rows)
     return {
         "reflections": len(reflections),
         "with_answer": sum(contains_answer(t) for t in reflections),
         "retries": len(tries),
-        "fixed": sum(bool(r.get("retry_ok")) for r in tries),
+        "fixed": sum(bool(r.retry_ok) for r in tries),
         "repeats": sum(repeats_attempt(r) for r in tries),
     }
 
@@ -159,12 +155,12 @@ def reflection_behaviour(rows: Iterable[Row]) -> dict[str, int]:
 def fixed_only_by(candidate: Iterable[Row], baseline: Iterable[Row]) -> list[int]:
     """Indices of the examples that `candidate`'s retry fixed (first try failed, second try right)
     and `baseline` did not solve on either try, among the examples both runs hold."""
-    base = {r["index"]: r for r in baseline}
+    base = {r.index: r for r in baseline}
     out = []
     for row in candidate:
-        other = base.get(row["index"])
+        other = base.get(row.index)
         if other is None:
             continue
-        if not row.get("first_try_ok") and row.get("second_try_ok") and not other.get("second_try_ok"):
-            out.append(row["index"])
+        if not row.first_try_ok and row.second_try_ok and not other.second_try_ok:
+            out.append(row.index)
     return sorted(out)

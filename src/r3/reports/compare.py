@@ -3,7 +3,8 @@
     r3 report runs/demo/eval-vanilla runs/demo/eval-trained --output-dir runs/demo/report
     r3 report runs/demo/eval-vanilla runs/demo/eval-trained runs/demo/trained --output-dir ...
 
-Reads each `r3 eval` folder's `results.json` and `samples.jsonl` and each `r3 train` folder's
+Reads each `r3 eval` folder's `results.json` and `samples.jsonl` as typed records
+(`r3.evaluation.records`: a file lacking a field is one error naming it) and each `r3 train` folder's
 `r3_training.json`, and writes `report.md` with
 
 - the accuracy table and `accuracy.png` (first/second try with 95% intervals);
@@ -22,9 +23,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from r3.errors import R3Error
+from r3.evaluation.records import Accuracy, EvalResults, SampleRow, read_results, read_samples
 from r3.reports import analysis
 from r3.reports.training import (
     SUMMARY_FILE,
@@ -34,7 +35,6 @@ from r3.reports.training import (
     training_series,
     training_table,
 )
-from r3.rundir import read_log
 from r3.text import clip
 
 
@@ -44,8 +44,8 @@ class EvalRun:
 
     label: str
     folder: Path
-    results: dict[str, Any]
-    samples: list[dict[str, Any]]
+    results: EvalResults
+    samples: list[SampleRow]
 
 
 @dataclass
@@ -63,15 +63,13 @@ def load_run(folder: str | Path, label: str | None = None) -> EvalRun:
     results_file = path / "results.json"
     if not results_file.is_file():
         raise R3Error(f"{path}: no results.json (is this an `r3 eval` output folder?)")
-    results = json.loads(results_file.read_text())
-    return EvalRun(label or path.name, path, results, read_log(path / "samples.jsonl"))
+    return EvalRun(label or path.name, path, read_results(results_file), read_samples(path / "samples.jsonl"))
 
 
 def protocol(run: EvalRun) -> str:
-    """The run's second-try protocol (`r3 eval --second-try`); results written before the option
-    existed were all `reflect`."""
-    r = run.results
-    return str(r.get("second_try_protocol") or r.get("config", {}).get("second_try") or "reflect")
+    """The run's second-try protocol (`r3 eval --second-try`; `reflect` for results written before
+    the option existed, see `EvalResults.from_json`)."""
+    return run.results.second_try_protocol
 
 
 def comparison_table(runs: list[EvalRun]) -> str:
@@ -91,16 +89,15 @@ def comparison_table(runs: list[EvalRun]) -> str:
     for run in runs:
         r = run.results
         cells = []
-        for key in ("first_try", "second_try"):
-            block = r[key]
-            lo, hi = block["ci95"]
-            delta = block["accuracy"] - base[key]["accuracy"]
+        for block, first in ((r.first_try, base.first_try), (r.second_try, base.second_try)):
+            lo, hi = block.ci95
+            delta = block.accuracy - first.accuracy
             change = "" if run is runs[0] else f" ({delta:+.1%})"
-            cells.append(f"{block['accuracy']:.1%}{change} [{lo:.1%}, {hi:.1%}]")
-        mean = r.get("reflection_tokens_mean")
-        fixed = f"{r.get('retry_fixed', 0)}/{r.get('retries', 0)}"
+            cells.append(f"{block.accuracy:.1%}{change} [{lo:.1%}, {hi:.1%}]")
+        mean = r.reflection_tokens_mean
+        fixed = f"{r.retry_fixed}/{r.retries}"
         lines.append(
-            f"| {run.label} | `{r['model']}` | {r['n']} | "
+            f"| {run.label} | `{r.model}` | {r.n} | "
             + (f"{protocol(run)} | " if mixed else "")
             + f"{cells[0]} | {cells[1]} | {fixed} | "
             f"{'-' if mean is None else f'{mean:.1f}'} |"
@@ -110,7 +107,7 @@ def comparison_table(runs: list[EvalRun]) -> str:
 
 def reflection_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 600) -> str:
     """The reflections each run wrote for the same examples, side by side."""
-    by_run = [{s["index"]: s for s in run.samples if s.get("reflection")} for run in runs]
+    by_run = [{s.index: s for s in run.samples if s.reflection} for run in runs]
     shared = sorted(set.intersection(*(set(m) for m in by_run))) if by_run else []
     if not shared:
         shared = sorted(by_run[0]) if by_run else []
@@ -121,11 +118,9 @@ def reflection_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 60
             s = samples.get(index)
             if s is None:
                 continue
-            text = s["reflection"].strip().replace("\n", " ")
+            text = (s.reflection or "").strip().replace("\n", " ")
             text = text if len(text) <= max_chars else text[:max_chars] + " ..."
-            verdict = (
-                "retry succeeded" if s.get("retry_ok") else f"retry failed: {s.get('retry_reason') or '-'}"
-            )
+            verdict = "retry succeeded" if s.retry_ok else f"retry failed: {s.retry_reason or '-'}"
             parts.append(f"**{run.label}** ({verdict}):\n\n> {text}\n")
     return "\n".join(parts) if parts else "_No reflections were written (every first attempt succeeded)._"
 
@@ -138,21 +133,21 @@ def plot_accuracy(runs: list[EvalRun], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(runs), 3.6))
     width = 0.38
-    for offset, key, name in (
-        (-width / 2, "first_try", "first try"),
-        (width / 2, "second_try", "second try"),
+    for offset, blocks, name in (
+        (-width / 2, [run.results.first_try for run in runs], "first try"),
+        (width / 2, [run.results.second_try for run in runs], "second try"),
     ):
         xs = [i + offset for i in range(len(runs))]
-        acc = [run.results[key]["accuracy"] * 100 for run in runs]
+        acc = [block.accuracy * 100 for block in blocks]
         # Clamped at 0: results.json files written before the interval was exact at 0% and 100%
         # can hold a bound a rounding error on the wrong side of the accuracy.
-        lo = [max(0.0, a - run.results[key]["ci95"][0] * 100) for a, run in zip(acc, runs, strict=True)]
-        hi = [max(0.0, run.results[key]["ci95"][1] * 100 - a) for a, run in zip(acc, runs, strict=True)]
+        lo = [max(0.0, a - block.ci95[0] * 100) for a, block in zip(acc, blocks, strict=True)]
+        hi = [max(0.0, block.ci95[1] * 100 - a) for a, block in zip(acc, blocks, strict=True)]
         ax.bar(xs, acc, width, yerr=[lo, hi], capsize=4, label=name)
     ax.set_xticks(range(len(runs)), [run.label for run in runs])
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{runs[0].results['task']}: first and second try (95% Wilson CI)")
+    ax.set_title(f"{runs[0].results.task}: first and second try (95% Wilson CI)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -257,30 +252,30 @@ def fixed_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 500) ->
     if len(runs) < 2:
         return ""
     base = runs[0]
-    base_rows = {s["index"]: s for s in base.samples}
+    base_rows = {s.index: s for s in base.samples}
     parts: list[str] = []
     for run in runs[1:]:
         indices = analysis.fixed_only_by(run.samples, base.samples)
         noun = "example" if len(indices) == 1 else "examples"
         parts.append(f"### Fixed by {run.label}, not by {base.label}: {len(indices)} {noun}\n")
-        rows = {s["index"]: s for s in run.samples}
+        rows = {s.index: s for s in run.samples}
         for index in indices[:count]:
-            example = json.dumps(rows[index].get("example"), ensure_ascii=False)
+            example = json.dumps(rows[index].example, ensure_ascii=False)
             parts.append(f"#### Example {index}\n\n`{_clip(example, 300)}`\n")
             for label, row in ((base.label, base_rows[index]), (run.label, rows[index])):
-                if row.get("first_try_ok"):
+                if row.first_try_ok:
                     parts.append(f"**{label}**: first attempt right.\n")
                     continue
-                attempt = _clip(row.get("attempt"), max_chars)
+                attempt = _clip(row.attempt, max_chars)
                 lines = [
                     f"**{label}**",
                     "",
-                    f"- attempt ({row.get('attempt_reason') or 'failed'}): `{attempt}`",
-                    f"- reflection: {_clip(row.get('reflection'), max_chars) or '_(none)_'}",
+                    f"- attempt ({row.attempt_reason or 'failed'}): `{attempt}`",
+                    f"- reflection: {_clip(row.reflection, max_chars) or '_(none)_'}",
                 ]
-                if row.get("retry") is not None:
-                    verdict = "right" if row.get("retry_ok") else f"failed: {row.get('retry_reason') or '-'}"
-                    lines.append(f"- retry ({verdict}): `{_clip(row.get('retry'), max_chars)}`")
+                if row.retry is not None:
+                    verdict = "right" if row.retry_ok else f"failed: {row.retry_reason or '-'}"
+                    lines.append(f"- retry ({verdict}): `{_clip(row.retry, max_chars)}`")
                 parts.append("\n".join(lines) + "\n")
         if len(indices) > count:
             parts.append(f"_... and {len(indices) - count} more (see samples.jsonl)._\n")
@@ -353,12 +348,10 @@ def plot_fix_rates(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, i
     return True
 
 
-def run_rounds(run: EvalRun) -> list[dict[str, Any]]:
+def run_rounds(run: EvalRun) -> list[tuple[int, Accuracy]]:
     """Accuracy after round 0 (the first try), 1, ..., K; results.json files written before `rounds`
     existed have rounds 0 and 1 (first and second try)."""
-    first = {"round": 0, **run.results["first_try"]}
-    later = run.results.get("rounds") or [{"round": 1, **run.results["second_try"]}]
-    return [first, *later]
+    return run.results.by_round()
 
 
 def rounds_table(runs: list[EvalRun]) -> str:
@@ -367,7 +360,7 @@ def rounds_table(runs: list[EvalRun]) -> str:
     header = ["run", "protocol", *[f"round {k}" if k else "first try" for k in range(most)]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
-        cells = [f"{r['accuracy']:.1%} ({r['correct']}/{run.results['n']})" for r in run_rounds(run)]
+        cells = [f"{r.accuracy:.1%} ({r.correct}/{run.results.n})" for _, r in run_rounds(run)]
         cells += ["-"] * (most - len(cells))
         lines.append(f"| {run.label} | {protocol(run)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -383,16 +376,16 @@ def plot_rounds(runs: list[EvalRun], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for run in runs:
         points = run_rounds(run)
-        ks = [p["round"] for p in points]
-        ax.plot(ks, [p["accuracy"] * 100 for p in points], marker="o", label=f"{run.label} ({protocol(run)})")
+        ks = [k for k, _ in points]
+        ax.plot(ks, [p.accuracy * 100 for _, p in points], marker="o", label=f"{run.label} ({protocol(run)})")
         ax.fill_between(
-            ks, [p["ci95"][0] * 100 for p in points], [p["ci95"][1] * 100 for p in points], alpha=0.15
+            ks, [p.ci95[0] * 100 for _, p in points], [p.ci95[1] * 100 for _, p in points], alpha=0.15
         )
     most = max(len(run_rounds(run)) for run in runs)
     ax.set_xticks(range(most), ["first try", *[str(k) for k in range(1, most)]])
     ax.set_xlabel("round")
     ax.set_ylabel("solved so far (%)")
-    ax.set_title(f"{runs[0].results['task']}: accuracy by round (95% Wilson CI)")
+    ax.set_title(f"{runs[0].results.task}: accuracy by round (95% Wilson CI)")
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -417,7 +410,7 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
             "",
         ]
     body += ["![accuracy](accuracy.png)", ""]
-    if any(len(run.results.get("rounds") or []) > 1 for run in runs):  # some run went past round 1
+    if any(len(run.results.rounds) > 1 for run in runs):  # some run went past round 1
         plot_rounds(runs, out / "rounds.png")
         body += [
             "## Accuracy by round",
@@ -475,10 +468,10 @@ def write_report(folders: list[str], output_dir: str | Path, labels: list[str] |
     if not folders:
         raise R3Error("no folders to report on")
     runs, trainings = load_folders(folders, labels)
-    tasks = {run.results["task"] for run in runs}
+    tasks = {run.results.task for run in runs}
     if len(tasks) > 1:
         raise R3Error(f"the runs are of different tasks ({', '.join(sorted(tasks))}); compare like with like")
-    task = runs[0].results["task"] if runs else next((t.task for t in trainings if t.task), "training")
+    task = runs[0].results.task if runs else next((t.task for t in trainings if t.task), "training")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     body = [f"# R3 report: {task}", ""]
