@@ -11,12 +11,14 @@ from pathlib import Path
 from r3.errors import R3Error
 
 SUMMARY_FILE = "r3_training.json"  # = r3.training.trainer.SUMMARY_FILE (not imported: no torch here)
-#: The metrics plotted and tabulated, with their titles.
+#: The metrics plotted, with their titles. Plain GRPO (`mode: grpo`) logs its success as
+#: `r3/attempt_success`, plotted in the success panel (`SUCCESS_ALIASES`).
 CURVES = {
-    "r3/retry_success": "retry success (reward mean)",
+    "r3/retry_success": "success (reward mean: retry; GRPO: attempt)",
     "r3/groups_no_signal": "groups with no signal",
     "r3/reflection_length": "reflection length (tokens)",
 }
+SUCCESS_ALIASES = {"r3/attempt_success": "r3/retry_success"}
 
 Series = dict[str, list[tuple[int, float]]]
 
@@ -26,7 +28,7 @@ def is_training_folder(folder: str | Path) -> bool:
 
 
 def training_series(folder: str | Path) -> Series:
-    """Per-step `r3/...` metrics from a training folder's `r3_training.json` ({} when it has none)."""
+    """Every per-step `r3/...` metric of a training folder's `r3_training.json` ({} when it has none)."""
     path = Path(folder) / SUMMARY_FILE
     if not path.is_file():
         return {}
@@ -36,9 +38,11 @@ def training_series(folder: str | Path) -> Series:
         raise R3Error(f"{path}: not a training summary ({exc})") from None
     series: Series = {}
     for row in history:
-        for key in CURVES:
-            if row.get(key) is not None and "step" in row:
-                series.setdefault(key, []).append((int(row["step"]), float(row[key])))
+        if "step" not in row:
+            continue
+        for key, value in row.items():
+            if key.startswith("r3/") and isinstance(value, int | float) and not isinstance(value, bool):
+                series.setdefault(key, []).append((int(row["step"]), float(value)))
     return series
 
 
@@ -52,7 +56,8 @@ def plot_training_curves(runs: dict[str, Series], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (key, title) in zip(axes, CURVES.items(), strict=True):
         for label, series in runs.items():
-            points = series.get(key, [])
+            alias = next((a for a, k in SUCCESS_ALIASES.items() if k == key and a in series), None)
+            points = series.get(key) or series.get(alias or "", [])
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=".", alpha=0.8)
         ax.set_title(title)
@@ -71,8 +76,8 @@ def _mean(points: list[tuple[int, float]]) -> float | None:
 def training_table(runs: dict[str, Series]) -> str:
     """Markdown: per run, the steps logged and the mean (and last) value of each curve."""
     lines = [
-        "| run | steps logged | retry success: mean (last) | groups with no signal: mean (last) "
-        "| reflection length: mean (last) |",
+        "| run | steps logged | success (retry; GRPO: attempt): mean (last) "
+        "| groups with no signal: mean (last) | reflection length: mean (last) |",
         "|---|---|---|---|---|",
     ]
     patterns = {
@@ -84,7 +89,8 @@ def training_table(runs: dict[str, Series]) -> str:
         steps = len({step for points in series.values() for step, _ in points})
         cells = []
         for key, pattern in patterns.items():
-            points = series.get(key, [])
+            alias = next((a for a, k in SUCCESS_ALIASES.items() if k == key), "")
+            points = series.get(key) or series.get(alias, [])
             mean = _mean(points)
             cells.append("-" if mean is None else f"{pattern.format(mean)} ({pattern.format(points[-1][1])})")
         lines.append(f"| {label} | {steps} | " + " | ".join(cells) + " |")
