@@ -304,14 +304,14 @@ class R3Rollout:
         self, rows: list[Row], group: int, seed: int, sampler: EngineSampler, trainer: Any
     ) -> tuple[list[Row], int, int, int]:
         """Dynamic sampling: groups without signal replaced by fresh groups on prompts drawn from the
-        pool, up to `dynamic_sampling_rounds` tries. Returns the rows, the replacements drawn, and the
-        groups sampled in all with how many had signal.
+        pool, up to `dynamic_sampling_rounds` tries (none when it is 0: the groups are only counted).
+        Returns the rows, the replacements drawn, and the groups sampled in all with how many had signal.
 
         With several processes every try is run (empty where nothing is left to replace), because a
         sampler may be a collective that every process must enter the same number of times."""
         groups = [rows[i : i + group] for i in range(0, len(rows), group)]
         drawn, with_signal = len(groups), sum(has_signal([r.success for r in g]) for g in groups)
-        pool = self.index.prompts()
+        pool = self.index.prompts() if self.dynamic_sampling_rounds else []
         collective = int(getattr(getattr(trainer, "accelerator", None), "num_processes", 1)) > 1
         replaced = 0
         for attempt_number in range(1, self.dynamic_sampling_rounds + 1):
@@ -339,15 +339,10 @@ class R3Rollout:
         rows = self._rows(list(prompts), sampler, self._settings(trainer, seed))
         group = int(getattr(getattr(trainer, "args", None), "num_generations", 0) or 0)
         replaced, drawn, with_signal = 0, 0, 0
-        if group > 1 and len(rows) % group == 0:
-            drawn = len(rows) // group
-            with_signal = sum(
-                has_signal([r.success for r in rows[i : i + group]]) for i in range(0, len(rows), group)
+        if group > 1 and len(rows) % group == 0:  # whole groups: count their signal, replace if asked
+            rows, replaced, drawn, with_signal = self._replace_silent_groups(
+                rows, group, seed, sampler, trainer
             )
-            if self.dynamic_sampling_rounds:
-                rows, replaced, drawn, with_signal = self._replace_silent_groups(
-                    rows, group, seed, sampler, trainer
-                )
         group_seeds = [derive_seed(seed, "group", i // group if group > 0 else i) for i in range(len(rows))]
         return self._output(rows, group_seeds, replaced, drawn, with_signal)
 
