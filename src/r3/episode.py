@@ -84,6 +84,73 @@ class EpisodeSampling:
     reflection: SamplingConfig
     retry: SamplingConfig
 
+    def with_seed(self, seed: int) -> EpisodeSampling:
+        """The three steps under one parent seed (each row's is then derived from it by `seeded`): how
+        the training rollout seeds each call (`rollout.call_seed`) without rebuilding its settings."""
+        return EpisodeSampling(
+            attempt=self.attempt.with_(seed=seed),
+            reflection=self.reflection.with_(seed=seed),
+            retry=self.retry.with_(seed=seed),
+        )
+
+
+@dataclass(frozen=True)
+class EpisodeSamplingOptions:
+    """The one options group an episode's settings are built from (`build`). `r3 eval`
+    (`EvalConfig.sampling`), `r3 mine`'s chains and screen (`MineConfig.episode_options`) and `r3 train`
+    (`R3Config.episode_sampling`) fill it from their own flags, so that how the three steps relate is
+    decided here once, not once per command:
+
+    - the attempt: `max_new_tokens`, `temperature`, the task's stop strings;
+    - the reflection: its own budget (`reflection_max_new_tokens`) and no stop string (a task's stop
+      string ends an answer, and a reflection is not one); the attempt's temperature unless
+      `reflection_temperature` is given (training samples it at TRL's `temperature`);
+    - the retry: an answer again, so the task's stop strings; the attempt's budget and temperature unless
+      `retry_max_new_tokens` / `retry_temperature` are given;
+    - `top_p`, `top_k` and `seed` (the parent of every row's seed, see `seeded`) are shared by all three.
+
+    The retry's temperature is the one setting the commands choose differently, each for its own reason:
+    `r3 eval` retries at the attempt's temperature (greedy by default), the paper's protocol, where the
+    second try is drawn like the first. `r3 mine`'s chains retry at the mining temperature, because later
+    rounds are trained on their failed retries and a chain must sample diverse ones. `r3 train` makes it a
+    recipe setting (`retry_temperature`): greedy retries make the reward a function of the reflection
+    alone but leave most groups without signal, sampled ones make it an unbiased draw of the
+    reflection's success (the validation run chose T = 1). `r3 mine --screen` retries at
+    `screen_retry_temperature`, to score an attempt the way training will sample its groups."""
+
+    max_new_tokens: int
+    temperature: float
+    reflection_max_new_tokens: int
+    top_p: float = 1.0
+    top_k: int | None = None
+    #: None: the attempt's.
+    reflection_temperature: float | None = None
+    #: None: the attempt's.
+    retry_temperature: float | None = None
+    #: None: the attempt's.
+    retry_max_new_tokens: int | None = None
+    seed: int = 0
+
+    def build(self, task: Task) -> EpisodeSampling:
+        """The three steps' settings for `task` (its stop strings), by the rules above."""
+        attempt = SamplingConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(task.stop),
+            seed=self.seed,
+            top_k=self.top_k,
+        )
+        reflection = attempt.with_(max_new_tokens=self.reflection_max_new_tokens, stop=())
+        if self.reflection_temperature is not None:
+            reflection = reflection.with_(temperature=self.reflection_temperature)
+        retry = attempt
+        if self.retry_max_new_tokens is not None:
+            retry = retry.with_(max_new_tokens=self.retry_max_new_tokens)
+        if self.retry_temperature is not None:
+            retry = retry.with_(temperature=self.retry_temperature)
+        return EpisodeSampling(attempt=attempt, reflection=reflection, retry=retry)
+
 
 @dataclass
 class Round:

@@ -23,13 +23,14 @@ from r3 import rundir
 from r3.episode import (
     Episode,
     EpisodeSampling,
+    EpisodeSamplingOptions,
     Round,
     check_rounds,
     check_second_try,
     run_episodes,
 )
 from r3.evaluation.records import NO_ROUND, Accuracy, EvalResults, RoundRow, SampleRow
-from r3.generation.base import Generator, SamplingConfig
+from r3.generation.base import Generator
 from r3.progress import ProgressReport
 from r3.provenance import git_commit, versions
 from r3.rundir import RunFolder, examples_digest
@@ -68,11 +69,15 @@ class EvalConfig:
         check_rounds(self.rounds)
 
     def sampling(self, task: Task) -> EpisodeSampling:
-        attempt = SamplingConfig(
-            self.max_new_tokens, self.temperature, self.top_p, tuple(task.stop), self.seed
-        )
-        reflection = attempt.with_(max_new_tokens=self.reflection_max_new_tokens, stop=())
-        return EpisodeSampling(attempt=attempt, reflection=reflection, retry=attempt)
+        """The episode's settings (`EpisodeSamplingOptions`, whose rules every command shares): the
+        retry is drawn like the attempt, at `temperature` (greedy by default), the paper's protocol."""
+        return EpisodeSamplingOptions(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            reflection_max_new_tokens=self.reflection_max_new_tokens,
+            top_p=self.top_p,
+            seed=self.seed,
+        ).build(task)
 
 
 SAMPLES_FILE = "samples.jsonl"

@@ -68,7 +68,15 @@ from pathlib import Path
 from typing import Any
 
 from r3 import rundir
-from r3.episode import Episode, EpisodeSampling, Turn, next_turn, reflect_and_retry, safe_verify
+from r3.episode import (
+    Episode,
+    EpisodeSampling,
+    EpisodeSamplingOptions,
+    Turn,
+    next_turn,
+    reflect_and_retry,
+    safe_verify,
+)
 from r3.errors import R3Error
 from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
 from r3.mining.records import FailureRecord, learnable
@@ -126,13 +134,25 @@ class MineConfig:
         if not 0 < self.top_p <= 1:
             raise R3Error(f"--top-p must be in (0, 1] (got {self.top_p})")
 
-    def sampling(self, task: Task) -> SamplingConfig:
-        return SamplingConfig(
+    def episode_options(
+        self, seed: int = 0, retry_temperature: float | None = None
+    ) -> EpisodeSamplingOptions:
+        """Mining's episode settings under the parent `seed` (`EpisodeSamplingOptions`, whose rules every
+        command shares). The chains retry at the mining temperature (`retry_temperature` None): later
+        rounds are trained on their failed retries, so a chain must sample diverse ones; the screen passes
+        `screen_retry_temperature`, to retry as training will."""
+        return EpisodeSamplingOptions(
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,
+            reflection_max_new_tokens=self.reflection_max_new_tokens,
             top_p=self.top_p,
-            stop=tuple(task.stop),
+            retry_temperature=retry_temperature,
+            seed=seed,
         )
+
+    def sampling(self, task: Task) -> SamplingConfig:
+        """The first attempts' settings (each query's round then has its own seeds, `query_seed`)."""
+        return self.episode_options().build(task).attempt
 
 
 @dataclass(frozen=True)
@@ -247,6 +267,12 @@ def _failed_turn(task: Task, example: Example, index: int, attempt: dict[str, An
     return next_turn(task, ep)
 
 
+def chain_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
+    """The chains' settings: reflections and retries as `r3 eval` draws them from the mining settings
+    (so retries at the mining temperature), under a parent seed of their own."""
+    return config.episode_options(seed=derive_seed(config.seed, "mine-chain")).build(task)
+
+
 def mine_chains(
     task: Task,
     examples: Sequence[Example],
@@ -259,22 +285,16 @@ def mine_chains(
     `rounds - 1` steps of {reflection, retry, reason}, stored on the attempt as `rounds`.
 
     Each step is the episode's own round (`episode.next_turn`, `episode.reflect_and_retry`, as
-    `r3 eval --rounds` runs it), every chain of the window in one generate call per step. A chain is an
-    episode numbered by its query and attempt (`query index * keep + attempt number`, distinct for every
-    chain of a run), so its reflection and retry of round k are seeded by
-    `derive_seed(chain seed, step, that number, k)` whatever its window.
+    `r3 eval --rounds` runs it, with `chain_sampling`: retries at the mining temperature), every chain of
+    the window in one generate call per step. A chain is an episode numbered by its query and attempt
+    (`query index * keep + attempt number`, distinct for every chain of a run), so its reflection and
+    retry of round k are seeded by `derive_seed(chain seed, step, that number, k)` whatever its window.
 
     With a generator that knows its context (`fits`), rounds after the first are checked as
     `r3 eval` checks them: a round's retry chat that does not fit ends the chain before that round, and
     a failed retry is kept only when the context it opens (the next round's reflection chat, which
     `r3 train` reflects in) fits too."""
-    base = config.sampling(task)
-    seed = derive_seed(config.seed, "mine-chain")
-    sampling = EpisodeSampling(
-        attempt=base,
-        reflection=base.with_(max_new_tokens=config.reflection_max_new_tokens, stop=(), seed=seed),
-        retry=base.with_(seed=seed),
-    )
+    sampling = chain_sampling(task, config)
     fits = getattr(generator, "fits", None)
     budget = sampling.reflection.max_new_tokens
     turns: list[Turn] = []
@@ -313,13 +333,8 @@ def screen_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
     `reflection_max_new_tokens`, no stop string), retries with the attempt's budget and stop strings at
     `screen_retry_temperature`; both under a parent seed of their own, so that a screen sample is never
     a replay of a chain's round."""
-    base = config.sampling(task)
     seed = derive_seed(config.seed, "mine-screen")
-    return EpisodeSampling(
-        attempt=base,
-        reflection=base.with_(max_new_tokens=config.reflection_max_new_tokens, stop=(), seed=seed),
-        retry=base.with_(temperature=config.screen_retry_temperature, seed=seed),
-    )
+    return config.episode_options(seed, retry_temperature=config.screen_retry_temperature).build(task)
 
 
 def mine_screen(

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from r3.episode import EpisodeSampling
+from r3.episode import EpisodeSampling, EpisodeSamplingOptions
 from r3.errors import R3Error
-from r3.generation.base import SamplingConfig
 from r3.tasks.base import Task
 from r3.training.common import CommonTrainingFields
 
@@ -165,30 +164,21 @@ class R3Config(GRPOConfig, CommonTrainingFields):
                 )
 
     def episode_sampling(self, task: Task) -> EpisodeSampling:
-        """The three generation steps' settings, as evaluation builds them (`EvalConfig.sampling`):
-        the reflection with TRL's sampling fields and no stop string, the retry and the online first
-        attempt with their own budgets and temperatures, stopped at the task's stop strings. In
-        `grpo` mode the attempt is the completion TRL trains on, so TRL's sampling fields are its own
-        (stopped at the task's stop strings). The rollout seeds each call (`rollout.call_seed`)."""
-        top_k = self.top_k or None
-        reflection = SamplingConfig(
-            max_new_tokens=self.max_completion_length,
-            temperature=self.temperature,
+        """The three generation steps' settings, built by the rules evaluation and mining share
+        (`episode.EpisodeSamplingOptions`): the reflection with TRL's sampling fields and no stop string,
+        the retry and the online first attempt with their own budgets and temperatures, stopped at the
+        task's stop strings. In `grpo` mode the attempt is the completion TRL trains on, so TRL's
+        sampling fields are its own (stopped at the task's stop strings). The retry's temperature is a
+        recipe setting here, not the attempt's (the options' docstring says why). The rollout seeds
+        each call (`rollout.call_seed`)."""
+        grpo = self.mode == "grpo"
+        return EpisodeSamplingOptions(
+            max_new_tokens=self.max_completion_length if grpo else self.attempt_max_new_tokens,
+            temperature=self.temperature if grpo else self.attempt_temperature,
+            reflection_max_new_tokens=self.max_completion_length,
             top_p=self.top_p,
-            top_k=top_k,
-        )
-        if self.mode == "grpo":
-            attempt = reflection.with_(stop=task.stop)
-        else:
-            attempt = reflection.with_(
-                max_new_tokens=self.attempt_max_new_tokens,
-                temperature=self.attempt_temperature,
-                stop=task.stop,
-            )
-        return EpisodeSampling(
-            attempt=attempt,
-            reflection=reflection,
-            retry=reflection.with_(
-                max_new_tokens=self.retry_max_new_tokens, temperature=self.retry_temperature, stop=task.stop
-            ),
-        )
+            top_k=self.top_k or None,
+            reflection_temperature=self.temperature,
+            retry_temperature=self.retry_temperature,
+            retry_max_new_tokens=self.retry_max_new_tokens,
+        ).build(task)

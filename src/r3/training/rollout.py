@@ -49,7 +49,7 @@ this step: the pool's own rate) and `r3/resampled_groups` are logged.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from r3.episode import Episode, EpisodeSampling, Round, Turn, attempt, reflect_and_retry
@@ -183,12 +183,12 @@ class R3Rollout:
         step); logprobs asked for only where TRL uses them (vLLM's importance-sampling correction): on
         the reflection in R3 mode, on the attempt in GRPO mode, the completion TRL trains on."""
         logprobs = bool(getattr(getattr(trainer, "args", None), "use_vllm", False))
-        s = self.sampling
+        s = self.sampling.with_seed(seed)
         grpo = self.mode == "grpo"
-        return EpisodeSampling(
-            attempt=s.attempt.with_(seed=seed, logprobs=logprobs and grpo),
-            reflection=s.reflection.with_(seed=seed, logprobs=logprobs and not grpo),
-            retry=s.retry.with_(seed=seed),
+        return replace(
+            s,
+            attempt=s.attempt.with_(logprobs=logprobs and grpo),
+            reflection=s.reflection.with_(logprobs=logprobs and not grpo),
         )
 
     # ------------------------------------------------------------------------------- the two modes
