@@ -13,11 +13,16 @@ TORCH  ?= torch==2.13.0
 # build). Elsewhere PyPI's Linux wheel is the CUDA one: `make setup TORCH_INDEX=<PyTorch's CPU index>`.
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.r3-setup-done
+# The CPU vLLM the real-vLLM tests run against, in its own environment (vLLM pins an older
+# transformers): scripts/vllm_env.sh. Where it cannot be built, the reason goes to .venv-vllm.skipped
+# and those tests skip with it.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.r3-vllm-env-done
 DEMO   ?= runs/demo
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast demo experiment lint clean-demo
+.PHONY: setup vllm-env test test-fast demo experiment lint clean-demo
 
 setup: $(STAMP)
 
@@ -30,7 +35,12 @@ $(STAMP): pyproject.toml
 	$(PY) -c "from r3.models import embedded_model_dir; print('embedded model:', embedded_model_dir())"
 	touch $(STAMP)
 
-test: setup
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml scripts/vllm_env.sh
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" TORCH_INDEX="$(TORCH_INDEX)" scripts/vllm_env.sh $(VLLM_VENV)
+
+test: setup vllm-env
 	$(PY) -m pytest -q
 
 test-fast: setup

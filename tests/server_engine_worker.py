@@ -39,7 +39,9 @@ def main() -> None:
         "first": [list(c.token_ids) for c in first],
         "first_logprobs": [list(c.logprobs or ()) for c in first],
         "second": [list(c.token_ids) for c in second],
-        "requests": [r["prompts"] for r in client.requests] if client else [],
+        "requests": sorted([r["prompts"][0], r["generation_kwargs"]["seed"]] for r in client.requests)
+        if client
+        else [],
     }
     (out / f"rank{state.process_index}.json").write_text(json.dumps(result))
     state.destroy_process_group()

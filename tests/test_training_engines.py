@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from r3.errors import R3Error
-from r3.generation.base import SamplingConfig, completion_from_ids
+from r3.generation.base import SamplingConfig, completion_from_ids, request_seeds
 from r3.training.engines import (
     choose_engine,
     scatter_slice,
@@ -35,7 +35,8 @@ HERE = Path(__file__).resolve().parent
 
 
 class EchoClient:
-    """Stands in for `VLLMClient`: each completion is its prompt reversed; logprobs -i per token."""
+    """Stands in for `VLLMClient`: each completion is its prompt reversed; logprobs -i per token.
+    Safe to call from the engine's request threads (a list append is atomic)."""
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
@@ -49,6 +50,11 @@ class EchoClient:
             "logprobs": [[[-float(t)] for t in ids] for ids in completions],
             "logprob_token_ids": [[[t] for t in ids] for ids in completions],
         }
+
+    def sent(self) -> dict[tuple[int, ...], int]:
+        """Each request's one prompt and its seed (requests go out concurrently, in any order)."""
+        assert all(len(r["prompts"]) == 1 for r in self.requests)
+        return {tuple(r["prompts"][0]): r["generation_kwargs"]["seed"] for r in self.requests}
 
 
 def args(**kw):
@@ -65,7 +71,7 @@ def test_choose_engine_follows_use_vllm_and_mode():
 
 def test_server_request_greedy_and_sampled():
     greedy = server_request(
-        [[1, 2]], SamplingConfig(max_new_tokens=7, temperature=0.0, top_p=0.9, top_k=5, stop=("</answer>",))
+        [1, 2], SamplingConfig(max_new_tokens=7, temperature=0.0, top_p=0.9, top_k=5, stop=("</answer>",)), 11
     )
     assert greedy == {
         "prompts": [[1, 2]],
@@ -75,11 +81,11 @@ def test_server_request_greedy_and_sampled():
         "top_k": 0,
         "max_tokens": 7,
         "logprobs": 0,
-        "generation_kwargs": {"stop": ["</answer>"], "include_stop_str_in_output": True},
+        "generation_kwargs": {"seed": 11, "stop": ["</answer>"], "include_stop_str_in_output": True},
     }
-    sampled = server_request([[3]], SamplingConfig(max_new_tokens=4, temperature=0.7, top_p=0.9))
+    sampled = server_request([3], SamplingConfig(max_new_tokens=4, temperature=0.7, top_p=0.9), 12)
     assert (sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (0.7, 0.9, 0)
-    assert "generation_kwargs" not in sampled  # no stop strings: nothing extra in the request body
+    assert sampled["generation_kwargs"] == {"seed": 12}  # no stop strings: only the row's seed
 
 
 def test_scatter_slice_and_top1_logprobs():
@@ -100,8 +106,10 @@ def fake_trainer(client, process_index=0, main=True):
 
 
 def test_server_engine_one_process():
+    """A seeded request per row, the seeds every engine gives those rows (`request_seeds`): identical
+    prompts (a GRPO group) get different seeds, so the server samples them independently."""
     client = EchoClient()
-    sampling = SamplingConfig(max_new_tokens=8, temperature=1.0, stop=("end",), logprobs=True)
+    sampling = SamplingConfig(max_new_tokens=8, temperature=1.0, stop=("end",), logprobs=True, seed=5)
     out = vllm_server_engine(fake_trainer(client), [[1, 2, 3], [4]], sampling)
     assert [c.token_ids for c in out] == [(3, 2, 1), (4,)]
     assert [c.logprobs for c in out] == [(-3.0, -2.0, -1.0), (-4.0,)]
@@ -109,9 +117,12 @@ def test_server_engine_one_process():
     assert out[0].text == tokenizer.decode([3, 2, 1], skip_special_tokens=True)
     without = vllm_server_engine(fake_trainer(EchoClient()), [[1, 2]], sampling.with_(logprobs=False))
     assert without[0].logprobs is None  # only asked-for logprobs reach TRL
-    (request,) = client.requests
-    assert request["prompts"] == [[1, 2, 3], [4]] and request["max_tokens"] == 8
-    assert request["generation_kwargs"]["stop"] == ["end"]
+    assert client.sent() == dict(zip([(1, 2, 3), (4,)], request_seeds(sampling, 2), strict=True))
+    assert all(r["max_tokens"] == 8 and r["generation_kwargs"]["stop"] == ["end"] for r in client.requests)
+    group = EchoClient()
+    vllm_server_engine(fake_trainer(group), [[7, 7]] * 4, sampling)
+    seeds = [r["generation_kwargs"]["seed"] for r in group.requests]
+    assert len(seeds) == 4 and sorted(seeds) == sorted(request_seeds(sampling, 4)) and len(set(seeds)) == 4
 
 
 def test_server_engine_with_no_prompt_sends_no_request():
@@ -168,8 +179,8 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_server_engine_in_two_processes(tmp_path):
-    """Rank 0 has two prompts, rank 1 one (then none): one request from the main process holds all
-    of them in rank order, and each rank gets back exactly its own completions."""
+    """Rank 0 has two prompts, rank 1 one (then none): the main process sends every rank's rows, each
+    seeded as its own rank seeded it, and each rank gets back exactly its own completions."""
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun is not installed next to this Python")
@@ -191,8 +202,12 @@ def test_server_engine_in_two_processes(tmp_path):
     assert rank0["first"] == [[3, 2, 1], [5, 4]] and rank1["first"] == [[9, 8, 7, 6]]
     assert rank0["first_logprobs"] == [[-3.0, -2.0, -1.0], [-5.0, -4.0]]
     assert rank0["second"] == [[11, 10]] and rank1["second"] == []  # rank 1 had nothing to sample
-    # One request per call, from the main process only, with every rank's prompts in rank order.
-    assert rank0["requests"] == [[[1, 2, 3], [4, 5], [6, 7, 8, 9]], [[10, 11]]]
+    # From the main process only: a request per row of every rank, with the seed its rank gave it.
+    first, second = SamplingConfig(max_new_tokens=4), SamplingConfig(max_new_tokens=4, temperature=0.0)
+    s0, s1 = request_seeds(first, 2), request_seeds(first, 1)
+    assert rank0["requests"] == sorted(
+        [[[1, 2, 3], s0[0]], [[4, 5], s0[1]], [[6, 7, 8, 9], s1[0]], [[10, 11], request_seeds(second, 1)[0]]]
+    )
     assert rank1["requests"] == []
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r3.errors import R3Error
-from r3.tasks.registry import parse_task_args
+from r3.tasks.registry import parse_key_values, parse_task_args
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -92,6 +92,17 @@ class ModelArguments:
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"}
     )
+    engine_args: list[str] | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--engine-arg"],
+            "metavar": "KEY=VALUE",
+            "help": "--backend vllm: a keyword argument of vllm.LLM, KEY=VALUE, repeatable (e.g. "
+            "--engine-arg max_model_len=2048 --engine-arg gpu_memory_utilization=0.5); VALUE is read as "
+            "YAML. Without CUDA, enforce_eager defaults to true (compiling the graph on a CPU takes "
+            "minutes). In a --config file: engine_args: {max_model_len: 2048}",
+        },
+    )
 
     def generator(self) -> Any:
         """The generation backend these options describe (eval and mine load it the same way)."""
@@ -107,6 +118,7 @@ class ModelArguments:
             api_key_env=self.api_key_env,
             request_timeout=self.request_timeout,
             max_retries=self.max_retries,
+            engine_args=self.engine_args,
         )
 
 
@@ -125,6 +137,9 @@ def check_shared(args: Any) -> None:
         raise R3Error(f"--backend must be one of {', '.join(BACKENDS)} (got {args.backend!r})")
     check_numbers(args, {"limit": 0, "batch_size": 1, "max_new_tokens": 1, "max_retries": 0})
     args.task_args = parse_task_args(args.task_args) or None  # a mapping from here on
+    args.engine_args = parse_key_values(args.engine_args, name="engine_args", flag="--engine-arg") or None
+    if args.engine_args and args.backend != "vllm":
+        raise R3Error(f"--engine-arg is for --backend vllm (got --backend {args.backend})")
 
 
 def check_numbers(args: Any, at_least: dict[str, int]) -> None:

@@ -94,6 +94,7 @@ def run(args: EvalArguments) -> int:
         backend=args.backend,
         base_url=args.base_url if args.backend == "openai" else None,
         dtype=args.dtype,
+        engine_args=args.engine_args,
         device=args.device,
         max_new_tokens=args.max_new_tokens,
         reflection_max_new_tokens=args.reflection_max_new_tokens,

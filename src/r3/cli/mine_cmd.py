@@ -152,6 +152,8 @@ def run(args: MineArguments) -> int:
         raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
     check_reserved_fields(examples, args.data or f"{task.name} (generated)")
     server = {"base_url": args.base_url} if args.backend == "openai" else {}  # only where it counts
+    if args.engine_args:  # vLLM's engine settings, only when given (rows depend on its batching)
+        server["engine_args"] = args.engine_args
     # Rows depend on the batch except on CPU in float32: then the batching is part of the run.
     batching = (
         None

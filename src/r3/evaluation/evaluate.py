@@ -51,6 +51,9 @@ class EvalConfig:
     #: The server of `--backend openai` (None otherwise): part of what identifies the model.
     base_url: str | None = None
     dtype: str = "auto"
+    #: `--backend vllm`'s keyword arguments of `vllm.LLM` (None: its defaults). In the identity when
+    #: given: with vLLM rows depend on the engine's batching, which some of them change.
+    engine_args: dict[str, Any] | None = None
     #: Where the transformers backend runs (None: CUDA when available); with `dtype`, it decides
     #: whether rows depend on the batch (`models.batch_invariant`). Not part of the identity itself.
     device: str | None = None
@@ -122,8 +125,9 @@ def run_fingerprint(config: EvalConfig, digest: str | None = None) -> dict[str, 
     (`models.batch_invariant`: anything but the transformers backend on CPU in float32); elsewhere every
     example is seeded by its index (`episode.seeded`), so a resume may use another. `device` decides
     only that. `second_try`, `rounds` and `base_url` are written only away from the paper's protocol
-    (reflect, one round) and local backends, so a run.json reads as that protocol plus what differs.
-    How tokens are sampled is `rundir.FINGERPRINT_VERSION`, shared with every command."""
+    (reflect, one round) and local backends, and `engine_args` only when given, so a run.json reads as
+    that protocol plus what differs. How tokens are sampled is `rundir.FINGERPRINT_VERSION`, shared
+    with every command."""
     from r3.models import batch_invariant
 
     omit = ["device", "chunk_size"]
@@ -133,6 +137,8 @@ def run_fingerprint(config: EvalConfig, digest: str | None = None) -> dict[str, 
         omit.append("rounds")
     if config.base_url is None:
         omit.append("base_url")
+    if not config.engine_args:
+        omit.append("engine_args")
     return rundir.fingerprint(
         "eval",
         asdict(config),

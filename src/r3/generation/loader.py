@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from r3.errors import R3Error
 from r3.generation.base import Generator
 from r3.models import display_name, load_model_and_tokenizer, resolve_model
@@ -18,9 +20,13 @@ def load_generator(
     api_key_env: str = "OPENAI_API_KEY",
     request_timeout: float = 300.0,
     max_retries: int = 6,
+    engine_args: dict[str, Any] | None = None,
 ) -> Generator:
     """A ready backend for `model` (hub id, local folder, or None for the embedded default; with
-    `backend="openai"`, the model's name on the server at `base_url`)."""
+    `backend="openai"`, the model's name on the server at `base_url`). `engine_args`: keyword
+    arguments of `vllm.LLM` (`--backend vllm` only)."""
+    if engine_args and backend != "vllm":
+        raise R3Error(f"engine arguments are for --backend vllm (got --backend {backend})")
     if backend == "transformers":
         from r3.generation.transformers_backend import TransformersBackend
 
@@ -29,7 +35,9 @@ def load_generator(
     if backend == "vllm":
         from r3.generation.vllm_backend import VLLMBackend
 
-        return VLLMBackend(resolve_model(model), model_name=display_name(model), dtype=dtype)
+        return VLLMBackend(
+            resolve_model(model), model_name=display_name(model), dtype=dtype, **(engine_args or {})
+        )
     if backend == "openai":
         from r3.generation.openai_backend import OpenAIBackend, api_key_from_env
 

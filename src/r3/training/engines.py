@@ -11,12 +11,11 @@ asked and the engine has them). `choose_engine(trainer)` picks:
                          `VLLMBackend.sample_tokens`
     vllm_server_engine   TRL's server client, `trainer.vllm_generation.vllm_client` (a `VLLMClient`,
                          main process only): prompts gathered from every process, one request,
-                         results scattered back
+                         results scattered back (a seeded request per row)
 
 So sampling in training is sampling in evaluation and mining: the same token loop, the same seed per
-row (`base.request_seeds`), the same stop-string and EOS handling (`base.completion_from_ids`). The
-one exception is the server: `VLLMClient.generate` takes one set of settings for a whole request, so
-there is no seed per row and the server's own random state decides.
+row (`base.request_seeds`), the same stop-string and EOS handling (`base.completion_from_ids`), on
+every engine.
 
 TRL syncs the policy's weights into vLLM (either mode) before it calls the rollout, so every engine
 samples from the current policy. The rollout calls an engine on every process the same number of
@@ -30,7 +29,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from r3.generation.base import Completion, SamplingConfig, completion_from_ids, generate_from_tokens
+from r3.generation.base import (
+    Completion,
+    SamplingConfig,
+    completion_from_ids,
+    generate_from_tokens,
+    request_seeds,
+)
 from r3.tasks.base import Prompt
 
 #: engine(trainer, prompt_ids, sampling) -> one Completion per prompt
@@ -99,24 +104,48 @@ def vllm_colocate_engine(
     return VLLMBackend.over(trainer.vllm_generation.llm).sample_tokens(prompt_ids, sampling)
 
 
-def server_request(prompt_ids: list[list[int]], sampling: SamplingConfig) -> dict[str, Any]:
-    """The keyword arguments of `VLLMClient.generate` for one sampling step (one sequence per prompt).
+def server_request(prompt_ids: list[int], sampling: SamplingConfig, seed: int) -> dict[str, Any]:
+    """The keyword arguments of `VLLMClient.generate` for one row: one prompt, one sequence, its seed.
 
-    The stop strings go through `generation_kwargs`, which the client adds to the body of its
-    OpenAI-style completions request, where vLLM reads `stop` and `include_stop_str_in_output`."""
+    The seed and the stop strings go through `generation_kwargs`, which the client adds to the body of
+    its OpenAI-style completions request, where vLLM reads `seed`, `stop` and
+    `include_stop_str_in_output`. One row per request because the server applies a request's seed to
+    every prompt in it: a GRPO group's identical prompts would all get the same completion."""
     greedy = sampling.temperature <= 0
-    request: dict[str, Any] = {
-        "prompts": prompt_ids,
+    extra: dict[str, Any] = {"seed": seed}
+    if sampling.stop:
+        extra.update(stop=list(sampling.stop), include_stop_str_in_output=True)
+    return {
+        "prompts": [list(prompt_ids)],
         "n": 1,
         "temperature": 0.0 if greedy else sampling.temperature,
         "top_p": 1.0 if greedy else sampling.top_p,
         "top_k": 0 if greedy else (sampling.top_k or 0),
         "max_tokens": sampling.max_new_tokens,
         "logprobs": 0,
+        "generation_kwargs": extra,
     }
-    if sampling.stop:
-        request["generation_kwargs"] = {"stop": list(sampling.stop), "include_stop_str_in_output": True}
-    return request
+
+
+#: Requests in flight at once from the main process (the server batches them as they arrive).
+SERVER_CONCURRENCY = 64
+
+
+def server_generate(
+    client: Any, prompt_ids: list[list[int]], seeds: list[int], sampling: SamplingConfig
+) -> tuple[list[list[int]], list[list[float | None] | None]]:
+    """Every row through `client.generate` (a seeded request each, sent concurrently on the client's
+    pooled session); returns the completion ids and the sampled tokens' logprobs, row by row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(row: tuple[list[int], int]) -> tuple[list[int], list[float | None] | None]:
+        output = client.generate(**server_request(row[0], sampling, row[1]))
+        logprobs = top1_logprobs(output.get("logprobs"))
+        return list(output["completion_ids"][0]), (logprobs[0] if logprobs else None)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(SERVER_CONCURRENCY, len(prompt_ids)))) as pool:
+        rows = list(pool.map(one, zip(prompt_ids, seeds, strict=True)))
+    return [ids for ids, _ in rows], [lp for _, lp in rows]
 
 
 def top1_logprobs(logprobs: list[list[list[float | None]]] | None) -> list[list[float | None]] | None:
@@ -135,29 +164,28 @@ def scatter_slice(counts: Sequence[int], process_index: int) -> slice:
 def vllm_server_engine(
     trainer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig
 ) -> list[Completion]:
-    """Sample through TRL's vLLM server (`trl vllm-serve`), in one request from the main process.
+    """Sample through TRL's vLLM server (`trl vllm-serve`) from the main process, a seeded request
+    per row.
 
-    Every process's prompts are gathered (they may hold different numbers of prompts), the main
-    process sends them with `trainer.vllm_generation.vllm_client.generate`, and the results are
+    Each process seeds its own rows as every engine does (`base.request_seeds`); every process's
+    prompts and seeds are gathered (they may hold different numbers of prompts), the main process sends
+    them with `trainer.vllm_generation.vllm_client.generate` (`server_generate`), and the results are
     broadcast and each process keeps its own slice. Collective: every process must call it."""
     from accelerate.utils import broadcast_object_list, gather_object
 
     accelerator = trainer.accelerator
     counts = gather_object([len(prompt_ids)])
     everything = gather_object(list(prompt_ids))
-    payload: tuple[list[list[int]], Any] | None = None
+    seeds = gather_object(request_seeds(sampling, len(prompt_ids)))
+    payload: tuple[list[list[int]], list[list[float | None] | None]] | None = None
     if accelerator.is_main_process:
-        if everything:
-            output = trainer.vllm_generation.vllm_client.generate(**server_request(everything, sampling))
-            payload = (output["completion_ids"], top1_logprobs(output.get("logprobs")))
-        else:
-            payload = ([], None)
+        payload = server_generate(trainer.vllm_generation.vllm_client, everything, seeds, sampling)
     box = [payload]
     broadcast_object_list(box, from_process=0)
     completion_ids, logprobs = box[0]  # type: ignore[misc]
     mine = scatter_slice(counts, accelerator.process_index)
     rows = completion_ids[mine]
-    row_logprobs = logprobs[mine] if logprobs is not None and sampling.logprobs else [None] * len(rows)
+    row_logprobs = logprobs[mine] if sampling.logprobs else [None] * len(rows)
     tokenizer = trainer.processing_class
     return [
         completion_from_ids(tokenizer, ids, sampling, logprobs=lp)
