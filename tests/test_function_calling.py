@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from r3.cli.arguments import parse_task_args
 from r3.errors import DataError, R3Error
 from r3.generation.chat import render_prompt
 from r3.tasks import get_task
 from r3.tasks.base import TOOL_REFLECTION, Prompt
 from r3.tasks.function_calling import FunctionCallingTask, sample_path
+from r3.tasks.registry import parse_task_args
 from r3.tasks.tool_calls import (
     MAX_TEXT_CHARS,
     canonical,

@@ -7,6 +7,8 @@ keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class R3Error(Exception):
     """An error caused by the user's input or environment, reported as one clear line."""
@@ -23,3 +25,17 @@ class DataError(R3Error):
             where += f", field '{field}'"
         super().__init__(f"{where}: {problem}")
         self.source, self.row, self.field, self.problem = source, row, field, problem
+
+
+def check_numbers(options: Any, at_least: dict[str, int]) -> None:
+    """Whole numbers with a lower bound, named by their flag (`--max-new-tokens`); None means "not set"
+    and passes. Options read from YAML skip argparse's type conversion, so the configs check here."""
+    for name, low in at_least.items():
+        value = getattr(options, name, None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise R3Error(f"{flag} must be an integer (got {value!r})")
+        if value < low:
+            raise R3Error(f"{flag} must be at least {low} (got {value})")

@@ -5,54 +5,35 @@ see `options.parse_trl_config`): a YAML file via `--config` sets any field, flag
 keys are an error, and a flag is the field's name with dashes or underscores (`--max-new-tokens`,
 `--max_new_tokens`). The groups here are shared, so the task, the model and the output folder are spelled
 and checked once; each command adds its own fields (`eval_cmd.EvalArguments`,
-`mine_cmd.MineArguments`). Checks live in `check()` (called from the command's `__post_init__`), since
-values from YAML skip argparse's type conversion.
+`mine_cmd.MineArguments`). The task group starts from `r3.tasks.options.TaskFields`, which the training
+configs share too. The groups' own fields are checked in `check_shared` (called from the command's
+`__post_init__`, since values from YAML skip argparse's type conversion); the settings that decide the
+rows are checked by the library-level config the command builds with `config_from` (`EvalConfig`,
+`MineConfig`), so each field is checked in one place.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
-from r3.errors import R3Error
-from r3.tasks.registry import parse_key_values, parse_task_args
+from r3.errors import R3Error, check_numbers
+from r3.tasks.options import TaskFields
+from r3.tasks.registry import parse_key_values
 
 BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass
-class TaskArguments:
-    """Which task and examples."""
+class TaskArguments(TaskFields):
+    """Which task and examples: the group every command shares (`TaskFields`), plus where the
+    examples come from and the seed that generates and samples them."""
 
-    task: str = field(
-        default="countdown", metadata={"help": "countdown, function_calling, custom, or pkg.module:TaskClass"}
-    )
     data: str | None = field(
         default=None,
         metadata={"help": "local .json/.jsonl/.parquet file or hub dataset id (default: the task's own)"},
     )
-    verifier: str | None = field(
-        default=None, metadata={"help": "custom task: the verifier as pkg.module:function"}
-    )
-    task_args: list[str] | None = field(
-        default=None,
-        metadata={
-            "aliases": ["--task-arg"],
-            "metavar": "KEY=VALUE",
-            "help": "options of the task's constructor, KEY=VALUE, repeatable (e.g. countdown's "
-            "--task-arg min_nums=4); VALUE is read as YAML (4, 0.5, true, null, text). In a --config "
-            "file: task_args: {min_nums: 4}",
-        },
-    )
-    limit: int | None = field(default=None, metadata={"help": "use only the first N examples"})
     seed: int = field(default=0, metadata={"help": "seed for generated data and sampling"})
-
-    def task_options(self) -> dict[str, Any]:
-        """Constructor options for `get_task` (`task_args`, and `verifier` for the custom task)."""
-        options = parse_task_args(self.task_args)
-        if self.verifier:
-            options["verifier"] = self.verifier
-        return options
 
 
 @dataclass
@@ -132,63 +113,25 @@ class OutputArguments:
 
 
 def check_shared(args: Any) -> None:
-    """Checks of the shared groups (flags and YAML values alike)."""
+    """Checks of the shared groups' own fields (flags and YAML values alike); each command's config
+    (`EvalConfig`, `MineConfig`) checks the fields it owns."""
     if args.backend not in BACKENDS:
         raise R3Error(f"--backend must be one of {', '.join(BACKENDS)} (got {args.backend!r})")
-    check_numbers(args, {"limit": 0, "batch_size": 1, "max_new_tokens": 1, "max_retries": 0})
-    args.task_args = parse_task_args(args.task_args) or None  # a mapping from here on
+    args.check_task_fields()  # `task_args` a mapping from here on
+    check_numbers(args, {"batch_size": 1, "max_retries": 0})
     args.engine_args = parse_key_values(args.engine_args, name="engine_args", flag="--engine-arg") or None
     if args.engine_args and args.backend != "vllm":
         raise R3Error(f"--engine-arg is for --backend vllm (got --backend {args.backend})")
 
 
-def check_numbers(args: Any, at_least: dict[str, int]) -> None:
-    """Whole numbers with a lower bound; None means "not set" and passes."""
-    for name, low in at_least.items():
-        value = getattr(args, name, None)
-        if value is None:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise R3Error(f"{flag} must be an integer (got {value!r})")
-        if value < low:
-            raise R3Error(f"{flag} must be at least {low} (got {value})")
+Config = TypeVar("Config")
 
 
-TASK_ARG_FLAGS = ("--task-arg", "--task-args", "--task_args")
-
-
-def parse_arguments(cls: type, argv: list[str], prog: str, description: str | None) -> Any:
-    """Flags and `--config` into the command's dataclass (`options.parse_trl_config`), a repeated
-    `--task-arg` keeping every value."""
-    from r3.cli.options import parse_trl_config
-
-    return parse_trl_config(cls, merge_repeated(argv, TASK_ARG_FLAGS), prog=prog, description=description)
-
-
-def merge_repeated(argv: list[str], names: tuple[str, ...]) -> list[str]:
-    """`--task-arg a=1 --task-arg b=2` as one `--task-arg a=1 b=2`: a list field takes its values
-    after one flag, and a repeated flag would otherwise keep only its last values."""
-    values: list[str] = []
-    rest: list[str] = []
-    first: int | None = None
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        flag, eq, inline = arg.partition("=")
-        if flag in names:
-            first = len(rest) if first is None else first
-            if eq:
-                values.append(inline)
-                i += 1
-            else:
-                i += 1
-                while i < len(argv) and not argv[i].startswith("--"):
-                    values.append(argv[i])
-                    i += 1
-            continue
-        rest.append(arg)
-        i += 1
-    if first is None:
-        return argv
-    return [*rest[:first], names[0], *values, *rest[first:]]
+def config_from(args: Any, config_class: type[Config], **derived: Any) -> Config:
+    """`config_class` (a library-level config: `EvalConfig`, `MineConfig`) built from a command's
+    arguments by one rule rather than a copy per field: every config field the arguments hold under
+    the same name, then `derived`, the fields the command computes or names otherwise. A field added to
+    both dataclasses is carried over with no line here; the config's `__post_init__` checks it."""
+    names = {f.name for f in fields(config_class)}  # type: ignore[arg-type]
+    same = {f.name: getattr(args, f.name) for f in fields(args) if f.name in names}
+    return config_class(**{**same, **derived})

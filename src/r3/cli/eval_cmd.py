@@ -8,22 +8,18 @@ r3 eval --task countdown --backend openai --base-url http://127.0.0.1:8000/v1 --
 r3 eval --config my_eval.yaml --limit 10
 
 Options are the fields of `EvalArguments` (the shared groups of `r3.cli.arguments` plus the episode's
-own), parsed as `r3 train`'s are: YAML via `--config`, flags override, unknown keys are an error.
+own), parsed as `r3 train`'s are: YAML via `--config`, flags override, unknown keys are an error. The
+evaluation itself takes `EvalConfig`, which `EvalArguments.eval_config` fills from them by name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from r3.cli.arguments import (
-    ModelArguments,
-    OutputArguments,
-    TaskArguments,
-    check_numbers,
-    check_shared,
-    parse_arguments,
-)
+from r3.cli.arguments import ModelArguments, OutputArguments, TaskArguments, check_shared, config_from
+from r3.cli.options import parse_trl_config
 from r3.errors import R3Error
+from r3.evaluation.evaluate import EvalConfig
 
 
 @dataclass
@@ -56,17 +52,25 @@ class EvalArguments(OutputArguments, ModelArguments, TaskArguments):
     )
 
     def __post_init__(self) -> None:
-        from r3.episode import check_rounds, check_second_try
-
         check_shared(self)
-        check_numbers(self, {"reflection_max_new_tokens": 1})
-        check_second_try(self.second_try)
-        check_rounds(self.rounds)
+        self.eval_config()  # the episode's settings are checked by `EvalConfig`, their one checker
+
+    def eval_config(self) -> EvalConfig:
+        """The settings that decide the results (`EvalConfig`), filled from these options by name
+        (`config_from`). Named otherwise: the task's constructor options, `--batch-size` (`chunk_size`),
+        and the server's URL, kept only for `--backend openai`, where it is part of which model runs."""
+        return config_from(
+            self,
+            EvalConfig,
+            task_options=self.task_options(),
+            chunk_size=self.batch_size,
+            base_url=self.base_url if self.backend == "openai" else None,
+        )
 
 
 def parse(argv: list[str]) -> EvalArguments:
     """Flags and `--config` into `EvalArguments`."""
-    return parse_arguments(EvalArguments, argv, prog="r3 eval", description=__doc__)  # type: ignore[no-any-return]
+    return parse_trl_config(EvalArguments, argv, prog="r3 eval", description=__doc__)  # type: ignore[return-value]
 
 
 def main(argv: list[str]) -> int:
@@ -75,35 +79,15 @@ def main(argv: list[str]) -> int:
 
 
 def run(args: EvalArguments) -> int:
-    from r3.evaluation.evaluate import EvalConfig, evaluate, open_output
+    from r3.evaluation.evaluate import evaluate, open_output
     from r3.rundir import examples_digest
     from r3.tasks import get_task
 
-    options = args.task_options()
-    task = get_task(args.task, **options)
-    examples = task.load(args.data, limit=args.limit, seed=args.seed)
+    config = args.eval_config()
+    task = get_task(config.task, **config.task_options)
+    examples = task.load(config.data, limit=config.limit, seed=config.seed)
     if not examples:
         raise R3Error("no examples to evaluate (the data is empty, or --limit is 0)")
-    config = EvalConfig(
-        task=args.task,
-        task_options=options,
-        data=args.data,
-        limit=args.limit,
-        seed=args.seed,
-        model=args.model,
-        backend=args.backend,
-        base_url=args.base_url if args.backend == "openai" else None,
-        dtype=args.dtype,
-        engine_args=args.engine_args,
-        device=args.device,
-        max_new_tokens=args.max_new_tokens,
-        reflection_max_new_tokens=args.reflection_max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        chunk_size=args.batch_size,
-        second_try=args.second_try,
-        rounds=args.rounds,
-    )
     output_dir = args.output_dir or f"runs/eval-{args.task.replace(':', '_').replace('.', '_')}"
     digest = examples_digest(task, examples)
     open_output(

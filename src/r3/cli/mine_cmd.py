@@ -14,14 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3.cli.arguments import (
-    ModelArguments,
-    OutputArguments,
-    TaskArguments,
-    check_numbers,
-    check_shared,
-    parse_arguments,
-)
+from r3.cli.arguments import ModelArguments, OutputArguments, TaskArguments, check_shared, config_from
+from r3.cli.options import parse_trl_config
 from r3.errors import R3Error
 from r3.generation.base import Generator
 from r3.mining.mine import (
@@ -104,32 +98,19 @@ class MineArguments(OutputArguments, ModelArguments, TaskArguments):
 
     def __post_init__(self) -> None:
         check_shared(self)
-        check_numbers(self, {"reflection_max_new_tokens": 1})
         if not self.output_dir:
             raise R3Error("r3 mine needs --output-dir (where failures.jsonl goes)")
+        self.mine_config()  # the mining settings are checked by `MineConfig`, their one checker
 
     def mine_config(self) -> MineConfig:
-        """The settings that decide the rows (checked by `MineConfig` itself)."""
-        return MineConfig(
-            budget=self.budget,
-            round_size=self.round_size,
-            keep=self.keep,
-            full=self.full,
-            seed=self.seed,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            rounds=self.rounds,
-            reflection_max_new_tokens=self.reflection_max_new_tokens,
-            window=self.window,
-            screen=self.screen,
-            screen_retry_temperature=self.screen_retry_temperature,
-        )
+        """The settings that decide the rows (`MineConfig`), filled from these options by name
+        (`config_from`): every field of it is an option of the same name."""
+        return config_from(self, MineConfig)
 
 
 def parse(argv: list[str]) -> MineArguments:
     """Flags and `--config` into `MineArguments`."""
-    return parse_arguments(MineArguments, argv, prog="r3 mine", description=DESCRIPTION)  # type: ignore[no-any-return]
+    return parse_trl_config(MineArguments, argv, prog="r3 mine", description=DESCRIPTION)  # type: ignore[return-value]
 
 
 def main(argv: list[str]) -> int:

@@ -29,6 +29,7 @@ from r3.episode import (
     check_second_try,
     run_episodes,
 )
+from r3.errors import check_numbers
 from r3.evaluation.records import NO_ROUND, Accuracy, EvalResults, RoundRow, SampleRow
 from r3.generation.base import Generator
 from r3.progress import ProgressReport
@@ -68,8 +69,11 @@ class EvalConfig:
     rounds: int = 1
 
     def __post_init__(self) -> None:
-        check_second_try(self.second_try)  # before a folder is prepared for an impossible run
+        # The one check of these settings, `r3 eval`'s included (`EvalArguments` builds this config):
+        # before a folder is prepared for an impossible run.
+        check_second_try(self.second_try)
         check_rounds(self.rounds)
+        check_numbers(self, {"max_new_tokens": 1, "reflection_max_new_tokens": 1})
 
     def sampling(self, task: Task) -> EpisodeSampling:
         """The episode's settings (`EpisodeSamplingOptions`, whose rules every command shares): the

@@ -77,7 +77,7 @@ from r3.episode import (
     reflect_and_retry,
     safe_verify,
 )
-from r3.errors import R3Error
+from r3.errors import R3Error, check_numbers
 from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
 from r3.mining.records import FailureRecord, learnable
 from r3.progress import ProgressReport
@@ -118,11 +118,9 @@ class MineConfig:
         from r3.episode import check_rounds
 
         check_rounds(self.rounds)
-        for name in ("budget", "round_size", "keep", "window"):
-            if getattr(self, name) < 1:
-                raise R3Error(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        if self.max_new_tokens < 1:
-            raise R3Error(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        # The one check of these settings, `r3 mine`'s included (`MineArguments` builds this config).
+        whole = ("budget", "round_size", "keep", "window", "max_new_tokens", "reflection_max_new_tokens")
+        check_numbers(self, dict.fromkeys(whole, 1))
         if isinstance(self.screen, bool) or not isinstance(self.screen, int) or self.screen < 0:
             raise R3Error(f"--screen must be a whole number >= 0 (got {self.screen!r})")
         if self.screen_retry_temperature < 0:

@@ -88,6 +88,8 @@ def parse_key_values(raw: list[str] | dict[str, Any] | str | None, *, name: str,
         return {}
     if isinstance(raw, dict):
         return {str(k): v for k, v in raw.items()}
+    if isinstance(raw, list | tuple) and len(raw) == 1 and str(raw[0]).lstrip().startswith(("{", "[")):
+        raw = str(raw[0])  # a mapping string after a flag that takes several values (`--task_args '{...}'`)
     if isinstance(raw, str):
         if raw.lstrip().startswith(("{", "[")):
             try:

@@ -2,55 +2,60 @@
 
 Both configs are TRL config dataclasses (`GRPOConfig`, `SFTConfig`) plus these fields, parsed the same
 way (YAML recipe, flag overrides), so that the task, the model, LoRA and resuming are spelled and
-checked once. A mixin dataclass: every field has a default, so it composes with TRL's in any order.
+checked once. Composed as TRL's own scripts compose their options, in one dataclass rather than three:
+the task fields are `r3.tasks.options.TaskFields` (the group `r3 eval` and `r3 mine` start from too),
+and the model and LoRA fields are TRL's `ModelConfig`, whose `get_peft_config` builds the adapter's
+config. A mixin dataclass: every field has a default, so it composes with TRL's in any order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from trl import ModelConfig
 
 from r3.errors import R3Error
+from r3.tasks.options import TaskFields
+
+#: `ModelConfig` settings R3 does not apply, with the one value it runs with: R3 loads the model
+#: itself (`trainer.load_policy`, and the tokenizer and vLLM by the same name), unquantized.
+UNSUPPORTED_MODEL_SETTINGS: dict[str, object] = {
+    "model_revision": "main",
+    "load_in_8bit": False,
+    "load_in_4bit": False,
+}
 
 
 @dataclass
-class CommonTrainingFields:
-    """Task, model, LoRA and checkpoint fields of every R3 training config."""
+class CommonTrainingFields(TaskFields, ModelConfig):
+    """Task (`TaskFields`, every command's task group), model and LoRA (TRL's `ModelConfig`), and
+    checkpoint fields of every R3 training config.
 
-    # --- task ------------------------------------------------------------------------------------
-    task: str = field(
-        default="countdown",
-        metadata={"help": "countdown, function_calling, custom, or a dotted path pkg.module:TaskClass"},
-    )
-    verifier: str | None = field(
-        default=None, metadata={"help": "custom task: the verifier as pkg.module:function"}
-    )
-    task_args: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "options of the task's constructor: a mapping in the recipe "
-            "(task_args: {min_nums: 4}); on the command line a mapping string or KEY=VALUE, "
-            "as r3 eval and r3 mine take them"
-        },
-    )
-    limit: int | None = field(default=None, metadata={"help": "use only the first N rows"})
+    Where R3 differs from `ModelConfig`: `model` is the model's key (recipes use it; TRL's
+    `model_name_or_path` is read as the same setting), `dtype` defaults to `auto` with R3's meaning,
+    LoRA adapts every linear layer unless `lora_target_modules` says otherwise, `merge_lora` is R3's,
+    and the settings in `UNSUPPORTED_MODEL_SETTINGS` are refused away from their default."""
+
+    min_limit: ClassVar[int] = 1  # a training run on no example is a mistake, refused at once
 
     # --- model -----------------------------------------------------------------------------------
     model: str | None = field(
         default=None,
-        metadata={"help": "hub id or local folder to train (default: the embedded SmolLM2-135M-Instruct)"},
+        metadata={
+            "help": "hub id or local folder to train (default: the embedded SmolLM2-135M-Instruct); "
+            "model_name_or_path, TRL's name, is the same setting"
+        },
     )
     dtype: str = field(
         default="auto",
         metadata={"help": "auto (bfloat16 when bf16 is on, else float32), float32, bfloat16, float16"},
     )
 
-    # --- LoRA ------------------------------------------------------------------------------------
-    use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    # --- LoRA: TRL's fields (use_peft, lora_r, lora_alpha, lora_dropout, ...), R3's default target ---------
     lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "modules to adapt (default: all linear layers)"}
+        default=None,
+        metadata={"help": "LoRA target modules (default: every linear layer, PEFT's all-linear)"},
     )
     merge_lora: bool = field(
         default=False,
@@ -66,11 +71,28 @@ class CommonTrainingFields:
     )
 
     def check_common_fields(self) -> None:
-        """Normalise `task_args` and check the shared fields; call from the config's `__post_init__`."""
-        from r3.tasks.registry import parse_task_args
-
-        self.task_args = parse_task_args(self.task_args) if self.task_args is not None else None
-        if self.limit is not None and self.limit < 1:
-            raise R3Error(f"limit must be at least 1 (got {self.limit})")
+        """Normalise `task_args`, the model's name and LoRA's target, and check the shared fields;
+        call from the config's `__post_init__` (TRL's config's `__post_init__` does not reach
+        `ModelConfig`'s, whose one-module string would be a regular expression to PEFT)."""
+        self.check_task_fields()
+        if self.model_name_or_path is not None:
+            if self.model is not None and self.model != self.model_name_or_path:
+                raise R3Error(
+                    f"model ({self.model}) and model_name_or_path ({self.model_name_or_path}) are one "
+                    "setting: give one of them"
+                )
+            self.model = self.model_name_or_path
+        for name, value in UNSUPPORTED_MODEL_SETTINGS.items():
+            if getattr(self, name) != value:
+                raise R3Error(f"{name}: r3 supports only {value!r} (got {getattr(self, name)!r})")
+        if self.lora_target_modules is None or self.lora_target_modules == ["all-linear"]:
+            self.lora_target_modules = "all-linear"  # type: ignore[assignment]  # PEFT's shorthand
         if self.merge_lora and not self.use_peft:
             raise R3Error("merge_lora needs use_peft")
+
+    def peft_config(self) -> Any:
+        """The LoRA adapter's config (None without `use_peft`), built by TRL's `get_peft_config` from
+        these `ModelConfig` fields, as TRL's scripts build it."""
+        from trl import get_peft_config
+
+        return get_peft_config(self)

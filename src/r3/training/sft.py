@@ -192,7 +192,7 @@ def build_sft_trainer(
     from trl import SFTTrainer
 
     from r3.models import load_tokenizer
-    from r3.training.trainer import load_policy, load_task, lora_config
+    from r3.training.trainer import load_policy, load_task
 
     task = load_task(config)  # type: ignore[arg-type]
     examples, priming = load_examples(config, task)
@@ -211,7 +211,7 @@ def build_sft_trainer(
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
-            peft_config=lora_config(config) if config.use_peft else None,  # type: ignore[arg-type]
+            peft_config=config.peft_config(),
         )
     return trainer, rows
 

@@ -41,10 +41,7 @@ class TrainResult:
 def load_task(config: R3Config) -> Task:
     from r3.tasks.registry import get_task
 
-    options = dict(config.task_args or {})
-    if config.verifier:
-        options["verifier"] = config.verifier
-    return get_task(config.task, **options)
+    return get_task(config.task, **config.task_options())
 
 
 def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
@@ -91,22 +88,13 @@ def load_policy(config: R3Config) -> Any:
 
     name = resolve_model(config.model)
     dtype = torch_dtype(config.dtype, default="bfloat16" if config.bf16 else "float32")
+    # `ModelConfig.attn_implementation` as TRL's scripts pass it, under `model_init_kwargs`.
+    kwargs = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
+    kwargs.update(config.model_init_kwargs or {})
     try:
-        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **(config.model_init_kwargs or {}))
+        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
     except OSError as exc:
         raise R3Error(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from None
-
-
-def lora_config(config: R3Config) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules or "all-linear",
-        task_type="CAUSAL_LM",
-    )
 
 
 def check_generation_setup(config: R3Config) -> None:
@@ -180,7 +168,7 @@ def build_trainer(
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=callbacks,
-            peft_config=lora_config(config) if config.use_peft else None,
+            peft_config=config.peft_config(),
             rollout_func=rollout,
         )
     return trainer

@@ -1,0 +1,65 @@
+"""The task group every command's options start from: which task, its constructor options, how many
+examples.
+
+`r3 eval` and `r3 mine` (`r3.cli.arguments.TaskArguments`) and `r3 sft` and `r3 train`
+(`r3.training.common.CommonTrainingFields`) all inherit `TaskFields`, so these fields are declared,
+parsed and checked once, and `task_args` is written the same three ways everywhere: repeatable
+`--task-arg KEY=VALUE` flags, a mapping in a `--config` YAML file, or a YAML / JSON mapping string.
+After the command's `__post_init__` it is a mapping (or None) whichever way it came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from r3.errors import check_numbers
+from r3.tasks.registry import parse_task_args
+
+
+@dataclass
+class TaskFields:
+    """Which task, its options, and how many of its examples."""
+
+    #: The smallest `limit`: 0 for eval and mine, which then say there is nothing to do; training
+    #: commands raise it to 1.
+    min_limit: ClassVar[int] = 0
+
+    task: str = field(
+        default="countdown",
+        metadata={"help": "countdown, function_calling, custom, or a dotted path pkg.module:TaskClass"},
+    )
+    verifier: str | None = field(
+        default=None, metadata={"help": "custom task: the verifier as pkg.module:function"}
+    )
+    # The type reads: a mapping once parsed, flags (a list of KEY=VALUE) or a mapping string before.
+    # TRL's parser keeps the `str` of such a union, and `nargs` makes the flag take several values.
+    task_args: dict[str, Any] | str | list[str] | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--task-arg"],
+            "metavar": "KEY=VALUE",
+            "nargs": "+",
+            "help": "options of the task's constructor, KEY=VALUE, repeatable (e.g. countdown's "
+            "--task-arg min_nums=4); VALUE is read as YAML (4, 0.5, true, null, text). Also a mapping "
+            "string (--task_args '{min_nums: 4}'), or in a --config file: task_args: {min_nums: 4}",
+        },
+    )
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "use only the first N examples (r3 train: the failures file's first N queries)"},
+    )
+
+    def check_task_fields(self) -> None:
+        """`task_args` as a mapping (None when empty), whichever way it was written, and `limit`;
+        called from each command's `__post_init__`, so that a malformed option is refused before
+        anything runs."""
+        check_numbers(self, {"limit": self.min_limit})
+        self.task_args = parse_task_args(self.task_args) or None
+
+    def task_options(self) -> dict[str, Any]:
+        """Keyword arguments for `get_task`: `task_args`, and `verifier` for the custom task."""
+        options = parse_task_args(self.task_args)
+        if self.verifier:
+            options["verifier"] = self.verifier
+        return options
