@@ -13,7 +13,8 @@ Every step is an `r3` command, run as a user would run it, into one output folde
                               steps (`r3 train --mode grpo`): the bar R3 must clear
     eval-<model>/             `r3 eval`, greedy, reflect + retry, on the evaluation seed
     eval-<model>-resample/    `r3 eval --second-try resample` at a temperature > 0: a second attempt
-                              without reflection (how much of a second-try gain needs a reflection?)
+                              without reflection (how much of a second-try gain needs a reflection?),
+                              for the models in `eval.resample_models` (default: all)
     report/                   `r3 report` over the three models, `experiment.md` (table, tests), curves
     forgetting/               `r3 forgetting`: lm-eval's local r3_basics task on the vanilla model and
                               each of the above (what training cost elsewhere)
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = train(cfg, models["warmstart"], failures, name, out, log)
     for name in names:
         evaluate(cfg, models[name], out / f"eval-{name}{suffix}", seed, log, resample=False)
-        if cfg["eval"].get("resample_temperature"):
+        if cfg["eval"].get("resample_temperature") and name in cfg["eval"].get("resample_models", names):
             evaluate(cfg, models[name], out / f"eval-{name}-resample{suffix}", seed, log, resample=True)
 
     report = out / f"report{suffix}"
