@@ -43,10 +43,25 @@ def episodes_record(task: Any, sampler: Any) -> list[dict[str, Any]]:
             "attempt": e.attempt.text,
             "attempt_ids": list(e.attempt.token_ids or ()),
             "reflection": e.reflection.text if e.reflection else None,
+            "reflection_ids": list(e.reflection.token_ids or ()) if e.reflection else None,
             "retry": e.retry.text if e.retry else None,
+            "retry_ids": list(e.retry.token_ids or ()) if e.retry else None,
         }
         for e in done
     ]
+
+
+def single_rows(sampler: Any, tokenizer: Any) -> dict[str, list[int]]:
+    """One prompt sent alone (the server batches nothing else with it), at T = 1: seed 7 twice and seed
+    8 once."""
+    prompt = tokenizer.apply_chat_template(LOGPROB_PROMPT, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    out = {}
+    for name, seed in (("seed7", 7), ("seed7_again", 7), ("seed8", 8)):
+        sampling = SamplingConfig(max_new_tokens=24, temperature=1.0, seed=seed)
+        (completion,) = sampler.sample_tokens([prompt_ids], sampling)
+        out[name] = list(completion.token_ids or ())
+    return out
 
 
 def logprob_record(sampler: Any, tokenizer: Any) -> dict[str, Any]:
@@ -82,6 +97,7 @@ def server(base_url: str, model: str) -> dict[str, Any]:
     return {
         "episodes": episodes_record(task, sampler),
         "episodes_again": episodes_record(task, sampler),
+        "single": single_rows(sampler, tokenizer),
         "logprobs": logprob_record(sampler, tokenizer),
         "server_logprobs_mode": client.get_server_info()["model_config"]["logprobs_mode"],
     }
