@@ -360,3 +360,11 @@ def test_colocated_engine_logprobs_are_what_trl_compares(vllm_ready, model_dir, 
     """The colocated engine's adapter (`VLLMBackend.over`) on an engine with TRL's colocated logprobs
     mode: the logprobs handed to TRL are temperature-scaled, as TRL's recomputation is."""
     check_logprobs(worker("colocate", "-", model_dir, tmp_path)["logprobs"], model_dir)
+
+
+def test_a_large_seeded_batch_is_sampled_on_cpu(vllm_ready, model_dir, tmp_path):
+    """A batch of more prompt tokens than one engine step takes, every request seeded (as all of R3's
+    are): vLLM 0.32's CPU runner crashed on it when a prompt was split over steps ("CPU Generator
+    does not use offset"); R3's backend turns chunked prefill off on CPU, and every row comes back."""
+    completions = worker("batch", "-", model_dir, tmp_path)["completions"]
+    assert len(completions) == 64 and all(isinstance(c, str) for c in completions)

@@ -3,6 +3,7 @@ against a real vLLM, writing what they returned to a JSON file for the test to c
 
     python tests/vllm_worker.py server BASE_URL MODEL_DIR OUT.json     # `trl vllm-serve` at BASE_URL
     python tests/vllm_worker.py colocate - MODEL_DIR OUT.json          # an in-process vllm.LLM
+    python tests/vllm_worker.py batch - MODEL_DIR OUT.json             # R3's VLLMBackend, CPU defaults
 
 `server`: R3's server engine (`vllm_server_engine`) through TRL's real `VLLMClient`, inside a stand-in
 trainer that holds only what the engine reads (the accelerator state, the client, the tokenizer); whole
@@ -113,9 +114,27 @@ def colocate(model: str) -> dict[str, Any]:
     return {"logprobs": logprob_record(backend, backend.tokenizer)}
 
 
+def batch(model: str) -> dict[str, Any]:
+    """64 distinct seeded prompts of about 180 tokens in one call of R3's own backend with its CPU
+    defaults: more prompt tokens than one engine step takes, so vLLM must schedule them over steps."""
+    from r3.generation.vllm_backend import VLLMBackend
+    from r3.tasks.base import Prompt
+
+    backend = VLLMBackend(model)
+    prompts = [
+        Prompt([{"role": "user", "content": f"Using the numbers [{i}, 66, 63], make {i + 3}. " * 8}])
+        for i in range(64)
+    ]
+    sampling = SamplingConfig(max_new_tokens=8, temperature=1.0, seed=5)
+    out = backend.generate(prompts, 1, sampling)
+    return {"completions": [group[0].text for group in out]}
+
+
 def main() -> None:
     mode, base_url, model, out = sys.argv[1:5]
-    result = server(base_url, model) if mode == "server" else colocate(model)
+    modes = {"server": lambda: server(base_url, model), "colocate": lambda: colocate(model)}
+    modes["batch"] = lambda: batch(model)
+    result = modes[mode]()
     Path(out).write_text(json.dumps(result))
 
 

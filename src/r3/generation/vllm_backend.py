@@ -44,8 +44,14 @@ class VLLMBackend:
                 "or use --backend transformers"
             ) from None
         engine_kwargs.setdefault("enable_prefix_caching", True)
-        if not cuda_available():  # vLLM's CPU build: compiling the graph first takes minutes here
+        if not cuda_available():  # vLLM's CPU build (`make vllm-env`)
+            # Compiling the graph first takes minutes on a CPU.
             engine_kwargs.setdefault("enforce_eager", True)
+            # A seeded request whose prompt is split over two steps (chunked prefill: a batch of more
+            # prompt tokens than one step takes) crashes vLLM 0.32's CPU runner ("CPU Generator does
+            # not use offset"), and every R3 request is seeded. Whole prompts per step avoid it
+            # (`tests/test_vllm_real.py` samples such a batch).
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
         try:
             llm = LLM(model=model_path, dtype=dtype, **engine_kwargs)
         except TypeError as exc:  # a misspelt --engine-arg: vLLM names it
