@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ import pytest
 from r3.cli import main as r3_main
 from r3.generation.base import SamplingConfig, request_seeds, sample_seed
 from r3.generation.openai_backend import calls_as_text
+from servers import Server, free_port
 
 TRANSFORMERS_CLI = Path(sys.executable).with_name("transformers")
 EVAL_FLAGS = ["--limit", "6", "--max-new-tokens", "12", "--reflection-max-new-tokens", "12", "--no-progress"]
@@ -49,54 +48,19 @@ def test_structured_tool_calls_become_the_json_list_the_verifier_reads() -> None
 # ----------------------------------------------------------------------------- a real server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`transformers serve` in a child process (its own process group, so a kill takes it all)."""
-
-    def __init__(self, port: int, log: Path) -> None:
-        self.port = port
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self, timeout: float = 120.0) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        command = [str(TRANSFORMERS_CLI), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--device", "cpu", "--dtype", "float32"]
-        self.proc = subprocess.Popen(
-            command, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError("transformers serve did not start in time")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+def transformers_serve(port: int, log: Path) -> Server:
+    """`transformers serve` on CPU in float32 (the same greedy rows as the local backend)."""
+    command = [str(TRANSFORMERS_CLI), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--device", "cpu", "--dtype", "float32"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return Server(command, port, log, env=env, timeout=120.0)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if not TRANSFORMERS_CLI.exists():
         pytest.skip("transformers serve is not installed (pip install 'transformers[serving]')")
-    srv = Server(free_port(), tmp_path_factory.mktemp("serve") / "serve.log")
+    srv = transformers_serve(free_port(), tmp_path_factory.mktemp("serve") / "serve.log")
     srv.start()
     yield srv
     srv.kill()
@@ -162,7 +126,7 @@ def test_a_server_killed_mid_run_loses_nothing_on_rerun(
 ) -> None:
     """SIGKILL the server while `r3 eval` runs (in a child process): the rows done are kept; with the
     server back, the same command finishes with no row lost or duplicated."""
-    srv = Server(free_port(), tmp_path / "serve.log")
+    srv = transformers_serve(free_port(), tmp_path / "serve.log")
     srv.start()
     out = tmp_path / "out"
     command = [sys.executable, "-m", "r3.cli", "eval", "--backend", "openai", "--base-url", srv.url]

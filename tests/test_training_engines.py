@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from r3.training.engines import (
     vllm_server_engine,
 )
 from r3.training.trainer import build_trainer, check_generation_setup
+from servers import free_port
 from test_training_support import ToyTask, make_model, make_tokenizer, records, tiny_config
 
 HERE = Path(__file__).resolve().parent
@@ -169,12 +169,6 @@ def test_engine_is_called_even_when_every_first_attempt_is_solved(tmp_path):
     assert calls == [2, 0, 0]  # one first attempt per group, then empty reflection and retry calls
     assert out["completion_ids"] == [[eos]] * 8
     assert out["retry_success"] == [None] * 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

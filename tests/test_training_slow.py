@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from r3.cli import main as r3_main
+from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_RECIPE = ROOT / "recipes" / "smollm2_countdown_cpu.yaml"
@@ -94,12 +94,6 @@ def env(**extra: str) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         **extra,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def complete_checkpoints(out: Path) -> list[int]:

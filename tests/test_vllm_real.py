@@ -9,21 +9,20 @@ with the same batching, as the fingerprint requires."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from servers import Server, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -84,69 +83,8 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Until `url` answers 200 (the server is up), or fail with the server's log tail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    proc.kill()
-    out = proc.stdout.read() if proc.stdout else ""
-    pytest.fail(f"server at {url} did not come up (exit {proc.poll()}):\n{out[-4000:]}")
-
-
-class Server:
-    """A server process started from the vLLM environment, up once `health` answers."""
-
-    def __init__(self, command: list[str], health: str) -> None:
-        self.command, self.health = command, health
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        """In a session of its own, so that stopping it reaches every process it started (vLLM's
-        engine core and multiprocessing's resource tracker) and none outlives the test."""
-        self.proc = subprocess.Popen(
-            self.command, cwd=ROOT, env=vllm_environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
-        )  # fmt: skip
-        wait_for(self.health, self.proc)
-        return self
-
-    def signal_all(self, sig: int) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        """As a crash: SIGKILL to every process of the server, no shutdown."""
-        self.signal_all(signal.SIGKILL)
-        assert self.proc is not None
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.signal_all(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-        self.signal_all(signal.SIGKILL)  # whatever is left of its session
-        self.proc.wait()
-
-
 @pytest.fixture
-def vllm_serve(vllm_ready: None, model_dir: str) -> Iterator[tuple[str, Server]]:
+def vllm_serve(vllm_ready: None, model_dir: str, tmp_path: Path) -> Iterator[tuple[str, Server]]:
     """`vllm serve` as docs/commands.md shows it, shrunk to the embedded model on CPU: its base URL
     and the server (which a test may kill and start again); stopped at the end."""
     port = free_port()
@@ -154,8 +92,9 @@ def vllm_serve(vllm_ready: None, model_dir: str) -> Iterator[tuple[str, Server]]
         str(VENV / "bin" / "vllm"), "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
         "--served-model-name", "smollm2", "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "2048",
     ]  # fmt: skip
-    server = Server(command, f"http://127.0.0.1:{port}/v1/models").start()
-    yield f"http://127.0.0.1:{port}/v1", server
+    server = Server(command, port, tmp_path / "vllm-serve.log", health="/v1/models", env=vllm_environ())
+    server.start()
+    yield server.url, server
     server.stop()
 
 
@@ -266,15 +205,18 @@ def test_openai_backend_against_vllm_serve(vllm_serve, model_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trl_vllm_serve(vllm_ready: None, model_dir: str) -> Iterator[str]:
+def trl_vllm_serve(
+    vllm_ready: None, model_dir: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """`trl vllm-serve` (TRL's server for GRPO generation) on the embedded model: its base URL."""
     port = free_port()
     command = [
         str(VENV / "bin" / "trl"), "vllm-serve", "--model", model_dir, "--host", "127.0.0.1",
         "--port", str(port), "--dtype", "bfloat16", "--enforce_eager", "true", "--max_model_len", "2048",
     ]  # fmt: skip
-    server = Server(command, f"http://127.0.0.1:{port}/health").start()
-    yield f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("trl-vllm-serve") / "server.log"
+    server = Server(command, port, log, env=vllm_environ()).start()
+    yield server.base
     server.stop()
 
 

@@ -19,14 +19,8 @@ from r3.generation.base import (
     generate_from_tokens,
     request_seeds,
 )
+from r3.models import pick_device
 from r3.tasks.base import Prompt
-
-
-def cuda_available() -> bool:
-    """Whether torch sees a CUDA device (vLLM's CPU build runs where it does not)."""
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 class VLLMBackend:
@@ -44,7 +38,7 @@ class VLLMBackend:
                 "or use --backend transformers"
             ) from None
         engine_kwargs.setdefault("enable_prefix_caching", True)
-        if not cuda_available():  # vLLM's CPU build (`make vllm-env`)
+        if pick_device(None) == "cpu":  # vLLM's CPU build (`make vllm-env`)
             # Compiling the graph first takes minutes on a CPU.
             engine_kwargs.setdefault("enforce_eager", True)
             # A seeded request whose prompt is split over two steps (chunked prefill: a batch of more
