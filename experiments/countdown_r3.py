@@ -88,14 +88,17 @@ def warmstart(cfg: dict[str, Any], out: Path, log: Path) -> Path:
     target = out / "warmstart"
     if (target / "config.json").is_file():
         return target
-    sft = cfg["sft"]
-    key = hashlib.sha256(json.dumps([sft, cfg["task_args"]], sort_keys=True).encode()).hexdigest()[:12]
+    # `sft.task_args`: the warm-start's own problems, when the experiment's task differs from them (a
+    # harder or easier Countdown on the same warm-start); the cache key is unchanged where it is absent.
+    sft = {k: v for k, v in cfg["sft"].items() if k != "task_args"}
+    task_args = cfg["sft"].get("task_args", cfg["task_args"])
+    key = hashlib.sha256(json.dumps([sft, task_args], sort_keys=True).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("R3_CACHE", Path.home() / ".cache" / "r3")) / "warmstart" / key
     if not (cache / "config.json").is_file():
         flags = [f"--{k}={v}" for k, v in sft.items() if k != "recipe"]
         r3(
             "sft", "--config", sft["recipe"], "--output_dir", str(cache), "--resume", "true",
-            "--task_args", json.dumps(cfg["task_args"]), *flags, log=log,
+            "--task_args", json.dumps(task_args), *flags, log=log,
         )  # fmt: skip
     link_tree(cache, target)
     return target
