@@ -57,6 +57,12 @@ def test_no_gain_is_said_plainly(tmp_path: Path) -> None:
     assert "R3 beat" not in text
 
 
+def test_a_significant_loss_is_not_called_no_gain(tmp_path: Path) -> None:
+    text = build(tmp_path, r3_second=30)  # 15% against 35% and 36%
+    assert "R3 was significantly worse than the warm-start and the shuffled control on the second try" in text
+    assert "no significant gain" not in text and "R3 beat" not in text
+
+
 def test_compare_pairs_problems_by_index() -> None:
     a = {i: {"second_try_ok": i < 10} for i in range(20)}
     b = {i: {"second_try_ok": 5 <= i < 12} for i in range(20)}

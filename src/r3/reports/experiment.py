@@ -166,6 +166,10 @@ def write_experiment_report(
             verdict = (
                 f"R3 beat {scope} on the second try (p < {ALPHA}), by less than {MIN_GAIN:.0%} ({against})."
             )
+        elif worse := [label for label, t in wins if t["p"] < ALPHA and t["diff"] < 0]:
+            # A significant loss is not "no gain": say it, naming what R3 fell below.
+            below = " and the ".join(worse)
+            verdict = f"R3 was significantly worse than the {below} on the second try ({against})."
         else:
             verdict = f"This run showed no significant gain of R3 over {scope} on the second try ({against})."
         extra = _gate_and_bar(evals, rows["warmstart"], rows["trained"])
