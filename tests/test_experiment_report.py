@@ -63,6 +63,18 @@ def test_a_significant_loss_is_not_called_no_gain(tmp_path: Path) -> None:
     assert "no significant gain" not in text and "R3 beat" not in text
 
 
+def test_the_verdict_is_paired(tmp_path: Path) -> None:
+    """The goal is stated with the exact McNemar test: 14 problems lost against 3 gained is a
+    significant loss (p = 0.013) although the unpaired two-proportion test sees none (p = 0.27)."""
+    n = 200
+    base = [i < 100 for i in range(n)]
+    fake_eval(tmp_path / "eval-warmstart", base, [i < 105 for i in range(n)])
+    fake_eval(tmp_path / "eval-trained", base, [i < 91 or 105 <= i < 108 for i in range(n)])
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "| 3 / 14 | 0.0127 |" in text
+    assert "R3 was significantly worse than the warm-start on the second try" in text
+
+
 def test_compare_pairs_problems_by_index() -> None:
     a = {i: {"second_try_ok": i < 10} for i in range(20)}
     b = {i: {"second_try_ok": 5 <= i < 12} for i in range(20)}
