@@ -19,6 +19,13 @@ Every step is an `r3` command, run as a user would run it, into one output folde
     forgetting/               `r3 forgetting`: lm-eval's local r3_basics task on the vanilla model and
                               each of the above (what training cost elsewhere)
 
+    logs/<step>.log           each step's `r3` output; commands.log lists the commands and their exits
+
+Steps that do not depend on each other (mining beside the warm-start's evaluations, the three trainings,
+the evaluations) run `jobs` at a time (the config's `jobs`, or `--jobs`), each on its share of the
+cores: on a small machine two one-thread processes do more work than one two-thread process. The
+warm-start, the report and `r3 forgetting` run alone on every core.
+
 Seeds: SFT rows, mining rows and evaluation rows come from disjoint seeds of Countdown's generator.
 `--split validation` evaluates on the validation seed (for choosing settings); `--split heldout` (the
 default) on the held-out seed, which no setting was tuned on. Each step is skipped or resumed when its
@@ -28,13 +35,17 @@ output exists, so an interrupted run continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as futures
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +63,91 @@ VARIANTS = {
 }
 
 
+#: Threads each `r3` process may use (OMP_NUM_THREADS); None leaves torch's default (every core).
+#: Set by `run_steps` for the steps it runs side by side; thread-local so that each worker has its own.
+_threads = threading.local()
+_commands_lock = threading.Lock()
+
+
 def r3(*args: str, log: Path) -> None:
-    """Run one `r3` command; its output goes to the console and to `log`."""
+    """Run one `r3` command; its output goes to `log`, its command line and exit to the console and to
+    `commands.log` beside the log folder."""
     command = [sys.executable, "-m", "r3.cli", *args]
-    print(f"\n$ r3 {' '.join(args)}", flush=True)
+    line = f"$ r3 {' '.join(args)}"
+    threads = getattr(_threads, "count", None)
+    env = dict(os.environ)
+    if threads is not None and "OMP_NUM_THREADS" not in os.environ:  # a user's setting wins
+        env["OMP_NUM_THREADS"] = str(threads)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    commands = log.parent.parent / "commands.log"
+    with _commands_lock:
+        print(f"\n{line}", flush=True)
+        with commands.open("a") as handle:
+            handle.write(f"{line}\n# log: {log}\n")
     started = time.monotonic()
     with log.open("a") as handle:
-        handle.write(f"$ r3 {' '.join(args)}\n")
+        handle.write(f"{line}\n")
         handle.flush()
-        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
-        handle.write(f"# exit {proc.returncode} after {time.monotonic() - started:.0f} s\n")
+        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    took = time.monotonic() - started
+    with _commands_lock, commands.open("a") as handle:
+        handle.write(f"# exit {proc.returncode} after {took:.0f} s: r3 {args[0]} -> {log.name}\n")
     if proc.returncode != 0:
         sys.exit(f"experiment: `r3 {args[0]}` failed (exit {proc.returncode}); see {log}")
-    print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
+    print(f"  done in {took:.0f} s: {log.stem}", flush=True)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the experiment: `run(log)` once every step named in `after` has finished."""
+
+    name: str
+    run: Callable[[Path], Any]
+    after: tuple[str, ...] = ()
+
+
+def run_steps(steps: list[Step], jobs: int, logs: Path) -> None:
+    """Run `steps`, at most `jobs` at a time, each once its `after` steps are done; among the ready ones
+    the earliest in the list starts first (so list the long chain first). With jobs > 1 each process
+    gets cores // jobs threads. A failed step starts nothing new; the running ones finish (their work
+    is kept, and a rerun resumes them), then the failure is raised."""
+    names = {step.name for step in steps}
+    for step in steps:
+        missing = [name for name in step.after if name not in names]
+        if missing:
+            raise ValueError(f"step {step.name!r} waits for unknown steps {missing}")
+    threads = None if jobs <= 1 else max(1, (os.cpu_count() or 1) // jobs)
+
+    def work(step: Step) -> None:
+        _threads.count = threads
+        step.run(logs / f"{step.name}.log")
+
+    pending = list(steps)
+    done: set[str] = set()
+    running: dict[futures.Future[None], Step] = {}
+    failure: BaseException | None = None
+    with futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending or running:
+            if failure is None:
+                for step in [s for s in pending if all(a in done for a in s.after)]:
+                    if len(running) >= max(1, jobs):
+                        break
+                    pending.remove(step)
+                    running[pool.submit(work, step)] = step
+            if not running:
+                if failure is None:  # nothing can start: a cycle in `after`
+                    raise ValueError(f"steps wait on each other: {[s.name for s in pending]}")
+                break
+            finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in finished:
+                step = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    done.add(step.name)
+                elif failure is None:
+                    failure = error
+    if failure is not None:
+        raise failure
 
 
 def task_flags(cfg: dict[str, Any]) -> list[str]:
@@ -117,13 +200,19 @@ def evaluate(cfg: dict[str, Any], model: Path, folder: Path, seed: int, log: Pat
     r3(*flags, log=log)
 
 
+def failures_file(cfg: dict[str, Any], out: Path) -> Path:
+    """Where the trainings read the mined failures: this run's mining, or another run's (`mine.reuse`)."""
+    reuse = cfg["mine"].get("reuse")
+    if not reuse:
+        return out / "mine" / "failures.jsonl"
+    failures = ROOT / reuse / "mine" / "failures.jsonl"
+    if not failures.is_file():
+        sys.exit(f"experiment: mine.reuse: {failures} not found (run that experiment first)")
+    return failures
+
+
 def mine(cfg: dict[str, Any], model: Path, out: Path, log: Path) -> Path:
     mi = cfg["mine"]
-    if mi.get("reuse"):  # a variant that trains on another run's mining of the same warm-start
-        failures = ROOT / mi["reuse"] / "mine" / "failures.jsonl"
-        if not failures.is_file():
-            sys.exit(f"experiment: mine.reuse: {failures} not found (run that experiment first)")
-        return failures
     folder = out / "mine"
     r3(
         "mine", "--model", str(model), "--output-dir", str(folder), "--seed", str(cfg["seeds"]["mine"]),
@@ -172,39 +261,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "experiments" / "countdown.yaml"))
     parser.add_argument("--output", default=None, help="output folder (default: the config's)")
     parser.add_argument("--split", choices=["validation", "heldout"], default="heldout")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="steps run side by side (default: the config's jobs, else 1)"
+    )
     args = parser.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     out = Path(args.output or cfg["output"])
     out.mkdir(parents=True, exist_ok=True)
-    log = out / "commands.log"
+    jobs = args.jobs if args.jobs is not None else int(cfg.get("jobs", 1))
+    if jobs < 1:
+        sys.exit(f"experiment: jobs must be at least 1, got {jobs}")
     seed = cfg["seeds"][args.split]
     suffix = "" if args.split == "heldout" else "-validation"
     started = time.monotonic()
 
-    models = {"warmstart": warmstart(cfg, out, log)}
-    failures = mine(cfg, models["warmstart"], out, log)
+    logs = out / "logs"
+    models = {"warmstart": warmstart(cfg, out, logs / "warmstart.log")}
     names = ["warmstart", "trained"]
     if cfg.get("control", True):  # the demo has no control, to stay within its time budget
         names.append("shuffled")
     if cfg.get("grpo") is not None:  # plain GRPO at equal compute: its section sets what differs
         names.append("grpo")
+    failures = failures_file(cfg, out)
+    steps = (
+        []
+        if cfg["mine"].get("reuse")
+        else [Step("mine", lambda log: mine(cfg, models["warmstart"], out, log))]
+    )
+    after_mine = tuple(step.name for step in steps)
     for name in names[1:]:
-        models[name] = train(cfg, models["warmstart"], failures, name, out, log)
-    for name in names:
-        evaluate(cfg, models[name], out / f"eval-{name}{suffix}", seed, log, resample=False)
-        if cfg["eval"].get("resample_temperature") and name in cfg["eval"].get("resample_models", names):
-            evaluate(cfg, models[name], out / f"eval-{name}-resample{suffix}", seed, log, resample=True)
+        models[name] = out / VARIANTS[name][0]
+        steps.append(
+            Step(
+                f"train-{name}",
+                lambda log, n=name: train(cfg, models["warmstart"], failures, n, out, log),
+                after_mine,
+            )
+        )
+    resampled = cfg["eval"].get("resample_models", names) if cfg["eval"].get("resample_temperature") else []
+    for resample in (False, True):  # every greedy evaluation before any resample one: they feed the report
+        for name in names:
+            if resample and name not in resampled:
+                continue
+            folder = f"eval-{name}{'-resample' if resample else ''}{suffix}"
+            after = () if name == "warmstart" else (f"train-{name}",)
+            steps.append(
+                Step(
+                    folder,
+                    lambda log, n=name, f=folder, r=resample: evaluate(cfg, models[n], out / f, seed, log, r),
+                    after,
+                )
+            )
+    run_steps(steps, jobs, logs)
 
     report = out / f"report{suffix}"
     r3(
         "report", *[str(out / f"eval-{name}{suffix}") for name in names],
-        "--labels", *[LABELS[name] for name in names], "--output-dir", str(report), "--html", log=log,
+        "--labels", *[LABELS[name] for name in names], "--output-dir", str(report), "--html",
+        log=logs / f"report{suffix}.log",
     )  # fmt: skip
     if cfg.get("forgetting"):
         r3(
             "forgetting", "--models", "embedded", *[str(models[name]) for name in names],
             "--labels", "vanilla", *[LABELS[name] for name in names], "--tasks", cfg["forgetting"]["tasks"],
-            "--device", "cpu", "--output_dir", str(out / "forgetting"), log=log,
+            "--device", "cpu", "--output_dir", str(out / "forgetting"), log=logs / "forgetting.log",
         )  # fmt: skip
     text = write_experiment_report(
         out, report, suffix, split=args.split, seed=seed, config=cfg,

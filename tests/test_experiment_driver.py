@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ def load_driver() -> Any:
     spec = importlib.util.spec_from_file_location("countdown_r3", ROOT / "experiments" / "countdown_r3.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 
@@ -63,3 +65,122 @@ def test_sft_task_args_train_the_warm_start_on_its_own_problems(
     assert not any(arg.startswith("--task_args=") for arg in args)  # not passed a second time as a field
     key = Path(args[args.index("--output_dir") + 1]).name
     assert key != Path(plain[plain.index("--output_dir") + 1]).name
+
+
+def test_steps_run_side_by_side_and_after_what_they_wait_for(tmp_path: Path) -> None:
+    driver = load_driver()
+    both_running = __import__("threading").Barrier(2, timeout=10)
+    order: list[str] = []
+
+    def meet(name: str) -> Any:
+        def run(log: Path) -> None:
+            both_running.wait()  # breaks (and the test fails) unless a and b run at the same time
+            order.append(name)
+
+        return run
+
+    steps = [
+        driver.Step("a", meet("a")),
+        driver.Step("b", meet("b")),
+        driver.Step("c", lambda log: order.append("c"), ("a", "b")),
+    ]
+    driver.run_steps(steps, 2, tmp_path)
+    assert sorted(order[:2]) == ["a", "b"] and order[2] == "c"
+
+
+def test_steps_never_exceed_jobs(tmp_path: Path) -> None:
+    driver = load_driver()
+    lock = __import__("threading").Lock()
+    state = {"now": 0, "most": 0}
+
+    def run(log: Path) -> None:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        __import__("time").sleep(0.05)
+        with lock:
+            state["now"] -= 1
+
+    driver.run_steps([driver.Step(f"s{i}", run) for i in range(6)], 2, tmp_path)
+    assert state["most"] <= 2
+
+
+def test_a_failed_step_starts_nothing_new_and_is_raised(tmp_path: Path) -> None:
+    driver = load_driver()
+    ran: list[str] = []
+
+    def fail(log: Path) -> None:
+        sys.exit("experiment: `r3 train` failed")
+
+    steps = [
+        driver.Step("train", fail),
+        driver.Step("eval", lambda log: ran.append("eval"), ("train",)),
+        driver.Step("other", lambda log: ran.append("other")),
+    ]
+    with pytest.raises(SystemExit, match="r3 train"):
+        driver.run_steps(steps, 1, tmp_path)
+    assert ran == []  # with one job, nothing starts after the failure
+    with pytest.raises(ValueError, match="unknown"):
+        driver.run_steps([driver.Step("x", lambda log: None, ("y",))], 1, tmp_path)
+    with pytest.raises(ValueError, match="each other"):
+        driver.run_steps(
+            [driver.Step("x", lambda log: None, ("y",)), driver.Step("y", lambda log: None, ("x",))],
+            2,
+            tmp_path,
+        )
+
+
+def test_side_by_side_commands_get_their_share_of_the_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = load_driver()
+    seen: list[str | None] = []
+
+    def fake_run(command: list[str], **kwargs: Any) -> Any:
+        seen.append(kwargs["env"].get("OMP_NUM_THREADS"))
+        return __import__("subprocess").CompletedProcess(command, 0)
+
+    monkeypatch.setattr(driver.subprocess, "run", fake_run)
+    monkeypatch.setattr(driver.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    steps = [driver.Step(f"s{i}", lambda log: driver.r3("eval", log=log)) for i in range(2)]
+    driver.run_steps(steps, 2, tmp_path / "logs")
+    driver.run_steps(steps, 1, tmp_path / "logs")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # a user's own setting wins
+    driver.run_steps(steps[:1], 2, tmp_path / "logs")
+    assert seen == ["4", "4", None, None, "3"]
+    assert (tmp_path / "commands.log").read_text().count("# exit 0") == 5
+
+
+def test_the_experiment_runs_each_step_after_its_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole driver with `r3` recorded: every step of the held-out run, each after what it reads."""
+    driver = load_driver()
+    lock = __import__("threading").Lock()
+    calls: list[tuple[str, str]] = []
+
+    def fake_r3(*args: str, log: Path) -> None:
+        with lock:
+            calls.append((args[0], log.stem))
+        for flag in ("--output_dir", "--output-dir"):
+            if flag in args and args[0] in ("sft", "train"):
+                output = Path(args[args.index(flag) + 1])
+                output.mkdir(parents=True, exist_ok=True)
+                (output / "config.json").write_text("{}")
+
+    config = yaml.safe_load((ROOT / "experiments" / "countdown.yaml").read_text())
+    config["output"] = str(tmp_path / "run")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("R3_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(driver, "r3", fake_r3)
+    monkeypatch.setattr(driver, "write_experiment_report", lambda *a, **k: "report")
+    assert driver.main(["--config", str(tmp_path / "config.yaml"), "--jobs", "2"]) == 0
+    steps = [step for _, step in calls]
+    assert steps[0] == "warmstart" and steps[-2:] == ["report", "forgetting"]
+    expected = {"mine", "train-trained", "train-shuffled", "train-grpo"}
+    expected |= {f"eval-{m}" for m in ("warmstart", "trained", "shuffled", "grpo")}
+    expected |= {f"eval-{m}-resample" for m in config["eval"]["resample_models"]}
+    assert set(steps[1:-2]) == expected and len(steps) == len(expected) + 3
+    for name in ("trained", "shuffled", "grpo"):
+        assert steps.index("mine") < steps.index(f"train-{name}") < steps.index(f"eval-{name}")
