@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -69,6 +70,9 @@ VARIANTS = {
 #: Set by `run_steps` for the steps it runs side by side; thread-local so that each worker has its own.
 _threads = threading.local()
 _commands_lock = threading.Lock()
+#: The `r3` processes running now, so that an interrupt of the driver reaches them (a terminal's Ctrl-C
+#: reaches them anyway; `kill -INT <driver>` or a scheduler's stop does not).
+_children: set[subprocess.Popen[bytes]] = set()
 
 
 def r3(*args: str, log: Path) -> None:
@@ -90,7 +94,14 @@ def r3(*args: str, log: Path) -> None:
     with log.open("a") as handle:
         handle.write(f"{line}\n")
         handle.flush()
-        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        with _commands_lock:
+            _children.add(proc)
+        try:
+            proc.wait()
+        finally:
+            with _commands_lock:
+                _children.discard(proc)
     took = time.monotonic() - started
     with _commands_lock, commands.open("a") as handle:
         handle.write(f"# exit {proc.returncode} after {took:.0f} s: r3 {args[0]} -> {log.name}\n")
@@ -112,7 +123,8 @@ def run_steps(steps: list[Step], jobs: int, logs: Path) -> None:
     """Run `steps`, at most `jobs` at a time, each once its `after` steps are done; among the ready ones
     the earliest in the list starts first (so list the long chain first). With jobs > 1 each process
     gets cores // jobs threads. A failed step starts nothing new; the running ones finish (their work
-    is kept, and a rerun resumes them), then the failure is raised."""
+    is kept, and a rerun resumes them), then the failure is raised. An interrupt is passed on to the
+    running `r3` commands (each saves its progress and stops), then raised."""
     names = {step.name for step in steps}
     for step in steps:
         missing = [name for name in step.after if name not in names]
@@ -127,29 +139,49 @@ def run_steps(steps: list[Step], jobs: int, logs: Path) -> None:
     pending = list(steps)
     done: set[str] = set()
     running: dict[futures.Future[None], Step] = {}
-    failure: BaseException | None = None
     with futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        while pending or running:
-            if failure is None:
-                for step in [s for s in pending if all(a in done for a in s.after)]:
-                    if len(running) >= max(1, jobs):
-                        break
-                    pending.remove(step)
-                    running[pool.submit(work, step)] = step
-            if not running:
-                if failure is None:  # nothing can start: a cycle in `after`
-                    raise ValueError(f"steps wait on each other: {[s.name for s in pending]}")
-                break
-            finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-            for future in finished:
-                step = running.pop(future)
-                error = future.exception()
-                if error is None:
-                    done.add(step.name)
-                elif failure is None:
-                    failure = error
+        try:
+            failure = _run_ready(pending, running, done, jobs, pool, work)
+        except KeyboardInterrupt:
+            with _commands_lock:
+                for child in _children:
+                    child.send_signal(signal.SIGINT)
+            raise
     if failure is not None:
         raise failure
+
+
+def _run_ready(
+    pending: list[Step],
+    running: dict[futures.Future[None], Step],
+    done: set[str],
+    jobs: int,
+    pool: futures.ThreadPoolExecutor,
+    work: Callable[[Step], None],
+) -> BaseException | None:
+    """`run_steps`' loop: start what is ready, wait for one to finish, until all are done or one failed
+    and the rest have finished. Returns the first failure."""
+    failure: BaseException | None = None
+    while pending or running:
+        if failure is None:
+            for step in [s for s in pending if all(a in done for a in s.after)]:
+                if len(running) >= max(1, jobs):
+                    break
+                pending.remove(step)
+                running[pool.submit(work, step)] = step
+        if not running:
+            if failure is None:  # nothing can start: a cycle in `after`
+                raise ValueError(f"steps wait on each other: {[s.name for s in pending]}")
+            break
+        finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+        for future in finished:
+            step = running.pop(future)
+            error = future.exception()
+            if error is None:
+                done.add(step.name)
+            elif failure is None:
+                failure = error
+    return failure
 
 
 def task_flags(cfg: dict[str, Any]) -> list[str]:

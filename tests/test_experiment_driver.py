@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,11 +137,15 @@ def test_side_by_side_commands_get_their_share_of_the_cores(
     driver = load_driver()
     seen: list[str | None] = []
 
-    def fake_run(command: list[str], **kwargs: Any) -> Any:
-        seen.append(kwargs["env"].get("OMP_NUM_THREADS"))
-        return __import__("subprocess").CompletedProcess(command, 0)
+    class FakePopen:  # records the environment a command would get, and succeeds
+        def __init__(self, command: list[str], **kwargs: Any) -> None:
+            seen.append(kwargs["env"].get("OMP_NUM_THREADS"))
+            self.returncode = 0
 
-    monkeypatch.setattr(driver.subprocess, "run", fake_run)
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(driver.subprocess, "Popen", FakePopen)
     monkeypatch.setattr(driver.os, "cpu_count", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     steps = [driver.Step(f"s{i}", lambda log: driver.r3("eval", log=log)) for i in range(2)]
@@ -195,3 +200,38 @@ def test_the_experiment_runs_each_step_after_its_inputs(
     assert set(steps[:-2]) == expected and len(steps) == len(expected) + 2
     for name in ("trained", "shuffled", "grpo"):
         assert steps.index("mine") < steps.index(f"train-{name}") < steps.index(f"eval-{name}")
+
+
+def test_an_interrupt_of_the_driver_reaches_the_running_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kill -INT <driver>` (not a terminal's Ctrl-C, which reaches every process) must stop the running
+    `r3` commands too, so that they save their progress instead of running on without the driver."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    driver = load_driver()
+    marker = tmp_path / "child"
+    script = (
+        f"import pathlib, time\np = pathlib.Path({str(marker)!r})\np.write_text('started')\n"
+        "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    p.write_text('interrupted')\n"
+    )
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(
+        driver.subprocess, "Popen", lambda command, **kw: real_popen([sys.executable, "-c", script], **kw)
+    )
+
+    def interrupt_the_driver_once_the_command_runs() -> None:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_the_driver_once_the_command_runs, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        driver.run_steps(
+            [driver.Step("train", lambda log: driver.r3("train", log=log))], 1, tmp_path / "logs"
+        )
+    assert marker.read_text() == "interrupted"
