@@ -215,7 +215,9 @@ def test_an_interrupt_of_the_driver_reaches_the_running_commands(
     driver = load_driver()
     marker = tmp_path / "child"
     script = (
-        f"import pathlib, time\np = pathlib.Path({str(marker)!r})\np.write_text('started')\n"
+        # a shell's background job starts with SIGINT ignored, and children inherit that: take it back
+        "import pathlib, signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        f"p = pathlib.Path({str(marker)!r})\np.write_text('started')\n"
         "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    p.write_text('interrupted')\n"
     )
     real_popen = subprocess.Popen
@@ -229,9 +231,13 @@ def test_an_interrupt_of_the_driver_reaches_the_running_commands(
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_the_driver_once_the_command_runs, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        driver.run_steps(
-            [driver.Step("train", lambda log: driver.r3("train", log=log))], 1, tmp_path / "logs"
-        )
+    # Python's own Ctrl-C handler, as in a terminal, even where the tests run with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_the_driver_once_the_command_runs, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            steps = [driver.Step("train", lambda log: driver.r3("train", log=log))]
+            driver.run_steps(steps, 1, tmp_path / "logs")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert marker.read_text() == "interrupted"
