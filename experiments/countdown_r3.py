@@ -23,10 +23,11 @@ Every step is an `r3` command, run as a user would run it, into one output folde
 
 Steps run in order, model by model (its training, its evaluations), each after the steps it reads. With
 `jobs` > 1 (the config's `jobs`, or `--jobs`) independent ones run side by side, each on its share of
-the cores; the warm-start, the report and `r3 forgetting` always run alone on every core. On the 2-core
-machine this was built on, two one-thread steps side by side did about 1.2-1.3 times the work of one
-two-thread step: an R3 training step took 95 s beside an evaluation against 56-70 s alone, a greedy
-evaluation of 500 problems 24 min beside mining against 14.4 min alone. `make experiment` runs 2.
+the cores; the warm-start, the report and `r3 forgetting` always run alone on every core. On the
+2-core machine this was measured on (AMD EPYC), two one-thread steps side by side did about 1.2-1.3
+times the work of one two-thread step: an R3 training step took 95 s beside an evaluation against
+56-70 s alone, a greedy evaluation of 500 problems 24 min beside mining against 14.4 min alone.
+`make experiment` runs 2.
 
 Seeds: SFT rows, mining rows and evaluation rows come from disjoint seeds of Countdown's generator.
 `--split validation` evaluates on the validation seed (for choosing settings); `--split heldout` (the
