@@ -6,7 +6,7 @@ is `x` or `y`, a reflection is one word, `A` or `B`, and the retry succeeds iff 
 
     P(A | reflection prompt) ~= 0.5        (both reflections equally likely)
     retry after A -> "good end"            (success)
-    retry after B -> "fail end"            (failure)
+    retry after B -> "fail end"            (failure, as after any other one-word reflection)
 
 so the only thing R3 can learn is to prefer the reflection that makes the retry succeed.
 Nothing is downloaded.
@@ -115,14 +115,23 @@ def reflection_text(tokenizer: Any, query: str, attempt: str) -> str:
     return render_prompt(tokenizer, ToyTask().reflection_prompt({"q": query}, attempt))
 
 
+#: Every one-word reflection the policy can write (and the empty one): the retry is taught to fail after
+#: all of them but `A`. With only `A` and `B` taught, the retry after an unseen word is whatever the random
+#: init makes it, and R3 rightly learns any word whose retry happens to succeed (measured on an AMD EPYC:
+#: seed 1 learned to reflect `end`, P(A) 0.000 at retry success 1.00), which is not the toy's question.
+REFLECTIONS = ["", *WORDS]
+
+
 def pretrain(model: Any, tokenizer: Any, steps: int = 60, lr: float = 3e-2, seed: int = 0) -> None:
-    """Teach the grammar: reflections A/B equally often, retry `good end` after A, `fail end` after B."""
+    """Teach the grammar: reflections A/B equally often, retry `good end` after A only, `fail end` after
+    B and after every other one-word reflection (`REFLECTIONS`)."""
     task = ToyTask()
     pairs = []  # (prompt, completion): the loss covers the completion only
     for q in QUERIES:
         for attempt in ("x", "y"):
             for word in ("A", "B"):
                 pairs.append((reflection_text(tokenizer, q, attempt), f" {word} <eos>"))
+            for word in REFLECTIONS:
                 retry = render_prompt(tokenizer, task.retry_prompt({"q": q}, attempt, word))
                 pairs.append((retry, " good end <eos>" if word == "A" else " fail end <eos>"))
     # Right padding: positions then match generation's (which counts only real tokens).
