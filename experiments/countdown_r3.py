@@ -247,7 +247,9 @@ def failures_file(cfg: dict[str, Any], out: Path) -> Path:
     return failures
 
 
-def mine(cfg: dict[str, Any], model: Path, out: Path, log: Path) -> Path:
+def mine(cfg: dict[str, Any], model: Path, out: Path, log: Path) -> None:
+    """`r3 mine` of the warm-start into `out/mine`; the trainings find its failures via `failures_file`,
+    which also serves `mine.reuse`."""
     mi = cfg["mine"]
     folder = out / "mine"
     r3(
@@ -258,7 +260,6 @@ def mine(cfg: dict[str, Any], model: Path, out: Path, log: Path) -> Path:
         "--temperature", str(mi["temperature"]), "--device", "cpu", "--no-progress", *task_flags(cfg),
         *screen_flags(cfg), log=log,
     )  # fmt: skip
-    return folder / "failures.jsonl"
 
 
 def screen_flags(cfg: dict[str, Any]) -> list[str]:
