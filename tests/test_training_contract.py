@@ -38,7 +38,7 @@ def tiny():
     torch.manual_seed(0)
     tokenizer = make_tokenizer()
     model = make_model(tokenizer)
-    pretrain(model, tokenizer, steps=40)
+    pretrain(model, tokenizer)
     return tokenizer, {k: v.clone() for k, v in model.state_dict().items()}
 
 
