@@ -144,3 +144,64 @@ def test_rows_with_consecutive_seeds_are_not_alike(tiny) -> None:
     assert 20 < sum(picks) < 44  # binomial(64, 1/2): mean 32, sd 4
     blocks = [picks[i : i + 8] for i in range(0, 64, 8)]
     assert sum(len(set(b)) == 1 for b in blocks) <= 1  # P(a block all alike) = 1/128
+
+
+def test_a_peft_wrapped_policy_gets_the_cache_under_its_models_name(tiny_model_dir: Path) -> None:
+    """Training's rollouts decode with the PEFT-wrapped policy, whose forward lists neither cache name
+    (only `**kwargs`): every step after the prefill must still pass the cache under the name the
+    transformers model takes (`cache` in transformers 5; `past_key_values` goes away in 5.40)."""
+    import functools
+    import inspect
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    wrapped = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, target_modules="all-linear")
+    )
+    base = wrapped.get_base_model()
+    original = base.forward
+    names = set(inspect.signature(original).parameters)
+    expected, other = ("cache", "past_key_values") if "cache" in names else ("past_key_values", "cache")
+    passed: list[set[str]] = []
+
+    @functools.wraps(original)
+    def spy(*args: object, **kwargs: object) -> object:
+        passed.append(set(kwargs))
+        return original(*args, **kwargs)
+
+    base.forward = spy
+    decode(
+        wrapped, [[5, 6, 7], [8, 9]], seeds=[0, 1], max_new_tokens=4, choice=TokenChoice(1.0),
+        eos_ids=[], pad_id=0,
+    )  # fmt: skip
+    assert len(passed) == 4  # the prefill, then one call per token but the last
+    assert all(expected in keys and other not in keys for keys in passed[1:])
+    assert not any(other in keys for keys in passed)
+
+
+def test_unwrapped_finds_the_model_under_wrappers() -> None:
+    from r3.generation.decode import unwrapped
+
+    class Wrapper(torch.nn.Module):  # DDP, DeepSpeed and FSDP keep the model in `.module`
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+    class Peft(torch.nn.Module):  # PEFT's PeftModel hands it out through get_base_model()
+        def __init__(self, base: torch.nn.Module) -> None:
+            super().__init__()
+            self.base = base
+
+        def get_base_model(self) -> torch.nn.Module:
+            return self.base
+
+    class Loop:
+        def get_base_model(self) -> Loop:
+            return self
+
+    inner = torch.nn.Linear(2, 2)
+    assert unwrapped(inner) is inner
+    assert unwrapped(Wrapper(Peft(Wrapper(inner)))) is inner
+    loop = Loop()
+    assert unwrapped(loop) is loop  # a wrapper that hands out itself ends the walk

@@ -117,10 +117,15 @@ def decode(
     input_ids, mask = input_ids.to(device), mask.to(device)
     positions = (mask.cumsum(dim=-1) - 1).clamp_(min=0)
     kwargs: dict[str, Any] = {"use_cache": True}
+    # Asked of `model` itself, so a PEFT-wrapped policy (training's rollouts) keeps computing every
+    # position's logits as when the recorded experiment ran: through the wrapper the last row's logits
+    # differ in float rounding (about 4e-5), which would change sampled tokens and the table's rerun.
     if _takes(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **kwargs)
-    cache_name = "cache" if _takes(model, "cache") else "past_key_values"
+    # Asked of the transformers model under any wrapper: PEFT's forward lists neither name and passes
+    # both through, so asking the wrapper picked the old name, which transformers drops in 5.40.
+    cache_name = "cache" if _takes(unwrapped(model), "cache") else "past_key_values"
     cache = returned_cache(out)
     cache.batch_select_indices(expand)  # one copy of its prompt's cache per row
     logits = out.logits[:, -1, :][expand]
@@ -195,6 +200,23 @@ def returned_cache(out: Any) -> Any:
     rename, and older releases, still use the old name, so both are read."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+def unwrapped(model: Any) -> Any:
+    """The model under wrappers that pass keyword arguments through unchanged (PEFT's `PeftModel`,
+    whose `get_base_model()` is the transformers model; DDP, DeepSpeed and FSDP's `.module`): its
+    forward's signature, not the wrapper's `**kwargs`, says which argument names it takes."""
+    for _ in range(8):  # wrappers nest a few deep at most; a cycle must not hang
+        if callable(getattr(model, "get_base_model", None)):
+            inner = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):
+            inner = model.module
+        else:
+            return model
+        if inner is model:
+            return model
+        model = inner
+    return model
 
 
 def _takes(model: Any, name: str) -> bool:
