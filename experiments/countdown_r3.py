@@ -56,6 +56,7 @@ from typing import Any
 
 import yaml
 
+from r3.provenance import versions
 from r3.reports.experiment import LABELS, write_experiment_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +214,7 @@ def warmstart(cfg: dict[str, Any], out: Path, log: Path) -> Path:
     task_args = cfg["sft"].get("task_args", cfg["task_args"])
     key = hashlib.sha256(json.dumps([sft, task_args], sort_keys=True).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("R3_CACHE", Path.home() / ".cache" / "r3")) / "warmstart" / key
+    check_warmstart_stamp(cache, ROOT / sft["recipe"])
     if not (cache / "config.json").is_file():
         flags = [f"--{k}={v}" for k, v in sft.items() if k != "recipe"]
         r3(
@@ -221,6 +223,40 @@ def warmstart(cfg: dict[str, Any], out: Path, log: Path) -> Path:
         )  # fmt: skip
     link_tree(cache, target)
     return target
+
+
+#: Beside a cached warm-start: what trained it. Its key names the recipe by path, not by content (a
+#: moved key would retrain every user's cache), so the recipe's content is checked against this.
+WARMSTART_STAMP = "r3-warmstart.json"
+
+
+def check_warmstart_stamp(cache: Path, recipe: Path) -> None:
+    """Keep `cache` only if it was trained from `recipe` as it reads now: a cache from another version
+    of the recipe (or an unfinished one) is removed, to be trained again, with one line saying so. A
+    cache from before stamps existed is taken as trained from this recipe and stamped (the shipped
+    recipes had not changed since). Other package versions than the cache's are only reported: they move
+    a result by a few sampled tokens, not by what was trained."""
+    if not recipe.is_file():
+        sys.exit(f"experiment: sft.recipe: {recipe} not found")
+    digest = hashlib.sha256(recipe.read_bytes()).hexdigest()
+    stamp = cache / WARMSTART_STAMP
+    now = {"recipe": recipe.name, "recipe_sha256": digest, "versions": versions()}
+    if stamp.is_file():
+        made = json.loads(stamp.read_text())
+        if made.get("recipe_sha256") == digest:
+            old = made.get("versions", {})
+            changed = sorted(
+                k for k in old.keys() | now["versions"].keys() if old.get(k) != now["versions"].get(k)
+            )
+            if changed:
+                print(f"experiment: reusing {cache}, trained with other versions of {', '.join(changed)}")
+            return
+        print(f"experiment: {cache} was trained from another version of {recipe.name}; training it again")
+        shutil.rmtree(cache)
+    elif (cache / "config.json").is_file():
+        now["adopted"] = True  # cached before stamps existed: recorded as found
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(now, indent=1) + "\n")
 
 
 def evaluate(cfg: dict[str, Any], model: Path, folder: Path, seed: int, log: Path, resample: bool) -> None:

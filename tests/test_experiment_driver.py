@@ -26,25 +26,82 @@ def load_driver() -> Any:
     return module
 
 
-def run_warmstart(config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The `r3 sft` arguments the warm-start step runs, with `r3` replaced by a recorder that writes
-    the model's config where `--output_dir` points."""
-    driver = load_driver()
+def warmstart_calls(
+    config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, driver: Any = None
+) -> list[list[str]]:
+    """The `r3 sft` commands the warm-start step runs into a new run folder under `tmp_path` (the cache
+    in `tmp_path / "cache"`), with `r3` replaced by a recorder that writes a model where `--output_dir`
+    points: its config and a file that says which call wrote it."""
+    driver = driver or load_driver()
     calls: list[list[str]] = []
 
     def fake_r3(*args: str, log: Path) -> None:
         calls.append(list(args))
         output = Path(args[args.index("--output_dir") + 1])
-        output.mkdir(parents=True)
+        output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text("{}")
+        (output / "trained-by.txt").write_text(str(tmp_path))
 
-    (tmp_path / "run").mkdir(parents=True)
+    run = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+    run.mkdir(parents=True)
     monkeypatch.setenv("R3_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(driver, "r3", fake_r3)
-    target = driver.warmstart(config, tmp_path / "run", tmp_path / "log")
+    target = driver.warmstart(config, run, tmp_path / "log")
     assert (target / "config.json").is_file()
+    return calls
+
+
+def run_warmstart(config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The `r3 sft` arguments of the one command the warm-start step runs on an empty cache."""
+    calls = warmstart_calls(config, tmp_path, monkeypatch)
     assert len(calls) == 1
     return calls[0]
+
+
+def test_a_changed_recipe_trains_the_cached_warm_start_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cache key names the recipe by its path; its content is checked by the stamp beside the model."""
+    config = yaml.safe_load((ROOT / "experiments" / "countdown.yaml").read_text())
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text((ROOT / config["sft"]["recipe"]).read_text())
+    config["sft"]["recipe"] = str(recipe)
+    driver = load_driver()
+    assert len(warmstart_calls(config, tmp_path, monkeypatch, driver)) == 1
+    assert warmstart_calls(config, tmp_path, monkeypatch, driver) == []  # cached
+    recipe.write_text(recipe.read_text().replace("learning_rate: 5.0e-4", "learning_rate: 1.0e-4"))
+    capsys.readouterr()
+    again = warmstart_calls(config, tmp_path, monkeypatch, driver)
+    assert len(again) == 1
+    assert "trained from another version of sft.yaml" in capsys.readouterr().out
+    cache = Path(again[0][again[0].index("--output_dir") + 1])
+    stamp = json.loads((cache / driver.WARMSTART_STAMP).read_text())
+    assert stamp["recipe_sha256"] == __import__("hashlib").sha256(recipe.read_bytes()).hexdigest()
+    assert warmstart_calls(config, tmp_path, monkeypatch, driver) == []  # cached again, new recipe
+
+
+def test_a_cache_from_before_stamps_is_kept_and_other_versions_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = yaml.safe_load((ROOT / "experiments" / "countdown.yaml").read_text())
+    driver = load_driver()
+    cache = tmp_path / "cache" / "warmstart" / "3d1cbe20f967"
+    cache.mkdir(parents=True)
+    (cache / "config.json").write_text("{}")
+    assert warmstart_calls(config, tmp_path, monkeypatch, driver) == []
+    stamp = json.loads((cache / driver.WARMSTART_STAMP).read_text())
+    assert stamp["adopted"] is True and stamp["versions"] == driver.versions()
+    monkeypatch.setattr(driver, "versions", lambda: {**stamp["versions"], "torch": "0.0-other"})
+    capsys.readouterr()
+    assert warmstart_calls(config, tmp_path, monkeypatch, driver) == []
+    assert "trained with other versions of torch" in capsys.readouterr().out
+
+
+def test_a_missing_recipe_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = yaml.safe_load((ROOT / "experiments" / "countdown.yaml").read_text())
+    config["sft"]["recipe"] = str(tmp_path / "nowhere.yaml")
+    with pytest.raises(SystemExit, match="sft.recipe: .*nowhere.yaml not found"):
+        warmstart_calls(config, tmp_path, monkeypatch)
 
 
 def test_the_demo_warm_start_keeps_its_cache_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
