@@ -76,6 +76,36 @@ _commands_lock = threading.Lock()
 #: The `r3` processes running now, so that an interrupt of the driver reaches them (a terminal's Ctrl-C
 #: reaches them anyway; `kill -INT <driver>` or a scheduler's stop does not).
 _children: set[subprocess.Popen[bytes]] = set()
+#: Seconds the running `r3` commands get to stop on SIGINT before they are sent SIGTERM: a command
+#: started from a shell's background job ignores SIGINT (and inherits that), so SIGINT alone may not
+#: stop it. Either way its progress is on disk (rows are synced as written, training checkpoints).
+STOP_GRACE_S = 10.0
+
+
+def stop_children() -> None:
+    """Stop the running `r3` commands: SIGINT (what Ctrl-C sends), then SIGTERM to any still running
+    after `STOP_GRACE_S`. Returns once they have exited, so nothing runs on without the driver."""
+    with _commands_lock:
+        running = list(_children)
+    for child in running:
+        child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in running:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            child.wait()
+
+
+def stop_on_sigterm() -> None:
+    """Handle SIGTERM (`kill`, `timeout`, a scheduler's stop) as Ctrl-C: the running commands are
+    stopped and the driver exits, instead of dying at once and leaving them running."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def r3(*args: str, log: Path) -> None:
@@ -102,6 +132,9 @@ def r3(*args: str, log: Path) -> None:
             _children.add(proc)
         try:
             proc.wait()
+        except KeyboardInterrupt:  # in the main thread (the warm-start, the report): stop the command
+            stop_children()
+            raise
         finally:
             with _commands_lock:
                 _children.discard(proc)
@@ -126,8 +159,8 @@ def run_steps(steps: list[Step], jobs: int, logs: Path) -> None:
     """Run `steps`, at most `jobs` at a time, each once its `after` steps are done; among the ready ones
     the earliest in the list starts first (so list the long chain first). With jobs > 1 each process
     gets cores // jobs threads. A failed step starts nothing new; the running ones finish (their work
-    is kept, and a rerun resumes them), then the failure is raised. An interrupt is passed on to the
-    running `r3` commands (each saves its progress and stops), then raised."""
+    is kept, and a rerun resumes them), then the failure is raised. An interrupt (Ctrl-C, SIGINT, or
+    SIGTERM when run as a script) stops the running `r3` commands (`stop_children`), then is raised."""
     names = {step.name for step in steps}
     for step in steps:
         missing = [name for name in step.after if name not in names]
@@ -146,9 +179,7 @@ def run_steps(steps: list[Step], jobs: int, logs: Path) -> None:
         try:
             failure = _run_ready(pending, running, done, jobs, pool, work)
         except KeyboardInterrupt:
-            with _commands_lock:
-                for child in _children:
-                    child.send_signal(signal.SIGINT)
+            stop_children()
             raise
     if failure is not None:
         raise failure
@@ -412,4 +443,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stop_on_sigterm()
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(
+            "experiment: interrupted; what finished is kept, run the same command again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(130)

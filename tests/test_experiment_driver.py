@@ -259,42 +259,105 @@ def test_the_experiment_runs_each_step_after_its_inputs(
         assert steps.index("mine") < steps.index(f"train-{name}") < steps.index(f"eval-{name}")
 
 
-def test_an_interrupt_of_the_driver_reaches_the_running_commands(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`kill -INT <driver>` (not a terminal's Ctrl-C, which reaches every process) must stop the running
-    `r3` commands too, so that they save their progress instead of running on without the driver."""
+#: A stand-in for a running `r3` command: it says it started, then sleeps; how it meets SIGINT and
+#: SIGTERM is set by the test ({handlers}); what it last did is in the marker file.
+CHILD = """import pathlib, signal, sys, time
+p = pathlib.Path({marker!r})
+def stop(*_):
+    p.write_text('terminated')
+    sys.exit(143)
+{handlers}
+p.write_text('started')
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    p.write_text('interrupted')
+"""
+
+
+def signal_the_driver(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    handlers: str,
+    signum: int,
+    call: Any,
+) -> Path:
+    """Run `call(driver, logs)` with every command replaced by `CHILD`, send this process `signum` once the
+    child has started, and return the child's marker. The driver must raise KeyboardInterrupt, and
+    return only once its commands have exited (not after the child's 60 s)."""
     import signal
     import subprocess
     import threading
     import time
 
     driver = load_driver()
+    monkeypatch.setattr(driver, "STOP_GRACE_S", 0.5)
     marker = tmp_path / "child"
-    script = (
-        # a shell's background job starts with SIGINT ignored, and children inherit that: take it back
-        "import pathlib, signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-        f"p = pathlib.Path({str(marker)!r})\np.write_text('started')\n"
-        "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    p.write_text('interrupted')\n"
-    )
+    script = CHILD.format(marker=str(marker), handlers=handlers)
     real_popen = subprocess.Popen
     monkeypatch.setattr(
         driver.subprocess, "Popen", lambda command, **kw: real_popen([sys.executable, "-c", script], **kw)
     )
 
-    def interrupt_the_driver_once_the_command_runs() -> None:
+    def signal_once_the_command_runs() -> None:
         deadline = time.monotonic() + 30
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signum)
 
     # Python's own Ctrl-C handler, as in a terminal, even where the tests run with SIGINT ignored
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        threading.Thread(target=interrupt_the_driver_once_the_command_runs, daemon=True).start()
+        driver.stop_on_sigterm()
+        threading.Thread(target=signal_once_the_command_runs, daemon=True).start()
+        started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
-            steps = [driver.Step("train", lambda log: driver.r3("train", log=log))]
-            driver.run_steps(steps, 1, tmp_path / "logs")
+            call(driver, tmp_path / "logs")
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert time.monotonic() - started < 30
+    assert not driver._children
+    return marker
+
+
+def in_steps(driver: Any, logs: Path) -> None:
+    driver.run_steps([driver.Step("train", lambda log: driver.r3("train", log=log))], 2, logs)
+
+
+def test_an_interrupt_of_the_driver_reaches_the_running_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kill -INT <driver>` (not a terminal's Ctrl-C, which reaches every process) must stop the running
+    `r3` commands too, so that they save their progress instead of running on without the driver."""
+    import signal
+
+    # a shell's background job starts with SIGINT ignored, and children inherit that: take it back
+    handlers = "signal.signal(signal.SIGINT, signal.default_int_handler)"
+    marker = signal_the_driver(tmp_path, monkeypatch, handlers, signal.SIGINT, in_steps)
+    assert marker.read_text() == "interrupted"
+
+
+def test_sigterm_stops_a_command_that_ignores_sigint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver started as a shell's background job (`nohup ... &`) runs its commands with SIGINT
+    ignored; SIGTERM to the driver (`kill`, `timeout`, a scheduler) must still stop them: SIGINT first,
+    then SIGTERM after the grace period."""
+    import signal
+
+    handlers = "signal.signal(signal.SIGINT, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, stop)"
+    marker = signal_the_driver(tmp_path, monkeypatch, handlers, signal.SIGTERM, in_steps)
+    assert marker.read_text() == "terminated"
+
+
+def test_sigterm_during_a_main_thread_command_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warm-start, the report and `r3 forgetting` run in the driver's own thread: stopped alike."""
+    import signal
+
+    handlers = "signal.signal(signal.SIGINT, signal.default_int_handler)"
+    marker = signal_the_driver(
+        tmp_path, monkeypatch, handlers, signal.SIGTERM, lambda d, logs: d.r3("sft", log=logs / "sft.log")
+    )
     assert marker.read_text() == "interrupted"
