@@ -23,13 +23,21 @@ def fake_eval(folder: Path, first: list[bool], second: list[bool]) -> None:
     (folder / "results.json").write_text(json.dumps(results))
 
 
-def fake_training(folder: Path, success: list[float]) -> None:
+def fake_training(folder: Path, success: list[float], updates_per_rollout: int = 1) -> None:
+    """A training summary with one logged rollout per entry of `success`, each serving
+    `updates_per_rollout` optimizer steps (TRL's `num_iterations`)."""
     folder.mkdir(parents=True)
     history = [
-        {"step": i + 1, "r3/retry_success": s, "r3/groups_no_signal": 0.5, "r3/reflection_length": 20.0}
+        {
+            "step": i * updates_per_rollout + 1,
+            "r3/retry_success": s,
+            "r3/groups_no_signal": 0.5,
+            "r3/reflection_length": 20.0,
+        }
         for i, s in enumerate(success)
     ]
-    (folder / "r3_training.json").write_text(json.dumps({"log_history": history}))
+    summary = {"log_history": history, "global_step": len(success) * updates_per_rollout}
+    (folder / "r3_training.json").write_text(json.dumps(summary))
 
 
 def build(tmp_path: Path, r3_second: int) -> str:
@@ -115,3 +123,17 @@ def test_control_gate_and_plain_grpo_bar(tmp_path: Path) -> None:
     (tmp_path / "eval-shuffled2").rename(tmp_path / "eval-shuffled")
     text = write_experiment_report(tmp_path, tmp_path / "report")
     assert "Control gate: the shuffled control is -1.0% from the warm-start" in text and ": passed." in text
+
+
+def test_the_steps_column_counts_optimizer_steps_and_rollouts(tmp_path: Path) -> None:
+    """With `num_iterations: 2` each rollout serves two optimizer steps: the table says both."""
+    n = 200
+    base = [i < 60 for i in range(n)]
+    fake_eval(tmp_path / "eval-warmstart", base, base)
+    fake_eval(tmp_path / "eval-trained", base, base)
+    fake_eval(tmp_path / "eval-shuffled", base, base)
+    fake_training(tmp_path / "trained", [0.2, 0.3, 0.4], updates_per_rollout=2)
+    fake_training(tmp_path / "trained-shuffled", [0.2, 0.2, 0.2])
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "| R3 | 6 (3 rollouts) | 0.300 |" in text
+    assert "| shuffled control | 3 | 0.200 |" in text

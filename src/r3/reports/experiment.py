@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from r3.evaluation.stats import mcnemar_exact, two_proportion_test
-from r3.reports.training import plot_training_curves, training_series
+from r3.reports.training import optimizer_steps, plot_training_curves, training_series
 from r3.rundir import read_log
 
 LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled control", "grpo": "plain GRPO"}
@@ -181,6 +181,7 @@ def write_experiment_report(
     lines += ["", f"**{verdict}**", "", *extra]
 
     runs = {LABELS[name]: training_series(out / folder) for name, folder in TRAINING_DIRS.items()}
+    updates = {LABELS[name]: optimizer_steps(out / folder) for name, folder in TRAINING_DIRS.items()}
     runs = {label: series for label, series in runs.items() if series}
     if any(runs.values()):
         plot_training_curves(runs, report / "training_curves.png")
@@ -192,7 +193,9 @@ def write_experiment_report(
         lines += ["|---|---|---|---|---|---|---|"]
         for label, series in runs.items():
             success = "r3/attempt_success" if "r3/attempt_success" in series else "r3/retry_success"
-            steps = len(series.get(success, []))
+            rollouts = len(series.get(success, []))
+            ran = updates[label]  # more than the rollouts when each serves several steps (num_iterations)
+            steps = f"{ran} ({rollouts} rollouts)" if ran and ran != rollouts else str(rollouts)
 
             def fmt(key: str, pattern: str, series: dict[str, list[tuple[int, float]]] = series) -> str:
                 value = _mean(series.get(key, []))

@@ -46,6 +46,17 @@ def training_series(folder: str | Path) -> Series:
     return series
 
 
+def optimizer_steps(folder: str | Path) -> int | None:
+    """The optimizer steps a training folder ran (`global_step` of `r3_training.json`; None when
+    unknown). More than its rollouts when each rollout serves several steps (`num_iterations`)."""
+    path = Path(folder) / SUMMARY_FILE
+    try:
+        steps = json.loads(path.read_text()).get("global_step")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+
 def plot_training_curves(runs: dict[str, Series], path: Path) -> None:
     """Retry success, groups without signal and reflection length against steps, one line per run."""
     import matplotlib
