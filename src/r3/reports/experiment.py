@@ -188,7 +188,7 @@ def write_experiment_report(
         lines += ["## Training", "", "![training curves](training_curves.png)", ""]
         lines += [
             "| run | steps | mean success (retry; GRPO: attempt) | groups with signal (trained / drawn) "
-            "| groups resampled per step | advantage token balance | mean reflection length |"
+            "| groups resampled per rollout | advantage token balance | mean reflection length |"
         ]
         lines += ["|---|---|---|---|---|---|---|"]
         for label, series in runs.items():
