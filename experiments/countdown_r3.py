@@ -76,25 +76,26 @@ _commands_lock = threading.Lock()
 #: The `r3` processes running now, so that an interrupt of the driver reaches them (a terminal's Ctrl-C
 #: reaches them anyway; `kill -INT <driver>` or a scheduler's stop does not).
 _children: set[subprocess.Popen[bytes]] = set()
-#: Seconds the running `r3` commands get to stop on SIGINT before they are sent SIGTERM: a command
-#: started from a shell's background job ignores SIGINT (and inherits that), so SIGINT alone may not
-#: stop it. Either way its progress is on disk (rows are synced as written, training checkpoints).
-STOP_GRACE_S = 10.0
+#: Seconds the running `r3` commands get to stop after SIGTERM before they are killed. An `r3` command
+#: takes SIGTERM as Ctrl-C (SIGINT would not do: a command started from a shell's background job
+#: ignores it); `r3 train` first finishes the step in flight and saves a checkpoint (about half a
+#: minute for an R3 step on 2 CPU cores). Eval and mining rows are synced as written.
+STOP_GRACE_S = 300.0
 
 
 def stop_children() -> None:
-    """Stop the running `r3` commands: SIGINT (what Ctrl-C sends), then SIGTERM to any still running
-    after `STOP_GRACE_S`. Returns once they have exited, so nothing runs on without the driver."""
+    """Stop the running `r3` commands: SIGTERM, then SIGKILL to any still running after
+    `STOP_GRACE_S`. Returns once they have exited, so nothing runs on without the driver."""
     with _commands_lock:
         running = list(_children)
     for child in running:
-        child.send_signal(signal.SIGINT)
+        child.terminate()
     deadline = time.monotonic() + STOP_GRACE_S
     for child in running:
         try:
             child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            child.terminate()
+            child.kill()
             child.wait()
 
 

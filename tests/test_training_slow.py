@@ -1,4 +1,5 @@
-"""Slow end-to-end checks of `r3 train`: kill and `--resume`, two processes with torchrun, LoRA.
+"""Slow end-to-end checks of `r3 train`: kill and `--resume`, SIGTERM (a checkpoint at the step in
+flight), two processes with torchrun, LoRA.
 
 They run the real CLI (in a subprocess where a process must be killed or launched by torchrun) on
 `tiny_model_dir` (a two-layer random Llama with the embedded model's tokenizer and chat template,
@@ -160,6 +161,72 @@ def test_kill_then_resume_continues_from_the_last_checkpoint(tmp_path, tiny_mode
     assert (out / "config.json").is_file() and any(out.glob("*.safetensors"))
 
 
+def stop_with_sigterm_once_training(
+    command: list[str], out: Path, log_path: Path, local_rank: int | None = None
+) -> tuple[int, str]:
+    """Start `command` in its own process group and, once a step has been logged, SIGTERM the whole
+    group (as a scheduler stops a job) or only the torchrun worker of `local_rank`; return the exit
+    status and what it wrote."""
+    with log_path.open("w") as log:
+        run = subprocess.Popen(
+            command, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=out.parent
+        )
+        deadline = time.monotonic() + 200
+        while "'reward'" not in log_path.read_text():
+            assert run.poll() is None, (
+                f"exited ({run.returncode}) before a step: {log_path.read_text()[-3000:]}"
+            )
+            assert time.monotonic() < deadline, "no step logged after 200 s"
+            time.sleep(0.05)
+        if local_rank is None:
+            os.killpg(run.pid, signal.SIGTERM)
+        else:
+            os.kill(worker_pid(run.pid, local_rank), signal.SIGTERM)
+        code = run.wait(timeout=120)
+    return code, log_path.read_text()
+
+
+def worker_pid(launcher: int, local_rank: int) -> int:
+    """The pid of torchrun's worker process with `LOCAL_RANK` = `local_rank` (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == launcher and f"LOCAL_RANK={local_rank}".encode() in environ:
+            return int(entry.name)
+    raise AssertionError(f"no worker with LOCAL_RANK={local_rank} under {launcher}")
+
+
+def check_stopped_with_a_checkpoint(out: Path, said: str, max_steps: int) -> None:
+    """The run stopped after the step it named, saved that step's checkpoint, and did not finish."""
+    found = re.search(r"stopped after step (\d+), checkpoint-\1 saved", said)
+    assert found is not None, said[-3000:]
+    step = int(found.group(1))
+    assert 1 <= step < max_steps
+    assert complete_checkpoints(out) == [step]  # no periodic checkpoint was due (save_steps 1000)
+    state = json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())
+    assert state["global_step"] == step
+    assert not (out / "r3_training.json").exists() and not (out / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_the_step_with_a_checkpoint(tmp_path, tiny_model_dir):
+    """`r3 train` as a scheduler stops it: exit 130, one line naming the step, its checkpoint saved."""
+    failures = write_failures(tmp_path / "failures.jsonl")
+    out = tmp_path / "out"
+    steps = ["--max_steps", "200", "--save_steps", "1000", "--logging_steps", "1"]
+    command = [str(BIN / "r3"), *train_args(tiny_model_dir, failures, out, *steps)]
+    code, said = stop_with_sigterm_once_training(command, out, tmp_path / "train.log")
+    assert code == 130, said[-3000:]
+    assert "Traceback" not in said
+    check_stopped_with_a_checkpoint(out, said, 200)
+
+
 @pytest.mark.slow
 def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
     """Two CPU processes (gloo). A group of 8 reflections with 4 per device is only a valid GRPO
@@ -222,6 +289,32 @@ def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
         seen = row["num_tokens"]
         assert row["r3/retry_length"] > 0  # the retry ran on every process (each logs its own)
     assert "r3 train: 2 steps" in done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_torchrun_job_stops_every_process_at_the_same_step(tmp_path, tiny_model_dir):
+    """SIGTERM to one worker only (rank 1, which does not write checkpoints): the workers agree at each
+    step's end (one all-reduce), so rank 0 saves that step's checkpoint and both stop there."""
+    torchrun = BIN / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    failures = write_failures(tmp_path / "failures.jsonl")
+    out = tmp_path / "out"
+    command = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "r3.cli",
+        *train_args(tiny_model_dir, failures, out),
+        *("--max_steps", "200", "--save_steps", "1000", "--logging_steps", "1"),
+        *("--num_generations", "8", "--per_device_train_batch_size", "4"),
+    ]
+    code, said = stop_with_sigterm_once_training(command, out, tmp_path / "train.log", local_rank=1)
+    assert code != 0, said[-3000:]  # the launcher reports its workers' interruption
+    check_stopped_with_a_checkpoint(out, said, 200)
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module here and parses its options as a dataclass (YAML via
 `--config`, flags override; `options.parse_trl_config`) in `main(argv) -> int`. User errors
-(`R3Error`) are printed as one line and exit with status 2.
+(`R3Error`) are printed as one line and exit with status 2. SIGTERM (`kill`, `timeout`, a scheduler)
+is handled as Ctrl-C: one line, exit 130, what was saved kept (training saves a checkpoint at the end
+of the step in flight first, see `r3.training.interrupt`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from r3 import __version__
 from r3.errors import R3Error
@@ -51,19 +55,27 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _guarded(call) -> int:  # type: ignore[no-untyped-def]
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
         return int(call() or 0)
     except R3Error as exc:
         print(f"r3: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "r3: interrupted; progress so far is saved, run the same command again to resume", file=sys.stderr
-        )
+    except KeyboardInterrupt as exc:
+        said = exc.args[0] if exc.args else "progress so far is saved, run the same command again to resume"
+        print(f"r3: interrupted; {said}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os._exit(0)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

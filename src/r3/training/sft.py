@@ -232,10 +232,11 @@ class SFTResult:
 
 def train_sft(config: SFTRunConfig, **pieces: Any) -> SFTResult:
     """Build, train (resuming if asked), save in Hugging Face format, write `r3_sft.json`."""
+    from r3.training.interrupt import train_until_stopped
     from r3.training.trainer import resume_target, save_final
 
     trainer, rows = build_sft_trainer(config, **pieces)
-    trainer.train(resume_from_checkpoint=resume_target(config))  # type: ignore[arg-type]
+    train_until_stopped(trainer, resume_target(config))  # type: ignore[arg-type]
     adapter_dir = save_final(trainer, config)  # type: ignore[arg-type]
     if trainer.accelerator.is_main_process:
         summary = {

@@ -1,0 +1,122 @@
+"""Stop a training run at the end of its current step, with a checkpoint, on Ctrl-C or SIGTERM.
+
+Why: a signal that breaks into `trainer.train()` mid-step loses every step since the last
+`save_steps` checkpoint (an R3 step on a CPU takes half a minute). The Trainer's public callback API
+can instead save a checkpoint where the loop stands and leave it: the first Ctrl-C or SIGTERM asks
+for that, the step in flight finishes, `checkpoint-<step>` is written, and `train_until_stopped`
+raises `KeyboardInterrupt`, so the command says it was interrupted (exit 130) rather than saving a
+"final" model from a run cut short; `--resume true` continues from that checkpoint. A second signal
+stops at once, as before. A signal repeated within `REPEAT_WINDOW_S` counts once: Ctrl-C in a
+terminal reaches a command both directly and through a driver that forwards it (the experiment
+driver does).
+
+With several processes (torchrun) the request is shared at each step's end, so every process saves
+and stops at the same step whichever of them got the signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+#: Signals this close together are one request (a terminal's Ctrl-C plus a driver's forwarded one).
+REPEAT_WINDOW_S = 2.0
+
+
+class StopRequest:
+    """Whether a stop was asked for, and when (a second request later than the window stops at once)."""
+
+    def __init__(self) -> None:
+        self.asked_at: float | None = None
+
+    def signal_received(self, signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if self.asked_at is None:
+            self.asked_at = now
+            os.write(  # not print(): a handler may run inside another write to stderr
+                2,
+                b"r3: stopping after this step to save a checkpoint (Ctrl-C again to stop at once)\n",
+            )
+        elif now - self.asked_at > REPEAT_WINDOW_S:
+            raise KeyboardInterrupt(
+                "stopped at once; --resume true continues from the last checkpoint saved before"
+            )
+
+    @property
+    def asked(self) -> bool:
+        return self.asked_at is not None
+
+
+def _asked_anywhere(asked: bool) -> bool:
+    """True if any process of a distributed run was asked to stop (one collective per step)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return asked
+    on_gpu = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    flag = torch.tensor([int(asked)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def stop_callback(request: StopRequest) -> Any:
+    """A `TrainerCallback` that, once `request` is asked, saves a checkpoint at the step's end and stops."""
+    from transformers import TrainerCallback
+
+    class StopAtStepEnd(TrainerCallback):
+        stopped_at: int | None = None
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if _asked_anywhere(request.asked):
+                control.should_save = True
+                control.should_training_stop = True
+                self.stopped_at = state.global_step
+            return control
+
+    return StopAtStepEnd()
+
+
+@contextmanager
+def handled_signals(request: StopRequest) -> Iterator[None]:
+    """SIGINT and SIGTERM go to `request` inside the block (main thread only; a SIGINT the process
+    inherited as ignored, as a shell's background job does, stays ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        previous[signum] = signal.signal(signum, request.signal_received)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def train_until_stopped(trainer: Any, resume_from_checkpoint: str | bool | None) -> None:
+    """`trainer.train(...)`, stopping at a step's end with a checkpoint on the first Ctrl-C or SIGTERM.
+
+    Raises `KeyboardInterrupt` after such a stop, so that nothing downstream treats the run as done."""
+    request = StopRequest()
+    callback = stop_callback(request)
+    trainer.add_callback(callback)
+    try:
+        with handled_signals(request):
+            trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    finally:
+        trainer.remove_callback(callback)
+    if callback.stopped_at is not None:
+        step = callback.stopped_at
+        raise KeyboardInterrupt(
+            f"stopped after step {step}, checkpoint-{step} saved in {trainer.args.output_dir}; "
+            "run the same command with --resume true to continue from it"
+        )
