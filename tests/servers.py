@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +20,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def torchrun(*args: str) -> list[str]:
+    """The command line of a two-process torchrun of `args` on a free port (not 0: torchrun then hands
+    port 0 to the workers, which hang); skips the test where torchrun is not installed."""
+    import pytest
+
+    launcher = Path(sys.executable).parent / "torchrun"
+    if not launcher.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    return [str(launcher), "--nproc_per_node", "2", "--master_port", str(free_port()), *args]
 
 
 class Server:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,7 +27,7 @@ from r3.training.engines import (
     vllm_server_engine,
 )
 from r3.training.trainer import build_trainer, check_generation_setup
-from servers import free_port
+from servers import torchrun
 from test_training_support import ToyTask, make_model, make_tokenizer, records, tiny_config
 
 HERE = Path(__file__).resolve().parent
@@ -175,18 +174,7 @@ def test_engine_is_called_even_when_every_first_attempt_is_solved(tmp_path):
 def test_server_engine_in_two_processes(tmp_path):
     """Rank 0 has two prompts, rank 1 one (then none): the main process sends every rank's rows, each
     seeded as its own rank seeded it, and each rank gets back exactly its own completions."""
-    torchrun = Path(sys.executable).parent / "torchrun"
-    if not torchrun.exists():
-        pytest.skip("torchrun is not installed next to this Python")
-    command = [
-        str(torchrun),
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(HERE / "server_engine_worker.py"),
-        str(tmp_path),
-    ]
+    command = torchrun(str(HERE / "server_engine_worker.py"), str(tmp_path))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -238,13 +226,7 @@ def test_synced_token_loop_keeps_processes_in_step(tmp_path):
     """Two gloo processes, one with rows that stop at different steps and one with a dummy row: in
     synced mode both make the same number of forward calls (none is left waiting in a collective),
     and the real rows are those an unsynced run gives."""
-    torchrun = Path(sys.executable).parent / "torchrun"
-    if not torchrun.exists():
-        pytest.skip("torchrun is not installed next to this Python")
-    command = [
-        str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()),
-        str(HERE / "synced_decode_worker.py"), str(tmp_path),
-    ]  # fmt: skip
+    command = torchrun(str(HERE / "synced_decode_worker.py"), str(tmp_path))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

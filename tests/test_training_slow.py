@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from r3.cli import main as r3_main
-from servers import free_port
+from servers import torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_RECIPE = ROOT / "recipes" / "smollm2_countdown_cpu.yaml"
@@ -232,17 +232,9 @@ def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
     """Two CPU processes (gloo). A group of 8 reflections with 4 per device is only a valid GRPO
     configuration when the world size is at least 2, and TRL's `num_tokens` counts the tokens of the
     completions gathered from every process: 8 per step here, 4 with one process."""
-    torchrun = BIN / "torchrun"
-    if not torchrun.exists():
-        pytest.skip("torchrun is not installed next to this Python")
     failures = write_failures(tmp_path / "failures.jsonl")
     out = tmp_path / "out"
-    command = [
-        str(torchrun),
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),  # not 0: torchrun then hands port 0 to the workers, which hang
+    command = torchrun(
         "-m",
         "r3.cli",
         *train_args(tiny_model_dir, failures, out),
@@ -254,7 +246,7 @@ def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
         "4",
         "--save_strategy",
         "no",
-    ]
+    )
     done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     assert (out / "config.json").is_file() and any(out.glob("*.safetensors"))
@@ -295,23 +287,15 @@ def test_two_processes_with_torchrun(tmp_path, tiny_model_dir):
 def test_sigterm_to_a_torchrun_job_stops_every_process_at_the_same_step(tmp_path, tiny_model_dir):
     """SIGTERM to one worker only (rank 1, which does not write checkpoints): the workers agree at each
     step's end (one all-reduce), so rank 0 saves that step's checkpoint and both stop there."""
-    torchrun = BIN / "torchrun"
-    if not torchrun.exists():
-        pytest.skip("torchrun is not installed next to this Python")
     failures = write_failures(tmp_path / "failures.jsonl")
     out = tmp_path / "out"
-    command = [
-        str(torchrun),
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
+    command = torchrun(
         "-m",
         "r3.cli",
         *train_args(tiny_model_dir, failures, out),
         *("--max_steps", "200", "--save_steps", "1000", "--logging_steps", "1"),
         *("--num_generations", "8", "--per_device_train_batch_size", "4"),
-    ]
+    )
     code, said = stop_with_sigterm_once_training(command, out, tmp_path / "train.log", local_rank=1)
     assert code != 0, said[-3000:]  # the launcher reports its workers' interruption
     check_stopped_with_a_checkpoint(out, said, 200)
