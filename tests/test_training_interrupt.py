@@ -40,8 +40,19 @@ def complete_checkpoints(out):
     )
 
 
+@pytest.fixture
+def terminal_ctrl_c():
+    """Python's own Ctrl-C handler, as in a terminal, even where the tests run with SIGINT ignored
+    (`make test` from a background job or under nohup); restored afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_finishes(tmp_path, signum):
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_finishes(
+    tmp_path, signum, terminal_ctrl_c
+):
     tokenizer = make_tokenizer()
     out = tmp_path / "out"
 
