@@ -19,7 +19,14 @@ from r3.cli import _guarded
 from r3.training import interrupt
 from r3.training.interrupt import StopRequest, handled_signals
 from r3.training.trainer import train
-from test_training_support import ToyTask, make_model, make_tokenizer, records, tiny_config
+from test_training_support import (
+    ToyTask,
+    complete_checkpoints,
+    make_model,
+    make_tokenizer,
+    records,
+    tiny_config,
+)
 
 
 class SignalAt(TrainerCallback):
@@ -32,12 +39,6 @@ class SignalAt(TrainerCallback):
         if state.global_step == self.step:
             os.kill(os.getpid(), self.signum)
         return control
-
-
-def complete_checkpoints(out):
-    return sorted(
-        int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-    )
 
 
 @pytest.fixture

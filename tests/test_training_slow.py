@@ -22,6 +22,7 @@ import pytest
 
 from r3.cli import main as r3_main
 from servers import torchrun
+from test_training_support import complete_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_RECIPE = ROOT / "recipes" / "smollm2_countdown_cpu.yaml"
@@ -95,12 +96,6 @@ def env(**extra: str) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         **extra,
     }
-
-
-def complete_checkpoints(out: Path) -> list[int]:
-    return sorted(
-        int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-    )
 
 
 @pytest.mark.slow

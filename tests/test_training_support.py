@@ -200,3 +200,10 @@ def tiny_config(tmp_path: Path, **overrides: Any) -> Any:
     )
     base.update(overrides)
     return R3Config(**base)
+
+
+def complete_checkpoints(out: Path) -> list[int]:
+    """The steps of `out`'s checkpoints that were saved whole (`trainer_state.json` is written last)."""
+    return sorted(
+        int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+    )
