@@ -149,6 +149,29 @@ def test_report_names_a_folder_that_is_neither(tmp_path: Path) -> None:
         write_report([str(tmp_path / "missing")], tmp_path / "rep")
 
 
+def test_a_training_summary_is_read_once_for_task_curves_and_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from r3.reports.training import read_training_summary
+
+    write_training_folder(tmp_path / "run", steps=2)
+    summary = read_training_summary(tmp_path / "run")
+    assert summary is not None and summary.task == "countdown"
+    assert summary.series["r3/retry_success"] == [(1, 0.25), (2, 0.5)]
+    assert summary.optimizer_steps is None  # this file has no global_step: unknown, not 0
+    (tmp_path / "run" / "r3_training.json").write_text('{"task": "countdown", "global_step": 4}')
+    summary = read_training_summary(tmp_path / "run")
+    assert summary is not None and summary.optimizer_steps == 4 and summary.series == {}
+    assert read_training_summary(tmp_path / "untrained") is None
+    # A summary that is there but broken is one line naming the file, from the report command too.
+    (tmp_path / "run" / "r3_training.json").write_text('{"task": "count')
+    with pytest.raises(R3Error, match=r"run/r3_training.json: not a training summary"):
+        read_training_summary(tmp_path / "run")
+    assert r3_main(["report", str(tmp_path / "run"), "--output-dir", str(tmp_path / "rep")]) != 0
+    err = capsys.readouterr().err
+    assert "r3_training.json: not a training summary" in err and "Traceback" not in err
+
+
 def test_training_summary_file_name_matches_the_trainer() -> None:
     from r3.reports.training import SUMMARY_FILE
     from r3.training.trainer import SUMMARY_FILE as TRAINER_FILE

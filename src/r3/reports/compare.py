@@ -32,7 +32,7 @@ from r3.reports.training import (
     Series,
     is_training_folder,
     plot_training_curves,
-    training_series,
+    read_training_summary,
     training_table,
 )
 from r3.text import clip
@@ -156,11 +156,10 @@ def plot_accuracy(runs: list[EvalRun], path: Path) -> None:
 
 def load_training_run(folder: str | Path, label: str | None = None) -> TrainingRun:
     path = Path(folder)
-    try:
-        task = json.loads((path / SUMMARY_FILE).read_text()).get("task")
-    except (OSError, json.JSONDecodeError, AttributeError) as exc:
-        raise R3Error(f"{path / SUMMARY_FILE}: cannot read it ({exc})") from None
-    return TrainingRun(label or path.name, path, task, training_series(path))
+    summary = read_training_summary(path)
+    if summary is None:
+        raise R3Error(f"{path / SUMMARY_FILE}: not found (not a finished training run)")
+    return TrainingRun(label or path.name, path, summary.task, summary.series)
 
 
 def load_folders(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from r3.evaluation.stats import mcnemar_exact, two_proportion_test
-from r3.reports.training import optimizer_steps, plot_training_curves, training_series
+from r3.reports.training import plot_training_curves, read_training_summary
 from r3.rundir import read_log
 
 LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled control", "grpo": "plain GRPO"}
@@ -180,9 +180,9 @@ def write_experiment_report(
         extra = _gate_and_bar(evals, rows["warmstart"], rows["trained"])
     lines += ["", f"**{verdict}**", "", *extra]
 
-    runs = {LABELS[name]: training_series(out / folder) for name, folder in TRAINING_DIRS.items()}
-    updates = {LABELS[name]: optimizer_steps(out / folder) for name, folder in TRAINING_DIRS.items()}
-    runs = {label: series for label, series in runs.items() if series}
+    summaries = {LABELS[name]: read_training_summary(out / folder) for name, folder in TRAINING_DIRS.items()}
+    runs = {label: summary.series for label, summary in summaries.items() if summary and summary.series}
+    updates = {label: summary.optimizer_steps if summary else None for label, summary in summaries.items()}
     if any(runs.values()):
         plot_training_curves(runs, report / "training_curves.png")
         lines += ["## Training", "", "![training curves](training_curves.png)", ""]

@@ -6,6 +6,7 @@ Used by `r3 report` (a training folder among its arguments) and by the learning 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from r3.errors import R3Error
@@ -27,34 +28,44 @@ def is_training_folder(folder: str | Path) -> bool:
     return (Path(folder) / SUMMARY_FILE).is_file()
 
 
-def training_series(folder: str | Path) -> Series:
-    """Every per-step `r3/...` metric of a training folder's `r3_training.json` ({} when it has none)."""
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What the reports read from one `r3_training.json`, parsed once: the task it trained on, every
+    per-step `r3/...` metric, and the optimizer steps it ran (None when unknown). The steps can be
+    more than the rollouts logged when each rollout serves several steps (`num_iterations`)."""
+
+    path: Path
+    task: str | None
+    series: Series
+    optimizer_steps: int | None
+
+
+def read_training_summary(folder: str | Path) -> TrainingSummary | None:
+    """A training folder's summary (None when it has no `r3_training.json`: not trained, or cut
+    before the end). A file that is there but unreadable is an error naming it, not an empty run."""
     path = Path(folder) / SUMMARY_FILE
     if not path.is_file():
-        return {}
+        return None
     try:
-        history = json.loads(path.read_text()).get("log_history", [])
-    except (json.JSONDecodeError, AttributeError) as exc:
+        data = json.loads(path.read_text())
+        history = data.get("log_history", [])
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
         raise R3Error(f"{path}: not a training summary ({exc})") from None
     series: Series = {}
-    for row in history:
-        if "step" not in row:
+    for row in history if isinstance(history, list) else []:
+        if not isinstance(row, dict) or "step" not in row:
             continue
         for key, value in row.items():
             if key.startswith("r3/") and isinstance(value, int | float) and not isinstance(value, bool):
                 series.setdefault(key, []).append((int(row["step"]), float(value)))
-    return series
-
-
-def optimizer_steps(folder: str | Path) -> int | None:
-    """The optimizer steps a training folder ran (`global_step` of `r3_training.json`; None when
-    unknown). More than its rollouts when each rollout serves several steps (`num_iterations`)."""
-    path = Path(folder) / SUMMARY_FILE
-    try:
-        steps = json.loads(path.read_text()).get("global_step")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+    steps = data.get("global_step")
+    task = data.get("task")
+    return TrainingSummary(
+        path=path,
+        task=task if isinstance(task, str) else None,
+        series=series,
+        optimizer_steps=steps if isinstance(steps, int) and not isinstance(steps, bool) else None,
+    )
 
 
 def plot_training_curves(runs: dict[str, Series], path: Path) -> None:
