@@ -34,7 +34,6 @@ class TrainingSummary:
     per-step `r3/...` metric, and the optimizer steps it ran (None when unknown). The steps can be
     more than the rollouts logged when each rollout serves several steps (`num_iterations`)."""
 
-    path: Path
     task: str | None
     series: Series
     optimizer_steps: int | None
@@ -61,7 +60,6 @@ def read_training_summary(folder: str | Path) -> TrainingSummary | None:
     steps = data.get("global_step")
     task = data.get("task")
     return TrainingSummary(
-        path=path,
         task=task if isinstance(task, str) else None,
         series=series,
         optimizer_steps=steps if isinstance(steps, int) and not isinstance(steps, bool) else None,
