@@ -11,11 +11,13 @@ Every step is an `r3` command, run as a user would run it, into one output folde
     trained-shuffled/         the same training with rewards shuffled within each group (control)
     trained-grpo/             plain GRPO on first attempts of the same queries, same optimizer and
                               steps (`r3 train --mode grpo`): the bar R3 must clear
+    trained-combined/         where the config has a `combined:` section: first attempts and
+                              reflections trained group by group in one run (`r3 train --mode combined`)
     eval-<model>/             `r3 eval`, greedy, reflect + retry, on the evaluation seed
     eval-<model>-resample/    `r3 eval --second-try resample` at a temperature > 0: a second attempt
                               without reflection (how much of a second-try gain needs a reflection?),
                               for the models in `eval.resample_models` (default: all)
-    report/                   `r3 report` over the three models, `experiment.md` (table, tests), curves
+    report/                   `r3 report` over the models, `experiment.md` (table, tests), curves
     forgetting/               `r3 forgetting`: lm-eval's local r3_basics task on the vanilla model and
                               each of the above (what training cost elsewhere)
 
@@ -60,12 +62,13 @@ from r3.provenance import versions
 from r3.reports.experiment import LABELS, write_experiment_report
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("warmstart", "trained", "shuffled", "grpo")
+MODELS = ("warmstart", "trained", "shuffled", "grpo", "combined")
 #: Each trained model: its folder and what its `r3 train` differs in (on top of the config's `train`).
 VARIANTS = {
     "trained": ("trained", {"reward_funcs": "retry_success"}),
     "shuffled": ("trained-shuffled", {"reward_funcs": "retry_success_shuffled"}),
     "grpo": ("trained-grpo", {"mode": "grpo", "reward_funcs": "attempt_success"}),
+    "combined": ("trained-combined", {"mode": "combined", "reward_funcs": "turn_success"}),
 }
 
 
@@ -387,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         names.append("shuffled")
     if cfg.get("grpo") is not None:  # plain GRPO at equal compute: its section sets what differs
         names.append("grpo")
+    if cfg.get("combined") is not None:  # the combined variant (both turns trained): its section
+        names.append("combined")
     failures = failures_file(cfg, out)
     resampled = cfg["eval"].get("resample_models", names) if cfg["eval"].get("resample_temperature") else []
 

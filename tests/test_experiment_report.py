@@ -137,3 +137,25 @@ def test_the_steps_column_counts_optimizer_steps_and_rollouts(tmp_path: Path) ->
     text = write_experiment_report(tmp_path, tmp_path / "report")
     assert "| R3 | 6 (3 rollouts) | 0.300 |" in text
     assert "| shuffled control | 3 | 0.200 |" in text
+
+
+def test_the_combined_variant_is_compared_as_plain_grpo_is(tmp_path: Path) -> None:
+    """A run with a `trained-combined` folder: its row, its comparisons, its training curve."""
+    n = 200
+    base = [i < 60 for i in range(n)]
+    fake_eval(tmp_path / "eval-warmstart", base, [i < 70 for i in range(n)])  # 35%
+    fake_eval(tmp_path / "eval-trained", base, [i < 72 for i in range(n)])  # 36%
+    fake_eval(tmp_path / "eval-combined", [i < 70 for i in range(n)], [i < 90 for i in range(n)])  # 45%
+    fake_training(tmp_path / "trained", [0.2, 0.3])
+    folder = tmp_path / "trained-combined"
+    folder.mkdir()
+    history = [
+        {"step": i + 1, "r3/turn_success": s, "r3/retry_success": 0.1} for i, s in enumerate([0.4, 0.6])
+    ]
+    (folder / "r3_training.json").write_text(json.dumps({"log_history": history, "global_step": 2}))
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "| combined | 35.0% (70/200)" in text
+    assert "| combined vs warm-start | 2nd try | +10.0% |" in text
+    assert "| R3 vs combined | 2nd try | -9.0% |" in text
+    assert "R3 is below combined on the second try" in text
+    assert "| combined | 2 | 0.500 |" in text  # the mean of its own reward, the turn's success

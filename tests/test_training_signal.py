@@ -312,3 +312,132 @@ def test_a_resumed_run_draws_the_groups_of_the_uninterrupted_one(tmp_path):
     assert [s[0] for s in whole] == [0, 1, 2] and [s[0] for s in resumed] == [1, 2]
     assert resumed == whole[1:]
     assert whole[1][1] != whole[2][1] or whole[1][2] != whole[2][2]  # the steps differ from each other
+
+
+def combined_rollout(tokenizer, rounds=0, outcome=OUTCOME):
+    """A combined-mode rollout on the task prompts (online first attempts), one group per query."""
+    from r3.episode import EpisodeSampling
+    from r3.generation.base import SamplingConfig
+
+    rows, index = build_prompts(records(), ToyTask(), tokenizer, "online")
+    sampled = SamplingConfig(max_new_tokens=4, temperature=1.0)
+    stopped = sampled.with_(stop=ToyTask.stop)
+    rollout = R3Rollout(
+        ToyTask(),
+        index,
+        EpisodeSampling(stopped, sampled, stopped),
+        "online",
+        engine=scripted_engine(tokenizer, outcome),
+        mode="combined",
+        dynamic_sampling_rounds=rounds,
+    )
+    return rollout, [row["prompt"] for row in rows for _ in range(GROUP)]
+
+
+def test_combined_mode_trains_attempts_and_reflections_group_by_group():
+    from r3.training.rollout import group_kind
+
+    tokenizer = make_tokenizer()
+    task = ToyTask()
+    reflected = 0
+    for step in (0, 1):
+        rollout, prompts = combined_rollout(tokenizer, outcome=dict.fromkeys(QUERIES, "seed"))
+        out = rollout(prompts, fake_trainer(tokenizer, step=step))
+        batch = rollout.last
+        kinds = [group_kind(step, g) for g in range(len(QUERIES))]
+        assert kinds[0] != kinds[1]  # both kinds in one call, and they swap with the step
+        assert groups_of(out["turn_kind"]) == [[k] * GROUP for k in kinds]
+        for g, kind in enumerate(kinds):
+            rows = range(g * GROUP, (g + 1) * GROUP)
+            for i in rows:
+                words = tokenizer.convert_ids_to_tokens(out["prompt_ids"][i])
+                query = {"q": batch.prompts[i].split()[1]}
+                if kind == "attempt":  # plain GRPO: the task prompt, the attempt, the verifier's verdict
+                    assert "reflect" not in words and batch.retry_prompts[i] is None
+                    assert out["turn_success"][i] == task.verify(query, batch.reflections[i]).ok
+                elif out["first_attempt_solved"][i]:  # nothing to reflect on: unscorable, as online
+                    assert out["turn_success"][i] is None and batch.reflections[i] == ""
+                else:  # R3 on a fresh failed attempt: the reflection prompt, rewarded by the retry
+                    assert words[-2] == "reflect" and batch.reflections[i] == "A"
+                    assert out["turn_success"][i] == task.verify(query, out["retry_completion"][i]).ok
+                    reflected += 1
+            # One shared first attempt per reflection group, as online mode's.
+            if kind == "reflection":
+                assert len({out["first_attempt_text"][i] for i in rows}) == 1
+    assert reflected > 0
+    # Resumed at the same step: the same kinds and rows.
+    again, prompts = combined_rollout(tokenizer, outcome=dict.fromkeys(QUERIES, "seed"))
+    assert again(prompts, fake_trainer(tokenizer, step=1)) == out
+
+
+def test_combined_mode_replaces_a_silent_group_by_one_of_its_kind():
+    tokenizer = make_tokenizer()
+    plain, prompts = combined_rollout(tokenizer)
+    before = sum(has_signal(g) for g in groups_of(plain(prompts, fake_trainer(tokenizer))["turn_success"]))
+    rollout, prompts = combined_rollout(tokenizer, rounds=10)
+    out = rollout(prompts, fake_trainer(tokenizer, step=0))
+    assert rollout.last.resampled_groups >= 2  # q0 and q3 have no signal as either kind
+    after = [has_signal(g) for g in groups_of(out["turn_success"])]
+    assert sum(after) > before
+    # Each group is one kind, in its place: a replacement trains the turn of the group it replaced.
+    for kinds in groups_of(out["turn_kind"]):
+        assert len(set(kinds)) == 1
+    assert [g[0] for g in groups_of(out["turn_kind"])] == ["attempt", "reflection"] * 2
+
+
+def test_combined_metrics_are_per_kind_and_over_all_groups():
+    from r3.training.rewards import combined_metrics
+
+    rewards = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    fields = {
+        "turn_kind": ["attempt"] * 4 + ["reflection"] * 4,
+        "completion_length": [3, 3, 3, 3, 5, 5, 5, 5],
+        "retry_length": [0, 0, 0, 0, 2, 2, 4, 4],
+        "retry_clipped": [False] * 8,
+        "first_attempt_solved": [True, False, True, True, False, False, False, False],
+        "groups_drawn": [2] * 8,
+        "groups_drawn_with_signal": [2] * 8,
+        "groups_resampled": [0] * 8,
+    }
+    metrics = combined_metrics(rewards, fields, 2)
+    assert metrics["r3/turn_success"] == 0.5
+    assert metrics["r3/attempt_success"] == 0.75 and metrics["r3/retry_success"] == 0.25
+    assert metrics["r3/groups_with_signal"] == 0.5  # [1,0] and [0,1] of four groups
+    assert metrics["r3/attempt_groups_with_signal"] == 0.5
+    assert metrics["r3/reflection_groups_with_signal"] == 0.5
+    assert metrics["r3/reflection_length"] == 5 and metrics["r3/retry_length"] == 3
+    assert metrics["r3/first_attempt_solved"] == 0.0  # over reflection groups only
+    assert metrics["r3/groups_drawn"] == 2 and metrics["r3/groups_with_signal_drawn"] == 1.0
+
+
+def test_combined_mode_through_trl_logs_both_turns(tmp_path):
+    tokenizer = make_tokenizer()
+    config = tiny_config(
+        tmp_path, mode="combined", num_generations=GROUP, per_device_train_batch_size=8, max_steps=2
+    )
+    assert config.reward_funcs == ["turn_success"]
+    trainer = build_trainer(
+        config,
+        model=make_model(tokenizer),
+        tokenizer=tokenizer,
+        task=ToyTask(),
+        records=records(),
+        engine=scripted_engine(tokenizer, dict.fromkeys(QUERIES, "seed")),
+    )
+    assert len(trainer.train_dataset) == len(QUERIES)  # the task prompts, as plain GRPO's
+    trainer.train()
+    rows = [r for r in trainer.state.log_history if "r3/turn_success" in r]
+    assert len(rows) == 2
+    # Each step holds an attempt group and a reflection group (whose fresh attempt may have succeeded,
+    # leaving no retry to score).
+    assert all("r3/attempt_success" in r for r in rows)
+    assert all("r3/retry_success" in r or r["r3/first_attempt_solved"] == 1.0 for r in rows)
+    assert any("r3/retry_success" in r for r in rows)
+    assert sorted(trainer.rollout_func.last.extra["turn_kind"]) == ["attempt"] * 4 + ["reflection"] * 4
+
+
+def test_combined_mode_takes_only_its_reward(tmp_path):
+    with pytest.raises(R3Error, match="does not score mode 'combined'"):
+        tiny_config(tmp_path, mode="combined", reward_funcs=["retry_success_shuffled"])
+    with pytest.raises(R3Error, match="does not score mode 'r3'"):
+        tiny_config(tmp_path, reward_funcs=["turn_success"])

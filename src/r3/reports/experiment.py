@@ -1,15 +1,16 @@
 """The learning experiment's report: R3 against its controls, with tests, and the training curves.
 
 Reads the folders `experiments/countdown_r3.py` writes (`eval-<model>[-resample]`, `trained`,
-`trained-shuffled`, `trained-grpo`) and writes `experiment.md` and `training_curves.png` into the report
-folder. The comparison that decides whether R3 learned is second-try accuracy on the same problems: R3
-against the warm-started model (did training help?) and against the shuffled control (same compute, no
-link between a reflection and its reward: did the *reward* help?). Before either is read, the control
-must pass its gate: within `CONTROL_GATE` of the warm-start (it trains on noise; if it moves the model,
-the optimizer is the problem). Plain GRPO on first attempts at equal compute is the bar R3 is measured
-against (what a user with a verifier would run instead). Both a two-proportion z-test and the paired
-exact McNemar test are given; the verdict line uses the z-test's p, as the experiment's goal states it,
-and says plainly when the run showed nothing.
+`trained-shuffled`, `trained-grpo`, `trained-combined`) and writes `experiment.md` and
+`training_curves.png` into the report folder. The comparison that decides whether R3 learned is
+second-try accuracy on the same problems: R3 against the warm-started model (did training help?) and
+against the shuffled control (same compute, no link between a reflection and its reward: did the
+*reward* help?). Before either is read, the control must pass its gate: within `CONTROL_GATE` of the
+warm-start (it trains on noise; if it moves the model, the optimizer is the problem). Plain GRPO on
+first attempts at equal compute is the bar R3 is measured against (what a user with a verifier would
+run instead); the combined variant (both turns trained, group by group) is compared the same way.
+Both a two-proportion z-test and the paired exact McNemar test are given; the verdict line uses the
+z-test's p, as the experiment's goal states it, and says plainly when the run showed nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +23,19 @@ from r3.evaluation.stats import mcnemar_exact, two_proportion_test
 from r3.reports.training import plot_training_curves, read_training_summary
 from r3.rundir import read_log
 
-LABELS = {"warmstart": "warm-start", "trained": "R3", "shuffled": "shuffled control", "grpo": "plain GRPO"}
-TRAINING_DIRS = {"trained": "trained", "shuffled": "trained-shuffled", "grpo": "trained-grpo"}
+LABELS = {
+    "warmstart": "warm-start",
+    "trained": "R3",
+    "shuffled": "shuffled control",
+    "grpo": "plain GRPO",
+    "combined": "combined",
+}
+TRAINING_DIRS = {
+    "trained": "trained",
+    "shuffled": "trained-shuffled",
+    "grpo": "trained-grpo",
+    "combined": "trained-combined",
+}
 #: The goal: R3's second try at least this far above both controls, with the paired exact McNemar p
 #: below `ALPHA` (issue 18 states it so: every model answers the same problems). The two-proportion
 #: test stays in the tables, beside it.
@@ -81,24 +93,29 @@ def _gate_and_bar(
             )
             + "."
         )
-    if evals["grpo"] is not None:
-        grpo = evals["grpo"][1]
+    for name, short, title in (
+        ("grpo", "GRPO", "plain GRPO (equal compute)"),
+        ("combined", "combined", "combined (GRPO on attempts + R3 on reflections)"),
+    ):
+        if evals[name] is None:
+            continue
+        other = evals[name][1]
         lines += [
             "",
-            "| plain GRPO (equal compute) | attempt | difference | p (two-proportion z) | discordant "
-            "| p (McNemar) |",
+            f"| {title} | attempt | difference | p (two-proportion z) | discordant | p (McNemar) |",
             "|---|---|---|---|---|---|",
         ]
-        for a, b, label in ((grpo, warm, "GRPO vs warm-start"), (trained, grpo, "R3 vs plain GRPO")):
+        pairs_compared = ((other, warm, f"{short} vs warm-start"), (trained, other, f"R3 vs {LABELS[name]}"))
+        for a, b, label in pairs_compared:
             for key, attempt in (("second_try_ok", "2nd try"), ("first_try_ok", "1st try")):
                 t = compare(a, b, key)
                 pairs, p = f"{t['only_a']} / {t['only_b']}", t["mcnemar_p"]
                 lines.append(f"| {label} | {attempt} | {t['diff']:+.1%} | {t['p']:.3g} | {pairs} | {p:.3g} |")
-        t = compare(trained, grpo, "second_try_ok")
+        t = compare(trained, other, "second_try_ok")
         level = "at least level with" if t["diff"] >= 0 or t["mcnemar_p"] >= ALPHA else "below"
         lines.append("")
         against = f"{t['diff']:+.1%}, McNemar p = {t['mcnemar_p']:.3g}"
-        lines.append(f"R3 is {level} plain GRPO on the second try ({against}).")
+        lines.append(f"R3 is {level} {LABELS[name]} on the second try ({against}).")
     return [*lines, ""] if lines else []
 
 
@@ -187,12 +204,16 @@ def write_experiment_report(
         plot_training_curves(runs, report / "training_curves.png")
         lines += ["## Training", "", "![training curves](training_curves.png)", ""]
         lines += [
-            "| run | steps | mean success (retry; GRPO: attempt) | groups with signal (trained / drawn) "
+            "| run | steps | mean success (retry; GRPO: attempt; combined: both) "
+            "| groups with signal (trained / drawn) "
             "| groups resampled per rollout | advantage token balance | mean reflection length |"
         ]
         lines += ["|---|---|---|---|---|---|---|"]
         for label, series in runs.items():
-            success = "r3/attempt_success" if "r3/attempt_success" in series else "r3/retry_success"
+            # The reward's own outcome: the turn's (combined), the attempt's (GRPO), else the retry's.
+            success = next(
+                (k for k in ("r3/turn_success", "r3/attempt_success") if k in series), "r3/retry_success"
+            )
             rollouts = len(series.get(success, []))
             ran = updates[label]  # more than the rollouts when each serves several steps (num_iterations)
             steps = f"{ran} ({rollouts} rollouts)" if ran and ran != rollouts else str(rollouts)

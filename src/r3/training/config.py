@@ -61,7 +61,9 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             "help": "r3: the completion is the reflection, rewarded by the retry's success; grpo: plain "
             "GRPO on first attempts of the same queries (the baseline), rewarded by the verifier "
             "(reward_funcs: [attempt_success]); TRL's temperature and max_completion_length then apply "
-            "to the attempt"
+            "to the attempt; combined: both, group by group (half the groups train first attempts, "
+            "half reflections on a fresh online attempt; reward_funcs: [turn_success]), the attempt "
+            "sampled with attempt_temperature and attempt_max_new_tokens"
         },
     )
     dynamic_sampling_rounds: int = field(
@@ -126,13 +128,13 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             if name not in BUILTIN_REWARDS and ":" not in name:
                 known = ", ".join(BUILTIN_REWARDS)
                 raise R3Error(f"unknown reward '{name}': use one of {known}, or pkg.module:function")
-        from r3.training.rewards import MODE_REWARDS
+        from r3.training.rewards import MODE_DEFAULT_REWARD, MODE_REWARDS
         from r3.training.rollout import TRAIN_MODES
 
         if self.mode not in TRAIN_MODES:
             raise R3Error(f"mode must be one of {', '.join(TRAIN_MODES)}, not '{self.mode}'")
-        if self.mode == "grpo" and self.reward_funcs == ["retry_success"]:
-            self.reward_funcs = ["attempt_success"]  # the default reward, for the mode's own outcome
+        if self.reward_funcs == ["retry_success"]:
+            self.reward_funcs = [MODE_DEFAULT_REWARD[self.mode]]  # the default, for the mode's own outcome
         wrong = [n for n in self.reward_funcs if n in BUILTIN_REWARDS and n not in MODE_REWARDS[self.mode]]
         if wrong:
             raise R3Error(
@@ -152,13 +154,15 @@ class R3Config(GRPOConfig, CommonTrainingFields):
                 raise R3Error(f"{name} must be at least 1")
         if self.retry_temperature < 0 or self.attempt_temperature < 0:
             raise R3Error("retry_temperature and attempt_temperature must be >= 0")
-        if self.first_attempt == "online" or self.dynamic_sampling_rounds:
+        if self.first_attempt == "online" or self.dynamic_sampling_rounds or self.mode == "combined":
             # A group must not be split across processes: online, one fresh first attempt is shared by
-            # a group; dynamic sampling judges and replaces whole groups.
+            # a group; dynamic sampling judges and replaces whole groups; combined mode trains one turn
+            # per group.
             local = self.per_device_train_batch_size * self.steps_per_generation
             if local % self.num_generations != 0:
                 raise R3Error(
-                    "first_attempt=online and dynamic sampling need per_device_train_batch_size * "
+                    "first_attempt=online, dynamic sampling and mode combined need "
+                    "per_device_train_batch_size * "
                     "steps_per_generation "
                     f"({local}) to be a multiple of num_generations ({self.num_generations})"
                 )

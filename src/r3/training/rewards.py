@@ -26,6 +26,12 @@ Our own per-step metrics (`r3/...`) go through `log_metric`:
 
 Plain GRPO (`mode: grpo`) rewards the attempt itself: `attempt_success` (the verifier's verdict), with
 the same group metrics (`r3/attempt_success` instead of `r3/retry_success`).
+
+Combined mode (`mode: combined`) rewards the turn each completion is: `turn_success`, the attempt's
+verdict in an attempt group, the retry's in a reflection group. Its group metrics are over all groups
+(`r3/turn_success`, `r3/groups_with_signal`, ...); each kind's own are `r3/attempt_success` and
+`r3/attempt_groups_with_signal` for attempt groups, `r3/retry_success`,
+`r3/reflection_groups_with_signal` and the reflection and retry lengths for reflection groups.
 """
 
 from __future__ import annotations
@@ -168,6 +174,60 @@ def make_attempt_success_reward(num_generations: int) -> RewardFunc:
     return attempt_success
 
 
+#: The per-call counts the rollout repeats on every row (whole-batch numbers, not per-row values).
+CALL_COUNTS = ("groups_drawn", "groups_drawn_with_signal", "groups_resampled")
+
+
+def combined_metrics(
+    rewards: Sequence[float | None], fields: dict[str, Any], num_generations: int
+) -> dict[str, float]:
+    """Combined mode's `r3/...` metrics: the group signal over all groups, and each kind's outcome,
+    signal and lengths over its own groups (kinds come in whole groups, so each subset is whole groups)."""
+    kinds = fields.get("turn_kind") or []
+    counts = {name: fields[name] for name in CALL_COUNTS if name in fields}
+    metrics = rollout_metrics(rewards, counts, num_generations, "turn_success")
+    for kind, outcome, length in (
+        ("attempt", "attempt_success", "attempt_length"),
+        ("reflection", "retry_success", "reflection_length"),
+    ):
+        rows = [i for i, k in enumerate(kinds) if k == kind]
+        if not rows:
+            continue
+        own: dict[str, Any] = {
+            name: [values[i] for i in rows]
+            for name, values in fields.items()
+            if name not in CALL_COUNTS and isinstance(values, list | tuple) and len(values) == len(rewards)
+        }
+        own[length] = own.pop("completion_length", [])
+        if kind == "attempt":  # an attempt group has no retry: its empty retry fields are not lengths
+            for name in ("retry_length", "retry_clipped", "first_attempt_solved"):
+                own.pop(name, None)
+        sub = rollout_metrics([rewards[i] for i in rows], own, num_generations, outcome)
+        for name, value in sub.items():
+            if name == "r3/groups_with_signal":
+                metrics[f"r3/{kind}_groups_with_signal"] = value
+            elif not name.startswith("r3/groups_") and name != "r3/advantage_token_balance":
+                metrics[name] = value
+    return metrics
+
+
+def make_turn_success_reward(num_generations: int) -> RewardFunc:
+    """Combined mode's reward: 1 if the turn the completion is succeeded (the attempt's verdict in an
+    attempt group, the retry's in a reflection group), else 0."""
+
+    def turn_success(
+        completions: list[Any], turn_success: list[bool | None], **kwargs: Any
+    ) -> list[float | None]:
+        rewards = retry_success_rewards(turn_success)
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            for name, value in combined_metrics(rewards, kwargs, num_generations).items():
+                log_metric(name, value)
+        return rewards
+
+    return turn_success
+
+
 def shuffle_within_groups(
     rewards: Sequence[float | None],
     num_generations: int,
@@ -224,10 +284,17 @@ BUILTIN_REWARDS: dict[str, Callable[[int, int], RewardFunc]] = {
     "retry_success": lambda num_generations, seed: make_retry_success_reward(num_generations),
     "retry_success_shuffled": make_shuffled_retry_success_reward,
     "attempt_success": lambda num_generations, seed: make_attempt_success_reward(num_generations),
+    "turn_success": lambda num_generations, seed: make_turn_success_reward(num_generations),
 }
 
 #: The built-in rewards each training mode can use (`R3Config.mode`).
-MODE_REWARDS = {"r3": ("retry_success", "retry_success_shuffled"), "grpo": ("attempt_success",)}
+MODE_REWARDS = {
+    "r3": ("retry_success", "retry_success_shuffled"),
+    "grpo": ("attempt_success",),
+    "combined": ("turn_success",),
+}
+#: Each mode's default reward, when the config names none of its own.
+MODE_DEFAULT_REWARD = {mode: rewards[0] for mode, rewards in MODE_REWARDS.items()}
 
 
 def resolve_rewards(names: Sequence[str], num_generations: int, seed: int = 0) -> list[RewardFunc]:

@@ -35,6 +35,14 @@ the completion is a first attempt, sampled by the same `episode.attempt` step, e
 seed; its reward is the verifier's verdict (`attempt_success`). Same queries, same engine, same seeds,
 same optimizer: only what is trained differs.
 
+**Combined** (`mode="combined"`, as multi-attempt RL trains both turns): the dataset prompt is the task
+prompt and each group trains one turn, chosen by `group_kind` from the rollout call and the group's
+place in it (a function of the step, so a resumed run trains the same kinds): an *attempt group* is a
+plain GRPO group (completions are first attempts, rewarded by the verifier), a *reflection group* is
+an R3 group on one fresh online first attempt (completions are reflections, rewarded by the retry).
+Half the groups of a call are of each kind; with one group per call the kinds alternate by call. The
+reward is `turn_success`, the outcome of the turn the completion is; `turn_kind` says which.
+
 **Dynamic sampling** (`dynamic_sampling_rounds=R > 0`, as DAPO's): a group whose outcomes are all
 equal (every retry succeeded, or every one failed) has zero advantage, so its backward pass is wasted.
 Such groups are replaced by groups on prompts drawn from the training pool, sampled afresh, up to R
@@ -60,8 +68,11 @@ from r3.tasks.base import Task, Verdict
 from r3.training.dataset import PromptIndex, PromptItem
 from r3.training.engines import Engine, EngineSampler, choose_engine
 
-#: What `r3 train` trains: reflections rewarded by the retry (R3), or first attempts (plain GRPO).
-TRAIN_MODES = ("r3", "grpo")
+#: What `r3 train` trains: reflections rewarded by the retry (R3), first attempts (plain GRPO), or
+#: both, group by group (combined).
+TRAIN_MODES = ("r3", "grpo", "combined")
+#: The two kinds of group in combined mode, by the turn their completions are.
+GROUP_KINDS = ("attempt", "reflection")
 
 #: Extra fields the rollout returns in R3 mode; TRL passes them to the reward functions as keyword arguments.
 ROLLOUT_FIELDS = (
@@ -82,6 +93,20 @@ GRPO_FIELDS = (
     "attempt_length",  # attempt tokens
     "group_seed",
 )
+
+#: Extra fields in combined mode (besides R3's retry fields, empty on attempt rows).
+COMBINED_FIELDS = (
+    "turn_success",  # bool, or None: the attempt's verdict (attempt group) or the retry's (reflection group)
+    "turn_kind",  # "attempt" or "reflection": which turn the completion is
+    "completion_length",  # completion tokens (EOS included)
+    "group_seed",
+)
+
+
+def group_kind(call: int, group: int) -> str:
+    """Combined mode: the turn group `group` of rollout call `call` trains, attempts and reflections
+    in turn (`GROUP_KINDS`), so each call holds both kinds (or, one group per call, calls alternate)."""
+    return GROUP_KINDS[(call + group) % 2]
 
 
 def call_seed(seed: int, step: int, process: int) -> int:
@@ -108,6 +133,8 @@ class Row:
     retry_clipped: bool = False
     first_attempt: str = ""
     first_attempt_solved: bool = False
+    #: The turn the completion is: "reflection" (R3) or "attempt" (plain GRPO).
+    kind: str = "reflection"
 
 
 @dataclass
@@ -178,17 +205,17 @@ class R3Rollout:
             int(getattr(accelerator, "process_index", 0)),
         )
 
-    def _settings(self, trainer: Any, seed: int) -> EpisodeSampling:
+    def _settings(self, trainer: Any, seed: int, kind: str) -> EpisodeSampling:
         """Settings seeded by `seed` (each row then by its index and round, as the episode seeds every
         step); logprobs asked for only where TRL uses them (vLLM's importance-sampling correction): on
-        the reflection in R3 mode, on the attempt in GRPO mode, the completion TRL trains on."""
+        the completion TRL trains on, the reflection (`kind` "reflection") or the attempt ("attempt")."""
         logprobs = bool(getattr(getattr(trainer, "args", None), "use_vllm", False))
         s = self.sampling.with_seed(seed)
-        grpo = self.mode == "grpo"
+        attempts = kind == "attempt"
         return replace(
             s,
-            attempt=s.attempt.with_(logprobs=logprobs and grpo),
-            reflection=s.reflection.with_(logprobs=logprobs and not grpo),
+            attempt=s.attempt.with_(logprobs=logprobs and attempts),
+            reflection=s.reflection.with_(logprobs=logprobs and not attempts),
         )
 
     # ------------------------------------------------------------------------------- the two modes
@@ -291,12 +318,28 @@ class R3Rollout:
                     completion=ep.attempt.text,
                     first_attempt=ep.attempt.text,
                     first_attempt_solved=ep.attempt_verdict.ok,
+                    kind="attempt",
                 )
             )
         return rows
 
-    def _rows(self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling) -> list[Row]:
-        return (self._grpo_rows if self.mode == "grpo" else self._r3_rows)(prompts, sampler, s)
+    def _rows(
+        self, prompts: list[str], sampler: EngineSampler, trainer: Any, seed: int, kinds: list[str]
+    ) -> list[Row]:
+        """The rows of `prompts`, each trained on the turn `kinds` names (`GROUP_KINDS`), seeded from
+        `seed`: R3 and GRPO modes have one kind; combined mode samples each kind's rows in one pass, under
+        its own seed (both passes run even when one is empty: a sampler may be a collective)."""
+        make = {"attempt": self._grpo_rows, "reflection": self._r3_rows}
+        if self.mode != "combined":
+            kind = "attempt" if self.mode == "grpo" else "reflection"
+            return make[kind](prompts, sampler, self._settings(trainer, seed, kind))
+        rows: list[Row | None] = [None] * len(prompts)
+        for kind in GROUP_KINDS:
+            picked = [i for i, k in enumerate(kinds) if k == kind]
+            own = self._settings(trainer, derive_seed(seed, "kind", kind), kind)
+            for i, row in zip(picked, make[kind]([prompts[i] for i in picked], sampler, own), strict=True):
+                rows[i] = row
+        return [row for row in rows if row is not None]
 
     # ------------------------------------------------------------------------------- dynamic sampling
 
@@ -304,7 +347,8 @@ class R3Rollout:
         self, rows: list[Row], group: int, seed: int, sampler: EngineSampler, trainer: Any
     ) -> tuple[list[Row], int, int, int]:
         """Dynamic sampling: groups without signal replaced by fresh groups on prompts drawn from the
-        pool, up to `dynamic_sampling_rounds` tries (none when it is 0: the groups are only counted).
+        pool, up to `dynamic_sampling_rounds` tries (none when it is 0: the groups are only counted). A
+        replacement trains the same turn as the group it replaces.
         Returns the rows, the replacements drawn, and the groups sampled in all with how many had signal.
 
         With several processes every try is run (empty where nothing is left to replace), because a
@@ -322,7 +366,11 @@ class R3Rollout:
             rng = random.Random(try_seed)
             picks = [pool[rng.randrange(len(pool))] for _ in silent]
             fresh = self._rows(
-                [p for p in picks for _ in range(group)], sampler, self._settings(trainer, try_seed)
+                [p for p in picks for _ in range(group)],
+                sampler,
+                trainer,
+                try_seed,
+                [groups[k][0].kind for k in silent for _ in range(group)],
             )
             for n, k in enumerate(silent):
                 groups[k] = fresh[n * group : (n + 1) * group]
@@ -336,8 +384,8 @@ class R3Rollout:
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
         seed = self._seed(trainer)
         sampler = EngineSampler(self._engine(trainer), trainer)
-        rows = self._rows(list(prompts), sampler, self._settings(trainer, seed))
         group = int(getattr(getattr(trainer, "args", None), "num_generations", 0) or 0)
+        rows = self._rows(list(prompts), sampler, trainer, seed, self._kinds(trainer, len(prompts), group))
         replaced, drawn, with_signal = 0, 0, 0
         if group > 1 and len(rows) % group == 0:  # whole groups: count their signal, replace if asked
             rows, replaced, drawn, with_signal = self._replace_silent_groups(
@@ -345,6 +393,17 @@ class R3Rollout:
             )
         group_seeds = [derive_seed(seed, "group", i // group if group > 0 else i) for i in range(len(rows))]
         return self._output(rows, group_seeds, replaced, drawn, with_signal)
+
+    def _kinds(self, trainer: Any, n: int, group: int) -> list[str]:
+        """The turn each of `n` rows trains: the mode's own, or in combined mode each group's
+        `group_kind` for this call (the global step over the steps per generation: TRL calls the
+        rollout once per generation batch)."""
+        if self.mode != "combined":
+            return ["attempt" if self.mode == "grpo" else "reflection"] * n
+        args = getattr(trainer, "args", None)
+        step = int(getattr(getattr(trainer, "state", None), "global_step", 0))
+        call = step // max(1, int(getattr(args, "steps_per_generation", 1) or 1))
+        return [group_kind(call, i // max(1, group)) for i in range(n)]
 
     def _output(
         self, rows: list[Row], group_seeds: list[int], replaced: int, drawn: int, with_signal: int
@@ -355,8 +414,19 @@ class R3Rollout:
             if rows and any(r.logprobs is not None for r in rows)
             else None
         )
-        if self.mode == "grpo":
+        if self.mode == "combined":
             extra: dict[str, list[Any]] = {
+                "turn_success": [r.success for r in rows],
+                "turn_kind": [r.kind for r in rows],
+                "completion_length": [len(r.completion_ids) for r in rows],
+                "retry_completion": [r.retry for r in rows],
+                "retry_length": [r.retry_length for r in rows],
+                "retry_clipped": [r.retry_clipped for r in rows],
+                "first_attempt_text": [r.first_attempt for r in rows],
+                "first_attempt_solved": [r.first_attempt_solved for r in rows],
+            }
+        elif self.mode == "grpo":
+            extra = {
                 "attempt_success": [r.success for r in rows],
                 "attempt_completion": [r.completion for r in rows],
                 "attempt_length": [len(r.completion_ids) for r in rows],

@@ -141,8 +141,9 @@ def build_trainer(
     ready_for_generation(tokenizer)  # a tokenizer passed in is set up as a loaded one
     if model is None:
         model = load_policy(config)
-    # Plain GRPO trains first attempts at the task prompts of the same queries (as online mode's prompts).
-    first_attempt = "online" if config.mode == "grpo" else config.first_attempt
+    # Plain GRPO and combined mode sample first attempts at the task prompts of the same queries (as
+    # online mode's prompts).
+    first_attempt = "online" if config.mode in ("grpo", "combined") else config.first_attempt
     dataset, index = build_dataset(records, task, tokenizer, first_attempt, config.max_attempts_per_query)
     if index.collisions:
         warnings.warn(
