@@ -385,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logs = out / "logs"
     models = {"warmstart": warmstart(cfg, out, logs / "warmstart.log")}
-    names = ["warmstart", "trained"]
+    names = ["warmstart"]
+    if cfg.get("r3", True):  # `r3: false`: a run of other variants only, beside an earlier R3 run
+        names.append("trained")
     if cfg.get("control", True):  # the demo has no control, to stay within its time budget
         names.append("shuffled")
     if cfg.get("grpo") is not None:  # plain GRPO at equal compute: its section sets what differs

@@ -258,6 +258,17 @@ def test_the_experiment_runs_each_step_after_its_inputs(
     for name in ("trained", "shuffled", "grpo"):
         assert steps.index("mine") < steps.index(f"train-{name}") < steps.index(f"eval-{name}")
 
+    # Another variant only (`r3: false`, no control, a `combined:` section): R3 is not trained.
+    calls.clear()
+    config.update(output=str(tmp_path / "run3"), r3=False, control=False, combined={"seed": 1})
+    del config["grpo"]
+    config["eval"]["resample_temperature"] = None
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert driver.main(["--config", str(tmp_path / "config.yaml"), "--jobs", "1"]) == 0
+    assert [step for _, step in calls] == [
+        "mine", "eval-warmstart", "train-combined", "eval-combined", "report", "forgetting"
+    ]  # fmt: skip
+
 
 #: A stand-in for a running `r3` command: it says it started, then sleeps; how it meets SIGINT and
 #: SIGTERM is set by the test ({handlers}); what it last did is in the marker file.

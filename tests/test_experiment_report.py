@@ -159,3 +159,9 @@ def test_the_combined_variant_is_compared_as_plain_grpo_is(tmp_path: Path) -> No
     assert "| R3 vs combined | 2nd try | -9.0% |" in text
     assert "R3 is below combined on the second try" in text
     assert "| combined | 2 | 0.500 |" in text  # the mean of its own reward, the turn's success
+
+    # A run without R3 (`r3: false`): the combined variant against the warm-start only.
+    (tmp_path / "eval-trained").rename(tmp_path / "eval-trained-elsewhere")
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "This run trained no R3 model" in text
+    assert "| combined vs warm-start | 2nd try | +10.0% |" in text and "R3 vs" not in text

@@ -75,10 +75,12 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str
 
 
 def _gate_and_bar(
-    evals: dict[str, Any], warm: dict[int, dict[str, Any]], trained: dict[int, dict[str, Any]]
+    evals: dict[str, Any], warm: dict[int, dict[str, Any]], trained: dict[int, dict[str, Any]] | None
 ) -> list[str]:
     """The shuffled control's gate (within `CONTROL_GATE` of the warm-start on the second try) and
-    plain GRPO at equal compute against the warm-start and against R3, as lines of the report."""
+    plain GRPO at equal compute (and the combined variant) against the warm-start and against R3, as
+    lines of the report. `trained` is None in a run without R3 (`r3: false`): only the warm-start
+    comparisons are made."""
     lines: list[str] = []
     if evals["shuffled"] is not None:
         t = compare(evals["shuffled"][1], warm, "second_try_ok")
@@ -105,12 +107,16 @@ def _gate_and_bar(
             f"| {title} | attempt | difference | p (two-proportion z) | discordant | p (McNemar) |",
             "|---|---|---|---|---|---|",
         ]
-        pairs_compared = ((other, warm, f"{short} vs warm-start"), (trained, other, f"R3 vs {LABELS[name]}"))
+        pairs_compared = [(other, warm, f"{short} vs warm-start")]
+        if trained is not None:
+            pairs_compared.append((trained, other, f"R3 vs {LABELS[name]}"))
         for a, b, label in pairs_compared:
             for key, attempt in (("second_try_ok", "2nd try"), ("first_try_ok", "1st try")):
                 t = compare(a, b, key)
                 pairs, p = f"{t['only_a']} / {t['only_b']}", t["mcnemar_p"]
                 lines.append(f"| {label} | {attempt} | {t['diff']:+.1%} | {t['p']:.3g} | {pairs} | {p:.3g} |")
+        if trained is None:
+            continue
         t = compare(trained, other, "second_try_ok")
         level = "at least level with" if t["diff"] >= 0 or t["mcnemar_p"] >= ALPHA else "below"
         lines.append("")
@@ -195,6 +201,9 @@ def write_experiment_report(
         else:
             verdict = f"This run showed no significant gain of R3 over {scope} on the second try ({against})."
         extra = _gate_and_bar(evals, rows["warmstart"], rows["trained"])
+    elif evals["warmstart"] is not None and evals["trained"] is None:  # a run without R3 (`r3: false`)
+        verdict = "This run trained no R3 model: the table and the comparisons below are the others'."
+        extra = _gate_and_bar(evals, evals["warmstart"][1], None)
     lines += ["", f"**{verdict}**", "", *extra]
 
     summaries = {LABELS[name]: read_training_summary(out / folder) for name, folder in TRAINING_DIRS.items()}
