@@ -35,12 +35,18 @@ Seeds: SFT rows, mining rows and evaluation rows come from disjoint seeds of Cou
 `--split validation` evaluates on the validation seed (for choosing settings); `--split heldout` (the
 default) on the held-out seed, which no setting was tuned on. Each step is skipped or resumed when its
 output exists, so an interrupted run continues where it stopped.
+
+Another run of the same warm-start (a second training seed, another variant) can take the first one's
+mining (`mine.reuse: <run folder>`) and its warm-start evaluations (`eval.reuse: <run folder>`, checked
+to be of the same weights and the same settings) instead of running them again. `r3: false` and
+`control: false` leave R3 and its control out of a run of other variants (`grpo:`, `combined:`).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import filecmp
 import hashlib
 import json
 import os
@@ -263,6 +269,8 @@ def warmstart(cfg: dict[str, Any], out: Path, log: Path) -> Path:
 #: Beside a cached warm-start: what trained it. Its key names the recipe by path, not by content (a
 #: moved key would retrain every user's cache), so the recipe's content is checked against this.
 WARMSTART_STAMP = "r3-warmstart.json"
+#: The warm-start's weights, compared when another run's evaluation of it is reused (`eval.reuse`).
+WEIGHTS = "model.safetensors"
 
 
 def check_warmstart_stamp(cache: Path, recipe: Path) -> None:
@@ -305,6 +313,38 @@ def evaluate(cfg: dict[str, Any], model: Path, folder: Path, seed: int, log: Pat
     if resample:
         flags += ["--second-try", "resample", "--temperature", str(ev["resample_temperature"])]
     r3(*flags, log=log)
+
+
+def reuse_evaluation(cfg: dict[str, Any], out: Path, folder: str) -> None:
+    """`eval.reuse: <run folder>`: the warm-start's evaluation `folder` copied from another run of the
+    same warm-start (another training seed or variant on the same problems), so that it is not run
+    again. The copy is taken only when that run's warm-start is this run's model (the same weights) and
+    its evaluation was of that warm-start; its `run.json` then names this run's warm-start, and the
+    evaluation step that follows is `r3 eval` into it as usual: its fingerprint check refuses the copy
+    if any other setting differs (seed, limit, token budgets, the problems), and otherwise finds every
+    row done."""
+    reuse = cfg["eval"].get("reuse")
+    target = out / folder
+    if not reuse or (target / "results.json").is_file():
+        return
+    run = ROOT / reuse
+    source = run / folder
+    if not (source / "results.json").is_file():
+        sys.exit(f"experiment: eval.reuse: {source / 'results.json'} not found (run that evaluation first)")
+    ours, theirs = out / "warmstart" / WEIGHTS, run / "warmstart" / WEIGHTS
+    if not theirs.is_file() or not (ours.samefile(theirs) or filecmp.cmp(ours, theirs, shallow=False)):
+        sys.exit(f"experiment: eval.reuse: {run / 'warmstart'} is not this run's warm-start")
+    fingerprint = json.loads((source / "run.json").read_text())
+    if fingerprint.get("model") != str((run / "warmstart").resolve()):
+        sys.exit(f"experiment: eval.reuse: {source} evaluated {fingerprint.get('model')}, not its warm-start")
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".lock"))  # a copy: r3 eval rewrites files
+    fingerprint["model"] = str((out / "warmstart").resolve())
+    (tmp / "run.json").write_text(json.dumps(fingerprint, indent=1) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    print(f"experiment: eval.reuse: {folder} copied from {run}")
 
 
 def failures_file(cfg: dict[str, Any], out: Path) -> Path:
@@ -397,6 +437,16 @@ def main(argv: list[str] | None = None) -> int:
     failures = failures_file(cfg, out)
     resampled = cfg["eval"].get("resample_models", names) if cfg["eval"].get("resample_temperature") else []
 
+    def evaluation(name: str, folder: str, resample: bool) -> Callable[[Path], None]:
+        """One evaluation step; the warm-start's may first be copied from another run (`eval.reuse`)."""
+
+        def run(log: Path) -> None:
+            if name == "warmstart":
+                reuse_evaluation(cfg, out, folder)
+            evaluate(cfg, models[name], out / folder, seed, log, resample)
+
+        return run
+
     def evaluations(name: str) -> list[Step]:
         """A model's greedy evaluation, then its resample one (where configured), after its training."""
         found = []
@@ -405,13 +455,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             folder = f"eval-{name}{'-resample' if resample else ''}{suffix}"
             after = () if name == "warmstart" else (f"train-{name}",)
-            run = partial(
-                lambda log, n, f, r: evaluate(cfg, models[n], out / f, seed, log, r),
-                n=name,
-                f=folder,
-                r=resample,
-            )
-            found.append(Step(folder, run, after))
+            found.append(Step(folder, evaluation(name, folder, resample), after))
         return found
 
     # Listed model by model (train, evaluate, resample), so that with one job each model's numbers are

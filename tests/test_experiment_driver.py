@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,50 @@ def test_sigterm_during_a_main_thread_command_stops_it(
         lambda d, logs: d.r3("sft", log=logs / "sft.log"),
     )
     assert marker.read_text() == "interrupted"
+
+
+def test_a_warmstart_evaluation_is_reused_only_from_a_run_of_the_same_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`eval.reuse`: the other run's evaluation is copied (the source untouched) and its run.json then
+    names this run's warm-start; another model, or a missing evaluation, stops with one line."""
+    driver = load_driver()
+    monkeypatch.setattr(driver, "ROOT", tmp_path)
+    weights = tmp_path / "cache" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights")
+    runs = {}
+    for name in ("first", "second"):
+        (tmp_path / name / "warmstart").mkdir(parents=True)
+        os.link(weights, tmp_path / name / "warmstart" / "model.safetensors")
+        runs[name] = tmp_path / name
+    source = runs["first"] / "eval-warmstart-validation"
+    source.mkdir()
+    stored = {
+        "version": 4,
+        "command": "eval",
+        "model": str((runs["first"] / "warmstart").resolve()),
+        "seed": 3,
+    }
+    (source / "run.json").write_text(json.dumps(stored))
+    (source / "results.json").write_text("{}")
+    (source / "samples.jsonl").write_text('{"index": 0}\n')
+    cfg = {"eval": {"reuse": "first"}}
+
+    driver.reuse_evaluation(cfg, runs["second"], "eval-warmstart-validation")
+    copied = runs["second"] / "eval-warmstart-validation"
+    assert json.loads((copied / "run.json").read_text()) == {
+        **stored,
+        "model": str((runs["second"] / "warmstart").resolve()),
+    }
+    assert (copied / "samples.jsonl").read_text() == '{"index": 0}\n'
+    assert not (copied / "samples.jsonl").samefile(source / "samples.jsonl")  # a copy, not a link
+    assert json.loads((source / "run.json").read_text()) == stored
+
+    (runs["second"] / "warmstart" / "model.safetensors").unlink()
+    (runs["second"] / "warmstart" / "model.safetensors").write_bytes(b"other weights")
+    shutil.rmtree(copied)
+    with pytest.raises(SystemExit, match="is not this run's warm-start"):
+        driver.reuse_evaluation(cfg, runs["second"], "eval-warmstart-validation")
+    with pytest.raises(SystemExit, match="not found"):
+        driver.reuse_evaluation(cfg, runs["second"], "eval-warmstart")
