@@ -12,11 +12,20 @@ import pytest
 
 from r3.cli import main
 
+#: A guard against a hung command, not a speed limit (those are benchmarks'): the embedded-model eval
+#: takes ~20 s alone and went past 300 s on a 2-core machine shared with three training processes.
+CLI_TIMEOUT_S = 1200
+
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "R3_NO_PROGRESS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "r3.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        [sys.executable, "-m", "r3.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=CLI_TIMEOUT_S,
     )
 
 
