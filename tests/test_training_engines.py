@@ -28,7 +28,7 @@ from r3.training.engines import (
 )
 from r3.training.trainer import build_trainer, check_generation_setup
 from servers import torchrun
-from test_training_support import ToyTask, make_model, make_tokenizer, records, tiny_config
+from test_training_support import ToyTask, make_model, make_tokenizer, records, tiny_config, toy_trainer
 
 HERE = Path(__file__).resolve().parent
 
@@ -155,14 +155,7 @@ def test_engine_is_called_even_when_every_first_attempt_is_solved(tmp_path):
         return [completion_from_ids(tokenizer, good, sampling) for _ in prompt_ids]
 
     config = tiny_config(tmp_path, num_generations=4, per_device_train_batch_size=8, first_attempt="online")
-    trainer = build_trainer(
-        config,
-        model=make_model(tokenizer),
-        tokenizer=tokenizer,
-        task=ToyTask(),
-        records=records(),
-        engine=engine,
-    )
+    trainer = toy_trainer(config, tokenizer, engine=engine)
     prompts = [p for p in trainer.train_dataset["prompt"][:2] for _ in range(4)]
     out = trainer.rollout_func(prompts, trainer)
     assert calls == [2, 0, 0]  # one first attempt per group, then empty reflection and retry calls

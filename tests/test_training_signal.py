@@ -20,7 +20,15 @@ from r3.training.dataset import build_prompts
 from r3.training.rewards import make_shuffled_retry_success_reward, shuffle_within_groups
 from r3.training.rollout import R3Rollout, has_signal
 from r3.training.trainer import build_trainer
-from test_training_support import QUERIES, ToyTask, make_model, make_tokenizer, records, tiny_config
+from test_training_support import (
+    QUERIES,
+    ToyTask,
+    make_model,
+    make_tokenizer,
+    records,
+    tiny_config,
+    toy_trainer,
+)
 
 GROUP = 4
 #: The retry's outcome by query: always, never, or by the row's seed (mixed groups).
@@ -287,14 +295,7 @@ def test_a_resumed_run_draws_the_groups_of_the_uninterrupted_one(tmp_path):
             save_strategy="steps",
             save_steps=1,
         )
-        trainer = build_trainer(
-            config,
-            model=make_model(tokenizer),
-            tokenizer=tokenizer,
-            task=ToyTask(),
-            records=records(),
-            engine=scripted_engine(tokenizer),
-        )
+        trainer = toy_trainer(config, tokenizer, engine=scripted_engine(tokenizer))
         seen = []
         rollout = trainer.rollout_func
 
@@ -416,13 +417,8 @@ def test_combined_mode_through_trl_logs_both_turns(tmp_path):
         tmp_path, mode="combined", num_generations=GROUP, per_device_train_batch_size=8, max_steps=2
     )
     assert config.reward_funcs == ["turn_success"]
-    trainer = build_trainer(
-        config,
-        model=make_model(tokenizer),
-        tokenizer=tokenizer,
-        task=ToyTask(),
-        records=records(),
-        engine=scripted_engine(tokenizer, dict.fromkeys(QUERIES, "seed")),
+    trainer = toy_trainer(
+        config, tokenizer, engine=scripted_engine(tokenizer, dict.fromkeys(QUERIES, "seed"))
     )
     assert len(trainer.train_dataset) == len(QUERIES)  # the task prompts, as plain GRPO's
     trainer.train()

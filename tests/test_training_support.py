@@ -207,3 +207,17 @@ def complete_checkpoints(out: Path) -> list[int]:
     return sorted(
         int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
     )
+
+
+def toy_trainer(config: Any, tokenizer: Any, **pieces: Any) -> Any:
+    """`build_trainer` on the toy task's records with a fresh tiny model; `pieces` add or override
+    (an engine, rewards, another model)."""
+    from r3.training.trainer import build_trainer
+
+    defaults = {
+        "model": make_model(tokenizer),
+        "tokenizer": tokenizer,
+        "task": ToyTask(),
+        "records": records(),
+    }
+    return build_trainer(config, **{**defaults, **pieces})
