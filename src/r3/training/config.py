@@ -79,7 +79,8 @@ class R3Config(GRPOConfig, CommonTrainingFields):
         default_factory=lambda: ["retry_success"],
         metadata={
             "help": "rewards by name: retry_success (R3's reward), retry_success_shuffled (the control: "
-            "rewards shuffled within each group), or pkg.module:function with TRL's reward signature"
+            "rewards shuffled within each group), attempt_success (mode grpo), turn_success (mode "
+            "combined), or pkg.module:function with TRL's reward signature"
         },
     )
 
