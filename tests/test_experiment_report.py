@@ -150,15 +150,17 @@ def test_the_combined_variant_is_compared_as_plain_grpo_is(tmp_path: Path) -> No
     folder = tmp_path / "trained-combined"
     folder.mkdir()
     history = [
-        {"step": i + 1, "r3/turn_success": s, "r3/retry_success": 0.1} for i, s in enumerate([0.4, 0.6])
+        {"step": i + 1, "r3/turn_success": s, "r3/retry_success": 0.1, "r3/groups_drawn": 1}
+        for i, s in enumerate([0.4, 0.6])
     ]
-    (folder / "r3_training.json").write_text(json.dumps({"log_history": history, "global_step": 2}))
+    history.append({"step": 3, "r3/groups_drawn": 3})  # every reward unscorable: no success logged
+    (folder / "r3_training.json").write_text(json.dumps({"log_history": history, "global_step": 3}))
     text = write_experiment_report(tmp_path, tmp_path / "report")
     assert "| combined | 35.0% (70/200)" in text
     assert "| combined vs warm-start | 2nd try | +10.0% |" in text
     assert "| R3 vs combined | 2nd try | -9.0% |" in text
     assert "R3 is below combined on the second try" in text
-    assert "| combined | 2 | 0.500 |" in text  # the mean of its own reward, the turn's success
+    assert "| combined | 3 | 0.500 |" in text  # 3 rollouts; the mean of its own reward, the turn's success
 
     # A run without R3 (`r3: false`): the combined variant against the warm-start only.
     (tmp_path / "eval-trained").rename(tmp_path / "eval-trained-elsewhere")

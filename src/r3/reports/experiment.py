@@ -223,7 +223,9 @@ def write_experiment_report(
             success = next(
                 (k for k in ("r3/turn_success", "r3/attempt_success") if k in series), "r3/retry_success"
             )
-            rollouts = len(series.get(success, []))
+            # Rollouts: steps that logged the rollout's counts (a step whose rewards were all unscorable
+            # logs no success); older summaries without the counts, by their success entries.
+            rollouts = max(len(series.get(key, [])) for key in (success, "r3/groups_drawn"))
             ran = updates[label]  # more than the rollouts when each serves several steps (num_iterations)
             steps = f"{ran} ({rollouts} rollouts)" if ran and ran != rollouts else str(rollouts)
 
