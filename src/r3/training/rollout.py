@@ -73,6 +73,8 @@ from r3.training.engines import Engine, EngineSampler, choose_engine
 TRAIN_MODES = ("r3", "grpo", "combined")
 #: The two kinds of group in combined mode, by the turn their completions are.
 GROUP_KINDS = ("attempt", "reflection")
+#: The one kind every group has in the single-turn modes.
+MODE_KIND = {"r3": "reflection", "grpo": "attempt"}
 
 #: Extra fields the rollout returns in R3 mode; TRL passes them to the reward functions as keyword arguments.
 ROLLOUT_FIELDS = (
@@ -331,7 +333,7 @@ class R3Rollout:
         its own seed (both passes run even when one is empty: a sampler may be a collective)."""
         make = {"attempt": self._grpo_rows, "reflection": self._r3_rows}
         if self.mode != "combined":
-            kind = "attempt" if self.mode == "grpo" else "reflection"
+            kind = MODE_KIND[self.mode]
             return make[kind](prompts, sampler, self._settings(trainer, seed, kind))
         rows: list[Row | None] = [None] * len(prompts)
         for kind in GROUP_KINDS:
@@ -399,7 +401,7 @@ class R3Rollout:
         `group_kind` for this call (the global step over the steps per generation: TRL calls the
         rollout once per generation batch)."""
         if self.mode != "combined":
-            return ["attempt" if self.mode == "grpo" else "reflection"] * n
+            return [MODE_KIND[self.mode]] * n
         args = getattr(trainer, "args", None)
         step = int(getattr(getattr(trainer, "state", None), "global_step", 0))
         call = step // max(1, int(getattr(args, "steps_per_generation", 1) or 1))
