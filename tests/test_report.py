@@ -223,3 +223,24 @@ def test_training_writes_tensorboard_events_and_completions(tmp_path: Path) -> N
 
     text = write_report([str(out)], tmp_path / "rep").read_text()
     assert "| out | 2 |" in text and (tmp_path / "rep" / "training_curves.png").is_file()
+
+
+def test_each_training_mode_is_tabled_by_the_success_its_reward_scores() -> None:
+    """R3 logs the retry's success, plain GRPO the attempt's, the combined mode both kinds' and every
+    turn's: the table (and the plot's success panel, by the same `success_key`) shows the reward's."""
+    from r3.reports.training import success_key, training_table
+
+    r3 = {"r3/retry_success": [(1, 0.25), (2, 0.5)]}
+    grpo = {"r3/attempt_success": [(1, 0.5), (2, 0.75)]}
+    combined = {
+        "r3/attempt_success": [(1, 0.5)],
+        "r3/retry_success": [(2, 0.125)],
+        "r3/turn_success": [(1, 0.5), (2, 0.125)],
+    }
+    assert [success_key(s) for s in (r3, grpo, combined, {})] == [
+        "r3/retry_success", "r3/attempt_success", "r3/turn_success", "r3/retry_success",
+    ]  # fmt: skip
+    table = training_table({"r3": r3, "grpo": grpo, "combined": combined})
+    assert "| r3 | 2 | 0.375 (0.500) |" in table
+    assert "| grpo | 2 | 0.625 (0.750) |" in table
+    assert "| combined | 2 | 0.312 (0.125) |" in table

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from r3.evaluation.stats import mcnemar_exact, two_proportion_test
-from r3.reports.training import plot_training_curves, read_training_summary
+from r3.reports.training import plot_training_curves, read_training_summary, success_key
 from r3.rundir import read_log
 
 LABELS = {
@@ -219,10 +219,7 @@ def write_experiment_report(
         ]
         lines += ["|---|---|---|---|---|---|---|"]
         for label, series in runs.items():
-            # The reward's own outcome: the turn's (combined), the attempt's (GRPO), else the retry's.
-            success = next(
-                (k for k in ("r3/turn_success", "r3/attempt_success") if k in series), "r3/retry_success"
-            )
+            success = success_key(series)  # the reward's own outcome
             # Rollouts: steps that logged the rollout's counts (a step whose rewards were all unscorable
             # logs no success); older summaries without the counts, by their success entries.
             rollouts = max(len(series.get(key, [])) for key in (success, "r3/groups_drawn"))

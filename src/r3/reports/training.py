@@ -12,16 +12,23 @@ from pathlib import Path
 from r3.errors import R3Error
 
 SUMMARY_FILE = "r3_training.json"  # = r3.training.trainer.SUMMARY_FILE (not imported: no torch here)
-#: The metrics plotted, with their titles. Plain GRPO (`mode: grpo`) logs its success as
-#: `r3/attempt_success`, plotted in the success panel (`SUCCESS_ALIASES`).
+#: A run's success, the mean of the outcome its reward scores, by the first of these it logged: every
+#: turn's (`mode: combined`, which also logs each kind's), the retry's (R3), the attempt's (GRPO).
+SUCCESS_KEYS = ("r3/turn_success", "r3/retry_success", "r3/attempt_success")
+SUCCESS = "success"
+#: The metrics plotted, with their titles; `SUCCESS` is the run's own (`success_key`).
 CURVES = {
-    "r3/retry_success": "success (reward mean: retry; GRPO: attempt)",
+    SUCCESS: "success (reward mean: retry; GRPO: attempt; combined: both)",
     "r3/groups_no_signal": "groups with no signal",
     "r3/reflection_length": "reflection length (tokens)",
 }
-SUCCESS_ALIASES = {"r3/attempt_success": "r3/retry_success"}
 
 Series = dict[str, list[tuple[int, float]]]
+
+
+def success_key(series: Series) -> str:
+    """The key of a run's success (`SUCCESS_KEYS`); the retry's when it logged none."""
+    return next((key for key in SUCCESS_KEYS if key in series), "r3/retry_success")
 
 
 def is_training_folder(folder: str | Path) -> bool:
@@ -76,8 +83,7 @@ def plot_training_curves(runs: dict[str, Series], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (key, title) in zip(axes, CURVES.items(), strict=True):
         for label, series in runs.items():
-            alias = next((a for a, k in SUCCESS_ALIASES.items() if k == key and a in series), None)
-            points = series.get(key) or series.get(alias or "", [])
+            points = series.get(success_key(series) if key == SUCCESS else key, [])
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=".", alpha=0.8)
         ax.set_title(title)
@@ -96,12 +102,12 @@ def _mean(points: list[tuple[int, float]]) -> float | None:
 def training_table(runs: dict[str, Series]) -> str:
     """Markdown: per run, the steps logged and the mean (and last) value of each curve."""
     lines = [
-        "| run | steps logged | success (retry; GRPO: attempt): mean (last) "
+        "| run | steps logged | success (retry; GRPO: attempt; combined: both): mean (last) "
         "| groups with no signal: mean (last) | reflection length: mean (last) |",
         "|---|---|---|---|---|",
     ]
     patterns = {
-        "r3/retry_success": "{:.3f}",
+        SUCCESS: "{:.3f}",
         "r3/groups_no_signal": "{:.2f}",
         "r3/reflection_length": "{:.1f}",
     }
@@ -109,8 +115,7 @@ def training_table(runs: dict[str, Series]) -> str:
         steps = len({step for points in series.values() for step, _ in points})
         cells = []
         for key, pattern in patterns.items():
-            alias = next((a for a, k in SUCCESS_ALIASES.items() if k == key), "")
-            points = series.get(key) or series.get(alias, [])
+            points = series.get(success_key(series) if key == SUCCESS else key, [])
             mean = _mean(points)
             cells.append("-" if mean is None else f"{pattern.format(mean)} ({pattern.format(points[-1][1])})")
         lines.append(f"| {label} | {steps} | " + " | ".join(cells) + " |")
