@@ -256,7 +256,7 @@ def warmstart(cfg: dict[str, Any], out: Path, log: Path) -> Path:
     key = hashlib.sha256(json.dumps([sft, task_args], sort_keys=True).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("R3_CACHE", Path.home() / ".cache" / "r3")) / "warmstart" / key
     check_warmstart_stamp(cache, ROOT / sft["recipe"])
-    if not (cache / "config.json").is_file():
+    if not (cache / SFT_SUMMARY).is_file():
         flags = [f"--{k}={v}" for k, v in sft.items() if k != "recipe"]
         r3(
             "sft", "--config", sft["recipe"], "--output_dir", str(cache), "--resume", "true",
@@ -271,6 +271,11 @@ def warmstart(cfg: dict[str, Any], out: Path, log: Path) -> Path:
 WARMSTART_STAMP = "r3-warmstart.json"
 #: The warm-start's weights, compared when another run's evaluation of it is reused (`eval.reuse`).
 WEIGHTS = "model.safetensors"
+#: What `r3 sft` and `r3 train` write last, after the model: a training is done when it is there (a
+#: `config.json` alone may sit beside weights a kill cut short). = r3.training.{sft,trainer}.SUMMARY_FILE,
+#: not imported: the driver does not load torch.
+SFT_SUMMARY = "r3_sft.json"
+TRAIN_SUMMARY = "r3_training.json"
 
 
 def check_warmstart_stamp(cache: Path, recipe: Path) -> None:
@@ -296,7 +301,7 @@ def check_warmstart_stamp(cache: Path, recipe: Path) -> None:
             return
         print(f"experiment: {cache} was trained from another version of {recipe.name}; training it again")
         shutil.rmtree(cache)
-    elif (cache / "config.json").is_file():
+    elif (cache / SFT_SUMMARY).is_file():
         now["adopted"] = True  # cached before stamps existed: recorded as found
     cache.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(now, indent=1) + "\n")
@@ -390,7 +395,7 @@ def train(cfg: dict[str, Any], model: Path, failures: Path, name: str, out: Path
     the config's `<name>` section (e.g. `grpo:` sets plain GRPO's completion budget and batch)."""
     folder_name, own = VARIANTS[name]
     folder = out / folder_name
-    if (folder / "config.json").is_file():
+    if (folder / TRAIN_SUMMARY).is_file():
         return folder
     fields = {**cfg["train"], **own, **(cfg.get(name) or {})}
     flags = [f"--{k}={v}" for k, v in fields.items() if k != "recipe"]

@@ -42,6 +42,7 @@ def warmstart_calls(
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text("{}")
         (output / "trained-by.txt").write_text(str(tmp_path))
+        (output / driver.SFT_SUMMARY).write_text("{}")  # written last, as `r3 sft` does
 
     run = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
     run.mkdir(parents=True)
@@ -89,6 +90,7 @@ def test_a_cache_from_before_stamps_is_kept_and_other_versions_are_reported(
     cache = tmp_path / "cache" / "warmstart" / "3d1cbe20f967"
     cache.mkdir(parents=True)
     (cache / "config.json").write_text("{}")
+    (cache / driver.SFT_SUMMARY).write_text("{}")
     assert warmstart_calls(config, tmp_path, monkeypatch, driver) == []
     stamp = json.loads((cache / driver.WARMSTART_STAMP).read_text())
     assert stamp["adopted"] is True and stamp["versions"] == driver.versions()
@@ -231,6 +233,8 @@ def test_the_experiment_runs_each_step_after_its_inputs(
                 output = Path(args[args.index(flag) + 1])
                 output.mkdir(parents=True, exist_ok=True)
                 (output / "config.json").write_text("{}")
+                summary = driver.SFT_SUMMARY if args[0] == "sft" else driver.TRAIN_SUMMARY
+                (output / summary).write_text("{}")
 
     config = yaml.safe_load((ROOT / "experiments" / "countdown.yaml").read_text())
     config["output"] = str(tmp_path / "run")
@@ -427,3 +431,30 @@ def test_a_warmstart_evaluation_is_reused_only_from_a_run_of_the_same_model(
         driver.reuse_evaluation(cfg, runs["second"], "eval-warmstart-validation")
     with pytest.raises(SystemExit, match="not found"):
         driver.reuse_evaluation(cfg, runs["second"], "eval-warmstart")
+
+
+def test_a_training_is_done_only_when_its_summary_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model's `config.json` beside weights a kill cut short is not a finished training: the
+    warm-start and the trainings are skipped only when `r3 sft` / `r3 train` wrote their summary, last."""
+    from r3.training import sft, trainer
+
+    driver = load_driver()
+    assert (driver.SFT_SUMMARY, driver.TRAIN_SUMMARY) == (sft.SUMMARY_FILE, trainer.SUMMARY_FILE)
+    config = yaml.safe_load((ROOT / "experiments" / "countdown.yaml").read_text())
+    cache = tmp_path / "cache" / "warmstart" / "3d1cbe20f967"
+    cache.mkdir(parents=True)
+    (cache / "config.json").write_text("{}")  # a save cut short: no r3_sft.json
+    assert len(warmstart_calls(config, tmp_path, monkeypatch, driver)) == 1  # trained (resumed) again
+
+    calls: list[str] = []
+    monkeypatch.setattr(driver, "r3", lambda *args, log: calls.append(args[0]))
+    folder = tmp_path / "run" / "trained"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    driver.train(config, cache, tmp_path / "failures.jsonl", "trained", tmp_path / "run", tmp_path / "log")
+    assert calls == ["train"]
+    (folder / driver.TRAIN_SUMMARY).write_text("{}")
+    driver.train(config, cache, tmp_path / "failures.jsonl", "trained", tmp_path / "run", tmp_path / "log")
+    assert calls == ["train"]  # done: skipped

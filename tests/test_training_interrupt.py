@@ -134,3 +134,35 @@ def test_sigterm_to_a_command_is_an_interruption_with_one_line(capsys):
 
     assert _guarded(stopped) == 130
     assert capsys.readouterr().err == "r3: interrupted; stopped after step 3, checkpoint-3 saved in out\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_final_save_waits_for_it(tmp_path, signum, terminal_ctrl_c, monkeypatch, capfd):
+    """A stop asked for while the final model is written does not cut the save: the model and the summary
+    (written last: what says the run finished) are whole, and the run ends as finished. Without the wait,
+    SIGINT would raise in the middle of the save and SIGTERM would kill the process."""
+    from r3.training import trainer as trainer_module
+
+    real_save = trainer_module.save_final
+
+    def save_with_a_signal(trainer, config):
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)  # the handler runs here, before the model is written
+        return real_save(trainer, config)
+
+    monkeypatch.setattr(trainer_module, "save_final", save_with_a_signal)
+    tokenizer = make_tokenizer()
+    handlers_before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = train(
+        tiny_config(tmp_path, max_steps=2),
+        model=make_model(tokenizer),
+        tokenizer=tokenizer,
+        task=ToyTask(),
+        records=records(),
+    )
+    out = tmp_path / "out"
+    assert result.global_step == 2
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert json.loads((out / "r3_training.json").read_text())["global_step"] == 2
+    assert "r3: finishing the final save first" in capfd.readouterr().err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers_before

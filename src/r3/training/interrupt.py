@@ -12,6 +12,10 @@ driver does).
 
 With several processes (torchrun) the request is shared at each step's end, so every process saves
 and stops at the same step whichever of them got the signal.
+
+The final save (`uninterrupted_save`) takes a first signal the same way: it is noted, the model and
+the summary are written whole, and the run ends as the finished run it is. Why: a save cut in the
+middle leaves a `config.json` beside missing or partial weights, which looks like a finished model.
 """
 
 from __future__ import annotations
@@ -28,20 +32,23 @@ from typing import Any
 REPEAT_WINDOW_S = 2.0
 
 
+#: What the first request says, during the steps and during the final save.
+STEP_NOTICE = "r3: stopping after this step to save a checkpoint (Ctrl-C again to stop at once)"
+SAVE_NOTICE = "r3: finishing the final save first (Ctrl-C again to stop at once, leaving it unfinished)"
+
+
 class StopRequest:
     """Whether a stop was asked for, and when (a second request later than the window stops at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, notice: str = STEP_NOTICE) -> None:
         self.asked_at: float | None = None
+        self.notice = notice
 
     def signal_received(self, signum: int, frame: object) -> None:
         now = time.monotonic()
         if self.asked_at is None:
             self.asked_at = now
-            os.write(  # not print(): a handler may run inside another write to stderr
-                2,
-                b"r3: stopping after this step to save a checkpoint (Ctrl-C again to stop at once)\n",
-            )
+            os.write(2, f"{self.notice}\n".encode())  # not print(): it may interrupt a write to stderr
         elif now - self.asked_at > REPEAT_WINDOW_S:
             raise KeyboardInterrupt(
                 "stopped at once; --resume true continues from the last checkpoint saved before"
@@ -100,6 +107,14 @@ def handled_signals(request: StopRequest) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def uninterrupted_save() -> Iterator[None]:
+    """The final save and summary: a first Ctrl-C or SIGTERM waits for them (`SAVE_NOTICE`); a second
+    one after `REPEAT_WINDOW_S` stops at once, as during the steps."""
+    with handled_signals(StopRequest(SAVE_NOTICE)):
+        yield
 
 
 def train_until_stopped(trainer: Any, resume_from_checkpoint: str | bool | None) -> None:

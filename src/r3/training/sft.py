@@ -230,35 +230,42 @@ class SFTResult:
     unprimed: int = 0
 
 
+def write_summary(trainer: Any, config: SFTRunConfig, rows: SFTExamples) -> None:
+    """`r3_sft.json`: the settings, the examples used and the log history (main process only)."""
+    if not trainer.accelerator.is_main_process:
+        return
+    summary = {
+        "task": config.task,
+        "task_args": config.task_args,
+        "model": config.model,
+        "data": config.data,
+        "task_seed": config.task_seed,
+        "examples_used": rows.used,
+        "examples_skipped": rows.skipped,
+        "primed_fraction": config.primed_fraction,
+        "primed_failures": config.primed_failures,
+        "seed": config.seed,
+        "examples_first_attempt": rows.first_attempts,
+        "examples_primed": rows.primed,
+        "examples_unprimed": rows.unprimed,
+        "global_step": trainer.state.global_step,
+        "log_history": trainer.state.log_history,
+    }
+    path = Path(config.output_dir) / SUMMARY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1, default=str))
+
+
 def train_sft(config: SFTRunConfig, **pieces: Any) -> SFTResult:
     """Build, train (resuming if asked), save in Hugging Face format, write `r3_sft.json`."""
-    from r3.training.interrupt import train_until_stopped
+    from r3.training.interrupt import train_until_stopped, uninterrupted_save
     from r3.training.trainer import resume_target, save_final
 
     trainer, rows = build_sft_trainer(config, **pieces)
     train_until_stopped(trainer, resume_target(config))  # type: ignore[arg-type]
-    adapter_dir = save_final(trainer, config)  # type: ignore[arg-type]
-    if trainer.accelerator.is_main_process:
-        summary = {
-            "task": config.task,
-            "task_args": config.task_args,
-            "model": config.model,
-            "data": config.data,
-            "task_seed": config.task_seed,
-            "examples_used": rows.used,
-            "examples_skipped": rows.skipped,
-            "primed_fraction": config.primed_fraction,
-            "primed_failures": config.primed_failures,
-            "seed": config.seed,
-            "examples_first_attempt": rows.first_attempts,
-            "examples_primed": rows.primed,
-            "examples_unprimed": rows.unprimed,
-            "global_step": trainer.state.global_step,
-            "log_history": trainer.state.log_history,
-        }
-        path = Path(config.output_dir) / SUMMARY_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=1, default=str))
+    with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
+        adapter_dir = save_final(trainer, config)  # type: ignore[arg-type]
+        write_summary(trainer, config, rows)
     return SFTResult(
         output_dir=str(config.output_dir),
         global_step=trainer.state.global_step,

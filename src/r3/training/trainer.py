@@ -21,7 +21,7 @@ from r3.mining.records import FailureRecord, read_failures
 from r3.tasks.base import Task
 from r3.training.config import R3Config
 from r3.training.dataset import build_dataset
-from r3.training.interrupt import train_until_stopped
+from r3.training.interrupt import train_until_stopped, uninterrupted_save
 from r3.training.rewards import RewardFunc, resolve_rewards
 from r3.training.rollout import Engine, R3Rollout
 
@@ -256,9 +256,10 @@ def train(config: R3Config, **pieces: Any) -> TrainResult:
     """Build the trainer (`pieces` go to `build_trainer`), train, save the final model, return a summary."""
     trainer = build_trainer(config, **pieces)
     train_until_stopped(trainer, resume_target(config))
-    adapter_dir = save_final(trainer, config)
     num_prompts = len(trainer.train_dataset)
-    write_summary(trainer, config, num_prompts)
+    with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
+        adapter_dir = save_final(trainer, config)
+        write_summary(trainer, config, num_prompts)
     return TrainResult(
         output_dir=str(config.output_dir),
         global_step=trainer.state.global_step,
