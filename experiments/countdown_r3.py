@@ -14,6 +14,8 @@ Every step is an `r3` command, run as a user would run it, into one output folde
     trained-combined/         where the config has a `combined:` section: first attempts and
                               reflections trained group by group in one run (`r3 train --mode combined`)
     eval-<model>/             `r3 eval`, greedy, reflect + retry, on the evaluation seed
+    eval-<model>-step<N>/     the same of a trained model's checkpoint-<N>, for each N in `eval.checkpoints`
+                              (with `save_steps` dividing N and `save_total_limit` keeping it)
     eval-<model>-resample/    `r3 eval --second-try resample` at a temperature > 0: a second attempt
                               without reflection (how much of a second-try gain needs a reflection?),
                               for the models in `eval.resample_models` (default: all)
@@ -452,8 +454,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return run
 
+    def checkpoint_evaluation(name: str, step: int, folder: str) -> Callable[[Path], None]:
+        """The greedy evaluation of a trained model's `checkpoint-<step>` (a LoRA adapter `r3 eval` loads)."""
+
+        def run(log: Path) -> None:
+            checkpoint = models[name] / f"checkpoint-{step}"
+            if not checkpoint.is_dir():
+                sys.exit(f"experiment: eval.checkpoints: {checkpoint} not found (see save_steps)")
+            evaluate(cfg, checkpoint, out / folder, seed, log, False)
+
+        return run
+
     def evaluations(name: str) -> list[Step]:
-        """A model's greedy evaluation, then its resample one (where configured), after its training."""
+        """A model's greedy evaluation, then its resample one (where configured), after its training;
+        then its checkpoints' greedy evaluations (`eval.checkpoints`: the model against steps)."""
         found = []
         for resample in (False, True):
             if resample and name not in resampled:
@@ -461,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
             folder = f"eval-{name}{'-resample' if resample else ''}{suffix}"
             after = () if name == "warmstart" else (f"train-{name}",)
             found.append(Step(folder, evaluation(name, folder, resample), after))
+        for step in cfg["eval"].get("checkpoints", []) if name != "warmstart" else []:
+            folder = f"eval-{name}-step{step}{suffix}"
+            found.append(Step(folder, checkpoint_evaluation(name, int(step), folder), (f"train-{name}",)))
         return found
 
     # Listed model by model (train, evaluate, resample), so that with one job each model's numbers are

@@ -225,9 +225,13 @@ def test_the_experiment_runs_each_step_after_its_inputs(
     lock = __import__("threading").Lock()
     calls: list[tuple[str, str]] = []
 
+    evaluated: dict[str, str] = {}  # an evaluation's folder name: the model it evaluated
+
     def fake_r3(*args: str, log: Path) -> None:
         with lock:
             calls.append((args[0], log.stem))
+            if args[0] == "eval":
+                evaluated[log.stem] = args[args.index("--model") + 1]
         for flag in ("--output_dir", "--output-dir"):
             if flag in args and args[0] in ("sft", "train"):
                 output = Path(args[args.index(flag) + 1])
@@ -235,6 +239,7 @@ def test_the_experiment_runs_each_step_after_its_inputs(
                 (output / "config.json").write_text("{}")
                 summary = driver.SFT_SUMMARY if args[0] == "sft" else driver.TRAIN_SUMMARY
                 (output / summary).write_text("{}")
+                (output / "checkpoint-20").mkdir(exist_ok=True)  # the one checkpoint the run keeps
 
     config = yaml.safe_load((ROOT / "experiments" / "countdown.yaml").read_text())
     config["output"] = str(tmp_path / "run")
@@ -273,6 +278,25 @@ def test_the_experiment_runs_each_step_after_its_inputs(
     assert [step for _, step in calls] == [
         "mine", "eval-warmstart", "train-combined", "eval-combined", "report", "forgetting"
     ]  # fmt: skip
+
+    # `eval.checkpoints`: a trained model's checkpoints are evaluated after it, each as its own step.
+    calls.clear()
+    config.update(output=str(tmp_path / "run4"))
+    config["eval"]["checkpoints"] = [20]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert driver.main(["--config", str(tmp_path / "config.yaml"), "--jobs", "1"]) == 0
+    assert [step for _, step in calls] == [
+        "mine", "eval-warmstart", "train-combined", "eval-combined", "eval-combined-step20", "report",
+        "forgetting",
+    ]  # fmt: skip
+    assert evaluated["eval-combined-step20"] == str(tmp_path / "run4" / "trained-combined" / "checkpoint-20")
+    assert evaluated["eval-combined"] == str(tmp_path / "run4" / "trained-combined")
+    # A checkpoint the training did not keep is one line naming it.
+    config.update(output=str(tmp_path / "run5"))
+    config["eval"]["checkpoints"] = [40]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match=r"eval.checkpoints: .*trained-combined/checkpoint-40 not found"):
+        driver.main(["--config", str(tmp_path / "config.yaml"), "--jobs", "1"])
 
 
 #: A stand-in for a running `r3` command: it says it started, then sleeps; how it meets SIGINT and
