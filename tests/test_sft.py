@@ -116,6 +116,35 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path, tiny_model_dir: Pa
     assert len([r for r in again.log_history if "train_runtime" in r]) == 1  # one (resumed) run
 
 
+def test_a_ctrl_c_during_the_final_save_waits_for_it(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """As `r3 train` (test_training_interrupt.py): the model and then `r3_sft.json` are written whole."""
+    import signal
+    import time
+
+    from r3.training import trainer as trainer_module
+    from r3.training.sft import SUMMARY_FILE, train_sft
+
+    real_save = trainer_module.save_final
+
+    def save_with_a_ctrl_c(trainer: object, config: object) -> object:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here, before the model is written
+        return real_save(trainer, config)
+
+    monkeypatch.setattr(trainer_module, "save_final", save_with_a_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C
+    try:
+        result = train_sft(tiny_config(tmp_path, tiny_model_dir))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out = tmp_path / "out"
+    assert result.global_step == 2 and (out / "config.json").is_file()
+    assert json.loads((out / SUMMARY_FILE).read_text())["global_step"] == 2
+    assert "r3: finishing the final save first" in capfd.readouterr().err
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "R3_NO_PROGRESS": "1"}
     return subprocess.run(
