@@ -21,7 +21,6 @@ the answer), then the reference answer, the loss on the reflection and the answe
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,29 +230,19 @@ class SFTResult:
 
 
 def write_summary(trainer: Any, config: SFTRunConfig, rows: SFTExamples) -> None:
-    """`r3_sft.json`: the settings, the examples used and the log history (main process only)."""
-    if not trainer.accelerator.is_main_process:
-        return
-    summary = {
-        "task": config.task,
-        "task_args": config.task_args,
-        "model": config.model,
-        "data": config.data,
-        "task_seed": config.task_seed,
-        "examples_used": rows.used,
-        "examples_skipped": rows.skipped,
-        "primed_fraction": config.primed_fraction,
-        "primed_failures": config.primed_failures,
-        "seed": config.seed,
-        "examples_first_attempt": rows.first_attempts,
-        "examples_primed": rows.primed,
-        "examples_unprimed": rows.unprimed,
-        "global_step": trainer.state.global_step,
-        "log_history": trainer.state.log_history,
-    }
-    path = Path(config.output_dir) / SUMMARY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1, default=str))
+    """`r3_sft.json`: the settings and the examples used, with the steps and the log history."""
+    from r3.training.trainer import write_summary_file
+
+    names = ("task", "task_args", "model", "data", "task_seed", "primed_fraction", "primed_failures", "seed")
+    fields = {name: getattr(config, name) for name in names}
+    fields.update(
+        examples_used=rows.used,
+        examples_skipped=rows.skipped,
+        examples_first_attempt=rows.first_attempts,
+        examples_primed=rows.primed,
+        examples_unprimed=rows.unprimed,
+    )
+    write_summary_file(trainer, Path(config.output_dir) / SUMMARY_FILE, fields)
 
 
 def train_sft(config: SFTRunConfig, **pieces: Any) -> SFTResult:

@@ -231,25 +231,21 @@ def save_final(trainer: Any, config: R3Config) -> str | None:
     return str(adapter_dir)
 
 
-def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
+def write_summary_file(trainer: Any, path: Path, fields: dict[str, Any]) -> None:
+    """A training's summary (`r3_training.json`, `r3_sft.json`): its settings `fields`, the steps run and
+    the log history, on the main process. Written after the model, so its presence says the run finished."""
     if not trainer.accelerator.is_main_process:
         return
-    summary = {
-        "task": config.task,
-        "model": config.model,
-        "failures": config.failures,
-        "first_attempt": config.first_attempt,
-        "mode": config.mode,
-        "selection": config.selection,
-        "dynamic_sampling_rounds": config.dynamic_sampling_rounds,
-        "reward_funcs": list(config.reward_funcs),
-        "num_prompts": num_prompts,
-        "global_step": trainer.state.global_step,
-        "log_history": trainer.state.log_history,
-    }
-    path = Path(config.output_dir) / SUMMARY_FILE
+    summary = {**fields, "global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1, default=str))
+
+
+def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
+    names = ("task", "model", "failures", "first_attempt", "mode", "selection", "dynamic_sampling_rounds")
+    fields = {name: getattr(config, name) for name in names}
+    fields.update(reward_funcs=list(config.reward_funcs), num_prompts=num_prompts)
+    write_summary_file(trainer, Path(config.output_dir) / SUMMARY_FILE, fields)
 
 
 def train(config: R3Config, **pieces: Any) -> TrainResult:
