@@ -235,13 +235,9 @@ def write_summary(trainer: Any, config: SFTRunConfig, rows: SFTExamples) -> None
 
     names = ("task", "task_args", "model", "data", "task_seed", "primed_fraction", "primed_failures", "seed")
     fields = {name: getattr(config, name) for name in names}
-    fields.update(
-        examples_used=rows.used,
-        examples_skipped=rows.skipped,
-        examples_first_attempt=rows.first_attempts,
-        examples_primed=rows.primed,
-        examples_unprimed=rows.unprimed,
-    )
+    counts = (rows.used, rows.skipped, rows.first_attempts, rows.primed, rows.unprimed)
+    kinds = ("used", "skipped", "first_attempt", "primed", "unprimed")
+    fields.update({f"examples_{kind}": count for kind, count in zip(kinds, counts, strict=True)})
     write_summary_file(trainer, Path(config.output_dir) / SUMMARY_FILE, fields)
 
 
