@@ -161,7 +161,9 @@ def task_manager(config: ForgettingConfig) -> Any:
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise R3Error("r3 forgetting needs lm-evaluation-harness: pip install 'r3[forgetting]'") from None
+        raise R3Error(
+            "r3 forgetting needs lm-evaluation-harness: pip install 'reflect-retry-reward[forgetting]'"
+        ) from None
     manager = TaskManager(include_path=[str(BUILTIN_TASKS_DIR), *config.include_path])
     unknown = [t for t in config.task_list if t not in manager.all_tasks]
     if unknown:

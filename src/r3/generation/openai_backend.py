@@ -64,7 +64,9 @@ class OpenAIBackend:
         try:
             import openai
         except ImportError:
-            raise R3Error("--backend openai needs the openai client: pip install 'r3[api]'") from None
+            raise R3Error(
+                "--backend openai needs the openai client: pip install 'reflect-retry-reward[api]'"
+            ) from None
         self._openai = openai
         self.client = openai.OpenAI(
             base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=max_retries
