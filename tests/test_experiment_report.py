@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from r3.evaluation.stats import accuracy
-from r3.reports.experiment import compare, write_experiment_report
+from r3.reports.experiment import LABELS, compare, write_experiment_report
 
 
-def fake_eval(folder: Path, first: list[bool], second: list[bool]) -> None:
+def fake_eval(folder: Path, first: list[bool], second: list[bool], seed: int | None = None) -> None:
+    """An evaluation's files; with `seed`, each row holds its problem (`example`), as `r3 eval` writes
+    it: runs of another seed evaluated other problems."""
     folder.mkdir(parents=True)
     rows = [
         {"index": i, "first_try_ok": f, "second_try_ok": s}
         for i, (f, s) in enumerate(zip(first, second, strict=True))
     ]
+    if seed is not None:
+        for row in rows:
+            row["example"] = {"nums": [seed, row["index"]], "target": 10}
     (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     n = len(rows)
     results = {"n": n, "first_try": accuracy(sum(first), n), "second_try": accuracy(sum(second), n)}
@@ -114,7 +120,7 @@ def test_control_gate_and_plain_grpo_bar(tmp_path: Path) -> None:
     assert "Control gate: the shuffled control is -15.0% from the warm-start" in text
     assert "**failed**" in text
     assert "| plain GRPO |" in text
-    assert "| GRPO vs warm-start | 2nd try | +15.0% |" in text
+    assert "| plain GRPO vs warm-start | 2nd try | +15.0% |" in text
     assert "| R3 vs plain GRPO | 2nd try | -14.0% |" in text
     assert "R3 is below plain GRPO on the second try" in text
 
@@ -167,3 +173,47 @@ def test_the_combined_variant_is_compared_as_plain_grpo_is(tmp_path: Path) -> No
     text = write_experiment_report(tmp_path, tmp_path / "report")
     assert "This run trained no R3 model" in text
     assert "| combined vs warm-start | 2nd try | +10.0% |" in text and "R3 vs" not in text
+
+
+def test_models_of_different_sizes_are_said_not_comparable(tmp_path: Path) -> None:
+    """The warm-start evaluated 200 problems, R3 the first 100: one sentence says so instead of "same
+    problems", and the paired test pairs the 100 problems both hold."""
+    fake_eval(tmp_path / "eval-warmstart", [i < 60 for i in range(200)], [i < 70 for i in range(200)])
+    fake_eval(tmp_path / "eval-trained", [i < 60 for i in range(100)], [i < 80 for i in range(100)])
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "Not comparable row by row: warm-start has 200 problems, R3 100 (100 in common)" in text
+    assert "Same problems for every model" not in text
+    # Of the 100 shared problems, R3 solved 80 on the second try and the warm-start 70: +10.0%, 10 / 0.
+    assert "| R3 vs warm-start | 2nd try | +10.0% |" in text and "| 10 / 0 |" in text
+
+
+def test_models_of_different_problems_are_not_paired(tmp_path: Path) -> None:
+    """Same size and indices, other problems (another data seed): the sentence, and no paired test
+    across them (nothing in common: no discordant pair is counted)."""
+    fake_eval(tmp_path / "eval-warmstart", [i < 60 for i in range(100)], [i < 70 for i in range(100)], seed=1)
+    fake_eval(tmp_path / "eval-trained", [i < 60 for i in range(100)], [i < 90 for i in range(100)], seed=2)
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "Not comparable row by row: the runs evaluated different problems (none in common)" in text
+    assert "| 20 / 0 |" not in text and "| 0 / 0 |" in text
+    # With the same problems, the same rows are paired as ever.
+    (tmp_path / "eval-trained").rename(tmp_path / "eval-trained-2")
+    fake_eval(tmp_path / "eval-trained", [i < 60 for i in range(100)], [i < 90 for i in range(100)], seed=1)
+    text = write_experiment_report(tmp_path, tmp_path / "report")
+    assert "Same problems for every model." in text and "| 20 / 0 |" in text
+
+
+def test_the_report_names_each_model_one_way_and_no_absolute_path(tmp_path: Path) -> None:
+    n = 100
+    base = [i < 30 for i in range(n)]
+    for name in ("warmstart", "trained", "shuffled", "grpo", "combined"):
+        fake_eval(tmp_path / f"eval-{name}", base, [i < 35 for i in range(n)])
+    config = {"output": str(tmp_path), "mine": {"reuse": str(tmp_path / "older")}, "recipe": "recipes/x.yaml"}
+    text = write_experiment_report(tmp_path, tmp_path / "report", config=config)
+    assert str(tmp_path) not in text
+    assert '"output": ".."' in text and '"reuse": "../older"' in text and '"recipes/x.yaml"' in text
+    assert "```json" in text and "```yaml" not in text  # the settings block says what it holds
+    names = set(LABELS.values())
+    compared = re.findall(r"^\| ([^|]+?) vs ([^|]+?) \|", text, flags=re.MULTILINE)
+    assert compared and all(a in names and b in names for a, b in compared), compared
+    models = re.findall(r"^\| ([^|]+?) \| \d+\.\d%", text, flags=re.MULTILINE)  # the accuracy table's rows
+    assert set(models) == names

@@ -18,7 +18,9 @@ TASK = get_task("countdown")
 EXAMPLES = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
 
 
-def run_eval(folder: Path, retry_answer: str) -> None:
+def run_eval(
+    folder: Path, retry_answer: str, examples: list[dict] | None = None, model_name: str = "scripted"
+) -> None:
     def script(prompt, sampling, i):
         if prompt.messages[-1]["content"] == TASK.reflection_instruction:
             return (
@@ -30,7 +32,8 @@ def run_eval(folder: Path, retry_answer: str) -> None:
             return f"<answer> {retry_answer} </answer>"
         return "<answer> 1 + 2 </answer>"
 
-    evaluate(EvalConfig(chunk_size=4), TASK, EXAMPLES, ScriptedGenerator(script), folder)
+    generator = ScriptedGenerator(script, model_name=model_name)
+    evaluate(EvalConfig(chunk_size=4), TASK, examples or EXAMPLES, generator, folder, progress=False)
 
 
 def test_report_compares_runs(tmp_path: Path) -> None:
@@ -106,6 +109,145 @@ def test_report_analyses_the_reflections(tmp_path: Path) -> None:
     fixed = text.split("### Fixed by trained")[1].split("## Reflections")[0]
     assert '"target": 14' in fixed and "I was wrong" in fixed and "Use every number exactly once." in fixed
     assert "retry (right): `<answer> 7 + 5 + 2 </answer>`" in fixed
+
+
+# ----------------------------------------------------------------------------- comparable runs
+
+
+def test_runs_of_different_sizes_are_said_not_comparable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_eval(tmp_path / "vanilla", "1 + 1", EXAMPLES + [{"nums": [3, 4, 5], "target": 12}])
+    run_eval(tmp_path / "trained", "7 + 5 + 2")
+    rep = tmp_path / "rep"
+    folders = [str(tmp_path / "vanilla"), str(tmp_path / "trained")]
+    assert r3_main(["report", *folders, "--output-dir", str(rep)]) == 0
+    sentence = "Not comparable row by row: vanilla has 3 problems, trained 2 (2 in common)"
+    assert sentence in (rep / "report.md").read_text()
+    assert sentence in capsys.readouterr().out
+    # The two problems both hold are still paired: the trained run fixed example 1, vanilla did not.
+    assert "### Fixed by trained, not by vanilla: 1 example" in (rep / "report.md").read_text()
+
+
+def test_runs_of_different_problems_are_not_paired(tmp_path: Path) -> None:
+    """Same size, same indices, another second problem: the sentence, and example 1 (fixed by the
+    trained run on its own problem) is not counted against vanilla's different problem 1."""
+    other = [EXAMPLES[0], {"nums": [2, 5, 8], "target": 15}]
+    run_eval(tmp_path / "vanilla", "1 + 1", other)
+    run_eval(tmp_path / "trained", "7 + 5 + 2")
+    text = write_report([str(tmp_path / "vanilla"), str(tmp_path / "trained")], tmp_path / "rep").read_text()
+    assert "Not comparable row by row: the runs evaluated different problems (1 of 2 in common)" in text
+    assert "### Fixed by trained, not by vanilla: 0 examples" in text
+    # Reflections side by side: only the shared problem 0, never vanilla's problem 1 beside trained's.
+    side_by_side = text.split("## Reflections")[1]
+    assert "### Example 0" in side_by_side and "### Example 1" not in side_by_side
+
+
+def test_runs_of_the_same_problems_carry_no_sentence(tmp_path: Path) -> None:
+    run_eval(tmp_path / "vanilla", "1 + 1")
+    run_eval(tmp_path / "trained", "7 + 5 + 2")
+    text = write_report([str(tmp_path / "vanilla"), str(tmp_path / "trained")], tmp_path / "rep").read_text()
+    assert "Not comparable" not in text
+
+
+def test_the_report_names_no_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Absolute folders, an absolute output folder and a model given as an absolute path: report.md
+    and report.html name runs by label and the model relative to the report's folder."""
+    model = tmp_path / "models" / "warmstart"
+    run_eval(tmp_path / "runs" / "vanilla", "1 + 1", model_name=str(model))
+    run_eval(tmp_path / "runs" / "trained", "7 + 5 + 2", model_name=str(model))
+    write_training_folder(tmp_path / "runs" / "trained-run")
+    rep = tmp_path / "out" / "rep"
+    folders = [str(tmp_path / "runs" / name) for name in ("vanilla", "trained", "trained-run")]
+    monkeypatch.chdir(tmp_path / "runs")  # another working directory than the report's
+    assert r3_main(["report", *folders, "--output-dir", str(rep), "--html"]) == 0
+    text = (rep / "report.md").read_text()
+    assert "| vanilla | `../../models/warmstart` |" in text
+    for name in ("report.md", "report.html"):
+        assert str(tmp_path) not in (rep / name).read_text()
+
+
+def test_default_labels_tell_folders_of_one_name_apart(tmp_path: Path) -> None:
+    run_eval(tmp_path / "a" / "eval", "1 + 1")
+    run_eval(tmp_path / "b" / "eval", "7 + 5 + 2")
+    folders = [str(tmp_path / "a" / "eval"), str(tmp_path / "b" / "eval")]
+    text = write_report(folders, tmp_path / "rep").read_text()
+    assert "| a/eval |" in text and "| b/eval |" in text
+    assert "### Fixed by b/eval, not by a/eval: 1 example" in text
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def fix_rate_runs(tmp_path: Path) -> list:
+    from r3.reports.compare import load_run
+
+    run_eval(tmp_path / "vanilla", "1 + 1")
+    run_eval(tmp_path / "trained", "7 + 5 + 2")
+    return [load_run(tmp_path / "vanilla"), load_run(tmp_path / "trained")]
+
+
+def test_the_fix_rate_axis_fits_small_rates(tmp_path: Path) -> None:
+    """Rates of at most 7% get an axis a little above 7%, not one to 100% (the bars would be slivers);
+    a rate of 100% still gets room for its count beside the bar."""
+    import matplotlib.pyplot as plt
+
+    from r3.reports.compare import plot_fix_rates
+
+    runs = fix_rate_runs(tmp_path)
+    small = [("evaluates to N, not N", [(15, 229), (7, 100)]), ("number N used twice", [(0, 4), (0, 195)])]
+    fig = plot_fix_rates(runs, small)
+    assert fig is not None
+    low, high = fig.axes[0].get_xlim()
+    plt.close(fig)
+    assert low == 0 and 7.0 < high < 12
+    fig = plot_fix_rates(runs, [("evaluates to N, not N", [(3, 3), (0, 2)])])
+    assert fig is not None and fig.axes[0].get_xlim()[1] > 100
+    plt.close(fig)
+
+
+def test_the_accuracy_axis_fits_the_intervals(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from r3.reports.compare import plot_accuracy
+
+    runs = fix_rate_runs(tmp_path)  # 0% and 50% on two problems: the interval of 50% reaches 90.5%
+    fig = plot_accuracy(runs)
+    top = fig.axes[0].get_ylim()[1]
+    plt.close(fig)
+    highest = max(run.results.second_try.ci95[1] for run in runs) * 100
+    assert highest < top <= 100
+
+
+def test_axis_top() -> None:
+    from r3.reports.plots import axis_top
+
+    assert axis_top(7.0) == pytest.approx(8.05)  # 15% headroom
+    assert axis_top(0.0) == 5.0  # nothing to show: still a readable axis
+    assert axis_top(95.0) == 100.0  # a percentage axis ends at 100
+    assert axis_top(100.0, headroom=0.3, ceiling=None) == pytest.approx(130.0)  # room for a label
+
+
+def test_two_reasons_with_a_long_common_prefix_get_distinct_labels(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from r3.reports.compare import plot_fix_rates
+    from r3.reports.plots import distinct_labels
+
+    prefix = "number N used N times, but the list has it "
+    reasons = [prefix + "N times only", prefix + "once, in the given numbers"]
+    fig = plot_fix_rates(fix_rate_runs(tmp_path), [(r, [(0, 1), (1, 2)]) for r in reasons])
+    assert fig is not None
+    shown = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
+    plt.close(fig)
+    assert len(shown) == 2 and shown[0] != shown[1]
+    assert [" ".join(label.split()) for label in shown] == reasons  # wrapped, not cut
+    # Where even wrapping must cut, the clashing labels are told apart by their row in the table.
+    assert distinct_labels(reasons, width=30, max_lines=1) == [
+        "number N used N times, but th… (row 1)",
+        "number N used N times, but th… (row 2)",
+    ]
+    assert distinct_labels(["short", "short too"], width=30, max_lines=1) == ["short", "short too"]
 
 
 def write_training_folder(folder: Path, steps: int = 3) -> None:

@@ -65,11 +65,14 @@ def main(argv: list[str]) -> int:
 
 
 def run(args: ReportArguments) -> int:
-    from r3.reports.compare import comparison_table, load_folders, write_report
+    from r3.reports.compare import comparability, comparison_table, load_folders, write_report
     from r3.reports.training import training_table
 
     report = write_report(args.runs, args.output_dir, args.labels)
     evals, trainings = load_folders(args.runs, args.labels)
+    note = comparability(evals)
+    if note:
+        print(note)
     if evals:
         print(comparison_table(evals))
     if trainings:

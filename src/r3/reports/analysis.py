@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from r3.evaluation.records import SampleRow
+from r3.reports.problems import ProblemKey, problem_key
 from r3.tasks.countdown import extract_answer
 from r3.tasks.tool_calls import extract_calls
 
@@ -152,13 +153,19 @@ def reflection_behaviour(rows: Iterable[Row]) -> dict[str, int]:
     }
 
 
+def key(row: Row) -> ProblemKey:
+    """The row's problem, as compared runs pair it (`r3.reports.problems.problem_key`)."""
+    return problem_key(row.index, row.example)
+
+
 def fixed_only_by(candidate: Iterable[Row], baseline: Iterable[Row]) -> list[int]:
     """Indices of the examples that `candidate`'s retry fixed (first try failed, second try right)
-    and `baseline` did not solve on either try, among the examples both runs hold."""
-    base = {r.index: r for r in baseline}
+    and `baseline` did not solve on either try, among the problems both runs hold (the same problem
+    at the same index: rows of other problems are never paired)."""
+    base = {key(r): r for r in baseline}
     out = []
     for row in candidate:
-        other = base.get(row.index)
+        other = base.get(key(row))
         if other is None:
             continue
         if not row.first_try_ok and row.second_try_ok and not other.second_try_ok:

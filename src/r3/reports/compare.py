@@ -15,6 +15,11 @@ Reads each `r3 eval` folder's `results.json` and `samples.jsonl` as typed record
 - for training folders: `training_curves.png` (retry success, groups with no signal, reflection
   length against steps) and a table.
 
+When the runs did not evaluate the same problems (another size, other examples), the report opens
+with one sentence saying so, and what it pairs (fixed examples, reflections side by side) it pairs
+only on the problems they share (`r3.reports.problems`). Runs are named by their labels and models by
+a path relative to the report's folder, so that the report reads the same on another machine.
+
 The analysis itself (categories, answer detection, repeats) is in `r3.reports.analysis`.
 """
 
@@ -23,10 +28,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from r3.errors import R3Error
 from r3.evaluation.records import Accuracy, EvalResults, SampleRow, read_results, read_samples
 from r3.reports import analysis
+from r3.reports.plots import axis_top, distinct_labels, pyplot, save_figure
+from r3.reports.problems import comparability_note, display_path, distinct_names
 from r3.reports.training import (
     SUMMARY_FILE,
     Series,
@@ -36,6 +44,9 @@ from r3.reports.training import (
     training_table,
 )
 from r3.text import clip
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -72,12 +83,19 @@ def protocol(run: EvalRun) -> str:
     return run.results.second_try_protocol
 
 
-def comparison_table(runs: list[EvalRun]) -> str:
+def comparability(runs: list[EvalRun]) -> str | None:
+    """The sentence saying that the runs evaluated different numbers of problems, or different
+    problems; None when every run evaluated the same ones."""
+    return comparability_note([(run.label, [analysis.key(s) for s in run.samples]) for run in runs])
+
+
+def comparison_table(runs: list[EvalRun], folder: Path | None = None) -> str:
     """Markdown: one row per run, accuracies with intervals, and the change over the first run.
 
     When the runs used different second-try protocols (e.g. reflect and resample of one model), a
     column names each run's, so that a protocol comparison reads side by side; otherwise the column
-    would only repeat itself and is left out."""
+    would only repeat itself and is left out. With `folder` (the report's), a model given as an
+    absolute path is shown relative to it (`display_path`)."""
     mixed = len({protocol(run) for run in runs}) > 1
     lines = [
         "| run | model | n |"
@@ -97,7 +115,7 @@ def comparison_table(runs: list[EvalRun]) -> str:
         mean = r.reflection_tokens_mean
         fixed = f"{r.retry_fixed}/{r.retries}"
         lines.append(
-            f"| {run.label} | `{r.model}` | {r.n} | "
+            f"| {run.label} | `{r.model if folder is None else display_path(r.model, folder)}` | {r.n} | "
             + (f"{protocol(run)} | " if mixed else "")
             + f"{cells[0]} | {cells[1]} | {fixed} | "
             f"{'-' if mean is None else f'{mean:.1f}'} |"
@@ -106,16 +124,17 @@ def comparison_table(runs: list[EvalRun]) -> str:
 
 
 def reflection_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 600) -> str:
-    """The reflections each run wrote for the same examples, side by side."""
-    by_run = [{s.index: s for s in run.samples if s.reflection} for run in runs]
+    """The reflections each run wrote for the same problems, side by side (the first run's alone
+    when no problem has a reflection from every run)."""
+    by_run = [{analysis.key(s): s for s in run.samples if s.reflection} for run in runs]
     shared = sorted(set.intersection(*(set(m) for m in by_run))) if by_run else []
     if not shared:
         shared = sorted(by_run[0]) if by_run else []
     parts: list[str] = []
-    for index in shared[:count]:
-        parts.append(f"### Example {index}\n")
+    for problem in shared[:count]:
+        parts.append(f"### Example {problem[0]}\n")
         for run, samples in zip(runs, by_run, strict=True):
-            s = samples.get(index)
+            s = samples.get(problem)
             if s is None:
                 continue
             text = (s.reflection or "").strip().replace("\n", " ")
@@ -125,14 +144,13 @@ def reflection_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 60
     return "\n".join(parts) if parts else "_No reflections were written (every first attempt succeeded)._"
 
 
-def plot_accuracy(runs: list[EvalRun], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_accuracy(runs: list[EvalRun]) -> Figure:
+    """Bars of each run's first and second try with their 95% intervals, on an axis that ends a
+    little above the highest interval (a run at 5% stays readable)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(runs), 3.6))
     width = 0.38
+    peak = 0.0
     for offset, blocks, name in (
         (-width / 2, [run.results.first_try for run in runs], "first try"),
         (width / 2, [run.results.second_try for run in runs], "second try"),
@@ -144,14 +162,13 @@ def plot_accuracy(runs: list[EvalRun], path: Path) -> None:
         lo = [max(0.0, a - block.ci95[0] * 100) for a, block in zip(acc, blocks, strict=True)]
         hi = [max(0.0, block.ci95[1] * 100 - a) for a, block in zip(acc, blocks, strict=True)]
         ax.bar(xs, acc, width, yerr=[lo, hi], capsize=4, label=name)
-    ax.set_xticks(range(len(runs)), [run.label for run in runs])
+        peak = max(peak, *(a + h for a, h in zip(acc, hi, strict=True)))
+    ax.set_xticks(range(len(runs)), distinct_labels([run.label for run in runs], width=18))
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, axis_top(peak, headroom=0.25))
     ax.set_title(f"{runs[0].results.task}: first and second try (95% Wilson CI)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def load_training_run(folder: str | Path, label: str | None = None) -> TrainingRun:
@@ -165,13 +182,15 @@ def load_training_run(folder: str | Path, label: str | None = None) -> TrainingR
 def load_folders(
     folders: list[str], labels: list[str] | None = None
 ) -> tuple[list[EvalRun], list[TrainingRun]]:
-    """Each folder as an evaluation (`results.json`) or a training run (`r3_training.json`), in order."""
+    """Each folder as an evaluation (`results.json`) or a training run (`r3_training.json`), in order,
+    named by `labels`, else by folder names told apart (`distinct_names`: "a/eval", "b/eval")."""
     if labels and len(labels) != len(folders):
         raise R3Error(f"--labels gives {len(labels)} names for {len(folders)} runs")
+    names = labels or distinct_names(folders)
     evals: list[EvalRun] = []
     trainings: list[TrainingRun] = []
-    for i, folder in enumerate(folders):
-        path, label = Path(folder), labels[i] if labels else None
+    for folder, label in zip(folders, names, strict=True):
+        path = Path(folder)
         if (path / "results.json").is_file():
             evals.append(load_run(path, label))
         elif is_training_folder(path):
@@ -251,7 +270,7 @@ def fixed_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 500) ->
     if len(runs) < 2:
         return ""
     base = runs[0]
-    base_rows = {s.index: s for s in base.samples}
+    base_rows = {analysis.key(s): s for s in base.samples}
     parts: list[str] = []
     for run in runs[1:]:
         indices = analysis.fixed_only_by(run.samples, base.samples)
@@ -261,7 +280,8 @@ def fixed_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 500) ->
         for index in indices[:count]:
             example = json.dumps(rows[index].example, ensure_ascii=False)
             parts.append(f"#### Example {index}\n\n`{_clip(example, 300)}`\n")
-            for label, row in ((base.label, base_rows[index]), (run.label, rows[index])):
+            pair = ((base.label, base_rows[analysis.key(rows[index])]), (run.label, rows[index]))
+            for label, row in pair:
                 if row.first_try_ok:
                     parts.append(f"**{label}**: first attempt right.\n")
                     continue
@@ -281,16 +301,12 @@ def fixed_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 500) ->
     return "\n".join(parts)
 
 
-def plot_reflection_lengths(runs: list[EvalRun], path: Path) -> bool:
-    """Histograms of each run's reflection lengths on shared bins; False (no file) when none."""
+def plot_reflection_lengths(runs: list[EvalRun]) -> Figure | None:
+    """Histograms of each run's reflection lengths on shared bins; None when no run reflected."""
     lengths = [analysis.reflection_lengths(run.samples) for run in runs]
     if not any(lengths):
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+        return None
+    plt = pyplot()
     top = max(max(values) for values in lengths if values)
     width = max(1, -(-top // 25))  # about 25 bins of whole tokens
     bins = list(range(0, top + 2 * width, width))
@@ -308,43 +324,45 @@ def plot_reflection_lengths(runs: list[EvalRun], path: Path) -> bool:
     ax.set_xlabel("reflection length (tokens)")
     ax.set_ylabel("reflections")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return fig
 
 
-def plot_fix_rates(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, int]]]], path: Path) -> bool:
-    """Horizontal bars: each run's fix rate per failure category; False (no file) when no retries."""
+def plot_fix_rates(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, int]]]]) -> Figure | None:
+    """Horizontal bars: each run's fix rate per failure category, on an axis fitted to the highest
+    rate (with room for the "fixed/retried" count beside each bar); None when there were no retries.
+    Categories are wrapped, not cut, so that two of them never read as one (`distinct_labels`)."""
     if not table:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+        return None
+    plt = pyplot()
+    labels = distinct_labels([category for category, _ in table])
+    lines = max(label.count("\n") + 1 for label in labels)
+    row_inches = max(0.25 * len(runs) + 0.3, 0.16 * lines + 0.15)
+    fig, ax = plt.subplots(figsize=(8, 1.4 + row_inches * len(table)))
     height = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.25 * len(table) * len(runs) + 0.3 * len(table)))
+    peak = 0.0
     for j, run in enumerate(runs):
         ys = [i - 0.4 + height * (j + 0.5) for i in range(len(table))]
         rates = [100 * cells[j][0] / cells[j][1] if cells[j][1] else 0.0 for _, cells in table]
+        peak = max(peak, *rates)
         bars = ax.barh(ys, rates, height, label=run.label)
         for bar, (_, cells) in zip(bars, table, strict=True):
             k, n = cells[j]
-            ax.text(
-                bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, f"{k}/{n}", va="center", fontsize=7
+            ax.annotate(
+                f"{k}/{n}",
+                (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
             )
-    labels = [c if len(c) <= 40 else c[:37] + "..." for c, _ in table]
     ax.set_yticks(range(len(table)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 110)
+    ax.set_xlim(0, axis_top(peak, headroom=0.3, ceiling=None))
+    ax.set_xticks([tick for tick in ax.get_xticks() if 0 <= tick <= 100])  # room past 100%, no "120%"
     ax.set_xlabel("retries that fixed the attempt (%)")
     ax.set_title("fix rate by the first attempt's failure")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def run_rounds(run: EvalRun) -> list[tuple[int, Accuracy]]:
@@ -365,14 +383,11 @@ def rounds_table(runs: list[EvalRun]) -> str:
     return "\n".join(lines)
 
 
-def plot_rounds(runs: list[EvalRun], path: Path) -> None:
+def plot_rounds(runs: list[EvalRun]) -> Figure:
     """Accuracy against rounds, a line per run with its 95% interval as a band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    peak = 0.0
     for run in runs:
         points = run_rounds(run)
         ks = [k for k, _ in points]
@@ -380,22 +395,29 @@ def plot_rounds(runs: list[EvalRun], path: Path) -> None:
         ax.fill_between(
             ks, [p.ci95[0] * 100 for _, p in points], [p.ci95[1] * 100 for _, p in points], alpha=0.15
         )
+        peak = max(peak, *(p.ci95[1] * 100 for _, p in points))
     most = max(len(run_rounds(run)) for run in runs)
     ax.set_xticks(range(most), ["first try", *[str(k) for k in range(1, most)]])
     ax.set_xlabel("round")
     ax.set_ylabel("solved so far (%)")
+    ax.set_ylim(0, axis_top(peak, headroom=0.25))
     ax.set_title(f"{runs[0].results.task}: accuracy by round (95% Wilson CI)")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def _figure(fig: Figure | None, out: Path, name: str, alt: str) -> list[str]:
+    """Save `fig` as `out/name` and return the report's lines linking it (none when no figure)."""
+    if fig is None:
+        return []
+    save_figure(fig, out / name)
+    return [f"![{alt}]({name})", ""]
 
 
 def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
     """The report's sections on evaluations (writing their plots into `out`)."""
-    plot_accuracy(runs, out / "accuracy.png")
     body = [
-        comparison_table(runs),
+        comparison_table(runs, out),
         "",
         "Second try counts examples solved on either attempt. Intervals are 95% Wilson intervals; "
         "changes are against the first run.",
@@ -408,9 +430,8 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
             "= a reflection shown the verifier's reason, then a retry.",
             "",
         ]
-    body += ["![accuracy](accuracy.png)", ""]
+    body += _figure(plot_accuracy(runs), out, "accuracy.png", "accuracy")
     if any(len(run.results.rounds) > 1 for run in runs):  # some run went past round 1
-        plot_rounds(runs, out / "rounds.png")
         body += [
             "## Accuracy by round",
             "",
@@ -420,13 +441,11 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
             "95% Wilson intervals. A round is a reflection and a retry (reflect, feedback) or one more "
             "independent attempt (resample): the same number of answers either way.",
             "",
-            "![accuracy by round](rounds.png)",
-            "",
+            *_figure(plot_rounds(runs), out, "rounds.png", "accuracy by round"),
         ]
 
     body += ["## Reflection lengths", "", length_table(runs), ""]
-    if plot_reflection_lengths(runs, out / "reflection_lengths.png"):
-        body += ["![reflection lengths](reflection_lengths.png)", ""]
+    body += _figure(plot_reflection_lengths(runs), out, "reflection_lengths.png", "reflection lengths")
 
     body += [
         "## What the reflections do",
@@ -450,8 +469,7 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
             f"{analysis.TOP_REASONS} most frequent, then `{analysis.OTHER}`).",
             "",
         ]
-        if plot_fix_rates(runs, fixes, out / "fix_rates.png"):
-            body += ["![fix rates](fix_rates.png)", ""]
+        body += _figure(plot_fix_rates(runs, fixes), out, "fix_rates.png", "fix rates")
     else:
         body += ["_No retries: every first attempt succeeded._", ""]
 
@@ -474,14 +492,16 @@ def write_report(folders: list[str], output_dir: str | Path, labels: list[str] |
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     body = [f"# R3 report: {task}", ""]
+    note = comparability(runs)
+    if note:
+        body += [f"**{note}**", ""]
     if runs:
         body += eval_sections(runs, out)
     if trainings:
         series = {t.label: t.series for t in trainings}
         body += ["## Training", ""]
         if any(series.values()):
-            plot_training_curves(series, out / "training_curves.png")
-            body += ["![training curves](training_curves.png)", ""]
+            body += _figure(plot_training_curves(series), out, "training_curves.png", "training curves")
         body += [
             training_table(series),
             "",

@@ -10,19 +10,29 @@ warm-start (it trains on noise; if it moves the model, the optimizer is the prob
 first attempts at equal compute is the bar R3 is measured against (what a user with a verifier would
 run instead); the combined variant (both turns trained, group by group) is compared the same way.
 Both a two-proportion z-test and the paired exact McNemar test are given; the verdict line uses the
-z-test's p, as the experiment's goal states it, and says plainly when the run showed nothing.
+McNemar p, as the experiment's goal states it, and says plainly when the run showed nothing.
+
+Every model is named by one display name (`LABELS`) in tables and prose alike. Comparisons pair a
+problem only with the same problem (`r3.reports.problems.problem_key`); when the models did not all
+evaluate the same problems, the report says so in one sentence instead of claiming they did. Paths in
+the settings are written relative to the report's folder, so that the report names nothing of the
+machine that wrote it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from r3.evaluation.stats import mcnemar_exact, two_proportion_test
+from r3.reports.plots import save_figure
+from r3.reports.problems import ProblemKey, comparability_note, portable, problem_key
 from r3.reports.training import plot_training_curves, read_training_summary, success_key
 from r3.rundir import read_log
 
+#: The one display name of each model, in tables, prose and plots (the folder names stay as they are).
 LABELS = {
     "warmstart": "warm-start",
     "trained": "R3",
@@ -44,11 +54,15 @@ MIN_GAIN, ALPHA = 0.10, 0.05
 CONTROL_GATE = 0.03
 
 
-def _load(folder: Path) -> tuple[dict[str, Any], dict[int, dict[str, Any]]] | None:
+Rows = dict[ProblemKey, dict[str, Any]]
+
+
+def _load(folder: Path) -> tuple[dict[str, Any], Rows] | None:
+    """An evaluation's results and its rows keyed by problem; None when it was not run."""
     results = folder / "results.json"
     if not results.is_file():
         return None
-    rows = {row["index"]: row for row in read_log(folder / "samples.jsonl")}
+    rows = {problem_key(row["index"], row.get("example")): row for row in read_log(folder / "samples.jsonl")}
     return json.loads(results.read_text()), rows
 
 
@@ -57,8 +71,9 @@ def _cell(block: dict[str, Any], n: int) -> str:
     return f"{block['accuracy']:.1%} ({block['correct']}/{n}) [{lo:.1%}, {hi:.1%}]"
 
 
-def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str) -> dict[str, float]:
-    """`key` accuracy of run a against run b on the problems both evaluated."""
+def compare(a: Mapping[Any, dict[str, Any]], b: Mapping[Any, dict[str, Any]], key: str) -> dict[str, float]:
+    """`key` accuracy of run a against run b on the problems both evaluated (rows keyed by problem:
+    a problem only one of them holds is in neither test, so a paired test never pairs two problems)."""
     common = sorted(set(a) & set(b))
     ka = sum(bool(a[i][key]) for i in common)
     kb = sum(bool(b[i][key]) for i in common)
@@ -74,9 +89,7 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str
     }
 
 
-def _gate_and_bar(
-    evals: dict[str, Any], warm: dict[int, dict[str, Any]], trained: dict[int, dict[str, Any]] | None
-) -> list[str]:
+def _gate_and_bar(evals: dict[str, Any], warm: Rows, trained: Rows | None) -> list[str]:
     """The shuffled control's gate (within `CONTROL_GATE` of the warm-start on the second try) and
     plain GRPO at equal compute (and the combined variant) against the warm-start and against R3, as
     lines of the report. `trained` is None in a run without R3 (`r3: false`): only the warm-start
@@ -86,7 +99,8 @@ def _gate_and_bar(
         t = compare(evals["shuffled"][1], warm, "second_try_ok")
         passed = abs(t["diff"]) <= CONTROL_GATE
         lines.append(
-            f"Control gate: the shuffled control is {t['diff']:+.1%} from the warm-start on the second try "
+            f"Control gate: the {LABELS['shuffled']} is {t['diff']:+.1%} from the {LABELS['warmstart']} on "
+            "the second try "
             f"(McNemar p = {t['mcnemar_p']:.3g}): "
             + (
                 "passed"
@@ -95,9 +109,9 @@ def _gate_and_bar(
             )
             + "."
         )
-    for name, short, title in (
-        ("grpo", "GRPO", "plain GRPO (equal compute)"),
-        ("combined", "combined", "combined (GRPO on attempts + R3 on reflections)"),
+    for name, title in (
+        ("grpo", f"{LABELS['grpo']} (equal compute)"),
+        ("combined", f"{LABELS['combined']} (GRPO on attempts + R3 on reflections)"),
     ):
         if evals[name] is None:
             continue
@@ -107,9 +121,9 @@ def _gate_and_bar(
             f"| {title} | attempt | difference | p (two-proportion z) | discordant | p (McNemar) |",
             "|---|---|---|---|---|---|",
         ]
-        pairs_compared = [(other, warm, f"{short} vs warm-start")]
+        pairs_compared = [(other, warm, f"{LABELS[name]} vs {LABELS['warmstart']}")]
         if trained is not None:
-            pairs_compared.append((trained, other, f"R3 vs {LABELS[name]}"))
+            pairs_compared.append((trained, other, f"{LABELS['trained']} vs {LABELS[name]}"))
         for a, b, label in pairs_compared:
             for key, attempt in (("second_try_ok", "2nd try"), ("first_try_ok", "1st try")):
                 t = compare(a, b, key)
@@ -121,7 +135,7 @@ def _gate_and_bar(
         level = "at least level with" if t["diff"] >= 0 or t["mcnemar_p"] >= ALPHA else "below"
         lines.append("")
         against = f"{t['diff']:+.1%}, McNemar p = {t['mcnemar_p']:.3g}"
-        lines.append(f"R3 is {level} {LABELS[name]} on the second try ({against}).")
+        lines.append(f"{LABELS['trained']} is {level} {LABELS[name]} on the second try ({against}).")
     return [*lines, ""] if lines else []
 
 
@@ -162,7 +176,14 @@ def write_experiment_report(
             _cell(resampled[0]["second_try"], resampled[0]["n"]),
         ]  # fmt: skip
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "95% Wilson intervals. Same problems for every model.", ""]
+    # Every evaluation, the resampled ones too: the table's "same problems" covers each of its cells.
+    present = [(LABELS[name], group[name]) for group in (evals, resamples) for name in LABELS if group[name]]
+    note = comparability_note([(label, list(run[1])) for label, run in present])
+    lines += [
+        "",
+        "95% Wilson intervals. " + (f"**{note}**" if note else "Same problems for every model."),
+        "",
+    ]
 
     others = [name for name in ("warmstart", "shuffled") if evals[name] is not None]
     verdict = "This run showed no change: an evaluation is missing."
@@ -181,13 +202,17 @@ def write_experiment_report(
                 if key == "second_try_ok":
                     wins.append((LABELS[other], t))
                 lines.append(
-                    f"| R3 vs {LABELS[other]} | {attempt} | {t['diff']:+.1%} | {t['z']:.2f} | {t['p']:.3g} "
-                    f"| {t['only_a']} / {t['only_b']} | {t['mcnemar_p']:.3g} |"
+                    f"| {LABELS['trained']} vs {LABELS[other]} | {attempt} | {t['diff']:+.1%} | {t['z']:.2f} "
+                    f"| {t['p']:.3g} | {t['only_a']} / {t['only_b']} | {t['mcnemar_p']:.3g} |"
                 )
         against = "; ".join(
             f"{t['diff']:+.1%} vs the {label}, McNemar p = {t['mcnemar_p']:.3g}" for label, t in wins
         )
-        scope = "both controls" if len(wins) == 2 else "the warm-start (this run has no shuffled control)"
+        scope = (
+            "both controls"
+            if len(wins) == 2
+            else f"the {LABELS['warmstart']} (this run has no {LABELS['shuffled']})"
+        )
         if all(t["diff"] >= MIN_GAIN and t["mcnemar_p"] < ALPHA for _, t in wins):
             verdict = f"R3 beat {scope} on the second try by at least {MIN_GAIN:.0%} ({against})."
         elif all(t["mcnemar_p"] < ALPHA and t["diff"] > 0 for _, t in wins):
@@ -210,7 +235,7 @@ def write_experiment_report(
     runs = {label: summary.series for label, summary in summaries.items() if summary and summary.series}
     updates = {label: summary.optimizer_steps if summary else None for label, summary in summaries.items()}
     if any(runs.values()):
-        plot_training_curves(runs, report / "training_curves.png")
+        save_figure(plot_training_curves(runs), report / "training_curves.png")
         lines += ["## Training", "", "![training curves](training_curves.png)", ""]
         lines += [
             "| run | steps | mean success (retry; GRPO: attempt; combined: both) "
@@ -258,7 +283,8 @@ def write_experiment_report(
         ]
     lines += ["Reflections side by side and accuracy plots: `report.md` in this folder.", ""]
     if config is not None:
-        lines += ["## Settings", "", "```yaml", json.dumps(config, indent=1), "```", ""]
+        settings = json.dumps(portable(config, report), indent=1)
+        lines += ["## Settings", "", "Paths relative to this folder.", "", "```json", settings, "```", ""]
     text = "\n".join(lines)
     (report / "experiment.md").write_text(text)
     return text

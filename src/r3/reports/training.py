@@ -6,10 +6,16 @@ Used by `r3 report` (a training folder among its arguments) and by the learning 
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from r3.errors import R3Error
+from r3.reports.plots import pyplot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SUMMARY_FILE = "r3_training.json"  # = r3.training.trainer.SUMMARY_FILE (not imported: no torch here)
 #: A run's success, the mean of the outcome its reward scores, by the first of these it logged: every
@@ -73,26 +79,40 @@ def read_training_summary(folder: str | Path) -> TrainingSummary | None:
     )
 
 
-def plot_training_curves(runs: dict[str, Series], path: Path) -> None:
-    """Retry success, groups without signal and reflection length against steps, one line per run."""
-    import matplotlib
+def plot_training_curves(runs: dict[str, Series]) -> Figure:
+    """Retry success, groups without signal and reflection length against steps, one line per run
+    (saved by the caller, `r3.reports.plots.save_figure`, like every report plot).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    A run keeps one colour in every panel, even where it has no curve (plain GRPO writes no
+    reflections), and the legend sits below the panels, where it hides no curve."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), layout="constrained")
+    handles: dict[str, Any] = {}
     for ax, (key, title) in zip(axes, CURVES.items(), strict=True):
-        for label, series in runs.items():
+        for colour, (label, series) in enumerate(runs.items()):
             points = series.get(success_key(series) if key == SUCCESS else key, [])
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=".", alpha=0.8)
-        ax.set_title(title)
+                (line,) = ax.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    label=label,
+                    marker=".",
+                    alpha=0.8,
+                    color=f"C{colour % 10}",
+                )
+                handles.setdefault(label, line)
+        ax.set_title(textwrap.fill(title, 42), fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if handles:
+        labels = [label for label in runs if label in handles]
+        fig.legend(
+            [handles[label] for label in labels],
+            labels,
+            loc="outside lower center",
+            ncols=min(len(labels), 5),
+        )
+    return fig
 
 
 def _mean(points: list[tuple[int, float]]) -> float | None:
