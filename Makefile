@@ -51,8 +51,8 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests benchmarks experiments examples
 
 # A small version of the learning experiment on the embedded model, sized for 20 minutes on a 2-core
-# CPU (32 on a slower 2-core one; README): warm-start (`r3 sft`, cached in $R3_CACHE), eval, mine,
-# R3 training, eval of the trained model, report. Re-running resumes or skips finished steps.
+# CPU (32 on a slower 2-core one; benchmarks/README.md): warm-start (`r3 sft`, cached in $R3_CACHE),
+# eval, mine, R3 training, eval of the trained model, report. Re-running resumes or skips finished steps.
 # `make experiment` runs the full one with controls.
 demo: setup
 	$(PY) experiments/countdown_r3.py --config experiments/demo.yaml --output $(DEMO)
