@@ -482,3 +482,47 @@ def test_a_training_is_done_only_when_its_summary_is_written(
     (folder / driver.TRAIN_SUMMARY).write_text("{}")
     driver.train(config, cache, tmp_path / "failures.jsonl", "trained", tmp_path / "run", tmp_path / "log")
     assert calls == ["train"]  # done: skipped
+
+
+def test_the_driver_resumes_its_trainings_and_a_changed_config_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun of the driver continues a stopped `r3 train` / `r3 sft`: it passes `--resume true`,
+    which a first run into an empty folder accepts, a rerun with the same settings continues, and a
+    rerun after the config changed is refused, naming the change (`r3.training.folder`)."""
+    from r3.cli.options import parse_trl_config
+    from r3.errors import R3Error
+    from r3.training.config import R3Config
+    from r3.training.folder import training_folder
+    from r3.training.sft import SFTRunConfig
+
+    driver = load_driver()
+    config = yaml.safe_load((ROOT / "experiments" / "countdown.yaml").read_text())
+    (sft_argv,) = warmstart_calls(config, tmp_path, monkeypatch, driver)
+    monkeypatch.chdir(ROOT)  # the driver runs `r3` in the repository, where its recipes are
+    sft = parse_trl_config(SFTRunConfig, sft_argv[1:], prog="r3 sft")
+    assert sft.resume and not sft.overwrite
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(driver, "r3", lambda *args, log: calls.append(list(args)))
+    failures = tmp_path / "failures.jsonl"
+    failures.write_text("")
+
+    def train_config() -> R3Config:
+        calls.clear()
+        driver.train(config, tmp_path / "warmstart", failures, "trained", tmp_path / "run", tmp_path / "log")
+        (argv,) = calls
+        return parse_trl_config(R3Config, argv[1:], prog="r3 train")
+
+    first = train_config()
+    assert first.resume and not first.overwrite
+    with training_folder(first, "train", driver.TRAIN_SUMMARY) as run:
+        assert run is not None and not run.resumed  # an empty folder: a first run
+    (Path(first.output_dir) / "checkpoint-10").mkdir()  # stopped after its first checkpoint
+    with training_folder(train_config(), "train", driver.TRAIN_SUMMARY) as run:
+        assert run is not None and run.resumed
+    config["train"]["learning_rate"] = 1e-4
+    changed = train_config()
+    refused = pytest.raises(R3Error, match=r"learning_rate: 5e-05 -> 0.0001")
+    with refused, training_folder(changed, "train", driver.TRAIN_SUMMARY):
+        pass

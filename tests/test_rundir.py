@@ -113,3 +113,62 @@ def test_torn_tail_says_whether_a_read_leaves_the_end_out(tmp_path: Path) -> Non
     assert log_lines(tmp_path / "none.jsonl") == [] and not torn_tail(tmp_path / "none.jsonl")
     log.write_text('{"i": 0}\n\n{"i": 1}\n')
     assert log_lines(log) == [(1, {"i": 0}), (3, {"i": 1})]  # line numbers as an editor counts them
+
+
+def test_owned_patterns_and_folders_are_removed_by_overwrite_and_nothing_else(tmp_path: Path) -> None:
+    owned = ["summary.json", "step-*"]
+    with RunFolder.open(tmp_path, {"a": 1}, owned, command="test", resume=False):
+        pass
+    for step in (1, 2):
+        (tmp_path / f"step-{step}").mkdir()
+        (tmp_path / f"step-{step}" / "weights").write_text("w")
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "stepwise.md").write_text("mine too")  # not matched by step-*
+    with RunFolder.open(tmp_path, {"a": 2}, owned, command="test", overwrite=True, resume=False) as run:
+        assert not run.resumed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "notes.txt", "run.json", "stepwise.md"]
+    assert json.loads((tmp_path / "run.json").read_text()) == {"a": 2}
+
+
+def test_a_command_that_continues_only_when_asked(tmp_path: Path) -> None:
+    """`resume=False`: a folder holding the command's output is refused even with the same settings,
+    naming both ways on; `resume=True` continues it only with the same settings."""
+    owned = ["summary.json", "step-*"]
+    RunFolder.open(tmp_path, {"a": 1}, owned, command="test", resume=False).close()
+    (tmp_path / "step-1").mkdir()
+    with pytest.raises(R3Error, match=r"earlier run with these settings \(step-1\): --resume .* --overwrite"):
+        RunFolder.open(tmp_path, {"a": 1}, owned, command="test", resume=False)
+    with pytest.raises(R3Error, match=r"other settings \(a: 1 -> 2\): --overwrite .* --resume"):
+        RunFolder.open(tmp_path, {"a": 2}, owned, command="test", resume=False)
+    with pytest.raises(R3Error, match=r"other settings \(a: 1 -> 2\)"):
+        RunFolder.open(tmp_path, {"a": 2}, owned, command="test", resume=True, check_only=True)
+    with RunFolder.open(tmp_path, {"a": 1}, owned, command="test", resume=True) as run:
+        assert run.resumed
+
+
+def test_a_record_without_output_is_nothing_to_continue_unless_another_commands(tmp_path: Path) -> None:
+    """A `run.json` alone (a run that failed before its first output) starts afresh with any settings,
+    asked to resume or not; one of another command is that command's folder, refused."""
+    RunFolder.open(tmp_path, {"version": 4, "command": "test", "a": 1}, [], command="test").close()
+    for resume in (False, True):
+        new = {"version": 4, "command": "test", "a": 2}
+        with RunFolder.open(tmp_path, new, ["out.bin"], command="test", resume=resume) as run:
+            assert not run.resumed
+        assert json.loads((tmp_path / "run.json").read_text())["a"] == 2
+    with pytest.raises(R3Error, match="of `r3 test`, not `r3 other`"):
+        RunFolder.open(
+            tmp_path, {"version": 4, "command": "other"}, ["out.bin"], command="other", resume=True
+        )
+
+
+def test_a_long_list_of_files_or_changes_is_cut_short(tmp_path: Path) -> None:
+    for name in ("a.bin", "b.bin", "c.bin", "d.bin", "e.bin"):
+        (tmp_path / name).write_text("x")
+    with pytest.raises(R3Error, match=r"holds a.bin, b.bin, c.bin and 2 more but no run.json"):
+        RunFolder.open(tmp_path, {"a": 1}, ["*.bin"], command="test")
+    stored = {f"k{i}": i for i in range(6)}
+    (tmp_path / "run.json").write_text(json.dumps(stored))
+    changed = {f"k{i}": i + 1 for i in range(6)}
+    with pytest.raises(R3Error, match=r"k3: 3 -> 4; and 2 more\)"):
+        RunFolder.open(tmp_path, changed, ["*.bin"], command="test")

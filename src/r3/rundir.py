@@ -1,6 +1,7 @@
 """Output folders that resume safely: one implementation for every command that writes rows.
 
-A long job (`r3 eval`, `r3 mine`, `r3 forgetting`) opens its folder as a `RunFolder`:
+A long job (`r3 eval`, `r3 mine`, `r3 forgetting`, and `r3 train` and `r3 sft` through
+`r3.training.folder`) opens its folder as a `RunFolder`:
 
 - **a lock**: one writer per folder (a second command into the same folder is refused at once);
 - **a fingerprint** (`run.json`, built by `fingerprint` for every command alike): the format version,
@@ -9,7 +10,13 @@ A long job (`r3 eval`, `r3 mine`, `r3 forgetting`) opens its folder as a `RunFol
   differs, with one message naming what changed, so that two runs' rows never mix; a folder of another
   command, or of an earlier `FINGERPRINT_VERSION`, is refused with one line saying so;
 - **`--overwrite`**: removes exactly the files the job owns (nothing else in the folder) and starts
-  afresh; files of the job without a `run.json` are refused rather than guessed at;
+  afresh; files of the job without a `run.json` are refused rather than guessed at. What a job owns
+  is a list of names or patterns (`checkpoint-*`), folders among them removed whole;
+- **continuing only when asked** (`resume=False` or `True`, the training commands): a second run into
+  a folder that holds the job's output is refused even with the same settings until the user says
+  `--resume` (continue it; the settings must match) or `--overwrite`. Eval and mine append rows, so a
+  matching folder is their own run to continue; a training replays from a checkpoint and rewrites its
+  model, so there a second run is more often a mistake than a continuation;
 - **crash recovery**: `rows(name)` reads a JSONL log and cuts a torn last line (a kill mid-write) off
   the file, so appending continues cleanly; a damaged line followed by good ones is an error. The same
   reader (`read_log`, `log_lines`) serves every JSONL file that crosses stages (the report's samples,
@@ -24,9 +31,11 @@ command can refuse a wrong folder before a slow step (loading a model).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -44,7 +53,9 @@ OVERWRITE = "use --overwrite to start afresh"
 #: other rows for the same settings (how tokens are sampled, how seeds are derived, how mining's chains
 #: end) or changes what a fingerprint holds: every folder written before is then refused with one line,
 #: never continued with rows of another kind. Greedy `r3 eval` folders are refused too: one number for
-#: all is simpler to get right than one per thing a run may depend on.
+#: all is simpler to get right than one per thing a run may depend on. The training commands' folders
+#: follow it too: a change that makes training sample or score otherwise raises it, so that a run is
+#: never continued by another kind of training.
 #: 4: the first shared number (before it, `r3 mine` wrote `version` 3 and `chain_seeds` 3, a sampled
 #: `r3 eval` wrote `sampler` 2, and `r3 forgetting` had no `run.json`).
 FINGERPRINT_VERSION = 4
@@ -74,26 +85,36 @@ class RunFolder:
         overwrite: bool = False,
         check_only: bool = False,
         new_keys: Sequence[str] = (),
+        resume: bool | None = None,
     ) -> RunFolder:
         """Open (create, or check and resume) the folder of one `r3 <command>` run.
 
-        `owned`: the files the command writes there (`--overwrite` removes exactly these and
-        `run.json`). `new_keys`: fingerprint keys that one side may lack (a `run.json` written before
-        they existed): compared only when both sides have them. `resumed` says whether an earlier
-        run's output is being continued."""
+        `owned`: the names the command writes there, or patterns of them (`--overwrite` removes
+        exactly these and `run.json`, folders whole). `new_keys`: fingerprint keys that one side may
+        lack (a `run.json` written before they existed): compared only when both sides have them.
+        `resume`: None continues a matching run unasked (eval, mine, forgetting); False refuses a
+        folder holding any owned file, naming `--resume` and `--overwrite`; True continues it when the
+        fingerprint matches. With True or False a folder holding no owned file starts afresh whatever
+        its `run.json` says (there is nothing to continue or to lose), unless that `run.json` is
+        another command's. `resumed` says whether an earlier run's output is being continued."""
         folder = Path(output_dir).expanduser()
         if folder.exists() and not folder.is_dir():
             raise R3Error(f"--output-dir {folder}: exists and is not a folder")
         if check_only:
-            resumed = not overwrite and folder.is_dir() and _check(folder, fingerprint, owned, new_keys)
+            resumed = (
+                not overwrite and folder.is_dir() and _check(folder, fingerprint, owned, new_keys, resume)
+            )
             return cls(folder, fingerprint, None, resumed)
         folder.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(folder, command)
         try:
             if overwrite:
-                for name in [RUN_FILE, *owned]:
-                    (folder / name).unlink(missing_ok=True)
-            resumed = _check(folder, fingerprint, owned, new_keys)
+                for path in owned_paths(folder, [RUN_FILE, *owned]):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+            resumed = _check(folder, fingerprint, owned, new_keys, resume)
             if not resumed:
                 write_json_atomic(folder / RUN_FILE, fingerprint)
             return cls(folder, fingerprint, lock, resumed)
@@ -166,15 +187,40 @@ def _acquire_lock(folder: Path, command: str) -> IO[Any]:
     return handle
 
 
-def _check(folder: Path, fingerprint: dict[str, Any], owned: Sequence[str], new_keys: Sequence[str]) -> bool:
-    """True when `folder` holds this same run (resume); False when it holds none of its files; an
-    `R3Error` naming what differs otherwise."""
+def owned_paths(folder: Path, owned: Sequence[str]) -> list[Path]:
+    """The entries of `folder` that `owned` names (names or `fnmatch` patterns, one level deep), in the
+    order of `owned`, then by name."""
+    if not folder.is_dir():
+        return []
+    names = sorted(entry.name for entry in folder.iterdir())
+    found: list[Path] = []
+    for pattern in owned:
+        found += [folder / name for name in names if fnmatch.fnmatchcase(name, pattern)]
+    return list(dict.fromkeys(found))
+
+
+def _listing(paths: Sequence[Path], most: int = 3) -> str:
+    """Names for a message: the first `most`, then how many more."""
+    names = [path.name for path in paths]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _check(
+    folder: Path,
+    fingerprint: dict[str, Any],
+    owned: Sequence[str],
+    new_keys: Sequence[str],
+    resume: bool | None = None,
+) -> bool:
+    """True when `folder` holds this same run to continue; False when there is nothing to continue
+    (see `RunFolder.open` for `resume`); an `R3Error` naming what differs otherwise."""
     run_file = folder / RUN_FILE
+    present = owned_paths(folder, owned)
     if not run_file.is_file():
-        stray = [name for name in owned if (folder / name).exists()]
-        if stray:
+        if present:
             raise R3Error(
-                f"{folder} holds {', '.join(stray)} but no {RUN_FILE}, so it cannot be resumed safely; "
+                f"{folder} holds {_listing(present)} but no {RUN_FILE}, so it cannot be resumed safely; "
                 "use another --output-dir, or --overwrite to start afresh"
             )
         return False
@@ -184,6 +230,9 @@ def _check(folder: Path, fingerprint: dict[str, Any], owned: Sequence[str], new_
         raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
     if not isinstance(stored, dict):
         raise R3Error(f"{run_file}: not a JSON object; use --overwrite to start afresh")
+    if resume is not None and not present:
+        _check_command(folder, stored, fingerprint)  # another command's folder, even one with no output
+        return False
     _check_writer(folder, stored, fingerprint)
     keys = list(fingerprint) + [k for k in stored if k not in fingerprint]
     skip = {k for k in new_keys if k not in stored or k not in fingerprint}
@@ -192,10 +241,21 @@ def _check(folder: Path, fingerprint: dict[str, Any], owned: Sequence[str], new_
         for k in keys
         if k not in skip and stored.get(k) != fingerprint.get(k)
     ]
+    changes = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+    if diffs and resume is None:
+        raise R3Error(
+            f"{folder} holds another run's output ({changes}). Mixing them would corrupt it: "
+            "use another --output-dir, the same options as before to resume, or --overwrite to start afresh"
+        )
     if diffs:
         raise R3Error(
-            f"{folder} holds another run's output ({'; '.join(diffs[:4])}). Mixing them would corrupt it: "
-            "use another --output-dir, the same options as before to resume, or --overwrite to start afresh"
+            f"{folder} holds another run's output, with other settings ({changes}): --overwrite starts "
+            "afresh, --resume continues it only with its own settings, or use another --output-dir"
+        )
+    if resume is False:
+        raise R3Error(
+            f"{folder} holds the output of an earlier run with these settings ({_listing(present)}): "
+            "--resume continues it, --overwrite starts afresh, or use another --output-dir"
         )
     return True
 
@@ -211,6 +271,10 @@ def _check_writer(folder: Path, stored: dict[str, Any], fingerprint: dict[str, A
             f"version of r3 ({RUN_FILE} version {old!r}, this r3 writes {fingerprint['version']}), whose "
             "rows cannot be continued: use another --output-dir, or --overwrite to start afresh"
         )
+    _check_command(folder, stored, fingerprint)
+
+
+def _check_command(folder: Path, stored: dict[str, Any], fingerprint: dict[str, Any]) -> None:
     if "command" in fingerprint and stored.get("command") != fingerprint["command"]:
         raise R3Error(
             f"{folder} holds another run's output, of `r3 {stored.get('command')}`, not "

@@ -67,7 +67,17 @@ class CommonTrainingFields(TaskFields, ModelConfig):
     # --- checkpoints -------------------------------------------------------------------------------
     resume: bool = field(
         default=False,
-        metadata={"help": "continue from the last checkpoint in output_dir (or from resume_from_checkpoint)"},
+        metadata={
+            "help": "continue the run in output_dir from its last checkpoint (or from "
+            "resume_from_checkpoint); its settings must be the same, except max_steps and num_train_epochs"
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "output_dir holds another run's output: remove it (checkpoints, model, summary; other "
+            "files stay) and start afresh. Without resume or overwrite such a folder is refused"
+        },
     )
 
     def check_common_fields(self) -> None:
@@ -89,6 +99,10 @@ class CommonTrainingFields(TaskFields, ModelConfig):
             self.lora_target_modules = "all-linear"  # type: ignore[assignment]  # PEFT's shorthand
         if self.merge_lora and not self.use_peft:
             raise R3Error("merge_lora needs use_peft")
+        if (self.resume or getattr(self, "resume_from_checkpoint", None)) and self.overwrite:
+            raise R3Error(
+                "give --resume (continue the run in output_dir) or --overwrite (start afresh), not both"
+            )
 
     def peft_config(self) -> Any:
         """The LoRA adapter's config (None without `use_peft`), built by TRL's `get_peft_config` from

@@ -242,15 +242,18 @@ def write_summary(trainer: Any, config: SFTRunConfig, rows: SFTExamples) -> None
 
 
 def train_sft(config: SFTRunConfig, **pieces: Any) -> SFTResult:
-    """Build, train (resuming if asked), save in Hugging Face format, write `r3_sft.json`."""
+    """Check the output folder (as `r3 train` does: `training.folder`), build, train (resuming if
+    asked), save in Hugging Face format, write `r3_sft.json`."""
+    from r3.training.folder import training_folder
     from r3.training.interrupt import train_until_stopped, uninterrupted_save
     from r3.training.trainer import resume_target, save_final
 
-    trainer, rows = build_sft_trainer(config, **pieces)
-    train_until_stopped(trainer, resume_target(config))  # type: ignore[arg-type]
-    with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
-        adapter_dir = save_final(trainer, config)  # type: ignore[arg-type]
-        write_summary(trainer, config, rows)
+    with training_folder(config, "sft", SUMMARY_FILE):
+        trainer, rows = build_sft_trainer(config, **pieces)
+        train_until_stopped(trainer, resume_target(config))  # type: ignore[arg-type]
+        with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
+            adapter_dir = save_final(trainer, config)  # type: ignore[arg-type]
+            write_summary(trainer, config, rows)
     return SFTResult(
         output_dir=str(config.output_dir),
         global_step=trainer.state.global_step,

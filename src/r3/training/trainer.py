@@ -21,6 +21,7 @@ from r3.mining.records import FailureRecord, read_failures
 from r3.tasks.base import Task
 from r3.training.config import R3Config
 from r3.training.dataset import build_dataset
+from r3.training.folder import training_folder
 from r3.training.interrupt import train_until_stopped, uninterrupted_save
 from r3.training.rewards import RewardFunc, resolve_rewards
 from r3.training.rollout import Engine, R3Rollout
@@ -249,13 +250,16 @@ def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
 
 
 def train(config: R3Config, **pieces: Any) -> TrainResult:
-    """Build the trainer (`pieces` go to `build_trainer`), train, save the final model, return a summary."""
-    trainer = build_trainer(config, **pieces)
-    train_until_stopped(trainer, resume_target(config))
-    num_prompts = len(trainer.train_dataset)
-    with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
-        adapter_dir = save_final(trainer, config)
-        write_summary(trainer, config, num_prompts)
+    """Check the output folder (`training.folder`: another run's output is refused unless resumed or
+    overwritten), build the trainer (`pieces` go to `build_trainer`), train, save the final model,
+    return a summary."""
+    with training_folder(config, "train", SUMMARY_FILE):
+        trainer = build_trainer(config, **pieces)
+        train_until_stopped(trainer, resume_target(config))
+        num_prompts = len(trainer.train_dataset)
+        with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
+            adapter_dir = save_final(trainer, config)
+            write_summary(trainer, config, num_prompts)
     return TrainResult(
         output_dir=str(config.output_dir),
         global_step=trainer.state.global_step,
