@@ -74,7 +74,7 @@ def main() -> int:
         *r3, "train", "--config", "recipes/smollm2_countdown_warm_r3.yaml", "--model", model,
         "--failures", str(out / "mine" / "failures.jsonl"), "--task_args", COUNTDOWN, "--max_steps", "2",
         "--min_successes", "0", "--use_cpu", "false", "--bf16", "true", "--use_vllm", "true",
-        "--vllm_gpu_memory_utilization", "0.3",
+        "--vllm_gpu_memory_utilization", "0.3", "--overwrite", "true",  # a rerun checks afresh
     ]  # fmt: skip
     if mined:
         run("train_colocate", [*train, "--vllm_mode", "colocate", "--output_dir", str(out / "colocate")],

@@ -79,6 +79,7 @@ def train_step(model: str | None, failures: Path, folder: Path, opts: argparse.N
 
     config = R3Config(
         output_dir=str(folder),
+        overwrite=True,  # a rerun starts afresh, as the eval and mine steps above do
         task=opts.task,
         model=model,
         failures=str(failures),
