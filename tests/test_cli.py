@@ -78,7 +78,7 @@ def test_config_file_sets_defaults_and_flags_override(tiny_model_dir: Path, tmp_
     bad = tmp_path / "bad.yaml"
     bad.write_text("modle: x\n")
     assert_one_line_error(
-        run_cli("eval", "--config", str(bad)), "Unknown arguments from config file", "modle"
+        run_cli("eval", "--config", str(bad)), "bad.yaml: unknown key 'modle' (did you mean 'model'?)"
     )
 
 

@@ -22,6 +22,8 @@ from r3.training.sft import SFTRunConfig
 WANTED = {"min_nums": 4, "max_nums": 4, "system_prompt": None}
 #: The options each command needs besides the task's (training runs on the CPU, logging nowhere).
 ON_CPU = ["--output_dir", "unused", "--use_cpu", "true", "--bf16", "false", "--report_to", "none"]
+#: What `r3 train`'s command line requires besides (parsing does not read the file).
+FAILURES = ["--failures", "f.jsonl"]
 COMMANDS: dict[str, tuple[type, list[str]]] = {
     "eval": (EvalArguments, []),
     "mine": (MineArguments, ["--output-dir", "unused"]),
@@ -214,7 +216,7 @@ def test_lora_target_modules_from_flags_and_recipes(tmp_path: Path) -> None:
     from r3.cli.train_cmd import parse
 
     def targets(*argv: str) -> Any:
-        return parse([*argv, *ON_CPU, "--use_peft", "true"]).peft_config().target_modules
+        return parse([*argv, *ON_CPU, *FAILURES, "--use_peft", "true"]).peft_config().target_modules
 
     # One module stays a module name (TRL's own config would turn it into a regular expression).
     assert targets("--lora_target_modules", "q_proj") == {"q_proj"}
@@ -222,15 +224,15 @@ def test_lora_target_modules_from_flags_and_recipes(tmp_path: Path) -> None:
     assert targets("--lora_target_modules", "all-linear") == targets() == "all-linear"
     recipe = tmp_path / "lora.yaml"
     recipe.write_text("use_peft: true\nlora_target_modules: [k_proj]\nlora_r: 4\n")
-    config = parse(["--config", str(recipe), *ON_CPU])
+    config = parse(["--config", str(recipe), *ON_CPU, *FAILURES])
     assert (config.peft_config().target_modules, config.peft_config().r) == ({"k_proj"}, 4)
 
 
 def test_model_keeps_its_key_and_takes_trls_name(tmp_path: Path) -> None:
     from r3.cli.train_cmd import parse
 
-    assert parse(["--model", "a/b", *ON_CPU]).model == "a/b"
-    assert parse(["--model_name_or_path", "a/b", *ON_CPU]).model == "a/b"
+    assert parse(["--model", "a/b", *ON_CPU, *FAILURES]).model == "a/b"
+    assert parse(["--model_name_or_path", "a/b", *ON_CPU, *FAILURES]).model == "a/b"
     assert cpu_config(SFTRunConfig, model_name_or_path="a/b", model="a/b").model == "a/b"
     with pytest.raises(R3Error, match="model .a/b. and model_name_or_path .c/d. are one setting"):
         cpu_config(model="a/b", model_name_or_path="c/d")

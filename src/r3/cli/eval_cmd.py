@@ -21,6 +21,18 @@ from r3.cli.options import parse_trl_config
 from r3.errors import R3Error
 from r3.evaluation.evaluate import EvalConfig
 
+DESCRIPTION = """\
+Evaluate a model on a task by the paper's protocol: a first attempt; after a failure, a reflection,
+then a retry with the reflection in context. Prints first- and second-try accuracy, and writes
+results.json, results.md and samples.jsonl to --output-dir.
+
+examples:
+  r3 eval --task countdown --limit 50 --output-dir runs/eval-vanilla
+  r3 eval --task countdown --limit 50 --second-try resample --temperature 0.7 --output-dir runs/eval-resample
+  r3 eval --task custom --data examples/custom_task/data.jsonl --verifier examples.custom_task.verifier:verify
+  r3 eval --config my_eval.yaml --limit 10
+"""
+
 
 @dataclass
 class EvalArguments(OutputArguments, ModelArguments, TaskArguments):
@@ -70,7 +82,7 @@ class EvalArguments(OutputArguments, ModelArguments, TaskArguments):
 
 def parse(argv: list[str]) -> EvalArguments:
     """Flags and `--config` into `EvalArguments`."""
-    return parse_trl_config(EvalArguments, argv, prog="r3 eval", description=__doc__)  # type: ignore[return-value]
+    return parse_trl_config(EvalArguments, argv, prog="r3 eval", description=DESCRIPTION)  # type: ignore[return-value]
 
 
 def main(argv: list[str]) -> int:

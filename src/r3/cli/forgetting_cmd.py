@@ -13,6 +13,19 @@ Options are fields of `ForgettingConfig`, parsed as `r3 train`'s are: YAML via `
 
 from __future__ import annotations
 
+DESCRIPTION = """\
+Measure what training cost elsewhere: general ability of each model before and after training, with
+lm-evaluation-harness (its Hugging Face model class, task names and settings). Writes a table of
+scores with standard errors and each model's change against the first (forgetting.md), a plot of the
+changes (forgetting.png) and lm-eval's own result files (lm_eval/). r3_basics is a local task shipped
+with R3; lm-eval's own tasks (gsm8k, hellaswag, mmlu_pro, ...) need the hub for their data. Needs the
+extra: pip install 'reflect-retry-reward[forgetting]'.
+
+example:
+  r3 forgetting --models runs/warmstart runs/trained --labels before after --tasks r3_basics \\
+                --output_dir runs/forgetting
+"""
+
 
 def main(argv: list[str]) -> int:
     """`r3 forgetting ...`; returns the exit status."""
@@ -20,7 +33,13 @@ def main(argv: list[str]) -> int:
     from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
     from r3.reports.forgetting import forgetting_table
 
-    config = parse_trl_config(ForgettingConfig, argv, prog="r3 forgetting")
+    config = parse_trl_config(
+        ForgettingConfig,
+        argv,
+        prog="r3 forgetting",
+        description=DESCRIPTION,
+        usage="r3 forgetting --models MODEL [MODEL ...] [--config FILE.yaml] [OPTIONS]",
+    )
     summary = run_forgetting(config)  # type: ignore[arg-type]
     print(forgetting_table(summary))
     print(f"Report in {config.output_dir}/forgetting.md (lm-eval's files in {config.output_dir}/lm_eval/)")  # type: ignore[attr-defined]

@@ -39,7 +39,9 @@ samples when the model fails often); --full draws the whole budget and gives per
 --screen K samples K reflections (each with one retry) for every kept failed attempt and stores how
 many retries succeeded, so that r3 train can keep the attempts whose groups carry a signal.
 Results are written query by query: run the same command again to resume after a crash or Ctrl-C.
-Options are the fields of `MineArguments`, parsed as `r3 train`'s are: YAML via --config, flags override.
+
+example:
+  r3 mine --task countdown --limit 1000 --output-dir runs/mine --budget 64 --round-size 8
 """
 
 
@@ -110,7 +112,13 @@ class MineArguments(OutputArguments, ModelArguments, TaskArguments):
 
 def parse(argv: list[str]) -> MineArguments:
     """Flags and `--config` into `MineArguments`."""
-    return parse_trl_config(MineArguments, argv, prog="r3 mine", description=DESCRIPTION)  # type: ignore[return-value]
+    return parse_trl_config(  # type: ignore[return-value]
+        MineArguments,
+        argv,
+        prog="r3 mine",
+        description=DESCRIPTION,
+        usage="r3 mine --output-dir DIR [--config FILE.yaml] [OPTIONS]",
+    )
 
 
 def main(argv: list[str]) -> int:

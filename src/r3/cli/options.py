@@ -1,55 +1,55 @@
 """How every `r3` command parses its options: a dataclass, YAML via `--config`, flags override.
 
-`parse_trl_config` is TRL's `TrlParser` (the parser of TRL's own scripts) with R3's error handling:
-unknown keys and bad values become one-line `R3Error`s, and a repeated `--task-arg` or `--engine-arg`
-keeps every value (`merge_repeated`). The dataclasses are TRL configs with R3's fields (`r3 train`, `r3 sft`),
-`ForgettingConfig` (`r3 forgetting`) and the shared option groups of `r3.cli.arguments` (`r3 eval`,
-`r3 mine`).
+`parse_trl_config` parses with `r3.cli.parser.R3Parser`: TRL's `TrlParser` (the parser of TRL's own
+scripts, so a recipe means to `r3` what it means to TRL) with R3's help layout (description, example,
+R3's own options first with their defaults, `--help-all` for the fields inherited from TRL) and
+one-line `R3Error`s that name the fix (an unknown key or flag with the closest known name, a missing
+required option). A repeated `--task-arg` or `--engine-arg` keeps every value (`merge_repeated`). The
+dataclasses are TRL configs with R3's fields (`r3 train`, `r3 sft`), `ForgettingConfig`
+(`r3 forgetting`), `ReportArguments` (`r3 report`) and the shared option groups of `r3.cli.arguments`
+(`r3 eval`, `r3 mine`).
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+import warnings
+from collections.abc import Iterable, Mapping
 
-from r3.errors import R3Error
+
+#: Deprecation warnings that no option of the user's can avoid, silenced for the command: TRL defaults
+#: `gradient_checkpointing` to true, so transformers warns that the name is deprecated on every
+#: training run whatever the recipe says, and TRL and PEFT read the deprecated
+#: `is_gradient_checkpointing` of the model.
+UNACTIONABLE_WARNINGS = (
+    r"`gradient_checkpointing(_kwargs)?` is deprecated",
+    r"`is_gradient_checkpointing` is deprecated",
+)
 
 
 def parse_trl_config(
-    config_class: type, argv: list[str], prog: str, description: str | None = None
+    config_class: type,
+    argv: list[str],
+    prog: str,
+    description: str | None = None,
+    *,
+    usage: str | None = None,
+    required: Mapping[str, str] | None = None,
+    shown_inherited: Iterable[str] = (),
 ) -> object:
-    """Parse flags and the `--config` recipe into `config_class` with TRL's `TrlParser`; bad or
-    unknown keys become one-line `R3Error`s."""
-    from trl import TrlParser
+    """Parse flags and the `--config` file into `config_class`; every mistake is an `R3Error`.
 
-    argv = merge_repeated(merge_repeated(list(argv), TASK_ARG_FLAGS), ENGINE_ARG_FLAGS)
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise R3Error("--config needs a YAML file")
-        if not Path(argv[at + 1]).is_file():
-            raise R3Error(f"{argv[at + 1]}: config file not found")
-    parser = TrlParser(
-        (config_class,),
-        prog=prog,
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    `usage`: the help's first line (default: `PROG [--config FILE.yaml] [OPTIONS]`). `required`: option
+    name -> the error when neither a flag nor the file sets it. `shown_inherited`: fields inherited
+    from TRL / transformers that `--help` lists after R3's own; `--help-all` lists the rest."""
+    from r3.cli.parser import R3Parser  # imports TRL: only when a command parses, not for `r3 --help`
+
+    for pattern in UNACTIONABLE_WARNINGS:  # for the whole command: the run raises some of them too
+        warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+    parser = R3Parser(
+        config_class, prog=prog, description=description, usage=usage, shown_inherited=shown_inherited
     )
-    try:
-        (config,) = parser.parse_args_and_config(args=list(argv))
-    except ValueError as exc:  # unknown keys, bad values, inconsistent GRPO settings
-        raise R3Error(str(exc).splitlines()[0]) from None
-    except yaml_error() as exc:
-        raise R3Error(
-            f"{argv[argv.index('--config') + 1]}: not valid YAML ({str(exc).splitlines()[0]})"
-        ) from None
+    config = parser.parse(argv, required or {})
     return config
-
-
-def yaml_error() -> type[Exception]:
-    import yaml
-
-    return yaml.YAMLError
 
 
 #: The spellings of `task_args` (`r3.tasks.options.TaskFields`), a flag every command takes repeatedly.

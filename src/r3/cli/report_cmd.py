@@ -18,6 +18,18 @@ from dataclasses import dataclass, field
 
 from r3.errors import R3Error
 
+DESCRIPTION = """\
+Compare r3 eval runs (e.g. before and after training) and plot r3 train runs' curves. For evaluation
+folders: the accuracy table and plot, reflection lengths, how often reflections contain an answer and
+retries repeat the failed attempt, the retry's fix rate by failure reason, and the reflections of the
+examples a later run fixed. For training folders: retry success, groups with no signal and
+reflection length against steps. Writes report.md and its plots to --output_dir (--html: report.html).
+
+examples:
+  r3 report runs/eval-vanilla runs/eval-trained --labels vanilla trained --output_dir runs/report
+  r3 report runs/eval-vanilla runs/eval-trained runs/trained --output_dir runs/report --html
+"""
+
 
 @dataclass
 class ReportArguments:
@@ -60,7 +72,13 @@ def main(argv: list[str]) -> int:
     """`r3 report ...`; returns the exit status."""
     from r3.cli.options import parse_trl_config
 
-    args = parse_trl_config(ReportArguments, positional_runs(argv), prog="r3 report", description=__doc__)
+    args = parse_trl_config(
+        ReportArguments,
+        positional_runs(argv),
+        prog="r3 report",
+        description=DESCRIPTION,
+        usage="r3 report FOLDER [FOLDER ...] [--config FILE.yaml] [OPTIONS]",
+    )
     return run(args)  # type: ignore[arg-type]
 
 

@@ -6,7 +6,8 @@
 
 Options follow TRL's `TrlParser` convention, as `r3 train`: the YAML recipe sets defaults for any field
 (R3's task, data, model and LoRA fields plus every `SFTConfig`/`TrainingArguments` field), flags
-override it, and unknown keys are an error. `r3 sft --help` lists every field.
+override it, and unknown keys are an error. `r3 sft --help` lists R3's fields and the TRL fields used
+most; `--help-all` lists every field.
 """
 
 from __future__ import annotations
@@ -15,12 +16,42 @@ import sys
 
 from r3.cli.options import parse_trl_config
 
+DESCRIPTION = """\
+Warm-start a model by supervised fine-tuning (TRL's SFTTrainer) on the task's reference answers:
+first attempts, or with --primed_fraction some whole episodes (a failed attempt, a reflection, the
+answer). For a model too weak to learn from R3 at once; also the baseline R3 is compared with.
+
+example (CPU, the embedded model; a recipe is a YAML file of these options, flags override it):
+  r3 sft --config recipes/smollm2_countdown_sft.yaml --output_dir runs/warmstart --max_steps 60
+"""
+
+#: TRL's fields a first run sets most, listed by `--help` after R3's (`--help-all` lists all).
+MOST_USED_TRL_FIELDS = (
+    "output_dir",
+    "max_steps",
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "use_peft",
+    "use_cpu",
+    "bf16",
+    "save_steps",
+    "report_to",
+)
+
 
 def main(argv: list[str]) -> int:
     """`r3 sft ...`; returns the exit status."""
     from r3.training.sft import SFTRunConfig, train_sft
 
-    config = parse_trl_config(SFTRunConfig, argv, prog="r3 sft")
+    config = parse_trl_config(
+        SFTRunConfig,
+        argv,
+        prog="r3 sft",
+        description=DESCRIPTION,
+        usage="r3 sft [--config RECIPE.yaml] [OPTIONS]",
+        shown_inherited=MOST_USED_TRL_FIELDS,
+    )
     result = train_sft(config)  # type: ignore[arg-type]
     losses = [row["loss"] for row in result.log_history if "loss" in row]
     last = f"last loss {losses[-1]:.3f}" if losses else "no loss logged"

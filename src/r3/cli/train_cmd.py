@@ -5,12 +5,47 @@
 
 Options follow TRL's `TrlParser` convention: the YAML recipe sets defaults for any field of `R3Config`
 (R3's fields plus every `GRPOConfig`/`TrainingArguments` field), flags override it, and unknown keys
-in either place are an error. `r3 train --help` lists every field.
+in either place are an error. `r3 train --help` lists R3's fields and the TRL fields used most;
+`--help-all` lists every field.
 """
 
 from __future__ import annotations
 
 import sys
+
+DESCRIPTION = """\
+Train a model to write better self-reflections: GRPO (TRL's GRPOTrainer) on the failed attempts
+that `r3 mine` kept. For each one the model writes a group of reflections, retries the task with
+each, and a reflection's reward is whether its retry succeeds.
+
+example (CPU, the embedded model; a recipe is a YAML file of these options, flags override it):
+  r3 mine  --task countdown --limit 64 --output-dir runs/mine
+  r3 train --config recipes/smollm2_countdown_cpu.yaml --failures runs/mine/failures.jsonl \\
+           --output_dir runs/trained --max_steps 2
+"""
+
+#: TRL's fields a first run sets most, listed by `--help` after R3's (`--help-all` lists all).
+MOST_USED_TRL_FIELDS = (
+    "output_dir",
+    "max_steps",
+    "learning_rate",
+    "num_generations",
+    "per_device_train_batch_size",
+    "max_completion_length",
+    "temperature",
+    "beta",
+    "use_peft",
+    "use_vllm",
+    "use_cpu",
+    "bf16",
+    "save_steps",
+    "report_to",
+)
+
+MISSING_FAILURES = (
+    "r3 train needs --failures FILE, the failures.jsonl written by `r3 mine` (as a flag, or failures: "
+    "in the --config recipe)"
+)
 
 
 def parse(argv: list[str]) -> object:
@@ -18,7 +53,15 @@ def parse(argv: list[str]) -> object:
     from r3.cli.options import parse_trl_config
     from r3.training.config import R3Config
 
-    return parse_trl_config(R3Config, argv, prog="r3 train")
+    return parse_trl_config(
+        R3Config,
+        argv,
+        prog="r3 train",
+        description=DESCRIPTION,
+        usage="r3 train --failures FILE [--config RECIPE.yaml] [OPTIONS]",
+        required={"failures": MISSING_FAILURES},
+        shown_inherited=MOST_USED_TRL_FIELDS,
+    )
 
 
 def main(argv: list[str]) -> int:

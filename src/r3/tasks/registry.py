@@ -28,24 +28,44 @@ def available_tasks() -> list[str]:
 
 
 def import_object(path: str, what: str = "object") -> Any:
-    """Import `package.module:attr` (also accepts `package.module.attr`). Errors are one line."""
-    if ":" in path:
+    """Import `package.module:attr` (also accepts `package.module.attr`). Errors are one line; when a
+    path without a colon fails, the error says the form, since a module named without its function
+    (`--verifier pkg.checks`) is the usual slip and its import error would not say so."""
+    colon = ":" in path
+    if colon:
         module_name, _, attr = path.partition(":")
     else:
         module_name, _, attr = path.rpartition(".")
+    noun = "TaskClass" if what == "task" else "function"
+    form = "" if colon else f" (the form is package.module:{noun}, with a colon)"
     if not module_name or not attr:
-        raise R3Error(f"cannot import {what} '{path}': expected 'package.module:name'")
+        raise R3Error(f"cannot import {what} '{path}': the form is package.module:{noun}, with a colon")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise R3Error(f"cannot import {what} '{path}': {exc}") from exc
+        raise R3Error(f"cannot import {what} '{path}': {exc}{form}") from exc
     obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            raise R3Error(f"cannot import {what} '{path}': module '{module_name}' has no '{attr}'") from exc
+            if not colon and _is_module(path):
+                raise R3Error(
+                    f"{what} '{path}' is a module: name the {noun} in it after a colon, '{path}:NAME'"
+                ) from exc
+            raise R3Error(
+                f"cannot import {what} '{path}': module '{module_name}' has no '{attr}'{form}"
+            ) from exc
     return obj
+
+
+def _is_module(path: str) -> bool:
+    """Whether `path` imports as a module."""
+    try:
+        importlib.import_module(path)
+    except Exception:  # noqa: BLE001 - any failure means it is not a module to name
+        return False
+    return True
 
 
 def get_task(name: str, **options: Any) -> Task:

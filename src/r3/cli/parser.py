@@ -1,0 +1,267 @@
+"""`R3Parser`: TRL's `TrlParser` with R3's help layout and one-line errors (`r3.cli.options`).
+
+- Help opens with the usage, the command's description and example, and lists R3's own options first,
+  with their defaults. A config that extends a TRL config (`r3 train`, `r3 sft`) also inherits some
+  300 fields of TRL and transformers; only the few the command names (`shown_inherited`) follow R3's,
+  and `--help-all` lists every one, so that R3's options are not buried under `TrainingArguments`.
+- Every mistake is one `R3Error` naming the fix: an unknown key in the `--config` file or an unknown
+  flag (with the closest known name), a bad value, a missing required option, a check of TRL's. Keys,
+  flags and required options are checked before the config is built, because building it runs TRL's
+  own checks, whose messages would otherwise stand in for the real mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import inspect
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from trl import TrlParser
+
+from r3.cli.options import ENGINE_ARG_FLAGS, TASK_ARG_FLAGS, merge_repeated
+from r3.errors import R3Error
+
+
+class R3Parser(TrlParser):
+    """`TrlParser` with R3's help layout (see the module docstring) and one-line `R3Error`s.
+
+    The layout needs no change to how TRL turns fields into flags: `HfArgumentParser` adds every
+    field through `add_argument`, which this class routes to R3's group or to the inherited groups."""
+
+    def __init__(
+        self,
+        config_class: type,
+        *,
+        prog: str,
+        description: str | None = None,
+        usage: str | None = None,
+        shown_inherited: Iterable[str] = (),
+        help_all: bool = False,
+    ) -> None:
+        # Set before `super().__init__`, which adds the fields through `add_argument` below.
+        self._settings: dict[str, Any] = {
+            "prog": prog,
+            "description": description,
+            "usage": usage,
+            "shown_inherited": tuple(shown_inherited),
+        }
+        self._fields = [f.name for f in dataclasses.fields(config_class) if f.init]
+        self._own = own_fields(config_class)
+        self._command = self._own & set(inspect.get_annotations(config_class))
+        self._shown = set(shown_inherited) - self._own
+        if self._shown - set(self._fields):
+            raise TypeError(f"{config_class.__name__} has no field {sorted(self._shown - set(self._fields))}")
+        self._hidden = len(set(self._fields) - self._own - self._shown)
+        self._help_all = help_all
+        self._base = inherited_from(config_class)
+        self._groups: dict[str, Any] = {}
+        #: Every flag spelling, for "did you mean".
+        self.option_spellings: list[str] = []
+        super().__init__(
+            (config_class,),
+            prog=prog,
+            description=description,
+            usage=usage or f"{prog} [--config FILE.yaml] [OPTIONS]",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.add_argument(
+            "--config",
+            metavar="FILE.yaml",
+            default=argparse.SUPPRESS,
+            help="a YAML file of options (key: value lines, a key is an option's name with underscores); "
+            "flags given too override it",
+        )
+        # Accepted by every command; listed where it shows more than `--help`.
+        self.add_argument(
+            "--help-all",
+            nargs=0,
+            action=_HelpAll,
+            default=argparse.SUPPRESS,
+            help=f"show this help with all {self._hidden} more options inherited from {self._base}, and exit"
+            if self._hidden and not help_all
+            else argparse.SUPPRESS,
+        )
+
+    # --- help ----------------------------------------------------------------------------------------
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> argparse.Action:
+        """A field's flag into its group (R3's, the inherited ones shown, the rest), its default
+        added to its help; any other flag (`--help`, `--config`) as argparse adds it."""
+        self.option_spellings.extend(flag for flag in flags if flag.startswith("--"))
+        name = kwargs.get("dest") or (flags[0][2:] if flags and flags[0].startswith("--") else "")
+        if name not in self._fields:
+            return super().add_argument(*flags, **kwargs)
+        help_text = kwargs.get("help")
+        if help_text and kwargs.get("action") is None and shows_default(kwargs.get("default"), help_text):
+            kwargs["help"] = f"{help_text} (default: %(default)s)"
+        if name in self._command:
+            group = self._group("command")
+        elif name in self._own:
+            group = self._group("shared")
+        elif name in self._shown:
+            group = self._group("shown")
+        else:
+            group = self._group("inherited")
+            if not self._help_all:
+                kwargs["help"] = argparse.SUPPRESS
+        return group.add_argument(*flags, **kwargs)
+
+    def _group(self, kind: str) -> Any:
+        """The option groups, made together at the first field so that they print in this order: the
+        fields the config class declares itself (the command's own), those of R3's classes it extends
+        (task, model, ...), the inherited ones shown, the rest (a group with no option, or only hidden
+        ones, prints nothing)."""
+        if not self._groups:
+            prog = self._settings["prog"]
+            more = f" ({prog} --help-all lists all {self._hidden} more)" if self._hidden else ""
+            self._groups = {
+                "command": self.add_argument_group(f"{prog} options"),
+                "shared": self.add_argument_group("task, model and run options"),
+                "shown": self.add_argument_group(f"the most used options of {self._base}{more}"),
+                "inherited": self.add_argument_group(
+                    f"{'more ' if self._shown else ''}options inherited from {self._base}"
+                ),
+            }
+        return self._groups[kind]
+
+    def full_help(self) -> str:
+        """This command's help with every inherited option described."""
+        return R3Parser(self.dataclass_types[0], help_all=True, **self._settings).format_help()
+
+    # --- errors --------------------------------------------------------------------------------------
+
+    def error(self, message: str) -> Any:  # argparse's hook: a bad value, an ambiguous prefix
+        raise R3Error(message)
+
+    def help_hint(self) -> str:
+        """The command that lists every option."""
+        return f"{self.prog} --help-all" if self._hidden else f"{self.prog} --help"
+
+    def parse(self, argv: list[str], required: Mapping[str, str]) -> object:
+        """The config from `argv`; any mistake an `R3Error` (see the module docstring)."""
+        argv = merge_repeated(merge_repeated(split_config_flag(argv), TASK_ARG_FLAGS), ENGINE_ARG_FLAGS)
+        values = read_config_file(argv)
+        if values:
+            self.check_keys(argv[argv.index("--config") + 1], values)
+            self.set_defaults_with_config(**{k: v for k, v in values.items() if k != "env"})
+        namespace, rest = self.parse_known_args(argv)  # `--help` and `--help-all` print and exit here
+        if rest:
+            raise R3Error(self.unknown_option(rest))
+        for name, message in required.items():
+            if getattr(namespace, name, None) in (None, "", []):
+                raise R3Error(message)
+        try:
+            (config,) = self.parse_args_and_config(args=argv)
+        except ValueError as exc:  # TRL's and transformers' checks of the values
+            raise R3Error(trl_check_message(exc)) from None
+        return config
+
+    def check_keys(self, path: str, values: Mapping[Any, Any]) -> None:
+        """Every key of the `--config` file must be an option (or TRL's `env:`, variables to set)."""
+        unknown = [key for key in values if key not in self._fields and key != "env"]
+        if not unknown:
+            return
+        said = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), self._fields, n=1)
+            said.append(f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        hint = "" if all("did you mean" in s for s in said) else f"; {self.help_hint()} lists the options"
+        raise R3Error(f"{path}: {'; '.join(said)}{hint}")
+
+    def unknown_option(self, rest: list[str]) -> str:
+        """The error for what argparse left over: an unknown flag, or a value no flag takes."""
+        flag = next((arg.split("=", 1)[0] for arg in rest if arg.startswith("-")), None)
+        if flag is None:
+            return f"unexpected argument '{rest[0]}' (an option is given as --name VALUE)"
+        close = difflib.get_close_matches(flag, self.option_spellings, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"{self.help_hint()} lists the options"
+        return f"unknown option {flag} ({hint})"
+
+
+class _HelpAll(argparse.Action):
+    """`--help-all`: the help with every inherited option, then exit (as `--help`)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
+    ) -> None:
+        assert isinstance(parser, R3Parser)
+        sys.stdout.write(parser.full_help())
+        parser.exit()
+
+
+def own_fields(config_class: type) -> set[str]:
+    """The fields R3 declares (or declares again, changing a default or a help text): those whose
+    latest declaration in the class hierarchy is in a class of R3's (or of the config's own package)
+    rather than one of TRL's or transformers'."""
+    packages = {"r3", config_class.__module__.split(".")[0]}
+    own = set()
+    for f in dataclasses.fields(config_class):  # type: ignore[arg-type]
+        declared = next((k for k in config_class.__mro__ if f.name in inspect.get_annotations(k)), object)
+        if declared.__module__.split(".")[0] in packages:
+            own.add(f.name)
+    return own
+
+
+def inherited_from(config_class: type) -> str:
+    """The library config a config class extends, as `trl.GRPOConfig` (for the help's group titles)."""
+    packages = {"r3", config_class.__module__.split(".")[0]}
+    for klass in config_class.__mro__:
+        if dataclasses.is_dataclass(klass) and klass.__module__.split(".")[0] not in packages:
+            return f"{klass.__module__.split('.')[0]}.{klass.__name__}"
+    return "its base classes"
+
+
+def shows_default(default: Any, help_text: str) -> bool:
+    """Whether a field's help gains "(default: ...)": not when it already says its default, nor for
+    None or an empty list (unset: the help says what happens then)."""
+    if default is None or default is argparse.SUPPRESS or "(default" in help_text:
+        return False
+    return not (isinstance(default, list | tuple | dict) and not default)
+
+
+def trl_check_message(exc: ValueError) -> str:
+    """A TRL / transformers check as one line; the one every CPU user meets first in R3's words."""
+    text = str(exc)
+    if "support bf16" in text:
+        return (
+            "this machine cannot train in bf16, TRL's default: on a CPU add --use_cpu true --bf16 false "
+            "(as the CPU recipes in recipes/ do); on a GPU without bf16, --bf16 false"
+        )
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def split_config_flag(argv: list[str]) -> list[str]:
+    """`--config=FILE` as `--config FILE`, the one form TRL's parser reads."""
+    out: list[str] = []
+    for arg in argv:
+        if arg.startswith("--config="):
+            out.extend(["--config", arg.split("=", 1)[1]])
+        else:
+            out.append(arg)
+    return out
+
+
+def read_config_file(argv: list[str]) -> dict[Any, Any]:
+    """The `--config` file's mapping ({} without one), checked: it exists, is YAML, is a mapping."""
+    if "--config" not in argv:
+        return {}
+    at = argv.index("--config")
+    if at + 1 >= len(argv) or argv[at + 1].startswith("--"):
+        raise R3Error("--config needs a YAML file (--config FILE.yaml)")
+    path = Path(argv[at + 1])
+    if not path.is_file():
+        raise R3Error(f"{path}: config file not found")
+    import yaml
+
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise R3Error(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise R3Error(f"{path}: a config file is a YAML mapping of option names to values (key: value lines)")
+    return values
