@@ -15,7 +15,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Mapping
 
-
 #: Deprecation warnings that no option of the user's can avoid, silenced for the command: TRL defaults
 #: `gradient_checkpointing` to true, so transformers warns that the name is deprecated on every
 #: training run whatever the recipe says, and TRL and PEFT read the deprecated
