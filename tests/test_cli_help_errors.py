@@ -71,6 +71,11 @@ def test_defaults_are_shown(capsys) -> None:
     assert "(default: r3)" in text and "(default: stored)" in text  # --mode, --first_attempt
 
 
+def test_help_after_a_recipe_shows_the_recipes_values(capsys) -> None:
+    text = " ".join(" ".join(help_of(capsys, "train", "--config", str(CPU_RECIPE), "--help")).split())
+    assert "(default: 20)" in text.split("--max-steps MAX_STEPS", 1)[1].split("--", 1)[0]  # the recipe's
+
+
 def test_help_all_of_a_command_without_inherited_options_is_its_help(capsys) -> None:
     assert help_of(capsys, "eval", "--help-all") == help_of(capsys, "eval", "--help")
 
