@@ -37,7 +37,8 @@ examples:
 @dataclass
 class EvalArguments(OutputArguments, ModelArguments, TaskArguments):
     """`r3 eval`'s options: the shared task, model and output groups, and the episode's settings.
-    (Bases in reverse: dataclass fields come base by base from the last, so `--help` lists the task first.)"""
+    (Bases in reverse: dataclass fields come base by base from the last, so the shared group of `--help`
+    lists the task first.)"""
 
     max_new_tokens: int = field(default=256, metadata={"help": "an attempt's (and a retry's) token budget"})
     reflection_max_new_tokens: int = field(default=256, metadata={"help": "a reflection's token budget"})

@@ -48,7 +48,8 @@ example:
 @dataclass
 class MineArguments(OutputArguments, ModelArguments, TaskArguments):
     """`r3 mine`'s options: the shared task, model and output groups, and the mining rule's.
-    (Bases in reverse: dataclass fields come base by base from the last, so `--help` lists the task first.)"""
+    (Bases in reverse: dataclass fields come base by base from the last, so the shared group of `--help`
+    lists the task first.)"""
 
     max_new_tokens: int = field(default=256, metadata={"help": "an attempt's token budget"})
     batch_size: int = field(
