@@ -164,10 +164,15 @@ def stop_with_sigterm_once_training(
     status and what it wrote."""
     with log_path.open("w") as log:
         run = subprocess.Popen(
-            command, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=out.parent
+            command,
+            env=env(R3_NO_PROGRESS="0"),  # the console's line per step says when a step is done
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=out.parent,
         )
         deadline = time.monotonic() + 200
-        while "'reward'" not in log_path.read_text():
+        while " reward " not in log_path.read_text():
             assert run.poll() is None, (
                 f"exited ({run.returncode}) before a step: {log_path.read_text()[-3000:]}"
             )

@@ -1,17 +1,23 @@
-"""Progress reporting for long jobs.
+"""Progress reporting for long jobs: eval, mine, training.
 
-On a terminal: a rich progress bar. Elsewhere (CI logs, `nohup`): a plain line at most every
-`interval` seconds and one at the end, so logs show progress without a flood of redraws.
-`R3_NO_PROGRESS=1` (or `--no-progress`) silences both. Used by every long job: eval, mine.
+On a terminal: a rich progress bar. Elsewhere (CI logs, `nohup`, a scheduler's log file): a plain line
+at most every `interval` seconds, one at the end, and one at least every `heartbeat` seconds even when
+nothing advanced (a batch of long generations, a slow training step), so a log never looks hung.
+`interval=0` prints a line at every advance (training: one line per step), above the bar on a terminal.
+`R3_NO_PROGRESS=1` (or `--no-progress`) silences all of it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import Any
+
+#: Seconds without a line after which a log gets one anyway.
+HEARTBEAT_S = 30.0
 
 
 class ProgressReport:
@@ -25,6 +31,7 @@ class ProgressReport:
         interval: float = 10.0,
         done: int = 0,
         enabled: bool = True,
+        heartbeat: float = HEARTBEAT_S,
     ):
         """`done`: already finished (a resumed job); `enabled=False` (`--no-progress`) shows nothing."""
         self.description = description
@@ -32,11 +39,15 @@ class ProgressReport:
         self.done = done
         self.fields = dict(fields or {})
         self.interval = interval
+        self.heartbeat = heartbeat
         self.quiet = not enabled or os.environ.get("R3_NO_PROGRESS") == "1"
         self.live = not self.quiet and sys.stderr.isatty()
         self._start = time.monotonic()
-        self._last_line = 0.0
+        self._last_line = self._start
         self._last_done = -1
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beats: threading.Thread | None = None
         self._bar: Any = None
         self._task: Any = None
 
@@ -65,35 +76,53 @@ class ProgressReport:
             self._task = self._bar.add_task(
                 self.description, total=self.total, completed=self.done, status=self._status()
             )
+        elif not self.quiet and self.heartbeat > 0:
+            self._beats = threading.Thread(
+                target=self._beat, name=f"{self.description}-progress", daemon=True
+            )
+            self._beats.start()
         return self
 
     def advance(self, steps: int = 1, **fields: Any) -> None:
-        self.done += steps
-        self.fields.update(fields)
-        if self._bar is not None:
-            self._bar.update(self._task, advance=steps, status=self._status())
-        elif not self.quiet and time.monotonic() - self._last_line >= self.interval:
-            self._print_line()
+        with self._lock:
+            self.done += steps
+            self.fields.update(fields)
+            if self._bar is not None:
+                self._bar.update(self._task, advance=steps, status=self._status())
+                if self.interval == 0:
+                    self._bar.console.print(self._line(), highlight=False)
+            elif not self.quiet and time.monotonic() - self._last_line >= self.interval:
+                self._print_line()
+
+    def _beat(self) -> None:
+        """A line whenever `heartbeat` seconds pass without one (off a terminal only)."""
+        while not self._stop.wait(min(self.heartbeat, 1.0)):
+            with self._lock:
+                if time.monotonic() - self._last_line >= self.heartbeat:
+                    self._print_line(force=True)
 
     def _status(self) -> str:
         return "  ".join(f"{k} {v}" for k, v in self.fields.items())
 
-    def _print_line(self) -> None:
-        if self.done == self._last_done:
+    def _line(self) -> str:
+        elapsed = time.monotonic() - self._start
+        return f"{self.description}: {self.done}/{self.total}  {self._status()}  [{elapsed:.0f}s]"
+
+    def _print_line(self, force: bool = False) -> None:
+        if self.done == self._last_done and not force:
             return
         self._last_done = self.done
         self._last_line = time.monotonic()
-        elapsed = self._last_line - self._start
-        print(
-            f"{self.description}: {self.done}/{self.total}  {self._status()}  [{elapsed:.0f}s]",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(self._line(), file=sys.stderr, flush=True)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ):
+        self._stop.set()
+        if self._beats is not None:
+            self._beats.join()
         if self._bar is not None:
             self._bar.stop()
         elif not self.quiet:
-            self._print_line()
+            with self._lock:
+                self._print_line()

@@ -18,6 +18,7 @@ import threading
 
 from r3 import __version__
 from r3.errors import R3Error
+from r3.threads import prepare_process
 
 SUBCOMMANDS = {
     "eval": "r3.cli.eval_cmd",
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `r3` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    prepare_process()  # before any command imports torch
     if argv and argv[0] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[argv[0]])
         return _guarded(lambda: module.main(argv[1:]))

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from r3.errors import R3Error, check_numbers
 from r3.tasks.options import TaskFields
 from r3.tasks.registry import parse_key_values
+from r3.threads import ThreadFields
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -37,8 +38,8 @@ class TaskArguments(TaskFields):
 
 
 @dataclass
-class ModelArguments:
-    """Which model, and how it is run."""
+class ModelArguments(ThreadFields):
+    """Which model, and how it is run (its CPU threads too)."""
 
     model: str | None = field(
         default=None,

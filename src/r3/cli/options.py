@@ -15,6 +15,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Mapping
 
+from r3.threads import apply_threads
+
 #: Deprecation warnings that no option of the user's can avoid, silenced for the command: TRL defaults
 #: `gradient_checkpointing` to true, so transformers warns that the name is deprecated on every
 #: training run whatever the recipe says, and TRL and PEFT read the deprecated
@@ -48,6 +50,7 @@ def parse_trl_config(
         config_class, prog=prog, description=description, usage=usage, shown_inherited=shown_inherited
     )
     config = parser.parse(argv, required or {})
+    apply_threads(getattr(config, "threads", None))  # `--threads` / R3_THREADS, before any work
     return config
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from r3 import rundir
 from r3.errors import R3Error
 from r3.rundir import RunFolder
+from r3.threads import ThreadFields
 
 #: lm-eval task folders shipped with R3 (`r3_basics`: a local task that needs no download).
 BUILTIN_TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
@@ -42,7 +43,7 @@ OWNED_FILES = (SUMMARY_FILE, "forgetting.md", "forgetting.png")
 
 
 @dataclass
-class ForgettingConfig:
+class ForgettingConfig(ThreadFields):
     """Options of `r3 forgetting` (YAML via `--config`, any field as a flag)."""
 
     models: list[str] = field(

@@ -17,6 +17,7 @@ from trl import ModelConfig
 
 from r3.errors import R3Error
 from r3.tasks.options import TaskFields
+from r3.threads import ThreadFields
 
 #: `ModelConfig` settings R3 does not apply, with the one value it runs with: R3 loads the model
 #: itself (`trainer.load_policy`, and the tokenizer and vLLM by the same name), unquantized.
@@ -28,7 +29,7 @@ UNSUPPORTED_MODEL_SETTINGS: dict[str, object] = {
 
 
 @dataclass
-class CommonTrainingFields(TaskFields, ModelConfig):
+class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
     """Task (`TaskFields`, every command's task group), model and LoRA (TRL's `ModelConfig`), and
     checkpoint fields of every R3 training config.
 

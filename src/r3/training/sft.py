@@ -31,6 +31,7 @@ from trl import SFTConfig
 from r3.errors import R3Error
 from r3.generation.chat import render_prompt
 from r3.training.common import CommonTrainingFields
+from r3.training.console import use_step_lines
 from r3.training.priming import Priming, Row, encode, primed_indices, primed_row
 
 SUMMARY_FILE = "r3_sft.json"
@@ -212,6 +213,7 @@ def build_sft_trainer(
             processing_class=tokenizer,
             peft_config=config.peft_config(),
         )
+    use_step_lines(trainer, "sft")
     return trainer, rows
 
 

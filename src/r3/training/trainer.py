@@ -20,6 +20,7 @@ from r3.errors import R3Error
 from r3.mining.records import FailureRecord, read_failures
 from r3.tasks.base import Task
 from r3.training.config import R3Config
+from r3.training.console import use_step_lines
 from r3.training.dataset import build_dataset
 from r3.training.folder import training_folder
 from r3.training.interrupt import train_until_stopped, uninterrupted_save
@@ -174,6 +175,7 @@ def build_trainer(
             peft_config=config.peft_config(),
             rollout_func=rollout,
         )
+    use_step_lines(trainer, "train")
     return trainer
 
 
