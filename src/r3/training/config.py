@@ -22,6 +22,7 @@ from r3.training.common import CommonTrainingFields
 
 FIRST_ATTEMPT_MODES = ("stored", "online")
 SELECTIONS = ("all", "learnable")
+REPLACEMENTS = ("pool", "unseen")
 
 
 @dataclass
@@ -71,6 +72,16 @@ class R3Config(GRPOConfig, CommonTrainingFields):
         metadata={
             "help": "replace groups whose outcomes are all equal (no signal) by groups on prompts drawn "
             "from the training set, up to this many tries per step (0: off; DAPO's dynamic sampling)"
+        },
+    )
+    replacements: str = field(
+        default="pool",
+        metadata={
+            "help": "where dynamic sampling's replacement groups come from. pool: any training prompt, "
+            "drawn at random (one may be trained on again). unseen: prompts the run trains on nowhere "
+            "else, so that on a pool larger than the run each query is trained on at most once; the "
+            "pool is put in an order drawn from seed, training takes its prompts from the front, in "
+            "that order (TRL's shuffle is off), and replacements from the back"
         },
     )
 
@@ -144,6 +155,10 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             )
         if self.dynamic_sampling_rounds < 0:
             raise R3Error("dynamic_sampling_rounds must be >= 0")
+        if self.replacements not in REPLACEMENTS:
+            raise R3Error(f"replacements must be one of {', '.join(REPLACEMENTS)}, not '{self.replacements}'")
+        if self.replacements == "unseen":
+            self.shuffle_dataset = False  # the pool's order is R3's (`trainer.pool_order`), front to back
         if self.selection not in SELECTIONS:
             raise R3Error(f"selection must be one of {', '.join(SELECTIONS)}, not '{self.selection}'")
         if self.first_attempt not in FIRST_ATTEMPT_MODES:

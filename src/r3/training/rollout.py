@@ -51,7 +51,10 @@ Replacement prompts and their rows are seeded from the call's seed and the try (
 resumed run draws exactly the groups the uninterrupted one would have. TRL still shows the original
 dataset prompt in its completion logs; the tokens trained on (`prompt_ids`) are the replacement's.
 `r3/groups_with_signal` (after replacement), `r3/groups_with_signal_drawn` (over every group sampled
-this step: the pool's own rate) and `r3/resampled_groups` are logged.
+this step: the pool's own rate) and `r3/resampled_groups` are logged. Replacements are drawn from the
+whole pool (`replacements="pool"`), or (`"unseen"`) each from its own slot at the back of the pool,
+named by the step, the call within it, the process, the try and the group (`replacement_slot`), while
+training takes its prompts from the front: on a pool larger than the run, no query is trained twice.
 """
 
 from __future__ import annotations
@@ -166,6 +169,17 @@ def has_signal(outcomes: list[bool | None]) -> bool:
     return len({o for o in outcomes if o is not None}) > 1
 
 
+def replacement_slot(
+    step: int, call: int, process: int, attempt_number: int, group: int, shape: tuple[int, int, int, int]
+) -> int:
+    """The pool slot, counted from its back, of one replacement under `replacements="unseen"`: a
+    distinct number for each (step, call in the step, process, try, group in the call), so that no two
+    replacements of a run share a prompt and a resumed run draws the same ones. `shape` is (calls per
+    step, processes, tries, groups per call)."""
+    calls, processes, tries, groups = shape
+    return (((step * calls + call) * processes + process) * tries + attempt_number - 1) * groups + group
+
+
 class R3Rollout:
     """The `rollout_func` for `GRPOTrainer`: `R3Rollout(task, index, sampling)(prompts, trainer)`."""
 
@@ -179,6 +193,7 @@ class R3Rollout:
         *,
         mode: str = "r3",
         dynamic_sampling_rounds: int = 0,
+        replacements: str = "pool",
     ) -> None:
         if mode not in TRAIN_MODES:
             raise R3Error(f"mode must be one of {', '.join(TRAIN_MODES)}, not '{mode}'")
@@ -191,7 +206,9 @@ class R3Rollout:
         self.engine = engine
         self.mode = mode
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
+        self.replacements = replacements
         self.last: RolloutBatch | None = None
+        self._calls: tuple[int, int] = (-1, 0)  # (global step, calls made in it): `replacement_slot`
 
     def _engine(self, trainer: Any) -> Engine:
         return self.engine if self.engine is not None else choose_engine(trainer)
@@ -365,8 +382,7 @@ class R3Rollout:
             if not silent and not collective:
                 break
             try_seed = derive_seed(seed, "dynamic", attempt_number)
-            rng = random.Random(try_seed)
-            picks = [pool[rng.randrange(len(pool))] for _ in silent]
+            picks = self._replacements(pool, silent, try_seed, attempt_number, len(groups), trainer)
             fresh = self._rows(
                 [p for p in picks for _ in range(group)],
                 sampler,
@@ -381,9 +397,44 @@ class R3Rollout:
             drawn += len(silent)
         return [r for g in groups for r in g], replaced, drawn, with_signal
 
+    def _replacements(
+        self, pool: list[str], silent: list[int], seed: int, attempt_number: int, groups: int, trainer: Any
+    ) -> list[str]:
+        """The prompts replacing the `silent` groups of this try: drawn at random from the pool, or
+        (`unseen`) each from its own slot at the pool's back (`replacement_slot`)."""
+        if self.replacements != "unseen":
+            rng = random.Random(seed)
+            return [pool[rng.randrange(len(pool))] for _ in silent]
+        args = getattr(trainer, "args", None)
+        accelerator = getattr(trainer, "accelerator", None)
+        step = int(getattr(getattr(trainer, "state", None), "global_step", 0))
+        accumulation = int(getattr(args, "gradient_accumulation_steps", 1) or 1)
+        per_generation = int(getattr(args, "steps_per_generation", None) or accumulation)
+        shape = (
+            -(-accumulation // per_generation),
+            int(getattr(accelerator, "num_processes", 1)),
+            self.dynamic_sampling_rounds,
+            groups,
+        )
+        call = self._calls[1] - 1 if self._calls[0] == step else 0
+        slots = [
+            replacement_slot(
+                step, call, int(getattr(accelerator, "process_index", 0)), attempt_number, k, shape
+            )
+            for k in silent
+        ]
+        if max(slots) >= len(pool):
+            raise R3Error(
+                f"replacements unseen: the pool of {len(pool)} prompts is used up at step {step}; "
+                "mine more queries, or train fewer steps"
+            )
+        return [pool[len(pool) - 1 - slot] for slot in slots]
+
     # ------------------------------------------------------------------------------- the call
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
+        step = int(getattr(getattr(trainer, "state", None), "global_step", 0))
+        self._calls = (step, self._calls[1] + 1 if self._calls[0] == step else 1)
         seed = self._seed(trainer)
         sampler = EngineSampler(self._engine(trainer), trainer)
         group = int(getattr(getattr(trainer, "args", None), "num_generations", 0) or 0)

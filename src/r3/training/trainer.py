@@ -138,6 +138,8 @@ def build_trainer(
     check_generation_setup(config)
     task = task or load_task(config)
     records = records if records is not None else load_records(config, task)
+    if config.replacements == "unseen":
+        records = pool_order(records, config.seed)
     if tokenizer is None:
         tokenizer = load_tokenizer(config.model)
     ready_for_generation(tokenizer)  # a tokenizer passed in is set up as a loaded one
@@ -153,6 +155,8 @@ def build_trainer(
             "the first example's verifier is used for them",
             stacklevel=2,
         )
+    if config.replacements == "unseen":
+        check_unseen_pool(config, len(index.prompts()))
     rollout = R3Rollout(
         task,
         index,
@@ -161,6 +165,7 @@ def build_trainer(
         engine=engine,
         mode=config.mode,
         dynamic_sampling_rounds=config.dynamic_sampling_rounds,
+        replacements=config.replacements,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'rollout_func'.*experimental")
@@ -177,6 +182,37 @@ def build_trainer(
         )
     use_step_lines(trainer, "train")
     return trainer
+
+
+def pool_order(records: list[FailureRecord], seed: int) -> list[FailureRecord]:
+    """The training pool in an order drawn from the run's seed (`replacements: unseen`, where TRL's own
+    shuffle is off): runs of one seed take the same queries in the same order, whatever their mode."""
+    import random
+
+    from r3.generation.base import derive_seed
+
+    ordered = list(records)
+    random.Random(derive_seed(seed, "pool")).shuffle(ordered)
+    return ordered
+
+
+def check_unseen_pool(config: R3Config, pool: int) -> None:
+    """`replacements: unseen` needs a pool that holds every prompt the run takes from its front and every
+    replacement slot at its back (`rollout.replacement_slot`), so that none is drawn twice."""
+    if config.max_steps is None or config.max_steps <= 0:
+        raise R3Error("replacements unseen needs max_steps (the pool's share is counted from it)")
+    group = config.num_generations
+    processes = config.world_size
+    front = config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps
+    front = front * processes // group
+    calls = -(-config.gradient_accumulation_steps // config.steps_per_generation)
+    groups = config.per_device_train_batch_size * config.steps_per_generation // group
+    back = config.max_steps * calls * processes * config.dynamic_sampling_rounds * groups
+    if front + back > pool:
+        raise R3Error(
+            f"replacements unseen: {config.max_steps} steps take up to {front} prompts for training and "
+            f"{back} for replacements, and the pool has {pool}; mine more queries or train fewer steps"
+        )
 
 
 def resume_target(config: R3Config) -> str | bool | None:
