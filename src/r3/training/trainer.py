@@ -11,6 +11,7 @@ generation engine) so tests and benchmarks can swap any of them; everything else
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,7 +225,7 @@ def resume_target(config: R3Config) -> str | bool | None:
     folder = Path(config.output_dir)
     last = last_complete_checkpoint(folder)
     if last is None:
-        warnings.warn(f"--resume: no checkpoint in {folder}, starting from the beginning", stacklevel=2)
+        print(f"--resume: no checkpoint in {folder} yet, starting from the beginning", file=sys.stderr)
     return last
 
 
@@ -245,10 +246,7 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     for _, path in sorted(found, reverse=True):
         if (path / "trainer_state.json").is_file():
             return str(path)
-        warnings.warn(
-            f"--resume: skipping incomplete checkpoint {path} (no trainer_state.json)",
-            stacklevel=3,
-        )
+        print(f"--resume: skipping incomplete checkpoint {path} (no trainer_state.json)", file=sys.stderr)
     return None
 
 
