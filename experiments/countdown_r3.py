@@ -65,9 +65,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from experiment_report import LABELS, write_experiment_report  # beside this file
 
 from r3.provenance import versions
-from r3.reports.experiment import LABELS, write_experiment_report
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("warmstart", "trained", "shuffled", "grpo", "combined")

@@ -18,13 +18,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_driver() -> Any:
-    spec = importlib.util.spec_from_file_location("countdown_r3", ROOT / "experiments" / "countdown_r3.py")
+def load_experiment(name: str) -> Any:
+    """`experiments/<name>.py` as a module, registered under `name`: the folder is no package, and a
+    script there imports its neighbours by name, as running it from its folder allows."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
+
+
+def load_driver() -> Any:
+    """The experiment's driver, with the report it imports loaded first."""
+    load_experiment("experiment_report")
+    return load_experiment("countdown_r3")
 
 
 def warmstart_calls(

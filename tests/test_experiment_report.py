@@ -1,4 +1,5 @@
-"""The learning experiment's report, on hand-made evaluation folders with known outcomes."""
+"""The learning experiment's report (`experiments/experiment_report.py`), on hand-made evaluation folders
+with known outcomes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from r3.evaluation.stats import accuracy
-from r3.reports.experiment import LABELS, compare, write_experiment_report
+from test_experiment_driver import load_experiment
+
+experiment = load_experiment("experiment_report")
+LABELS, compare = experiment.LABELS, experiment.compare
+write_experiment_report = experiment.write_experiment_report
 
 
 def fake_eval(folder: Path, first: list[bool], second: list[bool], seed: int | None = None) -> None:

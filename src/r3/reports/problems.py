@@ -8,8 +8,7 @@ where their indices agree. `comparability_note` is the one sentence a report giv
 not the same; paired statistics then pair only the problems both runs share.
 
 Reports are read on other machines than the one that wrote them, so they name runs by label and
-paths relative to the report's folder (`display_path`, `portable`), never by the writer's absolute
-paths.
+paths relative to the report's folder (`display_path`), never by the writer's absolute paths.
 """
 
 from __future__ import annotations
@@ -63,17 +62,6 @@ def display_path(value: str, base: str | Path) -> str:
         return os.path.relpath(value, Path(base).resolve())
     except ValueError:  # another drive (Windows): no relative path exists; the last part still names it
         return Path(value).name
-
-
-def portable(value: Any, base: str | Path) -> Any:
-    """`value` (settings: dicts, lists, strings) with every absolute path made relative to `base`."""
-    if isinstance(value, str):
-        return display_path(value, base)
-    if isinstance(value, Mapping):
-        return {key: portable(item, base) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [portable(item, base) for item in value]
-    return value
 
 
 def distinct_names(folders: Sequence[str | Path]) -> list[str]:

@@ -1,16 +1,17 @@
 """The learning experiment's report: R3 against its controls, with tests, and the training curves.
 
-Reads the folders `experiments/countdown_r3.py` writes (`eval-<model>[-resample]`, `trained`,
-`trained-shuffled`, `trained-grpo`, `trained-combined`) and writes `experiment.md` and
-`training_curves.png` into the report folder. The comparison that decides whether R3 learned is
-second-try accuracy on the same problems: R3 against the warm-started model (did training help?) and
-against the shuffled control (same compute, no link between a reflection and its reward: did the
-*reward* help?). Before either is read, the control must pass its gate: within `CONTROL_GATE` of the
-warm-start (it trains on noise; if it moves the model, the optimizer is the problem). Plain GRPO on
-first attempts at equal compute is the bar R3 is measured against (what a user with a verifier would
-run instead); the combined variant (both turns trained, group by group) is compared the same way.
-Both a two-proportion z-test and the paired exact McNemar test are given; the verdict line uses the
-McNemar p, as the experiment's goal states it, and says plainly when the run showed nothing.
+The driver beside it (`countdown_r3.py`) imports it. It reads the folders the driver writes
+(`eval-<model>[-resample]`, `trained`, `trained-shuffled`, `trained-grpo`, `trained-combined`) and
+writes `experiment.md` and `training_curves.png` into the report folder. The comparison that decides
+whether R3 learned is second-try accuracy on the same problems: R3 against the warm-started model (did
+training help?) and against the shuffled control (same compute, no link between a reflection and its
+reward: did the *reward* help?). Before either is read, the control must pass its gate: within
+`CONTROL_GATE` of the warm-start (it trains on noise; if it moves the model, the optimizer is the
+problem). Plain GRPO on first attempts at equal compute is the bar R3 is measured against (what a user
+with a verifier would run instead); the combined variant (both turns trained, group by group) is
+compared the same way. Both a two-proportion z-test and the paired exact McNemar test are given; the
+verdict line uses the McNemar p, as the experiment's goal states it, and says plainly when the run
+showed nothing.
 
 Every model is named by one display name (`LABELS`) in tables and prose alike. Comparisons pair a
 problem only with the same problem (`r3.reports.problems.problem_key`); when the models did not all
@@ -28,7 +29,7 @@ from typing import Any
 
 from r3.evaluation.stats import mcnemar_exact, two_proportion_test
 from r3.reports.plots import save_figure
-from r3.reports.problems import ProblemKey, comparability_note, portable, problem_key
+from r3.reports.problems import ProblemKey, comparability_note, display_path, problem_key
 from r3.reports.training import plot_training_curves, read_training_summary, success_key
 from r3.rundir import read_log
 
@@ -55,6 +56,17 @@ CONTROL_GATE = 0.03
 
 
 Rows = dict[ProblemKey, dict[str, Any]]
+
+
+def portable(value: Any, base: str | Path) -> Any:
+    """`value` (settings: dicts, lists, strings) with every absolute path made relative to `base`."""
+    if isinstance(value, str):
+        return display_path(value, base)
+    if isinstance(value, Mapping):
+        return {key: portable(item, base) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(item, base) for item in value]
+    return value
 
 
 def _load(folder: Path) -> tuple[dict[str, Any], Rows] | None:
