@@ -144,6 +144,7 @@ def test_screen_counts_the_retries_that_succeed(tmp_path: Path) -> None:
     for row, number, attempt in attempts:
         successes = attempt["screen"]["successes"]
         assert attempt["screen"]["samples"] == 5
+        assert attempt["screen"]["retry_temperature"] == 0.7  # what training's selection checks
         assert successes == {0.0: 0, 1.0: 5}.get(row["r"], expected_successes(row, number, config))
     mixed = [a["screen"]["successes"] for row, _, a in attempts if row["r"] == 0.5]
     assert any(0 < s < 5 for s in mixed)  # the replay is not trivially all or nothing
@@ -390,6 +391,8 @@ def test_bad_screen_settings_are_refused(fields: dict) -> None:
         {"samples": "2", "successes": 1},
         {"samples": True, "successes": 0},
         {"samples": 2},
+        {"samples": 2, "successes": 1, "retry_temperature": -1.0},
+        {"samples": 2, "successes": 1, "retry_temperature": "1"},
         [2, 1],
         "2/1",
     ],

@@ -280,6 +280,62 @@ def test_learnable_selection_keeps_attempts_with_mixed_screened_retries(tmp_path
         )
 
 
+def screened_toy_failures(path, retry_temperature):
+    """The toy queries' failures, each attempt screened by 4 retries at `retry_temperature`: q1 and q2
+    with mixed outcomes (learnable), q0 always and q3 never solved."""
+    successes = {"q0": 4, "q1": 2, "q2": 1, "q3": 0}
+    rows = []
+    for r in records():
+        screen = {
+            "samples": 4,
+            "successes": successes[r.example["q"]],
+            "retry_temperature": retry_temperature,
+        }
+        rows.append(
+            FailureRecord(
+                r.task, r.query_index, r.example, [{**r.failed_attempts[0], "screen": screen}], 4, 0
+            )
+        )
+    path.write_text("".join(json.dumps(r.to_json(ToyTask())) + "\n" for r in rows))
+    return path
+
+
+def test_learnable_selection_trains_on_a_screen_at_its_retry_temperature(tmp_path):
+    """Screened at training's retry temperature: the learnable attempts are selected and trained on."""
+    tokenizer = make_tokenizer()
+    failures = screened_toy_failures(tmp_path / "failures.jsonl", 0.5)
+    config = tiny_config(
+        tmp_path,
+        num_generations=GROUP,
+        per_device_train_batch_size=8,
+        max_steps=1,
+        failures=str(failures),
+        selection="learnable",
+        retry_temperature=0.5,
+    )
+    trainer = toy_trainer(config, tokenizer, records=None, engine=scripted_engine(tokenizer))
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert {p.split()[1] for p in trainer.rollout_func.last.prompts} == {"q1", "q2"}
+
+
+def test_learnable_selection_refuses_a_screen_at_another_retry_temperature(tmp_path):
+    """A screen's counts predict training's groups only at training's retry temperature: a mismatch is
+    one line naming both values and the settings that fix it."""
+    from r3.training.trainer import load_records
+
+    failures = screened_toy_failures(tmp_path / "failures.jsonl", 1.0)
+    config = tiny_config(tmp_path, failures=str(failures), selection="learnable", retry_temperature=0.0)
+    with pytest.raises(R3Error) as refused:
+        load_records(config, ToyTask())
+    said = str(refused.value)
+    assert "\n" not in said
+    assert "temperature 1.0" in said and "retry_temperature 0.0" in said
+    assert "--retry_temperature 1.0" in said and "--screen-retry-temperature 0.0" in said
+    # `selection: all` reads the same file: the screen decides nothing there.
+    assert len(load_records(tiny_config(tmp_path, failures=str(failures)), ToyTask())) == len(QUERIES)
+
+
 def test_a_resumed_run_draws_the_groups_of_the_uninterrupted_one(tmp_path):
     """Train 3 steps with a checkpoint each step; resume a fresh trainer from step 1: its steps 2 and 3
     sample exactly the groups (replacements included) of the uninterrupted run."""

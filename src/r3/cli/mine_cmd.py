@@ -87,8 +87,9 @@ class MineArguments(OutputArguments, ModelArguments, TaskArguments):
     screen_retry_temperature: float = field(
         default=1.0,
         metadata={
-            "help": "with --screen: the retry's temperature; it must match r3 train's retry_temperature "
-            "(whose default is 0, greedy) or the screen predicts other groups than training draws"
+            "help": "with --screen: the retry's temperature, recorded on each screen; it must match r3 "
+            "train's retry_temperature (whose default is 0, greedy), or the screen predicts other groups "
+            "than training draws and selection learnable refuses the file"
         },
     )
     window: int = field(

@@ -27,8 +27,9 @@ resumes and `full` keep it identical.
 
 `screen=K > 0` screens every kept failed attempt by its reflections: K reflections are sampled for it
 (like the chains' first round: the mining temperature, `reflection_max_new_tokens`), each followed by one
-retry at `screen_retry_temperature` (which should be `r3 train`'s `retry_temperature`), through the same
-`episode.reflect_and_retry`. The attempt stores `"screen": {"samples": K, "successes": s}`. GRPO learns
+retry at `screen_retry_temperature` (which must be `r3 train`'s `retry_temperature`), through the same
+`episode.reflect_and_retry`. The attempt stores `"screen": {"samples": K, "successes": s,
+"retry_temperature": T}`, so that training refuses a selection screened at another temperature. GRPO learns
 only from groups whose retries disagree, so an attempt with 0 < s < K is *learnable*
 (`records.learnable`), one with s = 0 or s = K would most likely give a group without signal. Each
 sample is seeded by the query, the attempt's place and the sample's number (`mine_screen`), so resumes,
@@ -344,7 +345,8 @@ def mine_screen(
     config: MineConfig,
 ) -> None:
     """Screen every kept failed attempt of a window by `config.screen` sampled reflections, each
-    followed by one retry, and store `{"samples": K, "successes": s}` on the attempt as `screen`.
+    followed by one retry, and store `{"samples": K, "successes": s, "retry_temperature": T}` on the
+    attempt as `screen`.
 
     These are the groups GRPO would draw for the attempt: a reflection and its retry are the episode's
     own round 1 (`episode.reflect_and_retry`, the chat `r3 train` reflects in), and s counts the retries
@@ -359,7 +361,11 @@ def mine_screen(
     for q, attempts in enumerate(kept):
         for number, attempt in enumerate(attempts):
             key = attempt_key(indices[q], number, config.keep)
-            attempt["screen"] = counts = {"samples": samples, "successes": 0}
+            attempt["screen"] = counts = {
+                "samples": samples,
+                "successes": 0,
+                "retry_temperature": config.screen_retry_temperature,
+            }
             for j in range(samples):
                 if (turn := _failed_turn(task, examples[q], key * samples + j, attempt)) is not None:
                     turns.append(turn)

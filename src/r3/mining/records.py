@@ -8,9 +8,11 @@ own fields at the top level (as the task stores them, see `Task.to_record`) plus
     failed_attempts  [{"completion": str, "reason": str}, ...]  (at least one); with `r3 mine --rounds K`
                      each also has "rounds": [{"reflection", "retry", "reason"}, ...], the rounds that
                      followed it while their retries failed (at most K-1; training reflects on each);
-                     with `r3 mine --screen K` each also has "screen": {"samples": K, "successes": s},
-                     K reflections sampled for it, each followed by one retry, s of which succeeded
-                     (`learnable` reads it)
+                     with `r3 mine --screen K` each also has "screen": {"samples": K, "successes": s,
+                     "retry_temperature": T}, K reflections sampled for it, each followed by one retry
+                     at temperature T, s of which succeeded (`learnable` reads it; training refuses
+                     to select by a screen whose T is not its `retry_temperature`, and reads a screen
+                     without T, written before it was recorded, unchecked)
     samples_drawn    attempts sampled for this query
     successes        how many of them the verifier accepted
     failures_format  the row's format (`FAILURES_FORMAT`), on every row written since it existed; a row
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from r3.errors import DataError
+from r3.errors import DataError, R3Error
 from r3.rundir import log_lines, torn_tail
 from r3.tasks.base import Example, Task
 from r3.text import clip
@@ -163,28 +165,54 @@ def learnable(attempt: dict[str, Any]) -> bool | None:
     return 0 < screen["successes"] < screen["samples"]
 
 
+def check_screen_temperature(records: list[FailureRecord], retry_temperature: float, source: str) -> None:
+    """Refuse to select attempts by a screen whose retries were drawn at another temperature than
+    training draws them: its counts then predict other groups than the ones training samples. Screens
+    that recorded no temperature are not checked."""
+    screened = {
+        a["screen"]["retry_temperature"]
+        for r in records
+        for a in r.failed_attempts
+        if "retry_temperature" in a.get("screen", {})
+    }
+    other = sorted(t for t in screened if t != retry_temperature)
+    if other:
+        raise R3Error(
+            f"{source}: screened with retries at temperature {other[0]} (r3 mine --screen-retry-temperature) "
+            f"but training retries at retry_temperature {retry_temperature}; train with --retry_temperature "
+            f"{other[0]}, or mine again with --screen-retry-temperature {retry_temperature}"
+        )
+
+
 def _is_count(value: Any) -> bool:
     """A whole number (JSON integer), not a bool (which Python counts as an int)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _screen(raw: Any, source: str, line_no: int, number: int) -> dict[str, int]:
+def _screen(raw: Any, source: str, line_no: int, number: int) -> dict[str, Any]:
     """The `screen` of failed attempt `number`, checked: `learnable` and training's selection trust
-    its counts."""
+    its counts and its retry temperature (absent from screens written before it was recorded)."""
+    temperature = raw.get("retry_temperature") if isinstance(raw, dict) else None
     if (
         not isinstance(raw, dict)
         or not _is_count(raw.get("samples"))
         or not _is_count(raw.get("successes"))
         or not 0 <= raw["successes"] <= raw["samples"]
         or raw["samples"] < 1
+        or not (temperature is None or (isinstance(temperature, int | float) and temperature >= 0))
+        or isinstance(temperature, bool)
     ):
         raise DataError(
             source,
             line_no,
             f"failed_attempts[{number}].screen",
-            f"expected {{samples: K >= 1, successes: 0..K}} (got {clip(json.dumps(raw), 80)})",
+            f"expected {{samples: K >= 1, successes: 0..K, retry_temperature: T >= 0}} "
+            f"(got {clip(json.dumps(raw), 80)})",
         )
-    return {"samples": raw["samples"], "successes": raw["successes"]}
+    screen = {"samples": raw["samples"], "successes": raw["successes"]}
+    if temperature is not None:
+        screen["retry_temperature"] = temperature
+    return screen
 
 
 def _attempt(raw: dict[str, Any], source: str, line_no: int, number: int = 0) -> dict[str, Any]:

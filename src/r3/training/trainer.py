@@ -53,7 +53,7 @@ def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
         raise R3Error("no failures file: pass --failures FILE (written by `r3 mine`)")
     records = read_failures(config.failures, task)
     if config.selection == "learnable":
-        records = learnable_records(records, config.failures)
+        records = learnable_records(records, config.failures, config.retry_temperature)
     if config.min_successes:
         records = [r for r in records if r.successes >= config.min_successes]
         if not records:
@@ -64,16 +64,20 @@ def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
     return records[: config.limit] if config.limit is not None else records
 
 
-def learnable_records(records: list[FailureRecord], source: str) -> list[FailureRecord]:
+def learnable_records(
+    records: list[FailureRecord], source: str, retry_temperature: float
+) -> list[FailureRecord]:
     """Each record with only its failed attempts whose screened retries had mixed outcomes
-    (`mining.records.learnable`); records left with none are dropped. Refuses an unscreened file."""
+    (`mining.records.learnable`); records left with none are dropped. Refuses an unscreened file, and
+    one screened at another retry temperature than training's (`check_screen_temperature`)."""
     from dataclasses import replace
 
-    from r3.mining.records import learnable
+    from r3.mining.records import check_screen_temperature, learnable
 
     verdicts = [learnable(a) for r in records for a in r.failed_attempts]
     if all(v is None for v in verdicts):
         raise R3Error(f"{source}: selection learnable needs a screened failures file (`r3 mine --screen K`)")
+    check_screen_temperature(records, retry_temperature, source)
     kept = []
     for record in records:
         attempts = [a for a in record.failed_attempts if learnable(a)]
