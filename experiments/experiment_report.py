@@ -277,7 +277,7 @@ def write_experiment_report(
         lines.append("")
     forgetting = out / "forgetting" / "forgetting.json"
     if forgetting.is_file():
-        from r3.reports.forgetting import forgetting_table
+        from r3.forgetting.report import forgetting_table
 
         lines += [
             "## General ability before and after (`r3 forgetting`)",

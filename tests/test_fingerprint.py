@@ -13,8 +13,8 @@ import pytest
 
 from r3 import rundir
 from r3.errors import R3Error
-from r3.evaluation import forgetting
 from r3.evaluation.evaluate import EvalConfig, evaluate
+from r3.forgetting import harness as forgetting
 from r3.generation.scripted import ScriptedGenerator
 from r3.mining.mine import MineConfig, mine, run_fingerprint
 from r3.rundir import FINGERPRINT_VERSION
@@ -26,7 +26,7 @@ EXAMPLES = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
 
 
 def run_eval(folder: Path, **fields: Any) -> None:
-    config = EvalConfig(data="rows.jsonl", limit=2, chunk_size=1, **fields)
+    config = EvalConfig(data="rows.jsonl", limit=2, batch_size=1, **fields)
     generator = ScriptedGenerator(lambda prompt, sampling, i: "<answer> 1 + 2 + 3 </answer>")
     evaluate(config, COUNTDOWN, EXAMPLES, generator, folder, progress=False)
 

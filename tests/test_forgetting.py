@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from r3.cli import main as r3_main
-from r3.evaluation.forgetting import BUILTIN_TASKS_DIR, scores_of
-from r3.reports.forgetting import change, forgetting_table
+from r3.forgetting.harness import BUILTIN_TASKS_DIR, scores_of
+from r3.forgetting.report import change, forgetting_table
 
 LM_EVAL_RESULTS = {  # the shape of lm-eval's `results` entry, values written by hand
     "results": {
@@ -134,7 +134,7 @@ SCORES = {"r3_basics": {"acc": {"value": 0.5, "stderr": 0.1}}}
 SECOND_PROCESS = """
 import sys
 from r3.errors import R3Error
-from r3.evaluation import forgetting
+from r3.forgetting import harness as forgetting
 forgetting.task_manager = lambda config: None
 forgetting.evaluate_model = lambda *args: {}
 config = forgetting.ForgettingConfig(models=["before", "after"], output_dir=sys.argv[1])
@@ -147,7 +147,7 @@ except R3Error as exc:
 
 
 def no_lm_eval(monkeypatch: pytest.MonkeyPatch, evaluate_model) -> None:
-    from r3.evaluation import forgetting
+    from r3.forgetting import harness as forgetting
 
     monkeypatch.setattr(forgetting, "task_manager", lambda config: None)
     monkeypatch.setattr(forgetting, "evaluate_model", evaluate_model)
@@ -162,7 +162,7 @@ def test_a_second_forgetting_into_the_folder_is_refused_while_one_writes(
     import subprocess
     import sys
 
-    from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
+    from r3.forgetting import ForgettingConfig, run_forgetting
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
     out = tmp_path / "out"
@@ -191,7 +191,7 @@ def test_the_summary_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.
     """A write of `forgetting.json` that dies half-way (disk full, a kill) leaves the previous summary
     whole, and the next run goes on from it."""
     from r3 import rundir
-    from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
+    from r3.forgetting import ForgettingConfig, run_forgetting
 
     class DiesHalfWay:
         """`json` for `rundir`, whose `dump` writes half of the text, then fails."""
@@ -230,7 +230,7 @@ def test_a_folder_of_an_earlier_forgetting_is_refused_in_one_line(
     """Folders written before `r3 forgetting` had a run.json: refused (never guessed at); --overwrite
     starts afresh."""
     from r3.errors import R3Error
-    from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
+    from r3.forgetting import ForgettingConfig, run_forgetting
 
     no_lm_eval(monkeypatch, lambda *args: SCORES)
     (tmp_path / "forgetting.json").write_text(

@@ -30,8 +30,7 @@ example:
 def main(argv: list[str]) -> int:
     """`r3 forgetting ...`; returns the exit status."""
     from r3.cli.options import parse_trl_config
-    from r3.evaluation.forgetting import ForgettingConfig, run_forgetting
-    from r3.reports.forgetting import forgetting_table
+    from r3.forgetting import ForgettingConfig, forgetting_table, run_forgetting
 
     config = parse_trl_config(
         ForgettingConfig,

@@ -31,6 +31,7 @@ from typing import Any
 
 from r3 import rundir
 from r3.errors import R3Error
+from r3.forgetting.report import write_forgetting_report
 from r3.rundir import RunFolder
 from r3.threads import ThreadFields
 
@@ -220,8 +221,6 @@ def evaluate_model(
 
 def run_forgetting(config: ForgettingConfig, progress: bool = True) -> dict[str, Any]:
     """Evaluate each model (reusing stored results with the same settings) and write the report."""
-    from r3.reports.forgetting import write_forgetting_report
-
     identity = run_fingerprint(config)
     options = {"command": "forgetting", "overwrite": config.overwrite}
     RunFolder.open(config.output_dir, identity, OWNED_FILES, check_only=True, **options)  # before lm-eval

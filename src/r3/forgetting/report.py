@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from r3.reports.plots import pyplot, save_figure
+
 Row = tuple[str, str]  # (task, metric)
 
 
@@ -64,17 +66,12 @@ def forgetting_table(summary: dict[str, Any]) -> str:
 def plot_changes(summary: dict[str, Any], path: Path) -> bool:
     """Horizontal bars: each later model's change against the first per task and metric, with
     ±1.96 combined standard errors. False (no file) when there is only one model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     order = summary["order"]
     if len(order) < 2:
         return False
     rows = [row for row in _rows(summary) if _score(summary, order[0], row) is not None]
     height = 0.8 / (len(order) - 1)
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.5 * len(rows) * (len(order) - 1)))
+    fig, ax = pyplot().subplots(figsize=(7, 1.2 + 0.5 * len(rows) * (len(order) - 1)))
     for k, label in enumerate(order[1:]):
         ys, deltas, errs = [], [], []
         for i, row in enumerate(rows):
@@ -92,9 +89,7 @@ def plot_changes(summary: dict[str, Any], path: Path) -> bool:
     ax.invert_yaxis()
     ax.set_xlabel(f"change against {order[0]} (±1.96 standard errors)")
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 
