@@ -44,7 +44,7 @@ def test_help_opens_with_a_description_and_an_example_and_lists_config(command: 
     assert any(line.lstrip().startswith("--config FILE.yaml") for line in lines)
 
 
-@pytest.mark.parametrize(("command", "option"), [("train", "--failures"), ("sft", "--primed_fraction")])
+@pytest.mark.parametrize(("command", "option"), [("train", "--failures"), ("sft", "--task_seed")])
 def test_training_help_puts_r3s_options_before_trls(command: str, option: str, capsys) -> None:
     lines = help_of(capsys, command, "--help")
     at = next(i for i, line in enumerate(lines) if line.lstrip().startswith(option))
@@ -114,10 +114,7 @@ def test_config_key_with_no_close_name_points_to_the_list(tmp_path: Path, capsys
         ),
         (["eval", "--max-new-tokns", "8"], "unknown option --max-new-tokns (did you mean --max-new-tokens?)"),
         (["mine", "--budgett=8"], "unknown option --budgett (did you mean --budget?)"),
-        (
-            ["sft", "--primed_fractoin", "0.5"],
-            "unknown option --primed_fractoin (did you mean --primed_fraction?)",
-        ),
+        (["sft", "--task_sed", "1"], "unknown option --task_sed (did you mean --task_seed?)"),
     ],
 )
 def test_flag_typo_names_the_closest_flag(argv: list[str], wanted: str, capsys) -> None:

@@ -7,7 +7,6 @@ give them. Time limits are short (0.5 s) to keep the file fast."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -36,6 +35,10 @@ Path(__file__).with_suffix(".imports").open("a").write(f"{os.getpid()}\\n")  # o
 
 
 def verify(example, completion):
+    if completion == "pid":  # which process runs it, as a failure's reason
+        from r3.tasks import Verdict
+
+        return Verdict(False, str(os.getpid()))
     if completion == "hang":
         while True:
             time.sleep(1)
@@ -56,14 +59,6 @@ def verify(example, completion):
     if completion == "generator":
         return (c for c in completion)
     return completion.strip() == str(example["answer"])
-
-
-def pid(example, completion):
-    return str(os.getpid())
-
-
-def perturb(example, rng):
-    return str(example["answer"] + rng.randint(1, 1000))
 """
 
 
@@ -89,14 +84,12 @@ def pool() -> WorkerPool:
 
 
 def task(checks: Path, timeout_s: float | None = LIMIT) -> CustomTask:
-    return CustomTask(
-        f"{checks}:verify", timeout_s=timeout_s, diagnose=f"{checks}:pid", perturb=f"{checks}:perturb"
-    )
+    return CustomTask(f"{checks}:verify", timeout_s=timeout_s)
 
 
 def worker_pid(t: CustomTask) -> int:
-    """The pid of the process that runs `t`'s functions (`pid` is given as its `diagnose`)."""
-    return int(t.diagnose(ROW, "") or 0)
+    """The pid of the process that runs `t`'s verifier (which tells it for the completion "pid")."""
+    return int(t.verify(ROW, "pid").reason)
 
 
 def children() -> set[int]:
@@ -192,14 +185,6 @@ def test_the_spec_is_loaded_once_per_worker(checks: Path, pool: WorkerPool) -> N
     assert set(imports) == {str(worker), str(os.getpid())}  # this process checks it when a task is made
 
 
-def test_perturb_in_a_worker_consumes_the_callers_generator(checks: Path, pool: WorkerPool) -> None:
-    """As an inline call does: the caller's `random.Random` ends in the state the worker left it in."""
-    in_worker, inline = random.Random(7), random.Random(7)
-    made = task(checks).perturb(ROW, in_worker)
-    assert made is not None and made == task(checks, timeout_s=None).perturb(ROW, inline)
-    assert in_worker.getstate() == inline.getstate() != random.Random(7).getstate()
-
-
 def test_no_time_limit_calls_inline_without_a_worker(checks: Path, pool: WorkerPool) -> None:
     t = task(checks, timeout_s=0)
     assert t.verify(ROW, "4").ok and t.verify(ROW, "raise").reason == (
@@ -283,8 +268,8 @@ def test_a_forked_child_starts_its_own_worker(checks: Path, pool: WorkerPool) ->
 RUN = """
 import sys, threading
 from r3.tasks.custom import CustomTask
-t = CustomTask({spec!r}, timeout_s=60, diagnose={pid_spec!r})
-print(t.diagnose({{}}, ""), flush=True)
+t = CustomTask({spec!r}, timeout_s=60)
+print(t.verify({{}}, "pid").reason, flush=True)
 if sys.argv[1] == "hang":
     t.verify({{"answer": 4}}, "hang")
 """
@@ -294,7 +279,7 @@ if sys.argv[1] == "hang":
 def test_workers_do_not_outlive_the_run(checks: Path, ending: str) -> None:
     """A run that exits normally kills its workers at exit; one that is killed (SIGKILL: no atexit)
     in the middle of a hung call leaves a worker that notices within a second or so and exits."""
-    script = RUN.format(spec=f"{checks}:verify", pid_spec=f"{checks}:pid")
+    script = RUN.format(spec=f"{checks}:verify")
     run = subprocess.Popen([sys.executable, "-c", script, ending], stdout=subprocess.PIPE, text=True)
     assert run.stdout is not None
     worker = int(run.stdout.readline())

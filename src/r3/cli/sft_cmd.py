@@ -1,7 +1,7 @@
-"""`r3 sft`: warm-start a model on the task's reference answers (first attempts, or primed episodes).
+"""`r3 sft`: warm-start a model on the task's reference answers, as first attempts.
 
     r3 sft --config recipes/smollm2_countdown_sft.yaml [--model M] [--output_dir O] [--resume]
-           [--limit 500] [--task_seed 1] [--primed_fraction 0.5 [--primed_failures F]]
+           [--limit 500] [--task_seed 1]
            [any SFTConfig field]
 
 Options follow TRL's `TrlParser` convention, as `r3 train`: the YAML recipe sets defaults for any field
@@ -17,9 +17,8 @@ import sys
 from r3.cli.options import parse_trl_config
 
 DESCRIPTION = """\
-Warm-start a model by supervised fine-tuning (TRL's SFTTrainer) on the task's reference answers:
-first attempts, or with --primed_fraction some whole episodes (a failed attempt, a reflection, the
-answer). For a model too weak to learn from R3 at once; also the baseline R3 is compared with.
+Warm-start a model by supervised fine-tuning (TRL's SFTTrainer) on the task's reference answers, as
+first attempts. For a model too weak to learn from R3 at once; also the baseline R3 is compared with.
 
 example (CPU, the embedded model; a recipe is a YAML file of these options, flags override it):
   r3 sft --config recipes/smollm2_countdown_sft.yaml --output_dir runs/warmstart --max_steps 60
@@ -55,9 +54,8 @@ def main(argv: list[str]) -> int:
     result = train_sft(config)  # type: ignore[arg-type]
     losses = [row["loss"] for row in result.log_history if "loss" in row]
     last = f"last loss {losses[-1]:.3f}" if losses else "no loss logged"
-    primed = f", {result.primed} of them whole episodes" if config.primed_fraction else ""
     print(
-        f"r3 sft: {result.global_step} steps on {result.used} examples{primed} ({result.skipped} without a "
+        f"r3 sft: {result.global_step} steps on {result.used} examples ({result.skipped} without a "
         f"reference answer, skipped); {last}; model saved to {result.output_dir}",
         file=sys.stderr,
     )

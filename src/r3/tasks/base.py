@@ -10,7 +10,6 @@ with a `Verdict` quickly, whatever the input.
 
 from __future__ import annotations
 
-import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -88,30 +87,8 @@ class Task(ABC):
         or None when the example has no known answer.
 
         It exists for the supervised warm-start (`r3 sft`): before R3 training, a model can be taught
-        the answer format on solved examples, as a first attempt (prompt, then this answer) or, when
-        the warm-start primes the episode, as the corrected answer after a failed attempt and its
-        diagnosis (`diagnose`). It must pass `verify`. The default knows no answers."""
-        return None
-
-    def diagnose(self, example: Example, completion: str) -> str | None:
-        """A short first-person reflection on a failed `completion`, written from the verifier's own
-        diagnosis: what is wrong with it, never the answer. None when the task cannot say (the default),
-        when the completion did not fail, or on anything unexpected.
-
-        It exists to prime the episode in a warm-start (`r3 sft` with `primed_fraction`): a model that
-        has never seen a useful reflection is shown what one looks like (a failed attempt, a reflection
-        that names the mistake, the corrected answer), so that R3 has reflections worth shaping. It must
-        never contain the answer, or the warm-start would teach reflections that leak it, and the retry
-        would learn to copy rather than to fix. Like `verify`, it must never raise and must be fast."""
-        return None
-
-    def perturb(self, example: Example, rng: random.Random) -> str | None:
-        """A failed attempt made by perturbing the reference answer, in the task's answer format (it must
-        fail `verify`), or None when the task cannot make one (the default).
-
-        It stands in for the model's own failed attempts when a warm-start primes the episode without
-        mined failures (`r3 sft --primed_fraction`). Deterministic given `rng`, so that the warm-start's
-        rows are reproducible from its seed."""
+        the answer format on solved examples, as a first attempt (prompt, then this answer). It must
+        pass `verify`. The default knows no answers."""
         return None
 
     def validate(self, row: Any, index: int, source: str) -> Example:

@@ -100,8 +100,7 @@ def number_mismatch(given: list[int], used: tuple[int, ...]) -> NumberMismatch |
     """The first difference between the multisets `used` and `given`, or None when they are equal.
 
     First a number used too often (or not in the list), in the order the answer shows them, then a
-    number used too rarely (or not at all), in the list's order: the verifier's reason and the
-    diagnosis (`r3.tasks.countdown_diagnosis`) both name this one."""
+    number used too rarely (or not at all), in the list's order: the verifier's reason names this one."""
     have, want = Counter(used), Counter(given)
     if have == want:
         return None
@@ -366,37 +365,6 @@ class CountdownTask(Task):
                 return answer
         equation = solve(row["nums"], row["target"])
         return None if equation is None else f"{OPEN_TAG} {equation} {CLOSE_TAG}"
-
-    def diagnose(self, example: Example, completion: str) -> str | None:
-        """What is wrong with a failed attempt, in the first person, from the verifier's findings: no
-        `<answer>` tag, a number used twice, not in the list or left out, the value and how far it is
-        from the target, division by zero, an unparsable equation. Never a correct equation (see
-        `countdown_diagnosis`). None for a correct attempt, an invalid row or anything unexpected."""
-        from r3.tasks.countdown_diagnosis import diagnose_answer
-
-        try:
-            if not isinstance(completion, str):
-                return None
-            row = normalize_row(example)
-            return diagnose_answer(row["nums"], row["target"], completion)
-        except Exception:  # a diagnosis is optional: anything unexpected means none
-            return None
-
-    def perturb(self, example: Example, rng: random.Random) -> str | None:
-        """The reference equation with an operator changed or a number swapped for a wrong or a
-        duplicate one, in `<answer>` tags, rejected by `verify`; None for a row with no reference."""
-        from r3.tasks.countdown_diagnosis import perturb_equation
-
-        try:
-            reference = self.reference_answer(example)
-            equation = extract_answer(reference) if reference else None
-            if equation is None:
-                return None
-            row = normalize_row(example)
-            wrong = perturb_equation(row["nums"], row["target"], equation.strip(), rng)
-        except Exception:  # optional, like `diagnose`
-            return None
-        return None if wrong is None else f"{OPEN_TAG} {wrong} {CLOSE_TAG}"
 
     def verify(self, example: Example, completion: str) -> Verdict:
         """Check the last `<answer>` of `completion`. Never raises and never executes it."""

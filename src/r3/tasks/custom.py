@@ -21,19 +21,12 @@ its process (`os._exit`, a segfault) costs one failed attempt, not the run: a hu
 dead one replaced. A callable that cannot be pickled (a lambda, a closure) runs in a daemon thread
 instead, with a warning: Python cannot kill a thread, so a hung call there keeps running in the
 background, and a crash there ends the run.
-
-Two optional functions, given the same way (`diagnose=`, `perturb=`; `task_args: {diagnose: pkg.mod:fn}`),
-let `r3 sft --primed_fraction` prime the episode on this task: `diagnose(example, completion) -> str`
-(a first-person reflection on a failed attempt that never gives the answer) and `perturb(example, rng)
--> str` (a failed attempt made from the reference). They run under the same time limit; an error, a
-hang or a return value other than non-empty text means None.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import random
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +35,7 @@ from typing import Any
 from r3.errors import DataError, R3Error
 from r3.tasks.base import Example, Prompt, Task, Verdict, load_rows
 from r3.tasks.registry import import_object
-from r3.tasks.verifier_pool import Guarded, Outcome, Portable, pickled
+from r3.tasks.verifier_pool import Guarded, Portable, pickled
 
 #: The paper's reflection request, with the task-specific words made generic.
 GENERIC_REFLECTION = (
@@ -51,14 +44,12 @@ GENERIC_REFLECTION = (
 )
 
 VerifierFn = Callable[[Example, str], Any]
-#: A user's function of a row and one more argument (a completion, or a `random.Random` for `perturb`).
-UserFn = Callable[[Example, Any], Any]
 
 _ROLES = ("system", "user", "assistant")
 
 
-def load_verifier(spec: str | VerifierFn, what: str = "verifier") -> VerifierFn:
-    """Resolve `spec` to a callable (`what` names it in errors: the verifier, or `diagnose`/`perturb`).
+def load_verifier(spec: str | VerifierFn) -> VerifierFn:
+    """Resolve `spec` to a callable.
 
     Accepted: a callable; `package.module:function` (imported normally; when that fails because the
     module is not on `sys.path`, the current directory is added and the import retried, because the
@@ -66,25 +57,23 @@ def load_verifier(spec: str | VerifierFn, what: str = "verifier") -> VerifierFn:
     if callable(spec):
         return spec
     if not isinstance(spec, str) or not spec.strip():
-        if what == "verifier":
-            raise R3Error("the custom task needs a verifier: pass --verifier package.module:function")
-        raise R3Error(f"the custom task's {what} must be 'package.module:function', got {spec!r}")
+        raise R3Error("the custom task needs a verifier: pass --verifier package.module:function")
     spec = spec.strip()
     file_spec = _file_spec(spec)
     if file_spec is not None:
-        obj = _load_from_file(*file_spec, spec, what)
+        obj = _load_from_file(*file_spec, spec)
     else:
         try:
-            obj = import_object(spec, what)
+            obj = import_object(spec, "verifier")
         except R3Error as exc:
             cwd = os.getcwd()
             if not isinstance(exc.__cause__, ModuleNotFoundError) or cwd in sys.path:
                 raise
             sys.path.append(cwd)
             importlib.invalidate_caches()
-            obj = import_object(spec, what)
+            obj = import_object(spec, "verifier")
     if not callable(obj):
-        raise R3Error(f"{what} '{spec}' is not callable (it is a {type(obj).__name__})")
+        raise R3Error(f"verifier '{spec}' is not callable (it is a {type(obj).__name__})")
     return obj
 
 
@@ -96,7 +85,7 @@ def _file_spec(spec: str) -> tuple[str, str] | None:
     return None
 
 
-def _portable(source: str | UserFn | None, fn: UserFn) -> Portable | None:
+def _portable(source: str | VerifierFn, fn: VerifierFn) -> Portable | None:
     """How a worker process finds the function loaded from `source`: the spec (a file's path made
     absolute, so that a later `chdir` cannot break it), else the pickled callable; None when it cannot
     be pickled."""
@@ -109,23 +98,23 @@ def _portable(source: str | UserFn | None, fn: UserFn) -> Portable | None:
     return Portable(spec=spec)
 
 
-def _load_from_file(file: str, attr: str, spec: str, what: str) -> Any:
+def _load_from_file(file: str, attr: str, spec: str) -> Any:
     path = Path(file).expanduser()
     if not path.is_file():
-        raise R3Error(f"cannot import {what} '{spec}': no such file '{file}'")
+        raise R3Error(f"cannot import verifier '{spec}': no such file '{file}'")
     module_name = f"_r3_custom_verifier_{abs(hash(str(path.resolve())))}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:
-        raise R3Error(f"cannot import {what} '{spec}': not a Python file")
+        raise R3Error(f"cannot import verifier '{spec}': not a Python file")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module
     try:
         loader_spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise R3Error(f"cannot import {what} '{spec}': {type(exc).__name__}: {exc}") from exc
+        raise R3Error(f"cannot import verifier '{spec}': {type(exc).__name__}: {exc}") from exc
     if not hasattr(module, attr):
-        raise R3Error(f"cannot import {what} '{spec}': '{file}' has no '{attr}'")
+        raise R3Error(f"cannot import verifier '{spec}': '{file}' has no '{attr}'")
     return getattr(module, attr)
 
 
@@ -153,15 +142,11 @@ class CustomTask(Task):
         stop: Sequence[str] | str | None = None,
         reflection_instruction: str | None = None,
         retry_instruction: str | None = None,
-        diagnose: str | UserFn | None = None,
-        perturb: str | UserFn | None = None,
     ) -> None:
         """`verifier`: a callable or `pkg.module:function`; `timeout_s`: seconds per verifier call, made
         in a worker process (None or 0 calls it inline, with no limit: fastest, but a hang hangs the run
         and a crash ends it);
-        `stop`: strings that end generation; the two instructions replace the defaults; `diagnose`
-        and `perturb` (optional, given like the verifier): the task's `diagnose` and `perturb` hooks,
-        which a warm-start that primes the episode needs (see the module docstring)."""
+        `stop`: strings that end generation; the two instructions replace the defaults."""
         if verifier is None:
             raise R3Error(
                 "the custom task needs a verifier: pass --verifier package.module:function, a function "
@@ -175,11 +160,8 @@ class CustomTask(Task):
         self.reflection_instruction = reflection_instruction or GENERIC_REFLECTION
         if retry_instruction:
             self.retry_instruction = retry_instruction
-        self.diagnoser: UserFn | None = load_verifier(diagnose, "diagnose") if diagnose is not None else None
-        self.perturber: UserFn | None = load_verifier(perturb, "perturb") if perturb is not None else None
-        self._verify = self._guard(verifier, self.verifier, "verifier")
-        self._diagnose = self._guard(diagnose, self.diagnoser, "diagnose") if self.diagnoser else None
-        self._perturb = self._guard(perturb, self.perturber, "perturb") if self.perturber else None
+        where = _portable(verifier, self.verifier) if self.timeout_s is not None else None
+        self._verify = Guarded(self.verifier, where, self.timeout_s, "verifier")
 
     def load(self, data: str | None, limit: int | None = None, seed: int = 0) -> list[Example]:
         """The validated rows of `data`, in file order (`seed` is unused). There is no default set."""
@@ -250,33 +232,6 @@ class CustomTask(Task):
         if outcome.failure is not None:
             return Verdict.failure(outcome.failure)
         return to_verdict(outcome.value)
-
-    def diagnose(self, example: Example, completion: str) -> str | None:
-        """The user's `diagnose(example, completion)` under the time limit: its text, or None (no
-        function, an error, a hang, a crash, or anything but a non-empty string)."""
-        if self._diagnose is None:
-            return None
-        return _text(self._diagnose(example, completion))
-
-    def perturb(self, example: Example, rng: random.Random) -> str | None:
-        """The user's `perturb(example, rng)` under the time limit, kept only when `verify` fails it:
-        a perturbed attempt that passes would teach that a correct answer was wrong."""
-        if self._perturb is None:
-            return None
-        attempt = _text(self._perturb(example, rng))
-        return attempt if attempt is not None and not self.verify(example, attempt).ok else None
-
-    def _guard(self, source: str | UserFn | None, fn: UserFn, what: str) -> Guarded:
-        """`fn` (loaded from `source`) wrapped to run under the time limit: in a worker process when
-        there is one (see `r3.tasks.verifier_pool`)."""
-        where = _portable(source, fn) if self.timeout_s is not None else None
-        return Guarded(fn, where, self.timeout_s, what)
-
-
-def _text(outcome: Outcome) -> str | None:
-    """A user function's return value when it is non-empty text, else None."""
-    value = outcome.value
-    return value if outcome.failure is None and isinstance(value, str) and value.strip() else None
 
 
 def _check_messages(messages: Any, index: int, source: str) -> None:

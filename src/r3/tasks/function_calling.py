@@ -23,7 +23,6 @@ default value; strictly that is a wrong call, under this option it is right.
 from __future__ import annotations
 
 import json
-import random
 from importlib import resources
 from typing import Any
 
@@ -161,37 +160,6 @@ class FunctionCallingTask(Task):
         text = json.dumps(calls, ensure_ascii=False)
         # Cheap insurance for odd values (NaN, say) that JSON cannot carry both ways.
         return text if self.verify(example, text).ok else None
-
-    def diagnose(self, example: Example, completion: str) -> str | None:
-        """What is wrong with a failed answer, in the first person, from the verifier's comparison: no
-        call or unreadable JSON, a malformed call, a tool the request does not need (never the right
-        one's name), a missing, extra or mistyped argument (its name and type, never its value), a
-        wrong value (which argument, never the value), the wrong number of calls. None for a correct
-        answer, a row without usable answers, or anything unexpected."""
-        from r3.tasks.tool_call_diagnosis import diagnose_calls
-
-        if not isinstance(completion, str):
-            return None
-        try:
-            reference = parse_answers(example, 0, "example")
-            tools = parse_tools(example, 0, "example")
-            defaults = schema_defaults(tools) if self.defaults_as_omitted else None
-            return diagnose_calls(completion, reference, defaults, {t["name"] for t in tools})
-        except Exception:  # a diagnosis is optional: anything unexpected means none
-            return None
-
-    def perturb(self, example: Example, rng: random.Random) -> str | None:
-        """The reference calls with an argument dropped, a value of another JSON type or a wrong
-        value (a call repeated when none has arguments), rejected by `verify`; None without a reference."""
-        from r3.tasks.tool_call_diagnosis import perturb_calls
-
-        try:
-            reference = self.reference_answer(example)
-            if reference is None:
-                return None
-            return perturb_calls(json.loads(reference), rng, lambda text: not self.verify(example, text).ok)
-        except Exception:  # optional, like `diagnose`
-            return None
 
     def verify(self, example: Example, completion: str) -> Verdict:
         """Exact, order-free match of the completion's calls against `example["answers"]` (arguments at

@@ -172,9 +172,9 @@ NOT_SETTINGS = frozenset(
 RUN_LENGTH = ("max_steps", "num_train_epochs")
 
 #: Settings that may name a local file or folder: stored as absolute paths (`rundir.fingerprint`).
-PATHS = ("model", "failures", "data", "primed_failures", "chat_template_path")
+PATHS = ("model", "failures", "data", "chat_template_path")
 #: Settings naming a data file whose content decides the run: a digest of the file is compared too.
-DIGESTS = ("failures", "data", "primed_failures")
+DIGESTS = ("failures", "data")
 
 
 def owned(summary_file: str) -> tuple[str, ...]:
