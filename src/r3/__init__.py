@@ -6,10 +6,11 @@ succeed. The pipeline, one package per step:
     tasks/       what to solve and how to check it (verifiers never execute model output)
     generation/  how text is sampled (transformers, vLLM, an OpenAI-compatible server)
     episode.py   attempt -> reflect -> retry, as chat conversations
-    evaluation/  first- and second-try accuracy       (`r3 eval`, `r3 forgetting`)
+    evaluation/  first- and second-try accuracy       (`r3 eval`)
     mining/      the dataset of failures              (`r3 mine`)
     training/    GRPO credited to reflection tokens   (`r3 train`; the warm-start, `r3 sft`)
     reports/     tables and plots                     (`r3 report`)
+    forgetting/  general ability before and after, by lm-evaluation-harness (`r3 forgetting`)
     cli/         the `r3` command: one module per subcommand
 
 From Python, each command is its options dataclass handed to a function (`r3.training.train(R3Config(...))`,
