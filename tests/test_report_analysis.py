@@ -6,8 +6,13 @@ from typing import Any
 
 import pytest
 
-from r3.evaluation.records import SampleRow
+from r3.evaluation.records import Accuracy, EvalResults, SampleRow
 from r3.reports import analysis
+from r3.reports.compare import EvalRun, behaviour_table
+from r3.tasks.countdown import CountdownTask
+from r3.tasks.function_calling import FunctionCallingTask
+
+COUNTDOWN, CALLS = CountdownTask(), FunctionCallingTask()
 
 
 def row(index: int, **fields: Any) -> SampleRow:
@@ -106,20 +111,57 @@ def test_reflection_lengths_and_summary():
 
 
 @pytest.mark.parametrize(
-    ("text", "answer"),
+    ("task", "text", "answer"),
     [
-        ("Try multiplying: <answer> 1 * 2 * 3 </answer>", True),
-        ("Remember to close the <answer> tag.", False),
-        ("Use every number once; 7 + 5 was wrong.", False),
-        ('Call it as [{"name": "get_weather", "arguments": {"city": "Paris"}}]', True),
-        ('{"name": "get_weather", "arguments": {}}', True),
-        ("The list [1, 2, 3] has three numbers.", False),
-        ("", False),
-        (None, False),
+        (COUNTDOWN, "Try multiplying: <answer> 1 * 2 * 3 </answer>", True),
+        (COUNTDOWN, "Remember to close the <answer> tag.", False),
+        (COUNTDOWN, "Use every number once; 7 + 5 was wrong.", False),
+        (COUNTDOWN, '{"name": "get_weather", "arguments": {}}', False),  # not Countdown's format
+        (CALLS, 'Call it as [{"name": "get_weather", "arguments": {"city": "Paris"}}]', True),
+        (CALLS, '{"name": "get_weather", "arguments": {}}', True),
+        (CALLS, "The list [1, 2, 3] has three numbers.", False),
+        (CALLS, "Try multiplying: <answer> 1 * 2 * 3 </answer>", False),
+        (COUNTDOWN, "", False),
+        (CALLS, None, False),
     ],
 )
-def test_contains_answer(text, answer):
-    assert analysis.contains_answer(text) is answer
+def test_contains_answer_asks_the_task(task, text, answer):
+    assert analysis.contains_answer(task, text) is answer
+
+
+def test_the_same_answer_reads_the_same_text():
+    """What a task reads as the answer: Countdown's last closed tag; the same calls written with other
+    spacing or key order give one text, other calls another."""
+    assert COUNTDOWN.answer_text("<answer>1 + 2</answer> no, <answer> 3 * 2 </answer>") == " 3 * 2 "
+    one = CALLS.answer_text('[{"name": "f", "arguments": {"a": 1, "b": 2}}]')
+    assert one is not None
+    assert CALLS.answer_text('{"arguments": {"b": 2, "a": 1},  "name": "f"}') == one
+    assert CALLS.answer_text('[{"name": "f", "arguments": {"a": 2, "b": 2}}]') != one
+
+
+def results_of(task: str, task_options: dict[str, Any]) -> EvalResults:
+    """A `results.json` of `task` run with `task_options` (the accuracies do not matter here)."""
+    block = Accuracy(0, 0.0, (0.0, 1.0))
+    return EvalResults(task, "model", 0, block, block, "reflect", [block], None, 0, 0, None, {},
+                       config={"task_options": task_options})  # fmt: skip
+
+
+def test_the_report_builds_the_evaluated_task_with_its_options(tmp_path):
+    """The task comes from results.json, options included; one this machine cannot build (a custom
+    verifier that is not importable here) leaves the answer count out as "-" instead of failing."""
+    task = analysis.evaluated_task(results_of("function_calling", {"defaults_as_omitted": True}))
+    assert isinstance(task, FunctionCallingTask) and task.defaults_as_omitted
+    custom = results_of("custom", {"verifier": "not_a_module_here:verify"})
+    assert analysis.evaluated_task(custom) is None
+    rows = [row(0, reflection="The answer is <answer> 1 * 2 * 3 </answer>")]
+    table = behaviour_table(
+        [
+            EvalRun("countdown", tmp_path, results_of("countdown", {}), rows),
+            EvalRun("custom", tmp_path, custom, rows),
+        ]
+    )
+    assert "| countdown | 1 | 1/1 (100%) |" in table
+    assert "| custom | 1 | - |" in table
 
 
 def test_repeats_attempt_ignores_whitespace_only():
@@ -139,7 +181,7 @@ def test_reflection_behaviour_counts():
         row(2, reflection=None, reflection_tokens=None, retry="<answer> 2 + 2 </answer>", retry_ok=False),
         row(3, **SOLVED),
     ]
-    assert analysis.reflection_behaviour(rows) == {
+    assert analysis.reflection_behaviour(rows, COUNTDOWN) == {
         "reflections": 2,
         "with_answer": 1,
         "retries": 3,

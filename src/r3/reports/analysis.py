@@ -9,9 +9,10 @@ Each row is one example, a `SampleRow` (`r3.evaluation.records`, written by
 - Failure reasons are grouped into categories by `reason_category`: numbers become `N` and quoted
   text becomes `'…'`, so "number 7 used twice" and "number 3 used twice" are one category, whatever
   the task.
-- A reflection "contains an answer" (`contains_answer`) when it holds what a verifier would read as
-  one: a closed `<answer>…</answer>` pair (Countdown and tag-based tasks) or tool-call JSON with a
-  `"name"` (function calling). The reflection was asked for advice, not for the answer itself.
+- A reflection "contains an answer" (`contains_answer`) when the evaluated task reads one in it
+  (`Task.answer_text`: Countdown's `<answer>` tag, function calling's tool-call JSON). The reflection
+  was asked for advice, not for the answer itself. The task is built from `results.json` as `r3 eval`
+  built it (`evaluated_task`); where it cannot be built here, that count is left out.
 - A retry "repeats the failed attempt" (`repeats_attempt`) when both texts are equal once runs of
   whitespace are collapsed.
 """
@@ -22,10 +23,11 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from r3.evaluation.records import SampleRow
+from r3.errors import R3Error
+from r3.evaluation.records import EvalResults, SampleRow
 from r3.reports.problems import ProblemKey, problem_key
-from r3.tasks.countdown import extract_answer
-from r3.tasks.tool_calls import extract_calls
+from r3.tasks.base import Task
+from r3.tasks.registry import get_task
 
 Row = SampleRow
 
@@ -116,15 +118,18 @@ def length_summary(lengths: Sequence[int]) -> dict[str, float] | None:
     }
 
 
-def contains_answer(text: str | None) -> bool:
-    """Whether `text` holds an answer a verifier would read: a closed `<answer>…</answer>` pair, or
-    tool-call JSON (an object, or a list of objects, with a `"name"`)."""
-    if not text:
-        return False
-    if extract_answer(text) is not None:
-        return True
-    calls = extract_calls(text).calls
-    return bool(calls) and any(isinstance(c, dict) and "name" in c for c in calls)
+def evaluated_task(results: EvalResults) -> Task | None:
+    """The task an evaluation ran, with its options (`results.json`); None when it cannot be built
+    here (a dotted path or a custom verifier that this machine cannot import)."""
+    try:
+        return get_task(results.task, **results.config.get("task_options", {}))
+    except R3Error:
+        return None
+
+
+def contains_answer(task: Task, text: str | None) -> bool:
+    """Whether `task` reads an answer in `text` (`Task.answer_text`)."""
+    return bool(text) and task.answer_text(text) is not None
 
 
 def _squash(text: str) -> str:
@@ -138,15 +143,15 @@ def repeats_attempt(row: Row) -> bool:
     return _squash(row.attempt) == _squash(row.retry)
 
 
-def reflection_behaviour(rows: Iterable[Row]) -> dict[str, int]:
-    """Counts: reflections written and how many contain an answer; retries of failed attempts, how
-    many were fixed and how many repeat the failed attempt."""
+def reflection_behaviour(rows: Iterable[Row], task: Task | None) -> dict[str, int | None]:
+    """Counts: reflections written and how many contain an answer of `task` (None without a task);
+    retries of failed attempts, how many were fixed and how many repeat the failed attempt."""
     rows = list(rows)
     reflections = [r.reflection for r in rows if r.reflection is not None]
     tries = retried(rows)
     return {
         "reflections": len(reflections),
-        "with_answer": sum(contains_answer(t) for t in reflections),
+        "with_answer": None if task is None else sum(contains_answer(task, t) for t in reflections),
         "retries": len(tries),
         "fixed": sum(bool(r.retry_ok) for r in tries),
         "repeats": sum(repeats_attempt(r) for r in tries),

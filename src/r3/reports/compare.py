@@ -245,9 +245,10 @@ def behaviour_table(runs: list[EvalRun]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for run in runs:
-        b = analysis.reflection_behaviour(run.samples)
+        b = analysis.reflection_behaviour(run.samples, analysis.evaluated_task(run.results))
+        with_answer = "-" if b["with_answer"] is None else _pct(b["with_answer"], b["reflections"])
         lines.append(
-            f"| {run.label} | {b['reflections']} | {_pct(b['with_answer'], b['reflections'])} "
+            f"| {run.label} | {b['reflections']} | {with_answer} "
             f"| {b['retries']} | {_pct(b['fixed'], b['retries'])} | {_pct(b['repeats'], b['retries'])} |"
         )
     return "\n".join(lines)

@@ -91,6 +91,13 @@ class Task(ABC):
         pass `verify`. The default knows no answers."""
         return None
 
+    def answer_text(self, completion: str) -> str | None:
+        """The part of `completion` that is its answer, written so that two completions giving the same
+        answer give the same text; None when it gives none. Reports read answers through it (does a
+        reflection, asked for advice, already give the answer?) without knowing any task's format.
+        The default knows no format and finds none."""
+        return None
+
     def validate(self, row: Any, index: int, source: str) -> Example:
         """Check one raw row and return it normalised; raise `DataError` naming row and field."""
         from r3.errors import DataError

@@ -366,6 +366,10 @@ class CountdownTask(Task):
         equation = solve(row["nums"], row["target"])
         return None if equation is None else f"{OPEN_TAG} {equation} {CLOSE_TAG}"
 
+    def answer_text(self, completion: str) -> str | None:
+        """The equation inside the last closed `<answer>` tag, as `verify` reads it."""
+        return extract_answer(completion)
+
     def verify(self, example: Example, completion: str) -> Verdict:
         """Check the last `<answer>` of `completion`. Never raises and never executes it."""
         try:

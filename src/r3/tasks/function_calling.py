@@ -28,7 +28,7 @@ from typing import Any
 
 from r3.errors import DataError, R3Error
 from r3.tasks.base import TOOL_REFLECTION, Example, Prompt, Task, Verdict, load_rows
-from r3.tasks.tool_calls import call_problem, canonical, schema_defaults, verify_calls
+from r3.tasks.tool_calls import call_problem, canonical, extract_calls, schema_defaults, verify_calls
 
 SAMPLE_FILE = "function_calling_sample.jsonl"
 
@@ -160,6 +160,14 @@ class FunctionCallingTask(Task):
         text = json.dumps(calls, ensure_ascii=False)
         # Cheap insurance for odd values (NaN, say) that JSON cannot carry both ways.
         return text if self.verify(example, text).ok else None
+
+    def answer_text(self, completion: str) -> str | None:
+        """The calls `completion` makes (one at least, an object with a `"name"`), as JSON with sorted
+        keys: the same calls written with other spacing or key order read the same."""
+        calls = extract_calls(completion).calls
+        if not calls or not any(isinstance(call, dict) and "name" in call for call in calls):
+            return None
+        return json.dumps(calls, sort_keys=True, ensure_ascii=False)
 
     def verify(self, example: Example, completion: str) -> Verdict:
         """Exact, order-free match of the completion's calls against `example["answers"]` (arguments at
