@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from r3.cli import main
 from r3.errors import DataError, R3Error
 from r3.generation.chat import render_prompt
 from r3.tasks import Verdict, get_task
@@ -27,13 +29,30 @@ def repo_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(REPO))
 
 
+def returns(value: Any, example: dict[str, Any], completion: str) -> Any:
+    return value
+
+
 def always(value: Any) -> Callable[[dict[str, Any], str], Any]:
-    """A verifier that returns `value` whatever it is given."""
-    return lambda example, completion: value
+    """A verifier that returns `value` whatever it is given (it pickles, so it runs in a worker)."""
+    return functools.partial(returns, value)
 
 
 def equals_answer(example: dict[str, Any], completion: str) -> bool:
     return completion.strip() == str(example["answer"])
+
+
+def boom(example: dict[str, Any], completion: str) -> bool:
+    raise ValueError("cannot parse 'x'")
+
+
+def leave(example: dict[str, Any], completion: str) -> bool:
+    sys.exit(3)
+
+
+def show_example(example: dict[str, Any], completion: str) -> Verdict:
+    """Fails with the row it was given, as JSON, for the test to read."""
+    return Verdict.failure(json.dumps(example, sort_keys=True))
 
 
 ROW = {"prompt": "2+2?", "answer": 4}
@@ -55,9 +74,6 @@ def test_verdict_verifier() -> None:
 
 
 def test_raising_verifier_is_a_failed_attempt() -> None:
-    def boom(example: dict[str, Any], completion: str) -> bool:
-        raise ValueError("cannot parse 'x'")
-
     verdict = CustomTask(boom).verify(ROW, "x")
     assert verdict == Verdict(False, "verifier raised ValueError: cannot parse 'x'")
     verdict = CustomTask(boom, timeout_s=None).verify(ROW, "x")
@@ -65,34 +81,40 @@ def test_raising_verifier_is_a_failed_attempt() -> None:
 
 
 def test_system_exit_in_a_verifier_is_contained() -> None:
-    def leave(example: dict[str, Any], completion: str) -> bool:
-        sys.exit(3)
-
     assert CustomTask(leave).verify(ROW, "x").reason == "verifier raised SystemExit: 3"
 
 
-def test_hanging_verifier_in_the_thread_fallback_times_out_and_the_task_keeps_working() -> None:
-    """A closure cannot be pickled for a worker process (tests/test_verifier_pool.py covers those), so
-    it runs in a daemon thread, with a warning; a hang there still fails the call in time."""
-    release = threading.Event()
+def test_a_verifier_that_cannot_run_in_a_worker_is_refused_in_one_line() -> None:
+    """A closure cannot be pickled for a worker process, and a thread could not stop its hangs: the
+    task is refused, naming the form that works, unless it is called inline (timeout_s=0)."""
 
-    def hang(example: dict[str, Any], completion: str) -> bool:
-        if completion == "hang":
-            release.wait(30)
+    def closure(example: dict[str, Any], completion: str) -> bool:
         return completion == "4"
 
-    with pytest.warns(RuntimeWarning, match="'.*hang' runs in a thread"):
-        task = CustomTask(hang, timeout_s=0.5)
-    assert not task._verify.in_process
-    start = time.perf_counter()
-    verdict = task.verify(ROW, "hang")
-    elapsed = time.perf_counter() - start
-    assert verdict == Verdict(False, "verifier timed out after 0.5s")
-    assert 0.4 < elapsed < 3
-    # The hung call still runs in the background; later calls get a fresh thread.
-    assert task.verify(ROW, "4").ok
-    assert not task.verify(ROW, "5").ok
-    release.set()
+    with pytest.raises(R3Error, match="'package.module:function'") as refused:
+        get_task("custom", verifier=closure)
+    assert "\n" not in str(refused.value) and "cannot be pickled" in str(refused.value)
+    assert get_task("custom", verifier=closure, timeout_s=0).verify(ROW, "4").ok
+
+
+def test_an_unpicklable_verifier_on_the_command_line_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A task named by `--task pkg:Class` that hands the custom task a lambda."""
+    (tmp_path / "lambda_tasks.py").write_text(
+        "from r3.tasks.custom import CustomTask\n\n\n"
+        "class LambdaTask(CustomTask):\n"
+        "    def __init__(self, **options):\n"
+        "        super().__init__(lambda example, completion: True, **options)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    argv = ["eval", "--task", "lambda_tasks:LambdaTask", "--data", str(EXAMPLE_DATA), "--limit", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("r3: error: verifier '") and "<lambda>' cannot run in a worker process" in err
+    assert "give it as 'package.module:function'" in lines[0]
 
 
 @pytest.mark.parametrize("value", [1, 0, None, "yes", [True], (True, "")])
@@ -110,7 +132,7 @@ def test_inline_mode_without_timeout() -> None:
 
 def test_many_calls_are_cheap() -> None:
     task = CustomTask(equals_answer)
-    assert task._verify.in_process  # a worker process, reused
+    assert task._verify.portable is not None  # a worker process, reused
     start = time.perf_counter()
     for _ in range(2000):
         task.verify(ROW, "4")
@@ -270,16 +292,10 @@ def test_row_reflection_instruction_wins() -> None:
 
 
 def test_extra_fields_reach_the_verifier(tmp_path: Path) -> None:
-    seen: list[dict[str, Any]] = []
-
-    def record(example: dict[str, Any], completion: str) -> bool:
-        seen.append(example)
-        return True
-
-    task = CustomTask(record)
+    task = CustomTask(show_example)
     (example,) = task.load(write(tmp_path, [{"prompt": "p", "answer": [1, 2], "meta": {"k": "v"}}]))
-    assert task.verify(example, "x").ok
-    assert seen[0]["answer"] == [1, 2] and seen[0]["meta"] == {"k": "v"}
+    seen = json.loads(task.verify(example, "x").reason)
+    assert seen["answer"] == [1, 2] and seen["meta"] == {"k": "v"}
 
 
 class FakeTokenizer:

@@ -16,11 +16,11 @@ Rows (one JSON object per line):
 * Anything else (the answer your verifier checks against, ids, ...) is kept and handed to it untouched.
 
 The verifier is `verify(example, completion) -> bool | Verdict`. It is called in a worker process with a
-time limit (`r3.tasks.verifier_pool`), so a verifier that raises, hangs, returns something else or kills
-its process (`os._exit`, a segfault) costs one failed attempt, not the run: a hung worker is killed, a
-dead one replaced. A callable that cannot be pickled (a lambda, a closure) runs in a daemon thread
-instead, with a warning: Python cannot kill a thread, so a hung call there keeps running in the
-background, and a crash there ends the run.
+time limit (`r3.workers`), so a verifier that raises, hangs, returns something else or kills its process
+(`os._exit`, a segfault) costs one failed attempt, not the run: a hung worker is killed, a dead one
+replaced. A callable that cannot run in a worker process (a lambda, a closure, a function of a module
+that exists only in this process) is refused with one line naming the `module:function` form, unless
+`timeout_s` is 0 (called inline, with no time limit).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 from r3.errors import DataError, R3Error
 from r3.tasks.base import Example, Prompt, Task, Verdict, load_rows
 from r3.tasks.registry import import_object
-from r3.tasks.verifier_pool import Guarded, Portable, pickled
+from r3.workers import Guarded, Portable, pickled
 
 #: The paper's reflection request, with the task-specific words made generic.
 GENERIC_REFLECTION = (
@@ -86,16 +86,16 @@ def _file_spec(spec: str) -> tuple[str, str] | None:
 
 
 def _portable(source: str | VerifierFn, fn: VerifierFn) -> Portable | None:
-    """How a worker process finds the function loaded from `source`: the spec (a file's path made
-    absolute, so that a later `chdir` cannot break it), else the pickled callable; None when it cannot
-    be pickled."""
+    """How a worker process finds the function loaded from `source`: `load_verifier` on the spec (a
+    file's path made absolute, so that a later `chdir` cannot break it), else the pickled callable; None
+    when it cannot be pickled."""
     if not isinstance(source, str):
         return pickled(fn)
     spec = source.strip()
     file_spec = _file_spec(spec)
     if file_spec is not None:
         spec = f"{Path(file_spec[0]).expanduser().resolve()}:{file_spec[1]}"
-    return Portable(spec=spec)
+    return Portable(load_verifier, spec)
 
 
 def _load_from_file(file: str, attr: str, spec: str) -> Any:

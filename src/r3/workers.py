@@ -1,10 +1,10 @@
 """Users' functions called under a time limit in worker processes, where a hang or a crash costs one
 call and never the run.
 
-The custom task calls a user's verifier (and its optional `diagnose` and `perturb`) up to millions of
-times while mining. Python cannot kill a thread: a verifier hung in a thread keeps running (and holding
-the GIL), and one that calls `os._exit`, segfaults or is killed takes the whole process with it. A
-process can be killed, and its death can be seen from outside; that is what this module is for.
+The custom task calls a user's verifier up to millions of times while mining. Python cannot kill a
+thread: a verifier hung in a thread keeps running (and holding the GIL), and one that calls `os._exit`,
+segfaults or is killed takes the whole process with it. A process can be killed, and its death can be
+seen from outside; that is what this module is for.
 
 * **Fresh interpreters, never fork.** A worker is `python -c ...` started by `subprocess` (what
   multiprocessing's 'spawn' does, minus its re-import of the parent's main script, which would import
@@ -14,10 +14,11 @@ process can be killed, and its death can be seen from outside; that is what this
   tenth of a second, once per worker.
 * **Lazy and reused.** A pool starts a worker when a caller finds none idle, at most `size` alive at
   once (one per concurrent caller: a single-threaded run uses one), and keeps it for later calls.
-* **Functions travel as names.** A worker loads each function once, from its spec
-  (`pkg.module:function`, `/abs/file.py:function`) or from pickled bytes (a module-level function
-  pickles as its name), and keeps it. `Guarded` decides: a function that cannot be pickled, or that a
-  worker cannot load, runs in a daemon thread instead (the old way), with a warning once per function.
+* **Functions travel as names.** A worker loads each function once and keeps it: the caller says how
+  (`Portable`: a loader and what to load, such as the custom task's spec loader and
+  `pkg.module:function`, or `pickle.loads` and a module-level function, which pickles as its name).
+  A function that cannot travel (it cannot be pickled, or a worker cannot load it) is refused when it
+  is wrapped (`Guarded`), with one `R3Error` that names the `module:function` form.
 * **Timeouts and deaths.** A call waits for the reply, the worker's death (its socket closes; on Linux
   a pidfd also tells) or the time limit, whichever comes first. Out of time: the worker is killed
   (SIGKILL, which no verifier can catch) and reaped. Dead: it is reaped and its exit code or signal
@@ -35,23 +36,21 @@ import contextlib
 import multiprocessing
 import os
 import pickle
-import queue
-import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, NoReturn
 
+from r3.errors import R3Error
 from r3.text import clip
 
-#: A user's function of a row and one more argument (a completion, or a `random.Random` for `perturb`).
+#: A user's function of a row and one more argument (a verifier's is the completion).
 UserFn = Callable[[dict[str, Any], Any], Any]
 
 #: Seconds a worker has to start and load a function (a user's module may import a lot); not a call's.
@@ -65,7 +64,7 @@ _BOOT = (
     "import signal, sys\n"
     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     "fd, parent, sys.path[:] = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]\n"
-    "from r3.tasks.verifier_pool import serve\n"
+    "from r3.workers import serve\n"
     "serve(fd, parent)\n"
 )
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -81,16 +80,17 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Portable:
-    """How a worker process finds a user's function: a spec it can load, or the pickled callable."""
+    """How a worker process finds a user's function: `load(source)` there returns it. `load` travels
+    pickled, so it must be a module-level function (the worker imports its module by name)."""
 
-    spec: str | None = None
-    pickled: bytes | None = None
+    load: Callable[[Any], UserFn]
+    source: Any
 
 
 def pickled(fn: UserFn) -> Portable | None:
     """`fn` as pickled bytes for a worker, or None when it cannot be pickled (a lambda, a closure)."""
     try:
-        return Portable(pickled=pickle.dumps(fn, _PROTOCOL))
+        return Portable(pickle.loads, pickle.dumps(fn, _PROTOCOL))
     except Exception:  # noqa: BLE001 - pickling fails with PicklingError, AttributeError, TypeError, ...
         return None
 
@@ -100,8 +100,8 @@ class CannotRun(Exception):
 
 
 class Guarded:
-    """A user's function, called under a time limit: in a worker process when it can travel there, in a
-    daemon thread when it cannot, inline (no limit, fastest) when `timeout_s` is None."""
+    """A user's function, called under a time limit in a worker process, or inline (no limit, fastest)
+    when `timeout_s` is None."""
 
     def __init__(
         self,
@@ -112,41 +112,35 @@ class Guarded:
         pool: WorkerPool | None = None,
     ) -> None:
         """`portable`: how a worker finds `fn` (None: it cannot); `what` starts failure reasons
-        ("verifier timed out after 10s"); `pool`: the shared pool unless given."""
+        ("verifier timed out after 10s"). With a time limit, a worker of `pool` (the shared pool unless
+        given) loads `fn` now: one that cannot run there is an `R3Error` here, not a failure per call."""
         self.fn = fn
         self.timeout_s = timeout_s
         self.what = what
         self.portable = portable if timeout_s is not None else None
-        self._pool = pool
-        if timeout_s is not None and portable is None:
-            self._fall_back(
-                "it cannot be pickled (give it as 'module:function', or define it at module level)"
-            )
-
-    @property
-    def in_process(self) -> bool:
-        """Whether calls go to a worker process (False: a thread, or inline without a time limit)."""
-        return self.portable is not None
+        self.pool = pool or shared_pool()
+        if timeout_s is None:
+            return
+        try:
+            if portable is None:
+                raise CannotRun("it cannot be pickled")
+            self.pool.check(portable)
+        except CannotRun as exc:
+            name = getattr(fn, "__qualname__", None) or type(fn).__name__
+            raise R3Error(
+                f"{what} {name!r} cannot run in a worker process ({exc}): give it as "
+                "'package.module:function' or 'path/to/file.py:function' (a function defined at the top "
+                "level of a module), or set timeout_s to 0 to call it in this process with no time limit"
+            ) from None
 
     def __call__(self, example: dict[str, Any], argument: Any) -> Outcome:
         """Call the function; an exception, a hang or a dead worker is a failed Outcome, never raised."""
-        if self.timeout_s is None:
+        if self.portable is None:
             return call_inline(self.fn, example, argument, self.what)
-        if self.portable is not None:
-            try:
-                pool = self._pool or shared_pool()
-                return pool.call(self.portable, example, argument, self.timeout_s, self.what)
-            except CannotRun as exc:
-                self.portable = None
-                self._fall_back(str(exc))
-        return _THREADS.call(self.fn, example, argument, self.timeout_s, self.what)
-
-    def _fall_back(self, why: str) -> None:
-        name = getattr(self.fn, "__qualname__", None) or type(self.fn).__name__
-        _warn_once(
-            f"r3: the custom task's {self.what} {name!r} runs in a thread, not in a worker process: {why}. "
-            "A hang then costs a thread that keeps running, and a crash ends the run."
-        )
+        try:
+            return self.pool.call(self.portable, example, argument, self.timeout_s or 0.0, self.what)
+        except CannotRun as exc:  # it loaded when wrapped: the system ran out of processes or files
+            return Outcome(failure=f"{self.what} could not run in a worker process: {exc}")
 
 
 def call_inline(fn: UserFn, example: dict[str, Any], argument: Any, what: str) -> Outcome:
@@ -261,24 +255,21 @@ class WorkerPool:
             message = pickle.dumps(("call", fid, (example, argument)), _PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - the row holds something that cannot be pickled
             return Outcome(failure=f"{what} could not be sent this row: {_describe(exc)}")
-        worker = self._acquire()
         try:
-            self._load(worker, fid, portable)
-            reply = worker.exchange(message, timeout_s)
+            with self._borrowed() as worker:
+                self._load(worker, fid, portable)
+                reply = worker.exchange(message, timeout_s)
         except _Lost as lost:
-            self._release(worker)
             if lost.death is None:
                 return Outcome(failure=f"{what} timed out after {timeout_s:g}s")
             return Outcome(failure=f"{what} process died ({lost.death})")
-        except CannotRun:
-            self._release(worker)
-            raise
-        except BaseException:  # interrupted while waiting: the worker's state is unknown
-            worker.kill()
-            self._release(worker)
-            raise
-        self._release(worker)
-        return _outcome(reply, argument, what)
+        return _outcome(reply, what)
+
+    def check(self, portable: Portable) -> None:
+        """Have a worker load the function now, so that one that cannot run in a worker is known before
+        its first call (raises `CannotRun`); the worker keeps it for the calls."""
+        with self._borrowed() as worker:
+            self._load(worker, self._id(portable), portable)
 
     def live_pids(self) -> list[int]:
         """The pids of the workers alive now."""
@@ -338,6 +329,21 @@ class WorkerPool:
             self.started_pids.append(worker.process.pid)
         return worker
 
+    @contextlib.contextmanager
+    def _borrowed(self) -> Iterator[_Worker]:
+        """A worker for one exchange, given back after it. A caller interrupted mid-exchange (Ctrl-C)
+        leaves the worker's state unknown: it is killed first."""
+        worker = self._acquire()
+        try:
+            yield worker
+        except (_Lost, CannotRun):
+            raise
+        except BaseException:
+            worker.kill()
+            raise
+        finally:
+            self._release(worker)
+
     def _release(self, worker: _Worker) -> None:
         """Back to the idle list if it lives; otherwise reaped and forgotten (the next call starts one)."""
         alive = worker.alive()
@@ -366,15 +372,11 @@ class WorkerPool:
         worker.loaded.add(fid)
 
 
-def _outcome(reply: tuple[Any, ...], argument: Any, what: str) -> Outcome:
-    """A worker's reply to a call as an Outcome; a `random.Random` argument takes the worker's final
-    state, so that `perturb` consumes the caller's generator as an inline call would."""
+def _outcome(reply: tuple[Any, ...], what: str) -> Outcome:
+    """A worker's reply to a call as an Outcome."""
     kind = reply[0]
     if kind == "returned":
-        _, value, state = reply
-        if state is not None and type(argument) is random.Random:
-            argument.setstate(state)
-        return Outcome(value)
+        return Outcome(reply[1])
     if kind == "raised":
         return Outcome(failure=_raised(what, reply[1], reply[2]))
     if kind == "unsendable":
@@ -426,7 +428,6 @@ def _forget_after_fork() -> None:
     (not kill, not talk to) its parent's."""
     for pool in list(_POOLS):
         pool._reset()
-    _THREADS.reset()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,12 +467,7 @@ def _load_function(functions: dict[int, UserFn], fid: int, portable: Portable, p
     what the parent found (a module made importable after this worker started)."""
     sys.path.extend(entry for entry in path if entry not in sys.path)
     try:
-        if portable.spec is not None:
-            from r3.tasks.custom import load_verifier  # here, not at the top: custom imports us
-
-            functions[fid] = load_verifier(portable.spec)
-        else:
-            functions[fid] = pickle.loads(portable.pickled or b"")
+        functions[fid] = portable.load(portable.source)
     except BaseException as exc:  # noqa: BLE001 - even SystemExit at import is a load failure
         return ("load_failed", _describe(exc))
     return ("loaded",)
@@ -482,8 +478,7 @@ def _run(fn: UserFn, example: dict[str, Any], argument: Any) -> tuple:
         value = fn(example, argument)
     except BaseException as exc:  # noqa: BLE001 - even SystemExit is the verifier's answer, not ours
         return ("raised", type(exc).__name__, _message(exc))
-    state = argument.getstate() if type(argument) is random.Random else None
-    return ("returned", value, state)
+    return ("returned", value)
 
 
 def _encode(reply: tuple) -> bytes:
@@ -514,78 +509,12 @@ def _leave(code: int) -> NoReturn:
     os._exit(code)
 
 
-# --------------------------------------------------------------------------------------------------
-# The fallback: daemon threads
-
-
-class _Thread:
-    """A daemon thread that runs one call at a time, handed over through queues."""
-
-    def __init__(self) -> None:
-        self.inbox: queue.SimpleQueue[tuple[UserFn, dict[str, Any], Any, str] | None] = queue.SimpleQueue()
-        self.outbox: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name="r3-custom-verifier", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            job = self.inbox.get()
-            if job is None:
-                return
-            fn, example, argument, what = job
-            try:
-                outcome = Outcome(fn(example, argument))
-            except BaseException as exc:  # our own thread: even SystemExit must become a failure
-                outcome = Outcome(failure=_raised(what, type(exc).__name__, _message(exc)))
-            self.outbox.put(outcome)
-
-
-class _ThreadPool:
-    """Reusable daemon threads for functions that cannot go to a worker process.
-
-    Daemon threads never keep the process alive (a `ThreadPoolExecutor` joins its threads at exit), so
-    a hung call cannot hang the exit. A thread that times out is retired (told to stop once its call
-    returns, if ever) and a fresh one serves the next call."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the idle threads (a forked child has none of them)."""
-        self._idle: list[_Thread] = []
-        self._lock = threading.Lock()
-
-    def call(
-        self, fn: UserFn, example: dict[str, Any], argument: Any, timeout_s: float, what: str
-    ) -> Outcome:
-        with self._lock:
-            thread = self._idle.pop() if self._idle else _Thread()
-        thread.inbox.put((fn, example, argument, what))
-        try:
-            outcome = thread.outbox.get(timeout=timeout_s)
-        except queue.Empty:
-            thread.inbox.put(None)
-            return Outcome(failure=f"{what} timed out after {timeout_s:g}s")
-        with self._lock:
-            self._idle.append(thread)
-        return outcome
-
-
-_THREADS = _ThreadPool()
 atexit.register(_close_all)
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 # --------------------------------------------------------------------------------------------------
 # Reasons
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _raised(what: str, kind: str, message: str) -> str:

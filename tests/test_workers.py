@@ -20,9 +20,10 @@ from typing import Any
 import psutil
 import pytest
 
+from r3.errors import R3Error
 from r3.tasks import Verdict
 from r3.tasks.custom import CustomTask
-from r3.tasks.verifier_pool import WorkerPool, shared_pool
+from r3.workers import WorkerPool, shared_pool
 
 ROW = {"prompt": "2+2?", "answer": 4}
 LIMIT = 0.5
@@ -98,12 +99,12 @@ def children() -> set[int]:
 
 
 def test_hanging_rows_fail_in_time_and_nothing_is_left_behind(checks: Path, pool: WorkerPool) -> None:
-    t = task(checks)
     threads_before, children_before, started_before = (
         set(threading.enumerate()),
         children(),
         len(pool.started_pids),
     )
+    t = task(checks)
     completions = ["4", "5", "hang", "4", "spin", "6", "4", "hang", "5", "4"]
     start = time.perf_counter()
     verdicts = [t.verify(ROW, c) for c in completions]
@@ -118,7 +119,8 @@ def test_hanging_rows_fail_in_time_and_nothing_is_left_behind(checks: Path, pool
             assert verdict == Verdict(False, "verifier returned False")
     # Three time limits, plus three fresh workers (about 0.1 s each) and seven quick calls.
     assert 3 * LIMIT <= elapsed < 3 * LIMIT + 3.0
-    # The first worker, then one replacement per timeout; the killed ones are reaped (not zombies).
+    # The first worker (it loaded the verifier when the task was made), then one replacement per
+    # timeout; the killed ones are reaped (not zombies).
     started = pool.started_pids[started_before:]
     assert len(started) == 4
     # No thread was started (none is left running a hung call): threads of earlier tests may end meanwhile.
@@ -181,7 +183,7 @@ def test_the_spec_is_loaded_once_per_worker(checks: Path, pool: WorkerPool) -> N
     assert CustomTask(spec, timeout_s=LIMIT).verify(ROW, "4").ok  # a second task, the same spec
     (worker,) = pool.live_pids()
     imports = checks.with_suffix(".imports").read_text().split()
-    assert imports.count(str(worker)) == 1  # at the worker's first call, never again
+    assert imports.count(str(worker)) == 1  # when the first task was made, never again
     assert set(imports) == {str(worker), str(os.getpid())}  # this process checks it when a task is made
 
 
@@ -193,34 +195,35 @@ def test_no_time_limit_calls_inline_without_a_worker(checks: Path, pool: WorkerP
     assert worker_pid(t) == os.getpid() and pool.started_pids == []
 
 
-def test_callables_travel_pickled_and_unpicklable_ones_fall_back_to_a_thread(pool: WorkerPool) -> None:
+def test_callables_travel_pickled_and_unpicklable_ones_are_refused(pool: WorkerPool) -> None:
     by_name = CustomTask(module_level_verify, timeout_s=LIMIT)
-    assert by_name._verify.in_process
     assert by_name.verify(ROW, "4").ok and not by_name.verify(ROW, "5").ok
     assert len(pool.started_pids) == 1
 
     def closure(example: dict[str, Any], completion: str) -> bool:
         return completion == "4"
 
-    with pytest.warns(RuntimeWarning, match="'.*closure' runs in a thread.*cannot be pickled"):
-        local = CustomTask(closure, timeout_s=LIMIT)
-    assert not local._verify.in_process
-    assert local.verify(ROW, "4").ok and not local.verify(ROW, "5").ok
+    threads_before = set(threading.enumerate())
+    form = r"\(it cannot be pickled\): give it as 'package.module:function'"
+    with pytest.raises(R3Error, match=r"verifier '.*closure' cannot run in a worker process " + form):
+        CustomTask(closure, timeout_s=LIMIT)
+    assert set(threading.enumerate()) <= threads_before and len(pool.started_pids) == 1
+    inline = CustomTask(closure, timeout_s=0)  # the way to keep it: in this process, with no limit
+    assert inline.verify(ROW, "4").ok and not inline.verify(ROW, "5").ok
 
 
-def test_a_callable_a_worker_cannot_load_falls_back_to_a_thread(pool: WorkerPool) -> None:
+def test_a_callable_a_worker_cannot_load_is_refused_when_the_task_is_made(pool: WorkerPool) -> None:
     """Pickled by name, but its module exists only in this process (as in a notebook)."""
     ghost = types.ModuleType("r3_test_ghost_module")
     exec("def verify(example, completion):\n    return completion == '4'\n", ghost.__dict__)
     sys.modules[ghost.__name__] = ghost
     try:
-        t = CustomTask(ghost.verify, timeout_s=LIMIT)
-        assert t._verify.in_process
-        with pytest.warns(RuntimeWarning, match="could not load it.*ModuleNotFoundError"):
-            assert t.verify(ROW, "4").ok
-        assert not t._verify.in_process and not t.verify(ROW, "5").ok
+        wanted = "could not load it.*ModuleNotFoundError.*'package.module:function'"
+        with pytest.raises(R3Error, match=wanted):
+            CustomTask(ghost.verify, timeout_s=LIMIT)
     finally:
         del sys.modules[ghost.__name__]
+    assert len(pool.live_pids()) == 1  # the worker that tried stays, for the next verifier
 
 
 def test_concurrent_callers_share_at_most_size_workers(checks: Path, pool: WorkerPool) -> None:
