@@ -37,10 +37,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def eval_step(model: str | None, folder: Path, opts: argparse.Namespace) -> dict:
-    """`r3 eval`: `EvalArguments` is the dataclass the command parses; `run` is what it calls."""
-    from r3.cli.eval_cmd import EvalArguments, run
+    """`r3 eval`: `EvalConfig` is the dataclass the command parses (and `evaluate` takes); `run` is
+    what the command calls."""
+    from r3.cli.eval_cmd import run
+    from r3.evaluation.evaluate import EvalConfig
 
-    args = EvalArguments(
+    config = EvalConfig(
         task=opts.task,
         limit=opts.limit,
         model=model,
@@ -50,15 +52,16 @@ def eval_step(model: str | None, folder: Path, opts: argparse.Namespace) -> dict
         overwrite=True,
         no_progress=True,
     )
-    run(args)  # 0, or an R3Error for a user mistake; prints the table
+    run(config)  # 0, or an R3Error for a user mistake; prints the table
     return json.loads((folder / "results.json").read_text())
 
 
 def mine_step(model: str | None, folder: Path, opts: argparse.Namespace) -> Path:
-    """`r3 mine`: `MineArguments` + `run`. Returns the failures file."""
-    from r3.cli.mine_cmd import MineArguments, run
+    """`r3 mine`: `MineConfig` + `run`. Returns the failures file."""
+    from r3.cli.mine_cmd import run
+    from r3.mining import MineConfig
 
-    args = MineArguments(
+    config = MineConfig(
         task=opts.task,
         limit=opts.limit,
         model=model,
@@ -69,7 +72,7 @@ def mine_step(model: str | None, folder: Path, opts: argparse.Namespace) -> Path
         overwrite=True,
         no_progress=True,
     )
-    run(args)
+    run(config)
     return folder / "failures.jsonl"
 
 

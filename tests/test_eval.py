@@ -39,7 +39,7 @@ def script(prompt: Prompt, sampling: SamplingConfig, i: int) -> str:
 
 
 def config(**kw) -> EvalConfig:
-    return EvalConfig(task="countdown", max_new_tokens=32, reflection_max_new_tokens=16, chunk_size=2, **kw)
+    return EvalConfig(task="countdown", max_new_tokens=32, reflection_max_new_tokens=16, batch_size=2, **kw)
 
 
 def test_protocol_reflects_and_retries_only_failures() -> None:

@@ -35,7 +35,7 @@ def script(prompt, sampling, i):
 
 
 def run_eval(folder: Path, rounds: int = 1) -> None:
-    evaluate(EvalConfig(chunk_size=2, rounds=rounds), TASK, EXAMPLES, ScriptedGenerator(script), folder)
+    evaluate(EvalConfig(batch_size=2, rounds=rounds), TASK, EXAMPLES, ScriptedGenerator(script), folder)
 
 
 @pytest.mark.parametrize("rounds", [1, 3])

@@ -1,16 +1,14 @@
-"""How the commands' options are composed: one task group (`TaskFields`) in every command, and the
-library-level configs (`EvalConfig`, `MineConfig`) filled from the command's options by name."""
+"""How the commands' options are composed: one task group (`TaskFields`) in every command, and one
+dataclass per command, which the command parses and the library takes (`EvalConfig`, `MineConfig`)."""
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from r3.cli.eval_cmd import EvalArguments
-from r3.cli.mine_cmd import MineArguments
+from r3.cli import eval_cmd, mine_cmd
 from r3.cli.options import parse_trl_config
 from r3.errors import R3Error
 from r3.evaluation.evaluate import EvalConfig
@@ -25,8 +23,8 @@ ON_CPU = ["--output_dir", "unused", "--use_cpu", "true", "--bf16", "false", "--r
 #: What `r3 train`'s command line requires besides (parsing does not read the file).
 FAILURES = ["--failures", "f.jsonl"]
 COMMANDS: dict[str, tuple[type, list[str]]] = {
-    "eval": (EvalArguments, []),
-    "mine": (MineArguments, ["--output-dir", "unused"]),
+    "eval": (EvalConfig, []),
+    "mine": (MineConfig, ["--output-dir", "unused"]),
     "sft": (SFTRunConfig, ON_CPU),
     "train": (R3Config, ON_CPU),
 }
@@ -76,26 +74,28 @@ def test_malformed_task_args_are_refused_alike(command: str) -> None:
 
 
 def python_needs(command: str) -> dict[str, Any]:
-    if command == "mine":
-        return {"output_dir": "unused"}
     if command in ("sft", "train"):
         return {"output_dir": "unused", "use_cpu": True, "bf16": False, "report_to": "none"}
     return {}
 
 
-#: EvalConfig fields that have no same-named `r3 eval` option, and where `eval_config` takes them from.
-EVAL_DERIVED = {"task_options": "task_args (and verifier)", "chunk_size": "batch_size"}
-#: A valid value other than the default for every option `EvalConfig` shares by name.
+def as_flags(values: dict[str, Any]) -> list[str]:
+    """`values` as the command line spells them (`--max-new-tokens 31`)."""
+    return [part for name, value in values.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+
+
+#: A valid value other than the default for each of `r3 eval`'s settings.
 EVAL_VALUES: dict[str, Any] = {
     "task": "custom",
+    "verifier": "pkg.mod:check",
     "data": "rows.jsonl",
     "limit": 7,
     "seed": 3,
     "model": "some/model",
     "backend": "openai",
     "base_url": "http://127.0.0.1:9/v1",
+    "batch_size": 5,
     "dtype": "bfloat16",
-    "engine_args": None,  # vLLM's only, checked apart below
     "device": "cpu",
     "max_new_tokens": 31,
     "reflection_max_new_tokens": 17,
@@ -106,54 +106,74 @@ EVAL_VALUES: dict[str, Any] = {
 }
 
 
-def test_every_eval_config_field_is_filled_from_the_eval_options() -> None:
-    """Iterates `EvalConfig`'s fields: each one is the same-named option or a named derivation, so a
-    field added to one dataclass and not the other fails here."""
-    options = {f.name for f in fields(EvalArguments)}
-    shared = [f.name for f in fields(EvalConfig) if f.name in options]
-    assert set(shared) == set(EVAL_VALUES), "give EVAL_VALUES a non-default value for each shared field"
-    assert {f.name for f in fields(EvalConfig)} - set(shared) == set(EVAL_DERIVED)
-    args = EvalArguments(**EVAL_VALUES, verifier="pkg.mod:check", task_args={"x": 1}, batch_size=5)
-    config = args.eval_config()
-    for name in shared:
-        assert (
-            getattr(config, name) == getattr(args, name) != getattr(EvalConfig(), name)
-            or name == "engine_args"
-        )
-    assert (config.task_options, config.chunk_size) == ({"x": 1, "verifier": "pkg.mod:check"}, 5)
+def test_r3_eval_parses_the_config_evaluate_takes() -> None:
+    """One dataclass: what the command line parses is the object Python builds, and what it derives
+    (the task's options, the batch as `chunk_size`, the server's URL) is read from it."""
+    parsed = eval_cmd.parse([*as_flags(EVAL_VALUES), "--task-arg", "x=1"])
+    built = EvalConfig(**EVAL_VALUES, task_args={"x": 1})
+    assert type(parsed) is EvalConfig and parsed == built
+    default = EvalConfig().settings()
+    settings = built.settings()
+    for name, value in EVAL_VALUES.items():
+        if name in default:
+            assert settings[name] == value != default[name]
+    assert (settings["task_options"], settings["chunk_size"]) == ({"x": 1, "verifier": "pkg.mod:check"}, 5)
 
-    vllm = EvalArguments(backend="vllm", base_url="http://ignored", engine_args=["max_model_len=64"])
-    assert vllm.eval_config().engine_args == {"max_model_len": 64}
-    assert vllm.eval_config().base_url is None  # a server's address is part of the run only for openai
-    # The defaults agree: the command's default run is the library's.
-    assert EvalArguments().eval_config() == EvalConfig()
+    vllm = EvalConfig(backend="vllm", base_url="http://ignored", engine_args=["max_model_len=64"])
+    assert vllm.settings()["engine_args"] == {"max_model_len": 64}
+    assert vllm.settings()["base_url"] is None  # a server's address is part of the run only for openai
+    assert eval_cmd.parse([]) == EvalConfig()
 
 
-def test_every_mine_config_field_is_a_mine_option() -> None:
-    options = {f.name for f in fields(MineArguments)}
-    missing = [f.name for f in fields(MineConfig) if f.name not in options]
-    assert not missing, f"MineConfig fields with no r3 mine option: {missing}"
-    values = {
-        "budget": 12,
-        "round_size": 3,
-        "keep": 2,
-        "full": True,
-        "seed": 5,
-        "max_new_tokens": 9,
-        "temperature": 0.7,
-        "top_p": 0.8,
-        "rounds": 2,
-        "reflection_max_new_tokens": 11,
-        "window": 4,
-        "screen": 3,
-        "screen_retry_temperature": 0.0,
-    }
-    assert set(values) == {f.name for f in fields(MineConfig)}, "give each MineConfig field a value here"
-    config = MineArguments(output_dir="unused", **values).mine_config()
+#: `MineConfig.settings()`: the mining rule, run.json's keys beside the task, data and model; a new
+#: setting joins it (and every folder's fingerprint) on purpose, by a line here.
+MINE_SETTINGS: dict[str, Any] = {
+    "budget": 12,
+    "round_size": 3,
+    "keep": 2,
+    "full": True,
+    "seed": 5,
+    "max_new_tokens": 9,
+    "temperature": 0.7,
+    "top_p": 0.8,
+    "rounds": 2,
+    "reflection_max_new_tokens": 11,
+    "window": 4,
+    "screen": 3,
+    "screen_retry_temperature": 0.0,
+}
+
+
+def test_r3_mine_parses_the_config_mine_takes() -> None:
     default = MineConfig()
-    for name, value in values.items():
-        assert getattr(config, name) == value != getattr(default, name)
-    assert MineArguments(output_dir="unused").mine_config() == default
+    assert set(default.settings()) == set(MINE_SETTINGS)
+    parsed = mine_cmd.parse(["--output-dir", "out", *as_flags(MINE_SETTINGS), "--batch-size", "7"])
+    assert type(parsed) is MineConfig
+    assert parsed == MineConfig(output_dir="out", batch_size=7, **MINE_SETTINGS)
+    for name, value in parsed.settings().items():
+        assert value == MINE_SETTINGS[name] != getattr(default, name)
+    # What names the model and data, for the fingerprint; the server only where it is part of the run.
+    served = MineConfig(model="m", backend="openai", base_url="http://s/v1", task_args=["min_nums=4"])
+    assert served.identity() == {
+        "task_options": {"min_nums": 4},
+        "data": None,
+        "model": "m",
+        "backend": "openai",
+        "dtype": "auto",
+        "base_url": "http://s/v1",
+    }
+    assert MineConfig(base_url="http://s/v1").identity()["model"] == "embedded"
+    assert "base_url" not in MineConfig(base_url="http://s/v1").identity()
+    # Rows depend on their batch off CPU float32: then the window and batch size are part of the run.
+    assert MineConfig(device="cpu").batching() is None
+    assert MineConfig(device="cpu", dtype="bfloat16", window=4).batching() == {"window": 4, "batch_size": 128}
+
+
+def test_r3_mine_needs_an_output_folder() -> None:
+    with pytest.raises(R3Error, match="r3 mine needs --output-dir"):
+        mine_cmd.parse(["--limit", "1"])
+    with pytest.raises(R3Error, match="r3 mine needs --output-dir"):
+        mine_cmd.run(MineConfig(limit=1))
 
 
 @pytest.mark.parametrize(
@@ -167,9 +187,10 @@ def test_every_mine_config_field_is_a_mine_option() -> None:
 )
 def test_eval_settings_are_checked_once_by_the_config(bad: dict[str, Any], message: str) -> None:
     """The command refuses what the library config refuses, with its words: one check, in `EvalConfig`."""
-    for build in (EvalConfig, EvalArguments):
-        with pytest.raises(R3Error, match=message.replace("(", r"\(").replace(")", r"\)")):
-            build(**bad)
+    with pytest.raises(R3Error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        EvalConfig(**bad)
+    with pytest.raises(R3Error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        eval_cmd.parse(as_flags(bad))
 
 
 @pytest.mark.parametrize(
@@ -182,9 +203,8 @@ def test_eval_settings_are_checked_once_by_the_config(bad: dict[str, Any], messa
     ],
 )
 def test_mine_settings_are_checked_once_by_the_config(bad: dict[str, Any], message: str) -> None:
-    for build in (MineConfig, lambda **kw: MineArguments(output_dir="unused", **kw)):
-        with pytest.raises(R3Error, match=message.replace("(", r"\(").replace(")", r"\)")):
-            build(**bad)
+    with pytest.raises(R3Error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        MineConfig(**bad)
 
 
 # ----------------------------------------------------------------------------- training: TRL's ModelConfig

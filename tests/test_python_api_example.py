@@ -1,6 +1,6 @@
 """`examples/python_api.py`, the loop driven from Python (docs/python_api.md), run as a user runs it.
 
-The script fills in the dataclasses the `r3` commands parse (`EvalArguments`, `MineArguments`,
+The script fills in the dataclasses the `r3` commands parse (`EvalConfig`, `MineConfig`,
 `R3Config`, `ReportArguments`) and calls the commands' functions: eval -> mine -> train -> eval ->
 report on the tiny random model, in a fresh interpreter. The test checks that every file the script's
 docstring promises is there, that the accuracies it prints are the ones in the results files, and that

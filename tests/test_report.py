@@ -33,7 +33,7 @@ def run_eval(
         return "<answer> 1 + 2 </answer>"
 
     generator = ScriptedGenerator(script, model_name=model_name)
-    evaluate(EvalConfig(chunk_size=4), TASK, examples or EXAMPLES, generator, folder, progress=False)
+    evaluate(EvalConfig(batch_size=4), TASK, examples or EXAMPLES, generator, folder, progress=False)
 
 
 def test_report_compares_runs(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_report_of_runs_that_solve_nothing(tmp_path: Path) -> None:
         return "<answer> 1 + 1 </answer>"
 
     for name in ("a", "b"):
-        evaluate(EvalConfig(chunk_size=4), TASK, examples, ScriptedGenerator(script), tmp_path / name)
+        evaluate(EvalConfig(batch_size=4), TASK, examples, ScriptedGenerator(script), tmp_path / name)
     report = write_report([str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "rep")
     assert "0.0%" in report.read_text()
     assert (tmp_path / "rep" / "accuracy.png").stat().st_size > 1000
@@ -81,7 +81,7 @@ def test_report_shows_each_runs_protocol_when_they_differ(tmp_path: Path) -> Non
         return "<answer> 7 + 5 + 2 </answer>" if len(prompt.messages) > 2 else "<answer> 1 + 2 </answer>"
 
     for name, mode in (("reflect", "reflect"), ("resample", "resample"), ("again", "reflect")):
-        config = EvalConfig(chunk_size=4, second_try=mode)
+        config = EvalConfig(batch_size=4, second_try=mode)
         evaluate(config, TASK, EXAMPLES, ScriptedGenerator(script), tmp_path / name, progress=False)
     text = write_report([str(tmp_path / "reflect"), str(tmp_path / "resample")], tmp_path / "rep").read_text()
     assert "| second-try protocol |" in text

@@ -33,7 +33,7 @@ def two_runs(tmp_path: Path) -> list[str]:
 
     runs = {"vanilla": make(HOSTILE, "1 + 1"), "trained": make("Use every number once.", "7 + 5 + 2")}
     for name, script in runs.items():
-        evaluate(EvalConfig(chunk_size=4), TASK, EXAMPLES, ScriptedGenerator(script), tmp_path / name)
+        evaluate(EvalConfig(batch_size=4), TASK, EXAMPLES, ScriptedGenerator(script), tmp_path / name)
     return [str(tmp_path / name) for name in runs]
 
 

@@ -66,7 +66,7 @@ def test_three_rounds_see_the_whole_history_and_count_per_round() -> None:
 
 
 def test_results_hold_one_entry_per_round(tmp_path: Path) -> None:
-    config = EvalConfig(chunk_size=4, rounds=3)
+    config = EvalConfig(batch_size=4, rounds=3)
     results = evaluate(
         config, TASK, EXAMPLES, ScriptedGenerator(solves_after({6: 2, 14: 3})), tmp_path, progress=False
     )
@@ -82,7 +82,7 @@ def test_results_hold_one_entry_per_round(tmp_path: Path) -> None:
 
 def test_one_round_is_the_papers_protocol_unchanged(tmp_path: Path) -> None:
     results = evaluate(
-        EvalConfig(chunk_size=4),
+        EvalConfig(batch_size=4),
         TASK,
         EXAMPLES,
         ScriptedGenerator(solves_after({6: 1, 14: 9})),
@@ -133,7 +133,7 @@ def test_an_example_whose_history_no_longer_fits_stops_unsolved(tmp_path: Path) 
     # Round 1's retry chat has 6 messages; round 2's reflection chat 8: it does not fit in 7.
     generator = ShortContext(solves_after({6: 2, 14: 2}), limit=7)
     results = evaluate(
-        EvalConfig(chunk_size=4, rounds=3), TASK, EXAMPLES, generator, tmp_path, progress=False
+        EvalConfig(batch_size=4, rounds=3), TASK, EXAMPLES, generator, tmp_path, progress=False
     )
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").open()]
     assert all(r["stopped"] == "round 2: the history no longer fits the model's context" for r in rows)
@@ -161,7 +161,7 @@ def test_report_plots_accuracy_against_rounds(tmp_path: Path) -> None:
     from r3.reports.compare import write_report
 
     for name, mode in (("reflect", "reflect"), ("resample", "resample")):
-        config = EvalConfig(chunk_size=4, rounds=3, second_try=mode)
+        config = EvalConfig(batch_size=4, rounds=3, second_try=mode)
         evaluate(
             config,
             TASK,

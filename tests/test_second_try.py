@@ -54,7 +54,7 @@ class Recorder:
 
 
 def config(**kw) -> EvalConfig:
-    return EvalConfig(task="countdown", max_new_tokens=32, reflection_max_new_tokens=16, chunk_size=3, **kw)
+    return EvalConfig(task="countdown", max_new_tokens=32, reflection_max_new_tokens=16, batch_size=3, **kw)
 
 
 def rows_of(folder: Path) -> list[dict]:

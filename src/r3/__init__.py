@@ -14,7 +14,7 @@ succeed. The pipeline, one package per step:
     cli/         the `r3` command: one module per subcommand
 
 From Python, each command is its options dataclass handed to a function (`r3.training.train(R3Config(...))`,
-`r3.cli.eval_cmd.run(EvalArguments(...))`, ...): see docs/python_api.md.
+`r3.cli.eval_cmd.run(EvalConfig(...))`, ...): see docs/python_api.md.
 """
 
 __version__ = "0.1.0"

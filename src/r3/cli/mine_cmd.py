@@ -10,11 +10,9 @@ the file formats and the resume rules are in `r3.mining.mine`.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r3.cli.arguments import ModelArguments, OutputArguments, TaskArguments, check_shared, config_from
 from r3.cli.options import parse_trl_config
 from r3.errors import R3Error
 from r3.generation.base import Generator
@@ -28,8 +26,9 @@ from r3.mining.mine import (
     run_fingerprint,
 )
 from r3.mining.records import check_reserved_fields
-from r3.models import batch_invariant
 from r3.tasks.registry import get_task
+
+MISSING_OUTPUT_DIR = "r3 mine needs --output-dir (where failures.jsonl goes)"
 
 DESCRIPTION = """\
 Sample attempts for every query and keep the queries the model fails (the paper's dataset of
@@ -45,81 +44,15 @@ example:
 """
 
 
-@dataclass
-class MineArguments(OutputArguments, ModelArguments, TaskArguments):
-    """`r3 mine`'s options: the shared task, model and output groups, and the mining rule's.
-    (Bases in reverse: dataclass fields come base by base from the last, so the shared group of `--help`
-    lists the task first.)"""
-
-    max_new_tokens: int = field(default=256, metadata={"help": "an attempt's token budget"})
-    batch_size: int = field(
-        default=128,
-        metadata={
-            "help": "rows per generation batch: window x round-size fills one (--backend openai: "
-            "requests in flight at once)"
-        },
-    )
-    budget: int = field(default=64, metadata={"help": "most attempts per query (paper: 64)"})
-    round_size: int = field(default=8, metadata={"help": "attempts sampled per generation call"})
-    keep: int = field(default=1, metadata={"help": "failed attempts kept per failed query"})
-    full: bool = field(default=False, metadata={"help": "always draw the whole budget (paper's protocol)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (must be > 0)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1: off)"})
-    rounds: int = field(
-        default=1,
-        metadata={
-            "help": "reflect-and-retry rounds (as r3 eval --rounds): with K > 1, after each kept attempt "
-            "the model reflects and retries while it fails, up to K-1 times, and each failed retry is "
-            "stored as one more context for r3 train (not --round-size, the attempts drawn per call)"
-        },
-    )
-    reflection_max_new_tokens: int = field(
-        default=256, metadata={"help": "with --rounds > 1 or --screen: a reflection's budget"}
-    )
-    screen: int = field(
-        default=0,
-        metadata={
-            "help": "screen each kept failed attempt by K sampled reflections, each followed by one retry, "
-            "and store how many retries succeeded: attempts with some but not all (learnable) are the ones "
-            "whose GRPO groups carry a signal (r3 train selection: learnable). 0: off"
-        },
-    )
-    screen_retry_temperature: float = field(
-        default=1.0,
-        metadata={
-            "help": "with --screen: the retry's temperature, recorded on each screen; it must match r3 "
-            "train's retry_temperature (whose default is 0, greedy), or the screen predicts other groups "
-            "than training draws and selection learnable refuses the file"
-        },
-    )
-    window: int = field(
-        default=16,
-        metadata={
-            "help": "queries mined together, one batched generate call per sampling round (each query keeps "
-            "its own seeds: on CPU in float32 the rows do not depend on it; elsewhere it is part of the run)"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        check_shared(self)
-        if not self.output_dir:
-            raise R3Error("r3 mine needs --output-dir (where failures.jsonl goes)")
-        self.mine_config()  # the mining settings are checked by `MineConfig`, their one checker
-
-    def mine_config(self) -> MineConfig:
-        """The settings that decide the rows (`MineConfig`), filled from these options by name
-        (`config_from`): every field of it is an option of the same name."""
-        return config_from(self, MineConfig)
-
-
-def parse(argv: list[str]) -> MineArguments:
-    """Flags and `--config` into `MineArguments`."""
+def parse(argv: list[str]) -> MineConfig:
+    """Flags and `--config` into `MineConfig`."""
     return parse_trl_config(  # type: ignore[return-value]
-        MineArguments,
+        MineConfig,
         argv,
         prog="r3 mine",
         description=DESCRIPTION,
         usage="r3 mine --output-dir DIR [--config FILE.yaml] [OPTIONS]",
+        required={"output_dir": MISSING_OUTPUT_DIR},
     )
 
 
@@ -128,43 +61,25 @@ def main(argv: list[str]) -> int:
     return run(parse(argv))
 
 
-def _load_generator(args: MineArguments) -> Generator:
+def _load_generator(config: MineConfig) -> Generator:
     """The model, through the shared loader (tests replace this function with a scripted fake)."""
-    return args.generator()
+    return config.generator()
 
 
-def run(args: MineArguments) -> int:
-    config = args.mine_config()
-    options = args.task_options()
-    task = get_task(args.task, **options)
+def run(config: MineConfig) -> int:
+    """`r3 mine` on parsed options (Python calls it too): the data and the folder are checked before
+    the model loads."""
+    if not config.output_dir:
+        raise R3Error(MISSING_OUTPUT_DIR)
+    task = get_task(config.task, **config.task_options())
     # Validates every row (a malformed row is named here, before any model is loaded).
-    examples = task.load(args.data, args.limit, args.seed)
+    examples = task.load(config.data, config.limit, config.seed)
     if not examples:
         raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
-    check_reserved_fields(examples, args.data or f"{task.name} (generated)")
-    server = {"base_url": args.base_url} if args.backend == "openai" else {}  # only where it counts
-    if args.engine_args:  # vLLM's engine settings, only when given (rows depend on its batching)
-        server["engine_args"] = args.engine_args
-    # Rows depend on the batch except on CPU in float32: then the batching is part of the run.
-    batching = (
-        None
-        if batch_invariant(args.backend, args.dtype, args.device)
-        else {"window": args.window, "batch_size": args.batch_size}
-    )
-    fingerprint = run_fingerprint(
-        task,
-        examples,
-        config,
-        batching=batching,
-        task_options=options,
-        data=args.data,
-        model=args.model or "embedded",
-        backend=args.backend,
-        dtype=args.dtype,
-        **server,
-    )
-    out = Path(args.output_dir or "")
-    with RunStore.open(out, fingerprint, overwrite=args.overwrite) as store:
+    check_reserved_fields(examples, config.data or f"{task.name} (generated)")
+    fingerprint = run_fingerprint(task, examples, config, batching=config.batching(), **config.identity())
+    out = Path(config.output_dir)
+    with RunStore.open(out, fingerprint, overwrite=config.overwrite) as store:
         remaining = len(examples) - len(store.done)
         if store.done:
             print(
@@ -173,8 +88,8 @@ def run(args: MineArguments) -> int:
                 file=sys.stderr,
             )
         # Nothing left: no need to load the model just to rewrite the summary.
-        generator: Generator = _load_generator(args) if remaining else _NoGenerator(args)
-        summary = mine(task, examples, generator, store, config, progress=not args.no_progress)
+        generator: Generator = _load_generator(config) if remaining else _NoGenerator(config)
+        summary = mine(task, examples, generator, store, config, progress=not config.no_progress)
     rate = (
         f", mean success rate {summary.mean_success_rate:.3f}"
         if summary.mean_success_rate is not None
@@ -198,10 +113,10 @@ def _screened(summary: MineSummary) -> str:
 class _NoGenerator:
     """Stands in for the model when every query is already mined (never asked to generate)."""
 
-    def __init__(self, args: MineArguments) -> None:
+    def __init__(self, config: MineConfig) -> None:
         from r3.models import display_name
 
-        self.model_name = display_name(args.model)
+        self.model_name = display_name(config.model)
 
     def generate(self, prompts: Any, n: int, sampling: Any) -> Any:  # pragma: no cover - never called
         raise RuntimeError("no generation expected: every query is already mined")

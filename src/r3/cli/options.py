@@ -6,8 +6,8 @@ R3's own options first with their defaults, `--help-all` for the fields inherite
 one-line `R3Error`s that name the fix (an unknown key or flag with the closest known name, a missing
 required option). A repeated `--task-arg` or `--engine-arg` keeps every value (`merge_repeated`). The
 dataclasses are TRL configs with R3's fields (`r3 train`, `r3 sft`), `ForgettingConfig`
-(`r3 forgetting`), `ReportArguments` (`r3 report`) and the shared option groups of `r3.cli.arguments`
-(`r3 eval`, `r3 mine`).
+(`r3 forgetting`), `ReportArguments` (`r3 report`), and `EvalConfig` and `MineConfig` (`r3 eval`,
+`r3 mine`: the shared groups of `r3.run_options` plus each command's own fields).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Run: `r3 eval --task countdown --limit 20 --output-dir runs/eval`
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,46 +34,74 @@ from r3.evaluation.records import NO_ROUND, Accuracy, EvalResults, RoundRow, Sam
 from r3.generation.base import Generator
 from r3.progress import ProgressReport
 from r3.provenance import git_commit, versions
+from r3.run_options import RunFields
 from r3.rundir import RunFolder, examples_digest
 from r3.tasks.base import Task
 
 
 @dataclass
-class EvalConfig:
-    """Everything that determines an evaluation's results."""
+class EvalConfig(RunFields):
+    """Everything `r3 eval` takes: the shared task, model and output groups (`RunFields`) and the
+    episode's settings. The command parses it, `evaluate` runs it; what decides the results is
+    `settings()`."""
 
-    task: str = "countdown"
-    task_options: dict[str, Any] = field(default_factory=dict)
-    data: str | None = None
-    limit: int | None = None
-    seed: int = 0
-    model: str | None = None
-    backend: str = "transformers"
-    #: The server of `--backend openai` (None otherwise): part of what identifies the model.
-    base_url: str | None = None
-    dtype: str = "auto"
-    #: `--backend vllm`'s keyword arguments of `vllm.LLM` (None: its defaults). In the identity when
-    #: given: with vLLM rows depend on the engine's batching, which some of them change.
-    engine_args: dict[str, Any] | None = None
-    #: Where the transformers backend runs (None: CUDA when available); with `dtype`, it decides
-    #: whether rows depend on the batch (`models.batch_invariant`). Not part of the identity itself.
-    device: str | None = None
-    max_new_tokens: int = 256
-    reflection_max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    chunk_size: int = 16
-    #: What follows a failed first attempt: reflect (the paper's), resample or feedback.
-    second_try: str = "reflect"
-    #: Reflect-and-retry rounds for an unsolved example (1: the paper's protocol).
-    rounds: int = 1
+    max_new_tokens: int = field(default=256, metadata={"help": "an attempt's (and a retry's) token budget"})
+    reflection_max_new_tokens: int = field(default=256, metadata={"help": "a reflection's token budget"})
+    temperature: float = field(default=0.0, metadata={"help": "0 means greedy (default)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1: off)"})
+    second_try: str = field(
+        default="reflect",
+        metadata={
+            "help": "what follows a failed first attempt. reflect (default, the paper's protocol): a "
+            "reflection, then a retry with it in context. resample: a second independent attempt at the "
+            "original prompt, no reflection, sampled like the first (same temperature) with another seed; "
+            "with greedy decoding (temperature 0, the default) it repeats the first attempt exactly, so "
+            "use --temperature > 0. feedback: as reflect, but the reflection instruction also shows the "
+            "verifier's reason for the failure"
+        },
+    )
+    rounds: int = field(
+        default=1,
+        metadata={
+            "help": "reflect-and-retry rounds for an unsolved example (default 1, the paper's protocol); "
+            "each round sees the whole history; results.json's `rounds` counts examples solved up to "
+            "each round"
+        },
+    )
 
     def __post_init__(self) -> None:
-        # The one check of these settings, `r3 eval`'s included (`EvalArguments` builds this config):
-        # before a folder is prepared for an impossible run.
+        # The one check of these settings, from flags, YAML or Python: before a folder is prepared for an
+        # impossible run.
+        self.check_run_fields()
         check_second_try(self.second_try)
         check_rounds(self.rounds)
         check_numbers(self, {"max_new_tokens": 1, "reflection_max_new_tokens": 1})
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the results: results.json's `config`, and run.json less what
+        `run_fingerprint` leaves out. The task as its constructor options (`task_options`: `task_args`
+        and `verifier`); `batch_size` as `chunk_size`, the examples run together; the server's URL only
+        for `--backend openai`, where it is part of which model runs."""
+        return {
+            "task": self.task,
+            "task_options": self.task_options(),
+            "data": self.data,
+            "limit": self.limit,
+            "seed": self.seed,
+            "model": self.model,
+            "backend": self.backend,
+            "base_url": self.server().get("base_url"),
+            "dtype": self.dtype,
+            "engine_args": self.engine_args,
+            "device": self.device,
+            "max_new_tokens": self.max_new_tokens,
+            "reflection_max_new_tokens": self.reflection_max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "chunk_size": self.batch_size,
+            "second_try": self.second_try,
+            "rounds": self.rounds,
+        }
 
     def sampling(self, task: Task) -> EpisodeSampling:
         """The episode's settings (`EpisodeSamplingOptions`, whose rules every command shares): the
@@ -125,32 +153,29 @@ def run_fingerprint(config: EvalConfig, digest: str | None = None) -> dict[str, 
     `digest`, a digest of the examples themselves (a data file changed under the same path is another
     run).
 
-    `chunk_size` (the CLI's `--batch-size`) is in it only where rows depend on their batch
+    `chunk_size` (`batch_size`) is in it only where rows depend on their batch
     (`models.batch_invariant`: anything but the transformers backend on CPU in float32); elsewhere every
     example is seeded by its index (`episode.seeded`), so a resume may use another. `device` decides
     only that. `second_try`, `rounds` and `base_url` are written only away from the paper's protocol
     (reflect, one round) and local backends, and `engine_args` only when given, so a run.json reads as
     that protocol plus what differs. How tokens are sampled is `rundir.FINGERPRINT_VERSION`, shared
     with every command."""
-    from r3.models import batch_invariant
-
+    settings = config.settings()
     omit = ["device", "chunk_size"]
     if config.second_try == "reflect":
         omit.append("second_try")
     if config.rounds == 1:
         omit.append("rounds")
-    if config.base_url is None:
+    if settings["base_url"] is None:
         omit.append("base_url")
     if not config.engine_args:
         omit.append("engine_args")
     return rundir.fingerprint(
         "eval",
-        asdict(config),
+        settings,
         examples_sha256=digest,
         omit=omit,
-        batching=None
-        if batch_invariant(config.backend, config.dtype, config.device)
-        else {"chunk_size": config.chunk_size},
+        batching=None if config.batch_invariant() else {"chunk_size": config.batch_size},
         paths=("data", "model"),
     )
 
@@ -173,8 +198,8 @@ def evaluate(
         sampling = config.sampling(task)
         with ProgressReport("eval", len(examples), enabled=progress) as report:
             report.advance(len(rows), **_running_status(rows))
-            for start in range(len(rows), len(examples), config.chunk_size):
-                chunk = examples[start : start + config.chunk_size]
+            for start in range(len(rows), len(examples), config.batch_size):
+                chunk = examples[start : start + config.batch_size]
                 episodes = run_episodes(
                     task,
                     generator,
@@ -310,7 +335,7 @@ def summarise(config: EvalConfig, rows: list[SampleRow], model_name: str) -> Eva
         retry_fixed=sum(bool(r.retry_ok) for r in rows),
         reflection_tokens_mean=sum(reflection_tokens) / len(reflection_tokens) if reflection_tokens else None,
         first_try_failure_reasons=dict(sorted(failure_reasons.items(), key=lambda kv: -kv[1])[:10]),
-        config=asdict(config),
+        config=config.settings(),
         versions=versions(),
         git=git_commit(),
     )

@@ -62,6 +62,7 @@ how the run was interrupted.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -82,6 +83,7 @@ from r3.errors import R3Error, check_numbers
 from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
 from r3.mining.records import FailureRecord, learnable
 from r3.progress import ProgressReport
+from r3.run_options import RunFields
 from r3.rundir import RunFolder, examples_digest
 from r3.tasks.base import Example, Task, Verdict
 
@@ -92,34 +94,67 @@ SUMMARY_FILE = "summary.json"
 OWNED_FILES = (FAILURES_FILE, PROGRESS_FILE, SUMMARY_FILE)
 
 
-@dataclass(frozen=True)
-class MineConfig:
-    """How to mine. `max_new_tokens`, `temperature`, `top_p` go to the sampler; stop is the task's."""
+@dataclass
+class MineConfig(RunFields):
+    """Everything `r3 mine` takes: the shared task, model and output groups (`RunFields`) and the mining
+    rule's settings. The command parses it, `mine` runs it. `max_new_tokens`, `temperature`, `top_p` go
+    to the sampler; stop is the task's."""
 
-    budget: int = 64
-    round_size: int = 8
-    keep: int = 1
-    full: bool = False
-    seed: int = 0
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    #: Rounds of reflect-and-retry contexts to mine after each kept attempt (1: attempts only).
-    rounds: int = 1
-    reflection_max_new_tokens: int = 256
-    #: Queries mined together, one generate call per sampling round (see `mine_window`).
-    window: int = 16
-    #: Reflections (each with one retry) sampled per kept failed attempt to screen it (0: no screening).
-    screen: int = 0
-    #: The screening retry's temperature: training's `retry_temperature`, so that the screen predicts
-    #: the groups training will see.
-    screen_retry_temperature: float = 1.0
+    budget: int = field(default=64, metadata={"help": "most attempts per query (paper: 64)"})
+    round_size: int = field(default=8, metadata={"help": "attempts sampled per generation call"})
+    keep: int = field(default=1, metadata={"help": "failed attempts kept per failed query"})
+    full: bool = field(default=False, metadata={"help": "always draw the whole budget (paper's protocol)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "an attempt's token budget"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (must be > 0)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1: off)"})
+    rounds: int = field(
+        default=1,
+        metadata={
+            "help": "reflect-and-retry rounds (as r3 eval --rounds): with K > 1, after each kept attempt "
+            "the model reflects and retries while it fails, up to K-1 times, and each failed retry is "
+            "stored as one more context for r3 train (not --round-size, the attempts drawn per call)"
+        },
+    )
+    reflection_max_new_tokens: int = field(
+        default=256, metadata={"help": "with --rounds > 1 or --screen: a reflection's budget"}
+    )
+    window: int = field(
+        default=16,
+        metadata={
+            "help": "queries mined together, one batched generate call per sampling round (each query keeps "
+            "its own seeds: on CPU in float32 the rows do not depend on it; elsewhere it is part of the run)"
+        },
+    )
+    screen: int = field(
+        default=0,
+        metadata={
+            "help": "screen each kept failed attempt by K sampled reflections, each followed by one retry, "
+            "and store how many retries succeeded: attempts with some but not all (learnable) are the ones "
+            "whose GRPO groups carry a signal (r3 train selection: learnable). 0: off"
+        },
+    )
+    screen_retry_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "with --screen: the retry's temperature, recorded on each screen; it must match r3 "
+            "train's retry_temperature (whose default is 0, greedy), or the screen predicts other groups "
+            "than training draws and selection learnable refuses the file"
+        },
+    )
+    batch_size: int = field(
+        default=128,
+        metadata={
+            "help": "rows per generation batch: window x round-size fills one (--backend openai: "
+            "requests in flight at once)"
+        },
+    )
 
     def __post_init__(self) -> None:
         from r3.episode import check_rounds
 
+        # The one check of these settings, from flags, YAML or Python.
+        self.check_run_fields()
         check_rounds(self.rounds)
-        # The one check of these settings, `r3 mine`'s included (`MineArguments` builds this config).
         whole = ("budget", "round_size", "keep", "window", "max_new_tokens", "reflection_max_new_tokens")
         check_numbers(self, dict.fromkeys(whole, 1))
         if isinstance(self.screen, bool) or not isinstance(self.screen, int) or self.screen < 0:
@@ -132,6 +167,30 @@ class MineConfig:
             raise R3Error("--temperature must be > 0 for mining (repeated greedy attempts are identical)")
         if not 0 < self.top_p <= 1:
             raise R3Error(f"--top-p must be in (0, 1] (got {self.top_p})")
+
+    def settings(self) -> dict[str, Any]:
+        """The mining rule, as run.json and summary.json hold it (`run_fingerprint`): the seed and every
+        field this class declares but `batch_size`, which counts only where rows depend on their batch
+        (`batching`)."""
+        names = [name for name in inspect.get_annotations(MineConfig) if name != "batch_size"]
+        names.insert(names.index("max_new_tokens"), "seed")  # where every run.json has held it
+        return {name: getattr(self, name) for name in names}
+
+    def identity(self) -> dict[str, Any]:
+        """Which task options, data and model the command mines with: `run_fingerprint`'s `identity`
+        (a model given only to `mine` as a generator is named by the caller instead)."""
+        return {
+            "task_options": self.task_options(),
+            "data": self.data,
+            "model": self.model or "embedded",
+            "backend": self.backend,
+            "dtype": self.dtype,
+            **self.server(),
+        }
+
+    def batching(self) -> dict[str, Any] | None:
+        """The window and batch size where rows depend on their batch (`BATCHING_KEYS`), else None."""
+        return None if self.batch_invariant() else {"window": self.window, "batch_size": self.batch_size}
 
     def episode_options(
         self, seed: int = 0, retry_temperature: float | None = None
@@ -471,7 +530,7 @@ def run_fingerprint(
         **identity,
         "num_queries": len(examples),
         "stop": list(task.stop),
-        **asdict(config),
+        **config.settings(),
     }
     return rundir.fingerprint(
         "mine",

@@ -1,7 +1,7 @@
 """The task group every command's options start from: which task, its constructor options, how many
 examples.
 
-`r3 eval` and `r3 mine` (`r3.cli.arguments.TaskArguments`) and `r3 sft` and `r3 train`
+`r3 eval` and `r3 mine` (`r3.run_options.DataFields`) and `r3 sft` and `r3 train`
 (`r3.training.common.CommonTrainingFields`) all inherit `TaskFields`, so these fields are declared,
 parsed and checked once, and `task_args` is written the same three ways everywhere: repeatable
 `--task-arg KEY=VALUE` flags, a mapping in a `--config` YAML file, or a YAML / JSON mapping string.

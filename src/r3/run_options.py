@@ -1,21 +1,20 @@
-"""The option groups of the commands that sample (`r3 eval`, `r3 mine`), as dataclasses.
+"""The option groups of the commands that run a model on a task's examples (`r3 eval`, `r3 mine`).
 
-Every command's options are a dataclass parsed the way `r3 train`'s `R3Config` is (TRL's `TrlParser`,
-see `options.parse_trl_config`): a YAML file via `--config` sets any field, flags override it, unknown
-keys are an error, and a flag is the field's name with dashes or underscores (`--max-new-tokens`,
-`--max_new_tokens`). The groups here are shared, so the task, the model and the output folder are spelled
-and checked once; each command adds its own fields (`eval_cmd.EvalArguments`,
-`mine_cmd.MineArguments`). The task group starts from `r3.tasks.options.TaskFields`, which the training
-configs share too. The groups' own fields are checked in `check_shared` (called from the command's
-`__post_init__`, since values from YAML skip argparse's type conversion); the settings that decide the
-rows are checked by the library-level config the command builds with `config_from` (`EvalConfig`,
-`MineConfig`), so each field is checked in one place.
+`EvalConfig` (`r3.evaluation.evaluate`) and `MineConfig` (`r3.mining.mine`) are each one dataclass:
+these shared groups plus the command's own fields. The command parses it (`r3.cli.options`
+`.parse_trl_config`: YAML via `--config`, flags override, unknown keys an error) and the library
+functions `evaluate` and `mine` take the same object, so every field is declared once. The groups sit
+below evaluation and mining, which import them; the task group starts from
+`r3.tasks.options.TaskFields`, which the training configs share too.
+
+Each config's `__post_init__` calls `check_run_fields` for the groups' fields before checking its own,
+so flags, YAML (which skips argparse's type conversion) and Python meet the same checks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from r3.errors import R3Error, check_numbers
 from r3.tasks.options import TaskFields
@@ -26,7 +25,7 @@ BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass
-class TaskArguments(TaskFields):
+class DataFields(TaskFields):
     """Which task and examples: the group every command shares (`TaskFields`), plus where the
     examples come from and the seed that generates and samples them."""
 
@@ -38,7 +37,7 @@ class TaskArguments(TaskFields):
 
 
 @dataclass
-class ModelArguments(ThreadFields):
+class ModelFields(ThreadFields):
     """Which model, and how it is run (its CPU threads too)."""
 
     model: str | None = field(
@@ -74,17 +73,34 @@ class ModelArguments(ThreadFields):
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"}
     )
-    engine_args: list[str] | None = field(
+    engine_args: dict[str, Any] | str | list[str] | None = field(
         default=None,
         metadata={
             "aliases": ["--engine-arg"],
             "metavar": "KEY=VALUE",
+            "nargs": "+",
             "help": "--backend vllm: a keyword argument of vllm.LLM, KEY=VALUE, repeatable (e.g. "
             "--engine-arg max_model_len=2048 --engine-arg gpu_memory_utilization=0.5); VALUE is read as "
             "YAML. Without CUDA, enforce_eager defaults to true (compiling the graph on a CPU takes "
             "minutes). In a --config file: engine_args: {max_model_len: 2048}",
         },
     )
+
+    def server(self) -> dict[str, Any]:
+        """What the model's name alone does not say about which model runs and how its rows come out,
+        for a run's identity: the server's URL with `--backend openai`, and vLLM's engine settings when
+        given (rows depend on its batching, which some of them change). Empty for a local model."""
+        out: dict[str, Any] = {"base_url": self.base_url} if self.backend == "openai" else {}
+        if self.engine_args:
+            out["engine_args"] = self.engine_args
+        return out
+
+    def batch_invariant(self) -> bool:
+        """Whether rows are the same whatever their batch (`models.batch_invariant`); where they are
+        not, the batch settings are part of a run's identity."""
+        from r3.models import batch_invariant
+
+        return batch_invariant(self.backend, self.dtype, self.device)
 
     def generator(self) -> Any:
         """The generation backend these options describe (eval and mine load it the same way)."""
@@ -105,34 +121,27 @@ class ModelArguments(ThreadFields):
 
 
 @dataclass
-class OutputArguments:
-    """Where the rows go."""
+class OutputFields:
+    """Where the rows go. The library functions take the folder as an argument of their own; these
+    fields are the command's."""
 
     output_dir: str | None = field(default=None, metadata={"help": "where results go"})
     overwrite: bool = field(default=False, metadata={"help": "discard the output folder's previous run"})
     no_progress: bool = field(default=False, metadata={"help": "no progress bar or progress lines"})
 
 
-def check_shared(args: Any) -> None:
-    """Checks of the shared groups' own fields (flags and YAML values alike); each command's config
-    (`EvalConfig`, `MineConfig`) checks the fields it owns."""
-    if args.backend not in BACKENDS:
-        raise R3Error(f"--backend must be one of {', '.join(BACKENDS)} (got {args.backend!r})")
-    args.check_task_fields()  # `task_args` a mapping from here on
-    check_numbers(args, {"batch_size": 1, "max_retries": 0})
-    args.engine_args = parse_key_values(args.engine_args, name="engine_args", flag="--engine-arg") or None
-    if args.engine_args and args.backend != "vllm":
-        raise R3Error(f"--engine-arg is for --backend vllm (got --backend {args.backend})")
+@dataclass
+class RunFields(OutputFields, ModelFields, DataFields):
+    """The shared groups of `EvalConfig` and `MineConfig`. (Bases in reverse: dataclass fields come
+    base by base from the last, so `--help` lists the task first.)"""
 
-
-Config = TypeVar("Config")
-
-
-def config_from(args: Any, config_class: type[Config], **derived: Any) -> Config:
-    """`config_class` (a library-level config: `EvalConfig`, `MineConfig`) built from a command's
-    arguments by one rule rather than a copy per field: every config field the arguments hold under
-    the same name, then `derived`, the fields the command computes or names otherwise. A field added to
-    both dataclasses is carried over with no line here; the config's `__post_init__` checks it."""
-    names = {f.name for f in fields(config_class)}  # type: ignore[arg-type]
-    same = {f.name: getattr(args, f.name) for f in fields(args) if f.name in names}
-    return config_class(**{**same, **derived})
+    def check_run_fields(self) -> None:
+        """Checks of the shared groups' own fields: `task_args` and `engine_args` as mappings from
+        here on, whichever way they were written."""
+        if self.backend not in BACKENDS:
+            raise R3Error(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
+        self.check_task_fields()
+        check_numbers(self, {"batch_size": 1, "max_retries": 0})
+        self.engine_args = parse_key_values(self.engine_args, name="engine_args", flag="--engine-arg") or None
+        if self.engine_args and self.backend != "vllm":
+            raise R3Error(f"--engine-arg is for --backend vllm (got --backend {self.backend})")
