@@ -240,7 +240,7 @@ def test_report_takes_its_folders_first_and_checks_labels(capsys) -> None:
 
 
 def test_repeated_task_args_are_merged_in_place() -> None:
-    from r3.cli.options import merge_repeated
+    from r3.cli.parser import merge_repeated
 
     names = ("--task-arg", "--task_args")
     argv = ["--limit", "3", "--task-arg", "a=1", "--seed", "2", "--task_args=b=2", "--task-arg", "c=3", "d=4"]

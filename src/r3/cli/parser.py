@@ -23,7 +23,6 @@ from typing import Any
 
 from trl import TrlParser
 
-from r3.cli.options import ENGINE_ARG_FLAGS, TASK_ARG_FLAGS, merge_repeated
 from r3.errors import R3Error
 
 
@@ -233,6 +232,39 @@ def trl_check_message(exc: ValueError) -> str:
             "(as the CPU recipes in recipes/ do); on a GPU without bf16, --bf16 false"
         )
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: The spellings of `task_args` (`r3.tasks.options.TaskFields`), a flag every command takes repeatedly.
+TASK_ARG_FLAGS = ("--task-arg", "--task-args", "--task_args")
+ENGINE_ARG_FLAGS = ("--engine-arg", "--engine-args", "--engine_args")
+
+
+def merge_repeated(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """`--task-arg a=1 --task-arg b=2` as one `--task-arg a=1 b=2`: a list field takes its values
+    after one flag, and a repeated flag would otherwise keep only its last values."""
+    values: list[str] = []
+    rest: list[str] = []
+    first: int | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, eq, inline = arg.partition("=")
+        if flag in names:
+            first = len(rest) if first is None else first
+            if eq:
+                values.append(inline)
+                i += 1
+            else:
+                i += 1
+                while i < len(argv) and not argv[i].startswith("--"):
+                    values.append(argv[i])
+                    i += 1
+            continue
+        rest.append(arg)
+        i += 1
+    if first is None:
+        return argv
+    return [*rest[:first], names[0], *values, *rest[first:]]
 
 
 def split_config_flag(argv: list[str]) -> list[str]:
