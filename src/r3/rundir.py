@@ -1,28 +1,18 @@
-"""Output folders that resume safely: one implementation for every command that writes rows.
+"""Output folders that resume safely, shared by every command that writes rows.
 
-A long job (`r3 eval`, `r3 mine`, `r3 forgetting`, and `r3 train` and `r3 sft` through
+A long job (`r3 eval`, `r3 mine`, `r3 forgetting`; `r3 train` and `r3 sft` through
 `r3.training.folder`) opens its folder as a `RunFolder`:
 
-- **a lock**: one writer per folder (a second command into the same folder is refused at once);
-- **a fingerprint** (`run.json`, built by `fingerprint` for every command alike): the format version,
-  the command, every setting that changes what is written, and a digest of the examples
-  (`examples_digest`). Running again into the folder resumes when it matches and is refused when it
-  differs, with one message naming what changed, so that two runs' rows never mix; a folder of another
-  command, or of an earlier `FINGERPRINT_VERSION`, is refused with one line saying so;
-- **`--overwrite`**: removes exactly the files the job owns (nothing else in the folder) and starts
-  afresh; files of the job without a `run.json` are refused rather than guessed at. What a job owns
-  is a list of names or patterns (`checkpoint-*`), folders among them removed whole;
-- **continuing only when asked** (`resume=False` or `True`, the training commands): a second run into
-  a folder that holds the job's output is refused even with the same settings until the user says
-  `--resume` (continue it; the settings must match) or `--overwrite`. Eval and mine append rows, so a
-  matching folder is their own run to continue; a training replays from a checkpoint and rewrites its
-  model, so there a second run is more often a mistake than a continuation;
-- **crash recovery**: `rows(name)` reads a JSONL log and cuts a torn last line (a kill mid-write) off
-  the file, so appending continues cleanly; a damaged line followed by good ones is an error. The same
-  reader (`read_log`, `log_lines`) serves every JSONL file that crosses stages (the report's samples,
-  training's failures), so they all treat a torn tail alike;
-- **durable appends**: `append(name, rows)` writes and fsyncs before returning, so a kill -9 loses
-  at most the rows being written.
+- **a lock**: one writer per folder;
+- **a fingerprint** (`run.json`, from `fingerprint`): running again resumes when it matches and is
+  refused, naming what changed, when it differs, so that two runs' rows never mix;
+- **`--overwrite`** removes exactly the files the job owns (names or patterns such as `checkpoint-*`)
+  and starts afresh; owned files without a `run.json` are refused rather than guessed at;
+- **continuing only when asked** (`resume=False` or `True`, training): a folder holding output needs
+  `--resume` or `--overwrite`, because a training rewrites its model and a second run is more often a
+  mistake than a continuation; eval and mine append rows, so a matching folder is theirs to continue;
+- **crash recovery**: `read_log` (the one reader of every JSONL file that crosses stages) leaves out a
+  torn last line, and `append` fsyncs, so a kill -9 loses at most the rows being written.
 
 `RunFolder.open(..., check_only=True)` checks without creating, locking or writing anything, so a
 command can refuse a wrong folder before a slow step (loading a model).
@@ -49,15 +39,10 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 #: What a damaged run folder's log tells the user to do.
 OVERWRITE = "use --overwrite to start afresh"
-#: The one version of every command's `run.json`. Raise it when a change of r3 makes any command write
-#: other rows for the same settings (how tokens are sampled, how seeds are derived, how mining's chains
-#: end) or changes what a fingerprint holds: every folder written before is then refused with one line,
-#: never continued with rows of another kind. Greedy `r3 eval` folders are refused too: one number for
-#: all is simpler to get right than one per thing a run may depend on. The training commands' folders
-#: follow it too: a change that makes training sample or score otherwise raises it, so that a run is
-#: never continued by another kind of training.
-#: 4: the first shared number (before it, `r3 mine` wrote `version` 3 and `chain_seeds` 3, a sampled
-#: `r3 eval` wrote `sampler` 2, and `r3 forgetting` had no `run.json`).
+#: The version of every command's `run.json`. Raise it when a change of r3 makes any command (training
+#: included) write other rows for the same settings (sampling, seeds, how chains end, scoring) or changes
+#: what a fingerprint holds: every older folder is then refused in one line, never continued with rows of
+#: another kind. One number for all commands is simpler to get right than one per dependency.
 FINGERPRINT_VERSION = 4
 
 
@@ -261,8 +246,8 @@ def _check(
 
 
 def _check_writer(folder: Path, stored: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-    """Refuse, in one line of its own, a folder written by another version of r3 or by another command:
-    there every other key may differ too, and a list of them would hide the reason."""
+    """Refuse, in one line of its own, a folder of another r3 version or command: every other key may
+    differ there too, and a list of them would hide the reason."""
     if "version" in fingerprint and stored.get("version") != fingerprint["version"]:
         old = stored.get("version")
         newer = isinstance(old, int) and not isinstance(old, bool) and old > fingerprint["version"]
@@ -298,16 +283,14 @@ def fingerprint(
     batching: Mapping[str, Any] | None = None,
     paths: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The `run.json` of one run of `r3 <command>`: what decides its rows, with the same rules for every
-    command, so that what one command's folder promises (resume only into the same run) every
-    command's does.
+    """The `run.json` of one run of `r3 <command>`: what decides its rows, by the same rules for every
+    command.
 
-    - `version` (`FINGERPRINT_VERSION`) and `command` come first: a folder of an earlier r3 or of
-      another command is refused with one line naming that (`RunFolder.open`).
-    - `settings`: what the command's rows depend on, less `omit`: settings that decide nothing in this
-      run (mining's screen settings without a screen) or, by the command's own rule, sit at the value
-      that the paper's protocol implies (eval's one round of reflect), so that a run.json lists what
-      counts.
+    - `version` (`FINGERPRINT_VERSION`) and `command` come first: a folder of another r3 version or
+      command is refused with one line naming that.
+    - `settings`: what the rows depend on, less `omit`: settings that decide nothing in this run
+      (mining's screen settings without a screen) or sit at the paper's value (eval's one round of
+      reflect), so that a run.json lists what counts.
     - `paths`: settings that may name a local file or folder (data, model) are stored absolute when
       they do, so that the same run started from another working directory is recognised.
     - `batching`: the batch settings, given only where rows depend on their batch (`None` where they do
@@ -381,8 +364,7 @@ def read_log(path: Path, *, repair: bool = False, remedy: str = OVERWRITE) -> li
 def log_lines(
     path: Path, *, repair: bool = False, remedy: str = OVERWRITE
 ) -> list[tuple[int, dict[str, Any]]]:
-    """`(line number, row)` for every row of a JSONL file appended to line by line: the one reader of
-    the JSONL files that cross stages (logs, samples, failures), so a torn tail reads the same anywhere.
+    """`(line number, row)` for every row of a JSONL file appended to line by line.
 
     A last line without its newline (a crash mid-write) is left out, and with `repair` cut off the
     file itself so that appending can continue cleanly. A damaged line followed by good ones means the
