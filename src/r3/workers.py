@@ -2,31 +2,20 @@
 call and never the run.
 
 The custom task calls a user's verifier up to millions of times while mining. Python cannot kill a
-thread: a verifier hung in a thread keeps running (and holding the GIL), and one that calls `os._exit`,
-segfaults or is killed takes the whole process with it. A process can be killed, and its death can be
-seen from outside; that is what this module is for.
+thread, and a verifier that calls `os._exit` or segfaults takes its process with it; a process can be
+killed, and its death seen from outside.
 
-* **Fresh interpreters, never fork.** A worker is `python -c ...` started by `subprocess` (what
-  multiprocessing's 'spawn' does, minus its re-import of the parent's main script, which would import
-  torch again in every worker, or run an unguarded user script again). Forking is unsafe: mining runs
-  with a model loaded and OpenMP/CUDA threads, whose locks a forked child inherits in whatever state
-  they were in. A worker imports only this module and the user's functions; starting one costs about a
-  tenth of a second, once per worker.
-* **Lazy and reused.** A pool starts a worker when a caller finds none idle, at most `size` alive at
-  once (one per concurrent caller: a single-threaded run uses one), and keeps it for later calls.
-* **Functions travel as names.** A worker loads each function once and keeps it: the caller says how
-  (`Portable`: a loader and what to load, such as the custom task's spec loader and
-  `pkg.module:function`, or `pickle.loads` and a module-level function, which pickles as its name).
-  A function that cannot travel (it cannot be pickled, or a worker cannot load it) is refused when it
-  is wrapped (`Guarded`), with one `R3Error` that names the `module:function` form.
-* **Timeouts and deaths.** A call waits for the reply, the worker's death (its socket closes; on Linux
-  a pidfd also tells) or the time limit, whichever comes first. Out of time: the worker is killed
-  (SIGKILL, which no verifier can catch) and reaped. Dead: it is reaped and its exit code or signal
-  becomes the reason. Either way the next call gets a fresh worker. Starting a worker and loading a
-  function are not charged to a call's time limit (they have `START_TIMEOUT_S`).
-* **Never outliving the run.** Workers are killed at exit (atexit); an idle worker exits when its
-  socket closes and a busy one within a second of its parent's death. Workers ignore SIGINT: Ctrl-C is
-  for the run, which then stops them.
+* **Fresh interpreters, never fork**: a worker is `python -c ...` started by `subprocess`. Forking is
+  unsafe with a model loaded and OpenMP/CUDA threads whose locks a child inherits in any state; and
+  multiprocessing's 'spawn' re-imports the parent's main script (torch, or an unguarded user script).
+* **Lazy and reused**: a worker starts when a caller finds none idle, at most `size` alive.
+* **Functions travel as names** (`Portable`: a loader and what it loads); a worker loads each once. A
+  function that cannot travel is refused when wrapped (`Guarded`), naming the `module:function` form.
+* **Timeouts and deaths**: a call waits for the reply, the worker's death or the time limit. A worker
+  out of time is killed (SIGKILL) and reaped; a dead one's exit status becomes the reason; the next
+  call gets a fresh worker. Starting and loading have their own `START_TIMEOUT_S`.
+* **Never outliving the run**: workers are killed at exit, exit when their parent dies, and ignore
+  SIGINT (Ctrl-C is for the run, which then stops them).
 """
 
 from __future__ import annotations
@@ -151,10 +140,6 @@ def call_inline(fn: UserFn, example: dict[str, Any], argument: Any, what: str) -
         return Outcome(failure=_raised(what, type(exc).__name__, _message(exc)))
 
 
-# --------------------------------------------------------------------------------------------------
-# Worker processes
-
-
 class _Lost(Exception):
     """A worker gave no answer: it ran out of time (`death` None) or died (`death` says how)."""
 
@@ -182,7 +167,6 @@ class _Worker:
         self.closed = False
 
     def alive(self) -> bool:
-        """Whether the process still runs (a cheap non-blocking wait)."""
         return not self.closed and self.process.poll() is None
 
     def exchange(self, message: bytes, timeout_s: float) -> tuple[Any, ...]:
@@ -272,7 +256,6 @@ class WorkerPool:
             self._load(worker, self._id(portable), portable)
 
     def live_pids(self) -> list[int]:
-        """The pids of the workers alive now."""
         with self._cond:
             return [w.process.pid for w in self._workers if w.alive()]
 
@@ -357,7 +340,7 @@ class WorkerPool:
             self._cond.notify()
 
     def _load(self, worker: _Worker, fid: int, portable: Portable) -> None:
-        """Have the worker load the function once (not charged to the call's time limit)."""
+        """Have the worker load the function once, outside the call's time limit."""
         if fid in worker.loaded:
             return
         message = pickle.dumps(("load", fid, (portable, list(sys.path))), _PROTOCOL)
@@ -373,7 +356,6 @@ class WorkerPool:
 
 
 def _outcome(reply: tuple[Any, ...], what: str) -> Outcome:
-    """A worker's reply to a call as an Outcome."""
     kind = reply[0]
     if kind == "returned":
         return Outcome(reply[1])
@@ -430,8 +412,7 @@ def _forget_after_fork() -> None:
         pool._reset()
 
 
-# --------------------------------------------------------------------------------------------------
-# Inside a worker process
+# --- inside a worker process ----------------------------------------------------------------------
 
 
 def serve(fd: int, parent_pid: int) -> None:
@@ -511,10 +492,6 @@ def _leave(code: int) -> NoReturn:
 
 atexit.register(_close_all)
 os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-# --------------------------------------------------------------------------------------------------
-# Reasons
 
 
 def _raised(what: str, kind: str, message: str) -> str:

@@ -1,27 +1,15 @@
 """The generation interface shared by evaluation, mining and training.
 
-Two levels, one seed scheme:
-
     backend.generate(prompts, n, sampling) -> list (one per prompt) of list (n) of Completion
     sampler.sample_tokens(prompt_ids, sampling) -> list (one per row) of Completion
 
-`generate` takes chats (evaluation and mining); `sample_tokens` takes prompt token ids, one sample per
-row (training, whose prompts are token ids already, and any backend that works on tokens). A backend
-that has `sample_tokens` gets `generate` from `generate_from_tokens`, so both levels sample the same
-way: the transformers backend (also over the trainer's own model) and vLLM (also TRL's colocated
-engine) are token samplers; a chat server (`openai_backend`) only has `generate`.
+`generate` takes chats (evaluation, mining); `sample_tokens` takes prompt token ids (training). A
+token sampler gets `generate` from `generate_from_tokens`, so both levels sample alike: the
+transformers and vLLM backends are token samplers; a chat server (`openai_backend`) only generates.
 
-**A seed per request.** Every prompt of a call has its own seed (`request_seeds`: `sampling.seeds`
-when the caller gives them, else derived from `sampling.seed` and the prompt's position), and the j-th
-sample of a prompt is drawn from `sample_seed(request seed, j)` alone. So a prompt's samples do not
-depend on which other prompts share the call: a caller can batch as it likes (mining batches windows of
-queries) and still get, up to floating-point noise from padding, what one call per prompt would give.
-Backends honour this their own way (the transformers backend samples each row from its own generator,
-vLLM and servers take a `seed` per request).
-
-Backends: `transformers_backend.TransformersBackend` (CPU or GPU, always available) and
-`vllm_backend.VLLMBackend` (GPU, `pip install reflect-retry-reward[vllm]`). Tests use scripted fakes
-that follow the same protocol.
+**A seed per request**: every prompt of a call has its own seed (`request_seeds`), and its j-th sample
+is drawn from `sample_seed(request seed, j)` alone. So a prompt's samples do not depend on which other
+prompts share the call, and a caller may batch as it likes (mining's windows).
 """
 
 from __future__ import annotations

@@ -1,24 +1,18 @@
 """The token loop of the transformers backend: prompt token ids in, sampled token ids out.
 
-Why not `model.generate`: R3 samples the same prompt many times (mining draws a round of samples per
-query, GRPO a group of reflections per failure), and `generate` runs every row to the end of the
-batch. This loop does three things `generate` does not:
+R3 samples the same prompt many times (mining's rounds, GRPO's groups), and `model.generate` runs every
+row to the end of the batch. This loop instead:
 
-- **prefill once per distinct prompt.** Rows with the same prompt share one prefill; its KV cache is
-  copied to each row (`Cache.batch_select_indices` with repeated indices). A Countdown prompt is about
-  110 tokens against a 32-token answer, so prefill was most of mining's compute.
-- **drop finished rows.** Rows that ended (EOS or a stop string) leave the batch once they are an
-  eighth of it (compacting copies the KV cache, so it is not done for every row): later steps cost
-  only the rows still running, and a finished row's later tokens are never recorded.
-- **a generator per row.** Row i draws its tokens from `torch.Generator(mix_seed(seeds[i]))` alone, by inverse
-  transform sampling (one uniform per step against the cumulative distribution after temperature,
-  top-k and top-p). So a row's tokens depend on its seed and its own logits only, never on the other
-  rows of the call nor on the global random state: batching queries gives the samples one call per
-  prompt would give, up to floating-point noise from padding.
+- **prefills once per distinct prompt**, copying its KV cache to each row
+  (`Cache.batch_select_indices`): a Countdown prompt is about 110 tokens against a 32-token answer;
+- **drops finished rows** once they are an eighth of the batch (compacting copies the KV cache), so
+  later steps cost only the running rows;
+- **draws each row from its own generator** (`torch.Generator(mix_seed(seeds[i]))`, one uniform per
+  step against the cumulative distribution), so a row's tokens depend on its seed and logits only:
+  batching gives what one call per prompt would, up to floating-point noise from padding.
 
-`synced=True` is for models whose forward pass is a collective (DeepSpeed ZeRO-3 or FSDP over several
-processes, see `r3.training.engines`): no row is dropped and every process runs one step more as
-long as any process still has a running row, so all processes make the same number of forward calls.
+`synced=True` is for models whose forward pass is a collective (ZeRO-3, FSDP): no row is dropped and
+every process steps while any process has a running row, so all make the same forward calls.
 """
 
 from __future__ import annotations
@@ -117,14 +111,13 @@ def decode(
     input_ids, mask = input_ids.to(device), mask.to(device)
     positions = (mask.cumsum(dim=-1) - 1).clamp_(min=0)
     kwargs: dict[str, Any] = {"use_cache": True}
-    # Asked of `model` itself, so a PEFT-wrapped policy (training's rollouts) keeps computing every
-    # position's logits as when the recorded experiment ran: through the wrapper the last row's logits
-    # differ in float rounding (about 4e-5), which would change sampled tokens and the table's rerun.
+    # Asked of `model` itself, not the unwrapped one: a PEFT-wrapped policy then computes every
+    # position's logits, and the rerun of the recorded experiment samples the same tokens (through the
+    # wrapper the last row's logits differ in float rounding, about 4e-5).
     if _takes(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **kwargs)
-    # Asked of the transformers model under any wrapper: PEFT's forward lists neither name and passes
-    # both through, so asking the wrapper picked the old name, which transformers drops in 5.40.
+    # Asked of the transformers model under any wrapper: PEFT's forward lists neither name.
     cache_name = "cache" if _takes(unwrapped(model), "cache") else "past_key_values"
     cache = returned_cache(out)
     cache.batch_select_indices(expand)  # one copy of its prompt's cache per row
@@ -184,10 +177,8 @@ def decode(
 
 
 def mix_seed(seed: int) -> int:
-    """`seed` scrambled (SplitMix64's finalizer) before it seeds a torch generator. A guard for
-    callers that pass small consecutive seeds (0, 1, 2, ...): R3's own seeds are hashes already, and a
-    check of torch's generator found no correlation between consecutive seeds' first draws (3,000
-    blocks of 8: 0.97% all on one side of 0.5, 0.78% expected), so this is cheap insurance, not a fix."""
+    """`seed` scrambled (SplitMix64's finalizer) before it seeds a torch generator: cheap insurance for
+    callers that pass small consecutive seeds (R3's own seeds are hashes already)."""
     z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
@@ -195,9 +186,8 @@ def mix_seed(seed: int) -> int:
 
 
 def returned_cache(out: Any) -> Any:
-    """The KV cache a forward pass returned. transformers 5.x renamed `past_key_values` to `cache`
-    (the old name goes away in 5.40), in the argument and in the output; models written before the
-    rename, and older releases, still use the old name, so both are read."""
+    """The KV cache a forward pass returned: transformers 5.x names it `cache`, older releases and
+    models `past_key_values`, so both are read."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
 

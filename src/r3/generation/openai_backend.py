@@ -1,23 +1,16 @@
-"""Sampling from a model behind an OpenAI-compatible server (`vllm serve`, `transformers serve`, an API).
+"""Sampling from a model behind an OpenAI-compatible server (`vllm serve`, `transformers serve`, an API),
+so that large baselines are evaluated and mined with the same prompts, verifiers and outputs.
 
-So that the large vanilla baselines the paper compares with can be evaluated and mined with the same
-prompts, verifiers and outputs as a local model. Built on the official `openai` client:
-
-- **Chats, not text**: each `Prompt` is sent as its messages (and its tools in the `tools` field), so the
-  server applies its model's own chat template, as `chat.render_prompt` does locally.
-- **One request per sample**, `n` requests per prompt, each with its own seed (`base.sample_seed` of
-  the prompt's request seed; servers that honour `seed` give repeatable samples). Greedy decoding
-  sends one request and repeats its answer, as the transformers backend does. Servers differ on
-  `n > 1` (`transformers serve` refuses it).
-- **Stop strings are applied here**, not sent: servers disagree on whether the returned text keeps the
-  stop string (OpenAI's API and vLLM drop it, `transformers serve` keeps it), and the verifiers need it
-  (Countdown's `</answer>`). The text is cut just after the first stop string, exactly as the local
-  backends cut it; the tokens the server generated past it are counted in `usage` but not used.
-- **Concurrency, timeouts, retries**: at most `concurrency` requests in flight (`--batch-size`); the
-  client's own retries with exponential backoff on connection errors, 408/409/429 and 5xx (a 429's
-  `Retry-After` is waited for). A server that stays unreachable is one `R3Error` line; rows already
-  committed by `r3 eval`/`r3 mine` are kept and a rerun resumes.
-- **Token usage** is counted (`usage`: prompt and completion tokens, requests).
+- **Chats, not text**: each `Prompt` is sent as messages (and tools), so the server applies its own
+  chat template, as `chat.render_prompt` does locally.
+- **One request per sample**, each with its own seed (`base.sample_seed`), because servers differ on
+  `n > 1`; greedy decoding sends one request and repeats its answer.
+- **Stop strings are applied here**, not sent: servers disagree on whether the text keeps the stop
+  string, and verifiers need it (Countdown's `</answer>`).
+- **Concurrency and retries**: at most `concurrency` requests in flight; the client retries connection
+  errors, 408/409/429 and 5xx with backoff. An unreachable server is one `R3Error`; committed rows
+  are kept and a rerun resumes.
+- **Token usage** is counted (`usage`).
 """
 
 from __future__ import annotations

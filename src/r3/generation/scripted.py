@@ -1,10 +1,8 @@
-"""A generator driven by a Python function instead of a model.
+"""A generator driven by a Python function instead of a model, for tests and benchmarks.
 
-Used by the tests (known answers, no weights) and by benchmarks that simulate a model of a chosen
-success rate. `respond(prompt, sampling, index)` returns the text of the `index`-th of the `n`
-samples for `prompt`. When the caller gives a seed per request (`sampling.seeds`, as mining does), the
-script sees each prompt's own in `sampling.seed`, as real backends sample with it; otherwise it sees the
-call's sampling as given.
+`respond(prompt, sampling, index)` returns the text of the `index`-th of the `n` samples for
+`prompt`. With a seed per request (`sampling.seeds`) the script sees each prompt's own in
+`sampling.seed`, as real backends sample with it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""Sampling with a loaded transformers model: a seed per row, stop strings, prefix sharing.
+"""Sampling with a loaded transformers model (the CPU path, and the trainer's own model in `r3 train`).
 
-Runs anywhere torch runs (this is the CPU path, and the trainer's own model in `r3 train`). Chats are
-rendered with the tokenizer's chat template (`chat.render_prompt`); the token loop is
-`decode.decode`, which prefills each distinct prompt once, drops rows as they finish and draws each
-row from its own seeded generator, so batching queries (mining's windows) gives the samples one call
-per prompt would give, up to floating-point noise.
+Chats are rendered by `chat.render_prompt`; the token loop is `decode.decode`.
 """
 
 from __future__ import annotations
@@ -95,11 +91,9 @@ _STOP_CHECKS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Callable[[lis
 def stop_check(tokenizer: Any, stop: tuple[str, ...]) -> Callable[[list[int]], bool]:
     """`ids -> bool`: whether the decoded tail of `ids` contains a stop string.
 
-    A stop string ends inside the token that completes it, so only rows whose newest token can
-    hold the last character of a stop string are decoded (a set built once per tokenizer and set of
-    stop strings; tokens that decode alone to nothing or to a partial character count as possible).
-    Then only the last tokens are decoded, enough to hold the longest stop string, so a check
-    costs the same whatever the length so far."""
+    Only rows whose newest token can hold the last character of a stop string are decoded (a set built
+    once per tokenizer and stop strings), and only the last few tokens, so a check costs the same whatever
+    the length so far."""
     checks = _STOP_CHECKS.setdefault(tokenizer, {})
     if stop not in checks:
         strings = tuple(s for s in stop if s)

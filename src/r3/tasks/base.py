@@ -83,19 +83,14 @@ class Task(ABC):
         """Check a completion. Must not raise and must not execute the completion."""
 
     def reference_answer(self, example: Example) -> str | None:
-        """A correct completion for `example`, written in exactly the format the task's prompt asks for,
-        or None when the example has no known answer.
-
-        It exists for the supervised warm-start (`r3 sft`): before R3 training, a model can be taught
-        the answer format on solved examples, as a first attempt (prompt, then this answer). It must
-        pass `verify`. The default knows no answers."""
+        """A correct completion for `example` in the format the prompt asks for (it must pass `verify`),
+        or None when unknown (the default). `r3 sft` trains first attempts on it."""
         return None
 
     def answer_text(self, completion: str) -> str | None:
-        """The part of `completion` that is its answer, written so that two completions giving the same
-        answer give the same text; None when it gives none. Reports read answers through it (does a
-        reflection, asked for advice, already give the answer?) without knowing any task's format.
-        The default knows no format and finds none."""
+        """The part of `completion` that is its answer, the same text for two completions with the same
+        answer; None when it gives none (the default). Reports read answers through it without knowing any
+        task's format."""
         return None
 
     def validate(self, row: Any, index: int, source: str) -> Example:
@@ -110,41 +105,33 @@ class Task(ABC):
         return dict(row)
 
     def to_record(self, example: Example) -> Example:
-        """The example as stored in output files (JSONL that `datasets` can load).
-
-        The inverse of `validate`: e.g. function calling writes `tools`/`answers` back as JSON strings
-        so that rows of different tool schemas share one Arrow schema."""
+        """The example as stored in output files (JSONL that `datasets` can load): the inverse of `validate`
+        (function calling writes `tools`/`answers` back as JSON strings so rows share one Arrow schema)."""
         return dict(example)
 
     def reflection_prompt(self, example: Example, attempt: str) -> Prompt:
-        """The chat that asks for a reflection on a failed first `attempt` (round 1): by default
-        `reflection_prompt_after` on the task prompt, so that a task overriding that hook changes every
-        round at once."""
+        """The chat asking for a reflection on a failed first `attempt`: `reflection_prompt_after` on the
+        task prompt, so that a task overriding that hook changes every round at once."""
         return self.reflection_prompt_after(example, self.prompt(example), attempt)
 
     def retry_prompt(self, example: Example, attempt: str, reflection: str) -> Prompt:
-        """The chat that asks for the second attempt (round 1), with the reflection in context: by
-        default `retry_prompt_after` on round 1's reflection chat."""
+        """The chat asking for the second attempt (round 1): `retry_prompt_after` on round 1's reflection
+        chat."""
         return self.retry_prompt_after(example, self.reflection_prompt(example, attempt), reflection)
 
     def reflection_prompt_after(self, example: Example, history: Prompt, failed: str) -> Prompt:
-        """The chat that asks for a reflection on the `failed` answer to `history`: the task prompt in
-        round 1, the previous round's retry chat in rounds 2, 3, ... (`r3 eval --rounds`,
-        `r3 mine --rounds`, `r3 train` all build their rounds through here, `episode.next_turn`).
-
-        The default appends the answer and `reflection_instruction`. Override it (rather than
-        `reflection_prompt`, which is round 1 only) for a request that depends on the row."""
+        """The chat asking for a reflection on the `failed` answer to `history` (the task prompt in round
+        1, the previous retry chat later; every command builds its rounds through here). Appends the answer
+        and `reflection_instruction`; override it for a request that depends on the row."""
         return history.extend(
             {"role": "assistant", "content": failed},
             {"role": "user", "content": self.reflection_instruction},
         )
 
     def retry_prompt_after(self, example: Example, reflection_chat: Prompt, reflection: str) -> Prompt:
-        """The chat that asks for another answer once the `reflection` was given in `reflection_chat`.
-
-        Rounds 2, 3, ... (and round 1 under the `feedback` protocol) retry here; round 1 of the paper's
-        protocol retries in `retry_prompt`, which defaults to this. The default appends the reflection
-        and `retry_instruction`."""
+        """The chat asking for another answer once `reflection` was given in `reflection_chat` (every
+        round but the paper's round 1, which goes through `retry_prompt`). Appends the reflection and
+        `retry_instruction`."""
         return reflection_chat.extend(
             {"role": "assistant", "content": reflection},
             {"role": "user", "content": self.retry_instruction},
@@ -152,10 +139,8 @@ class Task(ABC):
 
 
 def load_rows(task: Task, data: str, limit: int | None = None) -> list[Example]:
-    """Read `data` and validate every row with `task.validate` before anything else runs.
-
-    The whole file is validated (not only the first `limit` rows) so that a bad row fails fast
-    instead of hours into a run. An empty result is an error too."""
+    """Read `data` and validate every row with `task.validate`, not only the first `limit`, so that a
+    bad row fails fast instead of hours into a run; no rows is an error too."""
     from r3.errors import DataError
     from r3.tasks.files import read_rows
 

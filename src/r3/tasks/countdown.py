@@ -1,11 +1,8 @@
 """The Countdown task (TinyZero, `Jiayi-Pan/Countdown-Tasks-3to4`): reach a target with + - * /.
 
-A row is `{"nums": [int, ...], "target": int}`. The model must write an equation, in
-`<answer> </answer>` tags, that uses every number exactly once and evaluates to the target.
-
-Rows come from a file or hub id, or, with no data, from `generate_countdown`, a seeded generator
-in the TinyZero style, so that R3 runs end to end with no download. The verifier parses the answer
-with `r3.tasks.countdown_expr` (never `eval`) and always answers with a `Verdict`.
+A row is `{"nums": [int, ...], "target": int}`; the model writes an equation in `<answer> </answer>`
+tags using every number exactly once. With no data, rows come from `generate_countdown`, so R3 runs
+end to end with no download. The verifier parses with `r3.tasks.countdown_expr`, never `eval`.
 """
 
 from __future__ import annotations
@@ -39,15 +36,12 @@ USER_TEMPLATE = (
 RETRY_INSTRUCTION = "Now try again. Use your reflection and give a new equation in <answer> </answer> tags."
 
 
-# --------------------------------------------------------------------------------------------------
-# Answers
+# --- answers --------------------------------------------------------------------------------------
 
 
 def extract_answer(completion: str) -> str | None:
-    """The text inside the last closed `<answer>...</answer>`, or None.
-
-    The last one counts: models often draft an answer, then correct it. Search from the right so a
-    completion full of unclosed tags still costs one linear scan."""
+    """The text inside the last closed `<answer>...</answer>`, or None: models often draft an answer,
+    then correct it. Searched from the right, so unclosed tags cost one linear scan."""
     close = completion.rfind(CLOSE_TAG)
     if close < 0:
         return None
@@ -58,11 +52,10 @@ def extract_answer(completion: str) -> str | None:
 
 
 def check_equation(nums: list[int], target: int, answer: str) -> Verdict:
-    """Check the text of an answer against the numbers and target. Never raises for any str.
+    """Check the text of an answer against the numbers and target; never raises for any str.
 
-    Order matters for speed and for useful reasons: syntax first (cheap, bounded), then the claimed
-    result, then the numbers used (before evaluating, so inputs with many literals never reach the
-    arithmetic), then the exact value."""
+    Syntax first (cheap, bounded), then the claimed result, then the numbers used (so inputs with many
+    literals never reach the arithmetic), then the exact value."""
     try:
         expression, claim = parse_answer(answer)
     except ExpressionError as exc:
@@ -97,10 +90,8 @@ class NumberMismatch:
 
 
 def number_mismatch(given: list[int], used: tuple[int, ...]) -> NumberMismatch | None:
-    """The first difference between the multisets `used` and `given`, or None when they are equal.
-
-    First a number used too often (or not in the list), in the order the answer shows them, then a
-    number used too rarely (or not at all), in the list's order: the verifier's reason names this one."""
+    """The first difference between the multisets `used` and `given` (None when equal): a number
+    used too often, in the answer's order, else one used too rarely, in the list's order."""
     have, want = Counter(used), Counter(given)
     if have == want:
         return None
@@ -128,8 +119,7 @@ def _numbers_problem(given: list[int], used: tuple[int, ...]) -> str:
     return f"number {number} used {_times(used_times)}, but the list has it {_times(listed)}"
 
 
-# --------------------------------------------------------------------------------------------------
-# Rows
+# --- rows -----------------------------------------------------------------------------------------
 
 
 def _is_int(value: Any) -> bool:
@@ -148,9 +138,8 @@ def _describe(value: Any) -> str:
 
 
 def normalize_row(row: Any, index: int | None = None, source: str = "<example>") -> Example:
-    """Check a row and return a copy with `nums` as a list of int and `target` as int.
-
-    Raises `DataError` naming the source, row and field. Extra fields are kept (e.g. `solution`)."""
+    """A copy of the row with `nums` as a list of int and `target` as int, extra fields kept; a
+    `DataError` naming the source, row and field otherwise."""
     if not isinstance(row, dict):
         raise DataError(source, index, None, f"expected an object, got {type(row).__name__}")
     for field in ("nums", "target"):
@@ -191,8 +180,7 @@ def normalize_row(row: Any, index: int | None = None, source: str = "<example>")
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# Generator
+# --- generator ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -234,14 +222,12 @@ MAX_TRIES = 10_000
 def generate_countdown(
     n: int, seed: int = 0, config: GeneratorConfig | None = None, **ranges: int
 ) -> list[Example]:
-    """`n` solvable Countdown rows, deterministic in `seed` (and a prefix of any larger `n`).
+    """`n` solvable Countdown rows `{"nums", "target", "solution"}`, deterministic in `seed` (and a
+    prefix of any larger `n`).
 
-    Each row is `{"nums", "target", "solution"}`. In the TinyZero style, numbers are drawn
-    uniformly, then combined two at a time in random order with a random operator, keeping every
-    intermediate a positive integer (subtraction only when positive, division only when exact), and
-    the row is kept when the result lies in the target range. `solution` is that equation: the
-    verifier never looks at it, tests use it to prove each row solvable. `ranges` are
-    `GeneratorConfig` fields (min_nums, max_nums, min_number, max_number, min_target, max_target)."""
+    TinyZero style: numbers drawn uniformly, combined two at a time in random order with random operators,
+    every intermediate a positive integer; a row is kept when the result lies in the target range.
+    `solution` is that equation (tests use it to prove each row solvable). `ranges`: `GeneratorConfig`."""
     if config is None:
         config = GeneratorConfig(**ranges)
     elif ranges:
@@ -299,17 +285,14 @@ def _combine(op: str, left: _Operand, right: _Operand) -> _Operand:
     return value, f"{left_text} {op} {right_text}", precedence
 
 
-# --------------------------------------------------------------------------------------------------
-# Task
+# --- task -----------------------------------------------------------------------------------------
 
 
 class CountdownTask(Task):
     """Countdown: rows from `data`, or `num_examples` generated rows when no data is given.
 
-    Constructor options (all optional; `r3 ... --task countdown` uses the defaults):
-    `num_examples` (rows generated when `load` has no data and no limit) and the generator ranges
-    `min_nums`, `max_nums`, `min_number`, `max_number`, `min_target`, `max_target`
-    (see `GeneratorConfig`), and `system_prompt` (None for no system message)."""
+    Options: `num_examples`, the generator ranges of `GeneratorConfig`, and `system_prompt` (None: no
+    system message)."""
 
     name = "countdown"
     stop = (CLOSE_TAG,)
@@ -348,12 +331,9 @@ class CountdownTask(Task):
         return Prompt([user])
 
     def reference_answer(self, example: Example) -> str | None:
-        """`<answer> EQUATION </answer>`: the row's `solution` if it verifies, else one from the solver.
-
-        Only the tagged equation, with no reasoning: the prompt asks for brief reasoning, and the
-        shortest target teaches the format without teaching made-up reasoning. It ends with the stop
-        string, as a generated completion would. None for an unsolvable or invalid row, or one with
-        more numbers than the solver searches (`countdown_solver.MAX_SOLVER_NUMS`)."""
+        """`<answer> EQUATION </answer>`: the row's `solution` if it verifies, else the solver's; None when
+        there is none. No reasoning: the shortest target teaches the format without teaching made-up
+        reasoning. It ends with the stop string, as a generated completion would."""
         try:
             row = normalize_row(example)
         except DataError:

@@ -1,13 +1,9 @@
 """A small, bounded parser and exact evaluator for Countdown equations.
 
-Model output is never run as code (TinyZero's checker calls `eval`; docs/method.md rules that out). This
-module tokenizes and parses the text itself, with a shunting-yard parser that uses no recursion, so
-no input can raise `RecursionError`, and evaluates with `fractions.Fraction`, so `7 / 2 * 2` is
-exactly 7 and no float rounding can turn a wrong answer into a right one.
-
-Every limit is checked before the expensive step it protects: the text length before tokenizing,
-the literal length while tokenizing, the nesting depth while parsing, the size of every intermediate
-value while evaluating. Whatever the input, the work is linear in its (capped) length.
+Model output is never run as code. A shunting-yard parser without recursion means no input can raise
+`RecursionError`; `fractions.Fraction` means `7 / 2 * 2` is exactly 7 and no float rounding turns a
+wrong answer right. Every limit is checked before the step it protects (text length, literal length,
+nesting depth, size of intermediate values), so the work is linear in the capped input.
 
 Grammar (whitespace allowed between tokens):
 

@@ -1,18 +1,14 @@
 """An exact Countdown solver: one equation that reaches the target, or None.
 
-It exists to give every Countdown row a reference answer (`CountdownTask.reference_answer`), so that a
-supervised warm-start can train on rows whose `solution` is unknown, e.g. rows from the hub dataset.
+It gives every Countdown row a reference answer (`CountdownTask.reference_answer`), so that `r3 sft`
+can train on rows whose `solution` is unknown (the hub dataset's).
 
-Any equation is a last operation joining the values of two disjoint groups of the numbers. So the solver
-lists every value each small group can reach (every way to combine its numbers, two at a time, with
-+ - * /), then, for each split of the numbers into two groups and each value `a` of the smaller one, works
-out the value `b` the other group would need (`target - a`, `a - target`, `target / a`, ...) and looks it up
-(or, for a group too large to list, asks the same question of that group). Arithmetic is exact
-(`fractions.Fraction`), so intermediate values may be non-integers (`6 / (1 - 3 / 4)` = 24) and no float
-rounding can make a wrong equation look right; division by zero is skipped.
-
-A 4-number row, solvable or not, takes about a millisecond (a few hundred exact operations). The work grows
-very fast with more numbers, so rows with more than `MAX_SOLVER_NUMS` are refused (None) instead of searched.
+An equation's last operation joins the values of two disjoint groups of the numbers. So the solver
+lists every value each small group can reach, then, for each split into two groups and each value `a`
+of one, works out the value `b` the other would need (`target - a`, `target / a`, ...) and looks it up
+(a group too large to list is asked the same question recursively). Arithmetic is exact
+(`fractions.Fraction`), so `6 / (1 - 3 / 4)` = 24 is found and no rounding makes a wrong equation look
+right. The work grows very fast with the count of numbers, hence `MAX_SOLVER_NUMS`.
 """
 
 from __future__ import annotations
@@ -35,13 +31,10 @@ _ATOM = 3
 
 
 def solve(nums: list[int], target: int) -> str | None:
-    """An equation using every number of `nums` exactly once that evaluates exactly to `target`.
-
-    The text uses `+ - * /`, spaces around operators and only the parentheses it needs, e.g.
-    `6 / (1 - 3 / 4)`. Returns None when no such equation exists, and also (without searching) when
-    `nums` is empty or has more than `MAX_SOLVER_NUMS` numbers: callers read None as "no known answer".
-    `nums` must be integers >= 0, as in a validated Countdown row (ValueError otherwise: a negative
-    number would print as a unary minus, which the verifier reads as a different number)."""
+    """An equation using every number of `nums` exactly once that evaluates exactly to `target`, with
+    only the parentheses it needs (`6 / (1 - 3 / 4)`); None when there is none, or without searching when
+    `nums` is empty or longer than `MAX_SOLVER_NUMS`. `nums` must be integers >= 0 (ValueError otherwise:
+    a negative number would print as a unary minus, which the verifier reads as another number)."""
     for number in nums:
         if not isinstance(number, int) or isinstance(number, bool) or number < 0:
             raise ValueError(f"countdown numbers must be integers >= 0, got {number!r}")

@@ -4,23 +4,18 @@
 
 Rows (one JSON object per line):
 
-* `"prompt"`: the user message (a string), **or** `"messages"`: a chat, a list of
-  `{"role": "system"|"user"|"assistant", "content": str}` ending with a user turn. Not both.
-* `"system"` (optional): a system message put first (not allowed when `messages` already starts
-  with a system turn).
-* `"tools"` (optional): tool schemas (a list of objects), passed to the chat template like the
-  function-calling task does.
+* `"prompt"`: the user message, **or** `"messages"`: a chat (`role`, `content`) ending with a user
+  turn. Not both.
+* `"system"` (optional): a system message put first (not with `messages` that start with one).
+* `"tools"` (optional): tool schemas, passed to the chat template.
 * `"reflection_instruction"` (optional): this row's own request for a reflection, in every round.
-* `"reference"` (optional): a correct completion, in the format the prompt asks for, used as the
-  reference answer of a supervised warm-start (`r3 sft`). It must be a string.
-* Anything else (the answer your verifier checks against, ids, ...) is kept and handed to it untouched.
+* `"reference"` (optional): a correct completion, the reference answer for `r3 sft`.
+* Anything else is kept and handed to the verifier untouched.
 
-The verifier is `verify(example, completion) -> bool | Verdict`. It is called in a worker process with a
-time limit (`r3.workers`), so a verifier that raises, hangs, returns something else or kills its process
-(`os._exit`, a segfault) costs one failed attempt, not the run: a hung worker is killed, a dead one
-replaced. A callable that cannot run in a worker process (a lambda, a closure, a function of a module
-that exists only in this process) is refused with one line naming the `module:function` form, unless
-`timeout_s` is 0 (called inline, with no time limit).
+The verifier is `verify(example, completion) -> bool | Verdict`, called in a worker process with a
+time limit (`r3.workers`), so one that raises, hangs or kills its process costs one failed attempt,
+not the run. One that cannot run in a worker (a lambda, a closure) is refused in one line naming the
+`module:function` form, unless `timeout_s` is 0 (called inline, with no time limit).
 """
 
 from __future__ import annotations
@@ -49,11 +44,9 @@ _ROLES = ("system", "user", "assistant")
 
 
 def load_verifier(spec: str | VerifierFn) -> VerifierFn:
-    """Resolve `spec` to a callable.
-
-    Accepted: a callable; `package.module:function` (imported normally; when that fails because the
-    module is not on `sys.path`, the current directory is added and the import retried, because the
-    `r3` console script, unlike `python -m`, does not put it there); or `path/to/file.py:function`."""
+    """Resolve `spec` to a callable: a callable, `package.module:function`, or
+    `path/to/file.py:function`. A module not on `sys.path` is retried from the current directory, which
+    the `r3` console script, unlike `python -m`, does not put there."""
     if callable(spec):
         return spec
     if not isinstance(spec, str) or not spec.strip():

@@ -1,23 +1,13 @@
 """Function calling in the APIGen / xLAM format (the paper's first task).
 
-A row is `{"query": str, "tools": [...], "answers": [...]}`. In the hub dataset
-(`Salesforce/xlam-function-calling-60k`) `tools` and `answers` are JSON *strings*; parsed lists are
-accepted too, and `validate` turns both into lists so nothing downstream parses them again.
+A row is `{"query": str, "tools": [...], "answers": [...]}`; the hub dataset
+(`Salesforce/xlam-function-calling-60k`) stores `tools` and `answers` as JSON strings, and `validate`
+turns both forms into lists so nothing downstream parses them again. `answers` are the reference
+calls, `{"name": str, "arguments": {...}}`.
 
-* `tools`: a list of objects, each with a `"name"` (usually also `description` and `parameters`).
-* `answers`: the reference calls, a list of `{"name": str, "arguments": {...}}`.
-
-The model sees the tools through its chat template's `tools=` when the template takes them (the
-renderer decides; see `r3.generation.chat.render_prompt`), otherwise as JSON in the system turn. It must
-answer with a JSON list of calls; `r3.tasks.tool_calls` finds and compares them (exact multiset match).
-A reasoning model's closed `<think>...</think>` blocks are ignored, and when the text holds several
-answers (a retry quoting its failed call), the last one counts.
-
-Option `defaults_as_omitted` (default False: strict, the paper's rule; `--task-arg
-defaults_as_omitted=true`, or `task_args: {defaults_as_omitted: true}` in a recipe): an argument equal
-to the `default` in its tool's parameter schema counts as omitted, in the model's calls and in the
-reference alike. xLAM references often leave out an optional argument that a model then passes at its
-default value; strictly that is a wrong call, under this option it is right.
+The model sees the tools through its chat template's `tools=` when it takes them, otherwise as JSON
+in the system turn, and answers with a JSON list of calls; `r3.tasks.tool_calls` finds and compares
+them (exact multiset match).
 """
 
 from __future__ import annotations
@@ -88,18 +78,11 @@ def parse_answers(row: dict[str, Any], index: int, source: str) -> list[dict[str
 class FunctionCallingTask(Task):
     """Call the right tools with exactly the right arguments (APIGen / xLAM rows).
 
-    `verify` accepts calls as a bare JSON list or object, in a ```json fence, or in `<tool_call>` tags,
-    and compares them with the reference as an order-free multiset of exact calls.
-
-    `defaults_as_omitted` (default False, strict): drop from every call, the model's and the
-    reference's, each argument whose value equals the `default` that the row's `tools` give that
-    parameter, before comparing. The tools' `parameters` may be xLAM's `{name: {"type", "default", ...}}`
-    or JSON Schema's `{"type": "object", "properties": {...}}`. Equal means equal as JSON values
-    (`tool_calls.canonical`: `1 == 1.0`, `"1" != 1`), with one allowance for xLAM, which writes many
-    defaults as strings: a string default that spells a JSON scalar also matches that scalar
-    (`"default": "10"` matches both `"10"` and `10`; `"true"` matches `true`); the reverse does not hold
-    (`"default": 10` does not match `"10"`). Only top-level arguments are dropped; a value other than
-    the default must still match exactly."""
+    `defaults_as_omitted` (default False: strict, the paper's rule): an argument equal to its parameter's
+    schema `default` counts as omitted, in the model's calls and the reference alike, because xLAM
+    references often leave out an optional argument that a model passes at its default. Only top-level
+    arguments; a string default that spells a JSON scalar also matches that scalar (`"10"` matches `10`),
+    not the reverse (`tool_calls.schema_defaults`)."""
 
     name = "function_calling"
     stop: tuple[str, ...] = ()

@@ -1,11 +1,9 @@
-"""The task group every command's options start from: which task, its constructor options, how many
-examples.
+"""The task group every command's options start from: which task, its options, how many examples.
 
-`r3 eval` and `r3 mine` (`r3.run_options.DataFields`) and `r3 sft` and `r3 train`
-(`r3.training.common.CommonTrainingFields`) all inherit `TaskFields`, so these fields are declared,
-parsed and checked once, and `task_args` is written the same three ways everywhere: repeatable
-`--task-arg KEY=VALUE` flags, a mapping in a `--config` YAML file, or a YAML / JSON mapping string.
-After the command's `__post_init__` it is a mapping (or None) whichever way it came.
+`r3 eval`, `r3 mine` (`r3.run_options.DataFields`), `r3 sft` and `r3 train`
+(`r3.training.common.CommonTrainingFields`) inherit `TaskFields`, so `task_args` is written the same
+ways everywhere (repeatable `--task-arg KEY=VALUE`, a mapping in a `--config` file, or a mapping
+string) and is a mapping (or None) after the command's `__post_init__`.
 """
 
 from __future__ import annotations
@@ -51,9 +49,8 @@ class TaskFields:
     )
 
     def check_task_fields(self) -> None:
-        """`task_args` as a mapping (None when empty), whichever way it was written, and `limit`;
-        called from each command's `__post_init__`, so that a malformed option is refused before
-        anything runs."""
+        """`task_args` as a mapping (None when empty), and `limit` checked; called from each command's
+        `__post_init__`, so a malformed option is refused before anything runs."""
         check_numbers(self, {"limit": self.min_limit})
         self.task_args = parse_task_args(self.task_args) or None
 

@@ -1,36 +1,26 @@
-"""Find tool calls in a model's text and compare them with a reference, without ever executing anything.
+"""Find tool calls in a model's text and compare them with a reference, without executing anything.
 
-Two jobs, kept apart so that other tasks (or outside tools) can reuse them:
+* `extract_calls(text)` finds the JSON the model meant as its answer. Closed `<think>...</think>`
+  blocks are cut out first (`strip_think`): a reasoning model's drafts are not the answer. Then the
+  first of these forms present in the text decides:
 
-* `extract_calls(text)` finds the JSON the model meant as its answer. First every closed
-  `<think>...</think>` block is cut out (`strip_think`): reasoning models (Qwen3, DeepSeek-R1) think
-  before answering, and their drafts, or a mere mention of `<tool_call>`, are not the answer. Models
-  then write calls in three common ways, tried in this order (the first way present in the text decides):
+  1. `<tool_call>...</tool_call>` tags (Hermes / Qwen style): every tag is read, each holding one call
+     or a list of calls; an unclosed last tag runs to the end of the text.
+  2. Markdown code fences (any or no language tag): the *last* fence whose content is JSON wins,
+     because a retry often quotes the wrong first answer before giving the new one.
+  3. Bare JSON: the whole text if it is one list or object, otherwise the *last* value that looks like
+     calls (an object with a `"name"`, or a list of objects), for the same reason. Values are read
+     whole: the calls inside a list are not candidates of their own.
 
-  1. `<tool_call>...</tool_call>` tags (Hermes / Qwen style). Every tag is read; each holds one call
-     (an object) or a list of calls. A last tag that is never closed runs to the end of the text.
-  2. Markdown code fences (`````json ... `````, any or no language tag). The *last* fence whose content
-     is JSON wins, because a retry often quotes the wrong first answer before giving the new one.
-  3. Bare JSON anywhere in the text: the whole text if it is one JSON list or object, otherwise the
-     *last* JSON value that looks like calls (an object with a `"name"`, or a list of objects, or `[]`),
-     for the same reason as fences: a retry that quotes its failed call, or a draft list followed by a
-     corrected list, means the last one. A value that looks like calls is read whole (the calls inside
-     a list are not candidates of their own), and other JSON values are skipped whole. An object is a
-     single call.
+  The work is bounded (text length, blocks, JSON starts, nesting depth checked before parsing, JSON
+  tokens read) so any input is handled quickly, whatever the interpreter's recursion limit.
 
-  Only `json` is used; the work is bounded (text length, number of blocks and of places where a
-  JSON value may start, nesting depth checked before parsing, JSON tokens read) so any input up to
-  `MAX_TEXT_CHARS` is handled quickly, whatever the interpreter's recursion limit.
-
-* `compare_calls(predicted, reference)` decides correctness strictly. A call is an object with
-  exactly two keys: `"name"` (a string) and `"arguments"` (an object). Arguments given as a JSON
-  *string* (OpenAI wire style) or under `"parameters"` are rejected with a reason that says so: the
-  prompt asks for objects, and the paper counts only exactly right calls. The predicted calls must be
-  the same multiset as the reference: the order of calls is ignored, names match exactly, and argument
-  values match as JSON values (`canonical`): object key order is ignored, `1 == 1.0`, but
-  `"1" != 1` and `true != 1`; lists keep their order; no fuzzy string matching.
-  Optionally (`defaults`, from `schema_defaults(tools)`), an argument equal to its tool's schema
-  `default` counts as omitted, on both sides; strict matching, the paper's rule, is the default.
+* `compare_calls(predicted, reference)` decides correctness strictly, as the paper does. A call is an
+  object with exactly `"name"` (a string) and `"arguments"` (an object); arguments as a JSON string or
+  under `"parameters"` are rejected with a reason that says so. The calls must be the same multiset as
+  the reference, argument values compared as JSON values (`canonical`: key order ignored, `1 == 1.0`,
+  `"1" != 1`, `true != 1`, lists ordered, no fuzzy strings). With `defaults` (`schema_defaults(tools)`),
+  an argument equal to its schema `default` counts as omitted on both sides.
 """
 
 from __future__ import annotations
@@ -54,7 +44,8 @@ MAX_BLOCKS = 64
 MAX_JSON_STARTS = 128
 #: Deeper JSON is refused before Python's json parser sees it (see `_check_nesting`).
 MAX_DEPTH = 64
-#: At most this many JSON tokens (a string or a bracket each) are read per completion by the depth check.
+#: JSON tokens (strings, brackets) the depth check reads per completion: bare-JSON starts rescan
+#: overlapping text, so the character cap alone allows dozens of full scans (seconds per completion).
 MAX_SCAN_TOKENS = 30_000
 
 _OPEN_TAG = "<tool_call>"
@@ -104,11 +95,9 @@ class Extraction:
 def _check_nesting(text: str, start: int, budget: _Budget) -> None:
     """Raise `_TooDeep` if the JSON value at `start` (after whitespace) nests deeper than `MAX_DEPTH`.
 
-    Python's json parser recurses once per level, bounded only by the interpreter's recursion limit:
-    a program that raises that limit makes each deep input slower to reject, and one that raises it
-    far enough lets "[" * 100_000 overflow the C stack. So the depth is counted first, by a regex
-    tokenizer that reads strings whole (brackets inside them do not count) and stops when the value
-    closes, with a per-completion budget so that many starts in one text cannot add up."""
+    Python's json parser recurses once per level up to the interpreter's recursion limit, which a
+    program may raise far enough for "[" * 100_000 to overflow the C stack; so the depth is counted
+    first, reading strings whole, and stopping when the value closes or the budget is spent."""
     at = start
     while at < len(text) and text[at] in " \t\r\n":
         at += 1
@@ -176,27 +165,19 @@ def _strip_fence(content: str) -> str:
 def strip_think(text: str) -> str:
     """`text` without its closed `<think>...</think>` blocks, which hold reasoning, not the answer.
 
-    * A `<think>` at the start of a line (after optional spaces or tabs; the start of the text counts,
-      and so does the place right after a block that was cut out) opens a block; the block runs to the
-      first `</think>` after it, and is cut out with both tags and everything between them, wherever it
-      is in the text. So nothing written inside it counts: not a draft call, not a `<tool_call>`.
-      Blocks do not nest: a `<think>` inside a block is text of that block.
-    * Only at the start of a line, because JSON strings cannot hold a line break: a `<think>` inside an
-      argument value (`{"q": "<think>"}`) is never taken for a tag, so no answer is cut into.
-    * A `</think>` before any such `<think>`, at the end of its line, closes a block the prompt opened
-      (chat templates of thinking models such as Qwen3-Thinking-2507 and DeepSeek-R1 end the prompt with
-      `<think>`, so the completion holds only the closing tag): everything up to it is cut out too.
-      At the end of a line for the same reason: inside a JSON string it is always followed by more of
-      the string.
-    * A `<think>` with no `</think>` after it (the model ran out of tokens while thinking, or just wrote
-      the tag) is left as it is, with all the text after it: nothing says where the reasoning stops.
-      Any other `<think>` or `</think>` is ordinary text.
+    * A `<think>` at the start of a line (after spaces or tabs; the start of the text and the place
+      right after a removed block count) opens a block that runs to the first `</think>` after it;
+      blocks do not nest. Only at the start of a line because a JSON string cannot hold a line break,
+      so a `<think>` inside an argument value is never taken for a tag.
+    * A `</think>` at the end of its line before any such `<think>` closes a block the chat template
+      opened (Qwen3-Thinking, DeepSeek-R1): everything up to it is cut too.
+    * A `<think>` never closed (the model ran out of tokens) is left with the text after it: nothing says
+      where the reasoning stops. Any other tag is ordinary text.
 
-    One left-to-right pass of `str.find` (each character is looked at a bounded number of times): linear
-    in the length of the text, whatever the tags (`"<think>" * 50_000` is read once)."""
+    Linear in the length of the text, whatever the tags."""
     first_close = text.find(_THINK_CLOSE)
     if first_close == -1:
-        return text  # no closed block: the common case, and the text is returned unchanged
+        return text
     pos = 0
     start = _find_think_open(text, 0)
     if (start == -1 or first_close < start) and _ends_line(text, first_close + len(_THINK_CLOSE)):
@@ -377,10 +358,9 @@ def _from_bare(text: str, budget: _Budget) -> Extraction:
 
 
 def extract_calls(text: Any) -> Extraction:
-    """Find the calls the model wrote in `text` (see the module docstring for the accepted forms).
+    """Find the calls the model wrote in `text` (forms: see the module docstring); never raises.
 
-    Never raises; returns `Extraction(None, problem)` when nothing usable is there. The candidates are
-    returned as parsed, not checked: `compare_calls` says what is wrong with them."""
+    The candidates are returned as parsed, not checked: `compare_calls` says what is wrong with them."""
     if not isinstance(text, str):
         return Extraction(None, f"completion is {type(text).__name__}, not text")
     if len(text) > MAX_TEXT_CHARS:
@@ -412,12 +392,9 @@ def _short_error(exc: BaseException) -> str:
 def canonical(value: Any, _depth: int = 0) -> Hashable:
     """A hashable form of a JSON value under which equal JSON values are equal, and only those.
 
-    Python's own equality is wrong for JSON: `True == 1` and `1 == 1.0` are both true in Python,
-    but a boolean is never a number in JSON, while `1` and `1.0` are the same number. So every value
-    is tagged with its JSON type; numbers are compared by value (an integral float becomes an int, so
-    `1.0` and `1` agree and big integers keep their precision); objects ignore key order; lists keep
-    their order. Raises `ValueError` for a value that is not JSON (or nested deeper than `MAX_DEPTH`).
-    """
+    Python's `True == 1` is wrong for JSON, so every value is tagged with its JSON type; an integral
+    float becomes an int (`1.0` equals `1`, big integers keep their precision); objects ignore key
+    order, lists keep it. Raises `ValueError` for a value that is not JSON or nests past `MAX_DEPTH`."""
     if _depth > MAX_DEPTH:
         raise _TooDeep("JSON nested too deeply")
     if value is None:
@@ -472,11 +449,9 @@ def _parameter_specs(parameters: Any) -> dict[Any, Any]:
 
 
 def _default_forms(default: Any) -> frozenset[Hashable]:
-    """The canonical values equal to a schema default: the default itself as a JSON value, and, for a
-    string default, also the JSON scalar it spells when it spells one (`"10"` -> 10, `"2.5"` -> 2.5,
-    `"true"` -> true, `"null"` -> null): xLAM often writes defaults as strings whatever the type.
-    Only JSON spellings count (`"True"` and `"None"` stay strings); lists and objects in a string are
-    not read. Raises ValueError when the default is not a JSON value (NaN, say)."""
+    """The canonical values equal to a schema default: the default, and for a string default also the
+    JSON scalar it spells (`"10"` -> 10, `"true"` -> true), because xLAM often writes defaults as strings
+    whatever the type. Raises ValueError when the default is not a JSON value (NaN, say)."""
     forms = {canonical(default)}
     if isinstance(default, str) and len(default) <= MAX_DEFAULT_TEXT:
         text = default.strip()
@@ -493,11 +468,9 @@ def _default_forms(default: Any) -> frozenset[Hashable]:
 def schema_defaults(tools: Any) -> dict[str, dict[str, frozenset[Hashable]]]:
     """The `default` of every tool parameter that declares one, for `compare_calls(defaults=...)`.
 
-    `tools` is a list of tool objects with a `"name"` and `"parameters"` in either schema shape (see
-    `_parameter_specs`). A parameter counts only when its spec is an object with a `"default"` key (a
-    `null` default is a default of null). When two tools share a name, the first one's schema is used.
-    Anything unexpected (a tool that is not an object, a default that is not JSON) is skipped, never
-    raised: such a parameter simply has no default, and is compared strictly."""
+    `tools`: tool objects with a `"name"` and `"parameters"` in either schema shape (`_parameter_specs`);
+    the first of two tools with one name counts. Anything unexpected is skipped, never raised: that
+    parameter has no default and is compared strictly."""
     defaults: dict[str, dict[str, frozenset[Hashable]]] = {}
     if not isinstance(tools, list):
         return defaults
@@ -625,10 +598,9 @@ def compare_calls(
 ) -> Verdict:
     """Whether `predicted` is exactly the multiset `reference`, with the first difference as the reason.
 
-    `reference` must hold well-formed calls (the task validates it); `predicted` is checked here.
-    `defaults` (from `schema_defaults`; None for strict matching, the paper's rule): an argument equal
-    to its tool's schema default is dropped from every call on both sides before comparing, so passing
-    a default and leaving it out are the same answer; any other value must still match exactly."""
+    `reference` must hold well-formed calls (the task validates it); `predicted` is checked here. With
+    `defaults` (`schema_defaults`), arguments equal to their schema default are dropped on both sides,
+    so passing a default and leaving it out are the same answer."""
     for number, call in enumerate(predicted, start=1):
         problem = call_problem(call, number)
         if problem:
