@@ -2,14 +2,6 @@
 
     from r3.training import R3Config, build_trainer, train
 
-    config.py   R3Config (GRPOConfig + R3 fields)
-    dataset.py  failure records -> rendered reflection prompts (+ PromptIndex back to the examples)
-    rollout.py  R3Rollout, the `rollout_func`: reflect -> retry -> verify
-    engines.py  how the rollout samples (adapters of r3.generation's token sampler): the trainer's
-                model, colocated vLLM, or a vLLM server
-    rewards.py  the retry-success reward and the r3/... metrics
-    trainer.py  build_trainer / train / save_final
-
 Imports are lazy so that `import r3.training` does not load TRL.
 """
 

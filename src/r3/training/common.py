@@ -1,11 +1,8 @@
-"""Fields and checks shared by every training command's config (`r3 train`, `r3 sft`).
+"""Fields and checks shared by the training configs (`r3 train`, `r3 sft`).
 
-Both configs are TRL config dataclasses (`GRPOConfig`, `SFTConfig`) plus these fields, parsed the same
-way (YAML recipe, flag overrides), so that the task, the model, LoRA and resuming are spelled and
-checked once. Composed as TRL's own scripts compose their options, in one dataclass rather than three:
-the task fields are `r3.tasks.options.TaskFields` (the group `r3 eval` and `r3 mine` start from too),
-and the model and LoRA fields are TRL's `ModelConfig`, whose `get_peft_config` builds the adapter's
-config. A mixin dataclass: every field has a default, so it composes with TRL's in any order.
+Both configs are TRL configs plus these fields, so task, model, LoRA and resuming are spelled and
+checked once: the task group is `r3.tasks.options.TaskFields` (as for eval and mine), the model and
+LoRA fields TRL's `ModelConfig`. Every field has a default, so the mixin composes with TRL's.
 """
 
 from __future__ import annotations
@@ -30,13 +27,11 @@ UNSUPPORTED_MODEL_SETTINGS: dict[str, object] = {
 
 @dataclass
 class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
-    """Task (`TaskFields`, every command's task group), model and LoRA (TRL's `ModelConfig`), and
-    checkpoint fields of every R3 training config.
+    """Task, model and LoRA (TRL's `ModelConfig`), and checkpoint fields of every R3 training config.
 
-    Where R3 differs from `ModelConfig`: `model` is the model's key (recipes use it; TRL's
-    `model_name_or_path` is read as the same setting), `dtype` defaults to `auto` with R3's meaning,
-    LoRA adapts every linear layer unless `lora_target_modules` says otherwise, `merge_lora` is R3's,
-    and the settings in `UNSUPPORTED_MODEL_SETTINGS` are refused away from their default."""
+    Unlike `ModelConfig`: `model` is the key (`model_name_or_path` is read as the same setting), `dtype`
+    defaults to `auto`, LoRA adapts every linear layer unless `lora_target_modules` says otherwise,
+    `merge_lora` is R3's, and `UNSUPPORTED_MODEL_SETTINGS` are refused away from their default."""
 
     min_limit: ClassVar[int] = 1  # a training run on no example is a mistake, refused at once
 

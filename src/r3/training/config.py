@@ -1,12 +1,9 @@
 """`R3Config`: TRL's `GRPOConfig` plus the fields R3 needs.
 
-Every `GRPOConfig` / `TrainingArguments` field keeps its TRL meaning and can be set in a YAML recipe
-or overridden on the command line (`--max_steps 2`, `--learning-rate 1e-6`). The reflection is the
-completion GRPO samples, so TRL's own sampling fields apply to it: `temperature`, `top_p`, `top_k`
-and `max_completion_length` (the reflection's token budget, which `reflection_max_new_tokens`, the
-name `r3 eval` and `r3 mine` use, also sets). The retry and the online first attempt have their own
-fields below. `episode_sampling` turns them into the episode's settings (`episode.EpisodeSampling`),
-the type evaluation and mining use too.
+Every `GRPOConfig` / `TrainingArguments` field keeps its TRL meaning. The reflection is the completion
+GRPO samples, so TRL's `temperature`, `top_p`, `top_k` and `max_completion_length` apply to it
+(`reflection_max_new_tokens`, the name eval and mine use, sets the last); the retry and the online
+first attempt have their own fields. `episode_sampling` turns them into `episode.EpisodeSampling`.
 """
 
 from __future__ import annotations
@@ -184,13 +181,10 @@ class R3Config(GRPOConfig, CommonTrainingFields):
                 )
 
     def episode_sampling(self, task: Task) -> EpisodeSampling:
-        """The three generation steps' settings, built by the rules evaluation and mining share
-        (`episode.EpisodeSamplingOptions`): the reflection with TRL's sampling fields and no stop string,
-        the retry and the online first attempt with their own budgets and temperatures, stopped at the
-        task's stop strings. In `grpo` mode the attempt is the completion TRL trains on, so TRL's
-        sampling fields are its own (stopped at the task's stop strings). The retry's temperature is a
-        recipe setting here, not the attempt's (the options' docstring says why). The rollout seeds
-        each call (`rollout.call_seed`)."""
+        """The three generation steps' settings, by the rules evaluation and mining share
+        (`episode.EpisodeSamplingOptions`): the reflection with TRL's sampling fields and no stop string, the
+        retry and the online attempt with their own budgets and temperatures, stopped at the task's stop
+        strings. In `grpo` mode TRL's sampling fields are the attempt's."""
         grpo = self.mode == "grpo"
         return EpisodeSamplingOptions(
             max_new_tokens=self.max_completion_length if grpo else self.attempt_max_new_tokens,

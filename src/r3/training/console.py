@@ -1,10 +1,8 @@
 """What `r3 train` and `r3 sft` print while they train: one line per logged step.
 
-transformers prints every log as a Python dict (a bar and dicts on a terminal, dicts elsewhere), which
-for GRPO is dozens of keys a step. `StepLines` takes their place: the step, the loss or reward, the
-success and signal R3 logs (`r3.training.rewards`) and seconds per step, through the same
-`ProgressReport` as eval and mining (a bar on a terminal, plain lines in a log, a heartbeat when a step
-outlasts 30 s). Every logged value is still in TensorBoard/W&B (`report_to`) and in the run's summary.
+transformers prints every log as a dict, dozens of keys a step for GRPO. `StepLines` prints instead
+the step, loss or reward, R3's success and signal, and seconds per step, through `ProgressReport`.
+Every value is still in TensorBoard/W&B (`report_to`) and the run's summary.
 """
 
 from __future__ import annotations

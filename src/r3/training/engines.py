@@ -1,27 +1,14 @@
 """How the R3 rollout samples: the trainer's own model, TRL's colocated vLLM, or a `trl vllm-serve`
-server, each as an adapter of the one token sampler of `r3.generation` (`TokenSampler.sample_tokens`).
+server, each an adapter of `r3.generation`'s `TokenSampler.sample_tokens`, so sampling in training is
+sampling in evaluation and mining (same token loop, seed per row, stop-string and EOS handling).
 
-An engine is `engine(trainer, prompt_ids, sampling) -> list[Completion]`, one completion per prompt
-(its token ids, EOS kept when the row ended on it; its text cut at the stop strings; logprobs when
-asked and the engine has them). `choose_engine(trainer)` picks:
+An engine is `engine(trainer, prompt_ids, sampling) -> list[Completion]`, one per prompt;
+`choose_engine(trainer)` picks `transformers_engine` (CPU, or GPU without vLLM),
+`vllm_colocate_engine` or `vllm_server_engine`.
 
-    transformers_engine  the trainer's own model through `TransformersBackend.sample_tokens`: CPU, or
-                         GPU without vLLM
-    vllm_colocate_engine TRL's colocated engine, `trainer.vllm_generation.llm` (a `vllm.LLM`), through
-                         `VLLMBackend.sample_tokens`
-    vllm_server_engine   TRL's server client, `trainer.vllm_generation.vllm_client` (a `VLLMClient`,
-                         main process only): prompts gathered from every process, one request,
-                         results scattered back (a seeded request per row)
-
-So sampling in training is sampling in evaluation and mining: the same token loop, the same seed per
-row (`base.request_seeds`), the same stop-string and EOS handling (`base.completion_from_ids`), on
-every engine.
-
-TRL syncs the policy's weights into vLLM (either mode) before it calls the rollout, so every engine
-samples from the current policy. The rollout calls an engine on every process the same number of
-times, even with no prompt to sample, because some engines use collectives (the server engine's
-gather and broadcast, the DeepSpeed ZeRO-3 weight gathering of `unwrap_model_for_generation`); a
-process that skipped a call would leave the others waiting forever.
+TRL syncs the policy's weights into vLLM before it calls the rollout. The rollout calls an engine on
+every process the same number of times, even with no prompt, because some engines use collectives
+(the server engine's gather, ZeRO-3 weight gathering): a process that skipped one would hang the rest.
 """
 
 from __future__ import annotations
@@ -45,13 +32,11 @@ Engine = Callable[[Any, list[list[int]], SamplingConfig], list[Completion]]
 def transformers_engine(
     trainer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig
 ) -> list[Completion]:
-    """Sample with the trainer's own model, in this process, without gradients, through
-    `TransformersBackend.sample_tokens` (all rows in one batch).
+    """Sample with the trainer's own model, in this process, without gradients (one batch).
 
-    Uses TRL's public `unwrap_model_for_generation`, which unwraps DDP/DeepSpeed (gathering ZeRO-3
-    weights, a collective: entered even with no prompt) and turns gradient checkpointing off meanwhile.
-    Where the forward pass itself is collective (ZeRO-3, FSDP) the token loop runs in step with the
-    other processes (`synced`), and a process with no prompt samples from a dummy one and drops it."""
+    TRL's `unwrap_model_for_generation` unwraps DDP/DeepSpeed (gathering ZeRO-3 weights, a collective:
+    entered even with no prompt) and turns gradient checkpointing off meanwhile. Where the forward pass is
+    collective (ZeRO-3, FSDP) the token loop runs `synced`, and a process with no prompt samples a dummy."""
     from trl.models import unwrap_model_for_generation
 
     from r3.generation.transformers_backend import TransformersBackend
@@ -94,11 +79,8 @@ def generation_is_collective(model: Any) -> bool:
 def vllm_colocate_engine(
     trainer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig
 ) -> list[Completion]:
-    """Sample with TRL's colocated vLLM engine (`trainer.vllm_generation.llm`, a public `vllm.LLM`)
-    through `VLLMBackend.sample_tokens`: a request per row, each with its seed.
-
-    Supported: tensor parallel size 1, sleep mode off (checked in `build_trainer`). GPU only: the CPU
-    tests cannot run it."""
+    """Sample with TRL's colocated vLLM engine (`trainer.vllm_generation.llm`), a request per row with
+    its seed. Supported: tensor parallel size 1, sleep mode off (checked in `build_trainer`); GPU only."""
     from r3.generation.vllm_backend import VLLMBackend
 
     return VLLMBackend.over(trainer.vllm_generation.llm).sample_tokens(prompt_ids, sampling)
@@ -107,10 +89,9 @@ def vllm_colocate_engine(
 def server_request(prompt_ids: list[int], sampling: SamplingConfig, seed: int) -> dict[str, Any]:
     """The keyword arguments of `VLLMClient.generate` for one row: one prompt, one sequence, its seed.
 
-    The seed and the stop strings go through `generation_kwargs`, which the client adds to the body of
-    its OpenAI-style completions request, where vLLM reads `seed`, `stop` and
-    `include_stop_str_in_output`. One row per request because the server applies a request's seed to
-    every prompt in it: a GRPO group's identical prompts would all get the same completion."""
+    Seed and stop strings go through `generation_kwargs` into the request body, where vLLM reads them.
+    One row per request because the server applies a request's seed to every prompt in it: a GRPO group's
+    identical prompts would all get the same completion."""
     greedy = sampling.temperature <= 0
     extra: dict[str, Any] = {"seed": seed}
     if sampling.stop:
@@ -164,13 +145,10 @@ def scatter_slice(counts: Sequence[int], process_index: int) -> slice:
 def vllm_server_engine(
     trainer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig
 ) -> list[Completion]:
-    """Sample through TRL's vLLM server (`trl vllm-serve`) from the main process, a seeded request
-    per row.
+    """Sample through TRL's vLLM server from the main process, a seeded request per row.
 
-    Each process seeds its own rows as every engine does (`base.request_seeds`); every process's
-    prompts and seeds are gathered (they may hold different numbers of prompts), the main process sends
-    them with `trainer.vllm_generation.vllm_client.generate` (`server_generate`), and the results are
-    broadcast and each process keeps its own slice. Collective: every process must call it."""
+    Every process's prompts and seeds are gathered, the main process sends them (`server_generate`), and
+    the results are broadcast, each process keeping its own slice. Collective: every process must call it."""
     from accelerate.utils import broadcast_object_list, gather_object
 
     accelerator = trainer.accelerator

@@ -1,21 +1,15 @@
-"""The output folder of `r3 train` and `r3 sft`: a `rundir.RunFolder`, as every r3 command's folder is.
+"""The output folder of `r3 train` and `r3 sft`: a `rundir.RunFolder`, as every r3 command's is.
 
-A training's folder collects checkpoints, and `--resume` continues from the newest one. Without a
-check, a second run into the same folder would train again beside the first one's checkpoints, and a
-later `--resume` would continue the old run with the new settings. So the folder gets what `r3 eval`'s
-and `r3 mine`'s get: a lock (one writer), a `run.json` fingerprint written before the first step (a
-run killed at any point can be checked and resumed), and one line naming what changed. Training adds
-one rule (`RunFolder.open(resume=...)`): a folder holding a run's output is refused even when the
-settings match, until `--resume` (continue it; the settings must be the same) or `--overwrite`
-(remove exactly the files a training writes, `owned`, and start afresh) says which is meant.
+Without a check, a second run into the folder would train beside the first one's checkpoints, and a
+later `--resume` would continue the old run with the new settings. So the folder is locked, its
+`run.json` written before the first step, and a folder holding a run's output is refused until
+`--resume` (same settings) or `--overwrite` (remove the files a training writes, `owned`) says which.
 
-What counts as a setting: every field of the command's config except `NOT_SETTINGS` (where and how
-often it logs and saves, evaluation, process wiring, memory switches that leave the arithmetic alone)
-and `RUN_LENGTH` (`max_steps`, `num_train_epochs`: training a finished run for longer is what
-`--resume` with a larger `max_steps` is for). Every other field counts, TRL's included, so a setting
-TRL adds later is compared too rather than missed; a field one side lacks (a `run.json` written by
-another TRL version) is compared only when both have it. Local files are named by absolute path, and
-the failures and data files carry a digest of their content (`<name>_sha256`).
+Every config field is a setting, TRL's included (so one TRL adds later is compared too), except
+`NOT_SETTINGS` (logging, saving, evaluation, process wiring, memory switches that leave the arithmetic
+alone) and `RUN_LENGTH` (training a finished run longer is what `--resume` is for). A field one side
+lacks (another TRL version) is compared only when both have it. The failures and data files carry a
+digest of their content (`<name>_sha256`).
 """
 
 from __future__ import annotations
@@ -223,12 +217,8 @@ def training_fingerprint(config: Any, command: str) -> dict[str, Any]:
 @contextmanager
 def training_folder(config: Any, command: str, summary_file: str) -> Iterator[RunFolder | None]:
     """The output folder of one `r3 <command>` run, whose summary is `summary_file`: checked and (on
-    the main process) locked for the whole block, its `run.json` written before the first step.
-
-    `--resume` (or TRL's `resume_from_checkpoint`) continues a run with the same settings; `--overwrite`
-    removes the previous run's files first; without either, a folder holding a run's output is refused.
-    The other processes of a distributed run only check (so that every process refuses alike) and
-    yield None: one process writes, and the lock would refuse the others."""
+    the main process) locked for the whole block, its `run.json` written before the first step. The other
+    processes of a distributed run only check, so that all refuse alike, and yield None."""
     fingerprint = training_fingerprint(config, command)
     options: dict[str, Any] = {
         "command": command,

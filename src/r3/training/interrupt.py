@@ -1,21 +1,14 @@
 """Stop a training run at the end of its current step, with a checkpoint, on Ctrl-C or SIGTERM.
 
-Why: a signal that breaks into `trainer.train()` mid-step loses every step since the last
-`save_steps` checkpoint (an R3 step on a CPU takes half a minute). The Trainer's public callback API
-can instead save a checkpoint where the loop stands and leave it: the first Ctrl-C or SIGTERM asks
-for that, the step in flight finishes, `checkpoint-<step>` is written, and `train_until_stopped`
-raises `KeyboardInterrupt`, so the command says it was interrupted (exit 130) rather than saving a
-"final" model from a run cut short; `--resume true` continues from that checkpoint. A second signal
-stops at once, as before. A signal repeated within `REPEAT_WINDOW_S` counts once: Ctrl-C in a
-terminal reaches a command both directly and through a driver that forwards it (the experiment
-driver does).
+A signal that breaks into `trainer.train()` mid-step loses every step since the last checkpoint. So
+the first Ctrl-C or SIGTERM lets the step in flight finish, writes `checkpoint-<step>`, and raises
+`KeyboardInterrupt` (exit 130, no "final" model from a run cut short; `--resume true` continues). A
+second signal stops at once; one repeated within `REPEAT_WINDOW_S` counts once, because Ctrl-C reaches
+a command both directly and through a driver that forwards it. With several processes the request is
+shared at each step's end, so all stop at the same step.
 
-With several processes (torchrun) the request is shared at each step's end, so every process saves
-and stops at the same step whichever of them got the signal.
-
-The final save (`uninterrupted_save`) takes a first signal the same way: it is noted, the model and
-the summary are written whole, and the run ends as the finished run it is. Why: a save cut in the
-middle leaves a `config.json` beside missing or partial weights, which looks like a finished model.
+The final save (`uninterrupted_save`) finishes before a first signal is honoured: a save cut in the
+middle leaves a `config.json` beside partial weights, which looks like a finished model.
 """
 
 from __future__ import annotations

@@ -1,37 +1,28 @@
-"""Reward functions: plain functions with TRL's reward signature.
+"""Reward functions with TRL's reward signature, and R3's per-step metrics.
 
-TRL calls `f(prompts=, completions=, completion_ids=, **kwargs)` where kwargs hold the dataset columns,
-the rollout's extra fields (`retry_success`, `retry_length`, ... see `rollout.ROLLOUT_FIELDS`) and
-TRL's public helpers `log_metric(name, value)` and `log_extra(column, values)`. The reward is logged
-by TRL as `rewards/retry_success/mean` (= the retry success rate) and `reward`; TRL's
-`frac_reward_zero_std` is the fraction of groups with no signal (all-0 or all-1) over the whole batch.
+TRL calls `f(prompts=, completions=, completion_ids=, **kwargs)`; kwargs hold the dataset columns, the
+rollout's fields (`rollout.ROLLOUT_FIELDS`) and TRL's `log_metric` / `log_extra`. TRL logs the reward
+as `rewards/retry_success/mean` and the share of all-equal groups as `frac_reward_zero_std`.
 
-Our own per-step metrics (`r3/...`) go through `log_metric`:
+R3's own metrics (`r3/...`, through `log_metric`):
 
     r3/retry_success         retry success rate over scored rollouts (= the reward mean)
-    r3/groups_no_signal      fraction of this process's complete groups whose rewards are all equal
+    r3/groups_no_signal      share of this process's complete groups whose rewards are all equal
     r3/groups_all_success    ... all 1;   r3/groups_all_failure   ... all 0
     r3/reflection_length     mean reflection tokens (EOS included)
     r3/retry_length          mean retry tokens
-    r3/retry_clipped         fraction of retries that hit retry_max_new_tokens
-    r3/first_attempt_solved  online first attempts: fraction of rollouts whose fresh attempt succeeded
-    r3/groups_with_signal    fraction of the groups trained on whose outcomes differ (after dynamic
-                             sampling's replacements; = 1 - groups_no_signal over scored groups)
-    r3/groups_with_signal_drawn  the same over every group sampled this step, replacements included:
-                             the training pool's own rate
+    r3/retry_clipped         share of retries that hit retry_max_new_tokens
+    r3/first_attempt_solved  online first attempts: share whose fresh attempt succeeded
+    r3/groups_with_signal    share of the groups trained on whose outcomes differ (after dynamic
+                             sampling's replacements)
+    r3/groups_with_signal_drawn  the same over every group sampled this step, replacements included
     r3/resampled_groups      groups replaced by dynamic sampling this step (this process)
-    r3/advantage_token_balance  mean over mixed groups of sum(A_i * len_i) / sum(len_i), with A the
-                             group-normalised advantage TRL computes (scale_rewards: group): how much a
-                             token-level loss pushes the group's tokens down (< 0) or up (> 0) on balance
+    r3/advantage_token_balance  see `advantage_token_balance`
 
-Plain GRPO (`mode: grpo`) rewards the attempt itself: `attempt_success` (the verifier's verdict), with
-the same group metrics (`r3/attempt_success` instead of `r3/retry_success`).
-
-Combined mode (`mode: combined`) rewards the turn each completion is: `turn_success`, the attempt's
-verdict in an attempt group, the retry's in a reflection group. Its group metrics are over all groups
-(`r3/turn_success`, `r3/groups_with_signal`, ...); each kind's own are `r3/attempt_success` and
-`r3/attempt_groups_with_signal` for attempt groups, `r3/retry_success`,
-`r3/reflection_groups_with_signal` and the reflection and retry lengths for reflection groups.
+`mode: grpo` rewards the attempt itself (`attempt_success`, metrics `r3/attempt_success`, ...);
+`mode: combined` rewards the turn each completion is (`turn_success`: the attempt's verdict in an
+attempt group, the retry's in a reflection group), with metrics over all groups and per kind
+(`r3/attempt_groups_with_signal`, `r3/reflection_groups_with_signal`).
 """
 
 from __future__ import annotations
@@ -236,10 +227,9 @@ def shuffle_within_groups(
 ) -> list[float | None]:
     """`rewards` with each group's (consecutive `num_generations`) values permuted at random.
 
-    The control of the learning experiment: the same rewards, the same compute, but no link between a
-    reflection and its own retry's outcome. Unscored rewards (None) stay where they are. Each group is
-    permuted by `random.Random(group_seeds[first row])` when given (the rollout's seed scheme: run seed,
-    step, process, group), else by `rng`."""
+    The control of the learning experiment: the same rewards and compute, but no link between a
+    reflection and its own retry's outcome. Unscored rewards (None) stay put. A group is permuted by
+    `random.Random(group_seeds[first row])` when given, else by `rng`."""
     if num_generations < 1 or len(rewards) % num_generations:
         raise R3Error(
             f"cannot shuffle {len(rewards)} rewards in groups of {num_generations}: each process must hold "
@@ -258,12 +248,10 @@ def shuffle_within_groups(
 
 
 def make_shuffled_retry_success_reward(num_generations: int, seed: int = 0) -> RewardFunc:
-    """The control: the retry-success rewards shuffled within each group (see `shuffle_within_groups`).
+    """The control: retry-success rewards shuffled within each group (`shuffle_within_groups`).
 
-    Each group's permutation comes from the rollout's `group_seed` (run seed, global step, process,
-    group), so a resumed or multi-process run is the same control; without it (a rollout of your own),
-    from `seed` and the global step. It logs the true retry success (`r3/...`) like the real reward, so
-    both curves are comparable."""
+    Permutations come from the rollout's `group_seed`, so a resumed or multi-process run is the same
+    control (else from `seed` and the global step). It logs the true retry success, like the real reward."""
     real = make_retry_success_reward(num_generations)
 
     def retry_success_shuffled(completions: list[Any], **kwargs: Any) -> list[float | None]:

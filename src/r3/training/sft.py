@@ -1,12 +1,9 @@
 """`r3 sft`: a supervised warm-start on solved examples, on TRL's `SFTTrainer`.
 
-The paper's models under 1.5B parameters could not learn from R3 because they could not answer at all:
-no retry ever succeeds, so no GRPO group has a signal. A short warm-start on the task's reference
-answers gives a small model the base rate R3 needs; it is also the baseline R3 is compared with.
-
-It trains first attempts: the task prompt, rendered exactly as evaluation renders it
-(`render_prompt`), followed by `Task.reference_answer(example)` and EOS. The loss covers the answer
-tokens (the prompt is masked).
+Models too small to ever answer give GRPO no signal (no retry succeeds); a short warm-start on the
+task's reference answers gives them the base rate R3 needs, and is the baseline R3 is compared with.
+It trains first attempts: the task prompt as evaluation renders it, then `Task.reference_answer` and
+EOS, with the prompt masked from the loss.
 
     from r3.training.sft import SFTRunConfig, train_sft
     result = train_sft(SFTRunConfig(output_dir="out", task="countdown", limit=500, max_steps=60))

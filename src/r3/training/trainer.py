@@ -1,11 +1,7 @@
 """Build TRL's `GRPOTrainer` for R3, run it, and save the result.
 
-    from r3.training import R3Config, build_trainer, train
-    config = R3Config(output_dir="out", failures="failures.jsonl", task="countdown", max_steps=10)
-    result = train(config)            # builds, trains (resuming if asked), saves; returns TrainResult
-
-`build_trainer` takes optional ready-made pieces (model, tokenizer, task, records, reward functions,
-generation engine) so tests and benchmarks can swap any of them; everything else comes from the config.
+`build_trainer` takes optional ready-made pieces (model, tokenizer, task, records, rewards, engine)
+so tests and benchmarks can swap any of them; everything else comes from the config.
 """
 
 from __future__ import annotations
@@ -67,9 +63,8 @@ def load_records(config: R3Config, task: Task) -> list[FailureRecord]:
 def learnable_records(
     records: list[FailureRecord], source: str, retry_temperature: float
 ) -> list[FailureRecord]:
-    """Each record with only its failed attempts whose screened retries had mixed outcomes
-    (`mining.records.learnable`); records left with none are dropped. Refuses an unscreened file, and
-    one screened at another retry temperature than training's (`check_screen_temperature`)."""
+    """Each record with only its failed attempts whose screened retries had mixed outcomes; records
+    left with none are dropped. Refuses an unscreened file, and one screened at another retry temperature."""
     from dataclasses import replace
 
     from r3.mining.records import check_screen_temperature, learnable
@@ -106,11 +101,9 @@ def load_policy(config: R3Config) -> Any:
 
 
 def check_generation_setup(config: R3Config) -> None:
-    """The vLLM settings the R3 engines support (see `r3.training.engines`).
-
-    Server mode: any (the server is TRL's `trl vllm-serve`). Colocate mode: tensor parallel size 1
-    (each process samples its own prompts) and sleep mode off (TRL wakes a sleeping engine only
-    inside its own generation step, which a `rollout_func` replaces)."""
+    """The vLLM settings the R3 engines support: server mode any; colocate mode tensor parallel size
+    1 (each process samples its own prompts) and sleep mode off (TRL wakes a sleeping engine only inside
+    its own generation step, which a `rollout_func` replaces)."""
     if not config.use_vllm or config.vllm_mode == "server":
         return
     if config.vllm_mode != "colocate":
@@ -150,8 +143,7 @@ def build_trainer(
     ready_for_generation(tokenizer)  # a tokenizer passed in is set up as a loaded one
     if model is None:
         model = load_policy(config)
-    # Plain GRPO and combined mode sample first attempts at the task prompts of the same queries (as
-    # online mode's prompts).
+    # Plain GRPO and combined mode sample first attempts at the task prompts, as online mode does.
     first_attempt = "online" if config.mode in ("grpo", "combined") else config.first_attempt
     dataset, index = build_dataset(records, task, tokenizer, first_attempt, config.max_attempts_per_query)
     if index.collisions:
@@ -234,10 +226,8 @@ def resume_target(config: R3Config) -> str | bool | None:
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest `checkpoint-N` whose `trainer_state.json` was written (the Trainer writes it last).
-
-    A run killed while saving leaves a torn `checkpoint-N` behind; transformers' `get_last_checkpoint`
-    would pick it and resuming would fail, so it is skipped (with a warning)."""
+    """The newest `checkpoint-N` whose `trainer_state.json` (written last) exists: a run killed while
+    saving leaves a torn checkpoint that transformers' `get_last_checkpoint` would pick."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     if not folder.is_dir():
@@ -255,10 +245,8 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 
 
 def save_final(trainer: Any, config: R3Config) -> str | None:
-    """Save the trained model with its tokenizer in Hugging Face format into `output_dir`.
-
-    Full fine-tuning: the model. LoRA: the adapter, or with `merge_lora` the merged model in
-    `output_dir` and the adapter in `output_dir/adapter`. Returns the adapter folder, if any."""
+    """Save the trained model and tokenizer into `output_dir`: the model, or the LoRA adapter, or with
+    `merge_lora` the merged model and the adapter in `output_dir/adapter` (returned, if any)."""
     out = Path(config.output_dir)
     if not config.use_peft:
         trainer.save_model(str(out))
@@ -290,9 +278,8 @@ def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
 
 
 def train(config: R3Config, **pieces: Any) -> TrainResult:
-    """Check the output folder (`training.folder`: another run's output is refused unless resumed or
-    overwritten), build the trainer (`pieces` go to `build_trainer`), train, save the final model,
-    return a summary."""
+    """Check the output folder, build the trainer (`pieces` go to `build_trainer`), train, save the
+    final model, and return a summary."""
     with training_folder(config, "train", SUMMARY_FILE):
         trainer = build_trainer(config, **pieces)
         train_until_stopped(trainer, resume_target(config))
