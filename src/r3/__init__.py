@@ -1,7 +1,7 @@
 """R3: Reflect, Retry, Reward.
 
 Train a language model to write self-reflections that make its second attempt at a verifiable task
-succeed. The pipeline, one package per step:
+succeed. One package per step:
 
     tasks/       what to solve and how to check it (verifiers never execute model output)
     generation/  how text is sampled (transformers, vLLM, an OpenAI-compatible server)
@@ -10,11 +10,10 @@ succeed. The pipeline, one package per step:
     mining/      the dataset of failures              (`r3 mine`)
     training/    GRPO credited to reflection tokens   (`r3 train`; the warm-start, `r3 sft`)
     reports/     tables and plots                     (`r3 report`)
-    forgetting/  general ability before and after, by lm-evaluation-harness (`r3 forgetting`)
-    cli/         the `r3` command: one module per subcommand
+    forgetting/  general ability, by lm-evaluation-harness (`r3 forgetting`)
+    cli/         the `r3` command
 
-From Python, each command is its options dataclass handed to a function (`r3.training.train(R3Config(...))`,
-`r3.cli.eval_cmd.run(EvalConfig(...))`, ...): see docs/python_api.md.
+From Python, each command is its options dataclass handed to a function: see docs/python_api.md.
 """
 
 __version__ = "0.1.0"

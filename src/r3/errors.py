@@ -1,8 +1,5 @@
-"""User-facing errors.
-
-Anything a user can cause (a missing file, a malformed row, an unknown task) raises `R3Error`. The CLI
-prints its message as one line and exits non-zero without a traceback; everything else is a bug and
-keeps its traceback.
+"""User-facing errors: anything a user can cause raises `R3Error`, which the CLI prints as one line
+(exit 2, no traceback); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

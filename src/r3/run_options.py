@@ -1,14 +1,9 @@
 """The option groups of the commands that run a model on a task's examples (`r3 eval`, `r3 mine`).
 
-`EvalConfig` (`r3.evaluation.evaluate`) and `MineConfig` (`r3.mining.mine`) are each one dataclass:
-these shared groups plus the command's own fields. The command parses it (`r3.cli.options`
-`.parse_trl_config`: YAML via `--config`, flags override, unknown keys an error) and the library
-functions `evaluate` and `mine` take the same object, so every field is declared once. The groups sit
-below evaluation and mining, which import them; the task group starts from
-`r3.tasks.options.TaskFields`, which the training configs share too.
-
-Each config's `__post_init__` calls `check_run_fields` for the groups' fields before checking its own,
-so flags, YAML (which skips argparse's type conversion) and Python meet the same checks.
+`EvalConfig` and `MineConfig` are each these groups plus the command's own fields, one dataclass the
+command parses and the library function takes, so every field is declared once. Each config's
+`__post_init__` calls `check_run_fields` first, so flags, YAML (which skips argparse's type
+conversion) and Python meet the same checks.
 """
 
 from __future__ import annotations

@@ -1,7 +1,4 @@
-"""Short one-line versions of long texts, for reasons, error messages and reports.
-
-One helper so that every place that shortens model output or an exception does it the same way.
-"""
+"""One way to shorten model output and exceptions to one line, for reasons, errors and reports."""
 
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """How many CPU threads an `r3` command's torch uses, and how its idle threads wait.
 
-torch starts one OpenMP thread per core, and GNU OpenMP's idle threads spin for a while before they
-sleep. On an idle machine that is the fastest; when another process is busy on the same cores, the
-spinning threads take the cores from the ones with work, and a command can run several times slower
-(benchmarks/README.md, "Threads"). So every `r3` command makes idle threads sleep (OpenMP's
-`OMP_WAIT_POLICY=PASSIVE`) unless the user set a wait policy, and takes a thread count from
-`--threads N` or `R3_THREADS`, else keeps torch's default. The wait policy is read once, when torch
-loads, which is why `prepare_process` runs before anything imports torch.
+GNU OpenMP's idle threads spin before they sleep, which takes the cores from busy ones when another
+process shares them (several times slower, benchmarks/README.md "Threads"). So every command makes idle
+threads sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user set a policy, and takes its thread count from
+`--threads N` or `R3_THREADS`. The policy is read when torch loads, hence `prepare_process` first.
 """
 
 from __future__ import annotations

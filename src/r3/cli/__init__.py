@@ -1,10 +1,8 @@
 """The `r3` command line: `r3 eval`, `r3 mine`, `r3 sft`, `r3 train`, `r3 report`, `r3 forgetting`.
 
-Each subcommand lives in its own module here and parses its options as a dataclass (YAML via
-`--config`, flags override; `options.parse_trl_config`) in `main(argv) -> int`. User errors
-(`R3Error`) are printed as one line and exit with status 2. SIGTERM (`kill`, `timeout`, a scheduler)
-is handled as Ctrl-C: one line, exit 130, what was saved kept (training saves a checkpoint at the end
-of the step in flight first, see `r3.training.interrupt`).
+One module per subcommand, each with `main(argv) -> int` parsing a dataclass (`options.parse_trl_config`).
+An `R3Error` is one line and exit 2. SIGTERM is handled as Ctrl-C (one line, exit 130, what was saved
+kept), so that `kill`, `timeout` and schedulers stop a run as cleanly as a user does.
 """
 
 from __future__ import annotations

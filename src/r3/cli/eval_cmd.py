@@ -1,15 +1,6 @@
 """`r3 eval`: first- and second-try accuracy of a model on a task.
 
-r3 eval --task countdown --limit 50 --output-dir runs/eval-vanilla
-r3 eval --task function_calling --model Qwen/Qwen2-1.5B-Instruct --backend vllm
-r3 eval --task countdown --limit 50 --second-try resample --temperature 0.7 --output-dir runs/eval-resample
-r3 eval --task countdown --limit 50 --rounds 3 --output-dir runs/eval-3-rounds
-r3 eval --task countdown --backend openai --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
-r3 eval --config my_eval.yaml --limit 10
-
-Options are the fields of `EvalConfig` (the shared groups of `r3.run_options` plus the episode's
-own), parsed as `r3 train`'s are: YAML via `--config`, flags override, unknown keys are an error. The
-evaluation itself (`r3.evaluation.evaluate.evaluate`) takes the same object.
+Options are the fields of `EvalConfig`, the object `r3.evaluation.evaluate.evaluate` takes too.
 """
 
 from __future__ import annotations

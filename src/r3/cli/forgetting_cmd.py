@@ -1,14 +1,7 @@
 """`r3 forgetting`: general ability before and after training, with lm-evaluation-harness.
 
-    r3 forgetting --models runs/demo/warmstart runs/demo/trained [--tasks r3_basics,gsm8k,...]
-                  [--labels before after] [--limit 100] [--batch_size 8] [--device cuda]
-                  [--output_dir runs/forgetting] [--config FILE.yaml]
-
-Runs lm-eval (its Hugging Face model class, its task names and settings) on each model and writes a
-table of scores with standard errors and each model's change against the first (forgetting.md), a
-plot of the changes (forgetting.png) and lm-eval's own result files (lm_eval/). `r3_basics` is a local
-task shipped with R3; lm-eval's own tasks (gsm8k, hellaswag, mmlu_pro, ...) need the hub for their data.
-Options are fields of `ForgettingConfig`, parsed as `r3 train`'s are: YAML via `--config`, flags override.
+Options are the fields of `ForgettingConfig`, parsed as `r3 train`'s are; the work is
+`r3.forgetting.harness`.
 """
 
 from __future__ import annotations

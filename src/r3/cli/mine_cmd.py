@@ -1,10 +1,7 @@
 """`r3 mine`: build the dataset of failures that `r3 train` learns from.
 
-    r3 mine --task countdown --limit 1000 --output-dir runs/mine [--budget 64] [--round-size 8]
-
-Everything that can be refused (unknown task, malformed rows, a folder holding another run) is
-checked before the model is loaded, so mistakes cost seconds, not a model load. The mining itself,
-the file formats and the resume rules are in `r3.mining.mine`.
+Everything that can be refused (unknown task, malformed rows, a folder holding another run) is checked
+before the model is loaded, so mistakes cost seconds. The mining itself is `r3.mining.mine`.
 """
 
 from __future__ import annotations

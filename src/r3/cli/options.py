@@ -1,13 +1,7 @@
 """How every `r3` command parses its options: a dataclass, YAML via `--config`, flags override.
 
-`parse_trl_config` parses with `r3.cli.parser.R3Parser`: TRL's `TrlParser` (the parser of TRL's own
-scripts, so a recipe means to `r3` what it means to TRL) with R3's help layout (description, example,
-R3's own options first with their defaults, `--help-all` for the fields inherited from TRL) and one-line
-`R3Error`s that name the fix (an unknown key or flag with the closest known name, a missing required
-option). A repeated `--task-arg` or `--engine-arg` keeps every value. The dataclasses are TRL configs
-with R3's fields (`r3 train`, `r3 sft`), `ForgettingConfig` (`r3 forgetting`), `ReportArguments`
-(`r3 report`), and `EvalConfig` and `MineConfig` (`r3 eval`, `r3 mine`: the shared groups of
-`r3.run_options` plus each command's own fields).
+`R3Parser` is TRL's `TrlParser` (so a recipe means to `r3` what it means to TRL) with R3's help layout
+and one-line `R3Error`s that name the fix.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
-"""`R3Parser`: TRL's `TrlParser` with R3's help layout and one-line errors (`r3.cli.options`).
+"""`R3Parser`: TRL's `TrlParser` with R3's help layout and one-line errors.
 
-- Help opens with the usage, the command's description and example, and lists R3's own options first,
-  with their defaults. A config that extends a TRL config (`r3 train`, `r3 sft`) also inherits some
-  300 fields of TRL and transformers; only the few the command names (`shown_inherited`) follow R3's,
-  and `--help-all` lists every one, so that R3's options are not buried under `TrainingArguments`.
-- Every mistake is one `R3Error` naming the fix: an unknown key in the `--config` file or an unknown
-  flag (with the closest known name), a bad value, a missing required option, a check of TRL's. Keys,
-  flags and required options are checked before the config is built, because building it runs TRL's
-  own checks, whose messages would otherwise stand in for the real mistake.
+- Help lists R3's own options first, with defaults; of the ~300 fields a TRL config inherits, only
+  `shown_inherited` follow, and `--help-all` lists every one, so R3's are not buried.
+- Every mistake is one `R3Error` naming the fix (an unknown key or flag with the closest known name,
+  a bad value, a missing required option, a check of TRL's). Keys, flags and required options are
+  checked before the config is built, whose TRL checks would otherwise hide the real mistake.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """`r3 report`: compare `r3 eval` runs (vanilla vs trained) and plot `r3 train` runs' curves.
 
-r3 report runs/eval-vanilla runs/eval-trained --labels vanilla trained --output-dir runs/report
-r3 report runs/eval-vanilla runs/eval-trained runs/trained --output-dir runs/report --html
-
-Evaluation folders (holding results.json and samples.jsonl): the accuracy table and plot, reflection
-length histograms, how often reflections contain an answer and retries repeat the failed attempt, the
-retry's fix rate by the first attempt's failure reason, and reflections side by side for the examples
-a later run fixed and the first did not. Training folders (holding r3_training.json): retry success,
-groups with no signal and reflection length against steps (training_curves.png) and a table.
-`--html` also writes report.html, the same report as one page with the plots inline.
+What the report holds is in `DESCRIPTION` (the help); the work is `r3.reports`.
 """
 
 from __future__ import annotations

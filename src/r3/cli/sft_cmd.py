@@ -1,13 +1,6 @@
 """`r3 sft`: warm-start a model on the task's reference answers, as first attempts.
 
-    r3 sft --config recipes/smollm2_countdown_sft.yaml [--model M] [--output_dir O] [--resume]
-           [--limit 500] [--task_seed 1]
-           [any SFTConfig field]
-
-Options follow TRL's `TrlParser` convention, as `r3 train`: the YAML recipe sets defaults for any field
-(R3's task, data, model and LoRA fields plus every `SFTConfig`/`TrainingArguments` field), flags
-override it, and unknown keys are an error. `r3 sft --help` lists R3's fields and the TRL fields used
-most; `--help-all` lists every field.
+Options are the fields of `SFTRunConfig` (R3's plus every `SFTConfig` field), parsed as `r3 train`'s.
 """
 
 from __future__ import annotations

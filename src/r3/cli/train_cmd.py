@@ -1,12 +1,7 @@
 """`r3 train`: GRPO on the failures file, reward = the retry's success, credited to the reflection.
 
-    r3 train --config recipes/smollm2_countdown_cpu.yaml --failures runs/mine/failures.jsonl \\
-             [--model M] [--output-dir O] [--resume] [--max_steps 2] [any GRPOConfig field]
-
-Options follow TRL's `TrlParser` convention: the YAML recipe sets defaults for any field of `R3Config`
-(R3's fields plus every `GRPOConfig`/`TrainingArguments` field), flags override it, and unknown keys
-in either place are an error. `r3 train --help` lists R3's fields and the TRL fields used most;
-`--help-all` lists every field.
+Options are the fields of `R3Config` (R3's plus every `GRPOConfig` field): a YAML recipe via
+`--config`, flags override it, unknown keys are an error.
 """
 
 from __future__ import annotations

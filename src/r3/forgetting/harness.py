@@ -1,25 +1,20 @@
 """`r3 forgetting`: general ability before and after training, measured by lm-evaluation-harness.
 
-The paper checks that R3 costs little elsewhere (MMLU-Pro, GSM8K, HellaSwag, MATH: under 1% lost in
-nearly all cases). This runs the same kind of check on a user's own models with lm-eval itself: its
-Hugging Face model class (`HFLM`), its task names and settings, its result files. R3 only adds what
-lm-eval does not do: loading each model the way `r3 eval` does (hub id, folder, the embedded model, a
-LoRA adapter merged onto its base), and the comparison against the first model.
+The paper checks that R3 costs little elsewhere (MMLU-Pro, GSM8K, HellaSwag, MATH). This runs that
+check on a user's models with lm-eval itself (`HFLM`, its tasks and result files), adding only what
+lm-eval lacks: loading each model as `r3 eval` does, and the comparison against the first model.
 
 Output folder:
 
     forgetting.json      settings, and per model and task every metric with its standard error
     forgetting.md        the table (each model, and its change against the first)
     forgetting.png       the changes with +-1.96 combined standard errors
-    lm_eval/<label>/     lm-eval's own files (results_*.json, samples_*.jsonl)
+    lm_eval/<label>/     lm-eval's own files
 
-The folder is a `rundir.RunFolder`, as `r3 eval`'s and `r3 mine`'s are: one writer at a time (a lock),
-a `run.json` fingerprint of the settings every model shares (tasks, limit, few-shot, dtype, chat
-template, seed: another set of them into the same folder is refused with one line naming what changed,
-so the table never compares models scored differently; `--overwrite` starts afresh), and
-`forgetting.json` rewritten atomically and fsync'd after every model. A model whose results are in
-`forgetting.json` under the same settings is not evaluated again, so an interrupted run continues with
-the next model. Task names are checked before the folder is touched: a mistyped one leaves no trace.
+The folder is a `rundir.RunFolder` whose fingerprint holds the settings every model shares, so the
+table never compares models scored differently. `forgetting.json` is rewritten after every model, and
+a model already in it is not evaluated again, so an interrupted run continues with the next model.
+Task names are checked before the folder is touched.
 """
 
 from __future__ import annotations
