@@ -51,10 +51,8 @@ def embedded_model_dir() -> Path:
 
 
 def convert_gguf(gguf_file: Path, target: Path) -> None:
-    """Dequantize a GGUF checkpoint into a plain, trainable Hugging Face folder.
-
-    Written to a temporary sibling and renamed, so an interrupted conversion never leaves a
-    half-written model that later runs would trust."""
+    """Dequantize a GGUF checkpoint into a plain, trainable Hugging Face folder, written beside and
+    renamed, so an interrupted conversion never leaves a half-written model that later runs would trust."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = target.with_name(target.name + ".partial")

@@ -170,8 +170,8 @@ class _Worker:
         return not self.closed and self.process.poll() is None
 
     def exchange(self, message: bytes, timeout_s: float) -> tuple[Any, ...]:
-        """Send one message and return the reply. Raises `_Lost` when the time runs out or the worker
-        dies; the worker is then gone and reaped."""
+        """Send one message and return the reply; `_Lost` (the worker gone and reaped) when the time runs
+        out or the worker dies."""
         try:
             self.conn.send_bytes(message)
         except OSError:  # it died while idle
@@ -260,8 +260,7 @@ class WorkerPool:
             return [w.process.pid for w in self._workers if w.alive()]
 
     def close(self) -> None:
-        """Kill every worker; a call in flight fails as a dead worker. The pool starts new workers if
-        it is used again."""
+        """Kill every worker (a call in flight fails as a dead worker); a later call starts new ones."""
         with self._cond:
             idle, busy = list(self._idle), [w for w in self._workers if w not in self._idle]
             self._idle.clear()
@@ -374,8 +373,8 @@ def _decode(data: bytes) -> tuple[Any, ...]:
 
 
 def _pidfd(pid: int) -> int | None:
-    """A descriptor that becomes readable when the process exits (Linux 5.3+), else None (the socket's
-    end of file then tells alone, unless a grandchild forked by the verifier holds the socket)."""
+    """A descriptor readable when the process exits (Linux 5.3+), else None: then the socket's end of
+    file tells alone, unless a grandchild the verifier forked holds the socket."""
     try:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):

@@ -132,9 +132,8 @@ def scores_of(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float | 
 
 
 def run_fingerprint(config: ForgettingConfig) -> dict[str, Any]:
-    """The folder's `run.json` (`rundir.fingerprint`, as eval's and mine's): the settings every model
-    shares. The models are not in it: a folder gains models run by run (each kept with its own settings
-    in `forgetting.json`). Batch size and device are not either, as lm-eval treats them."""
+    """The folder's `run.json`: the settings every model shares. Not the models (a folder gains them
+    run by run, each kept with its settings in `forgetting.json`), nor batch size and device."""
     return rundir.fingerprint("forgetting", config.run_settings())
 
 
@@ -171,8 +170,7 @@ def task_manager(config: ForgettingConfig) -> Any:
 def evaluate_model(
     config: ForgettingConfig, model: str, label: str, out: Path, manager: Any = None
 ) -> dict[str, Any]:
-    """Run lm-eval on one model and save lm-eval's own files under `out/lm_eval/<label>/`. `manager`:
-    the `task_manager` (built here when not given)."""
+    """Run lm-eval on one model, saving its files under `out/lm_eval/<label>/`."""
     manager = manager if manager is not None else task_manager(config)
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker

@@ -22,9 +22,8 @@ def load_generator(
     max_retries: int = 6,
     engine_args: dict[str, Any] | None = None,
 ) -> Generator:
-    """A ready backend for `model` (hub id, local folder, or None for the embedded default; with
-    `backend="openai"`, the model's name on the server at `base_url`). `engine_args`: keyword
-    arguments of `vllm.LLM` (`--backend vllm` only)."""
+    """A ready backend for `model` (hub id, local folder, None for the embedded default, or with
+    `backend="openai"` the model's name at `base_url`); `engine_args` go to `vllm.LLM`."""
     if engine_args and backend != "vllm":
         raise R3Error(f"engine arguments are for --backend vllm (got --backend {backend})")
     if backend == "transformers":

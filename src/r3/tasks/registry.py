@@ -94,16 +94,14 @@ def get_task(name: str, **options: Any) -> Task:
 
 
 def parse_task_args(raw: list[str] | dict[str, Any] | str | None) -> dict[str, Any]:
-    """Task options (the keyword arguments of `get_task`) from flags (`["min_nums=4",
-    "system_prompt=null"]`), a YAML mapping, or a YAML / JSON mapping string (`'{"min_nums": 4}'`).
-    Every command reads its `task_args` through here, whichever way they were written."""
+    """Task options (the keyword arguments of `get_task`) from `KEY=VALUE` flags, a YAML mapping, or a
+    YAML / JSON mapping string; every command reads its `task_args` through here."""
     return parse_key_values(raw, name="task_args", flag="--task-arg")
 
 
 def parse_key_values(raw: list[str] | dict[str, Any] | str | None, *, name: str, flag: str) -> dict[str, Any]:
-    """Keyword arguments written as repeatable `KEY=VALUE` flags (VALUE read as YAML), a YAML mapping,
-    or a YAML / JSON mapping string: one reader for every such option (`task_args`, `engine_args`), so
-    they are written the same way everywhere. `name` and `flag` only name the option in errors."""
+    """Keyword arguments from repeatable `KEY=VALUE` flags (VALUE read as YAML), a YAML mapping, or a
+    mapping string: one reader for `task_args` and `engine_args`. `name` and `flag` name it in errors."""
     if raw is None:
         return {}
     if isinstance(raw, dict):

@@ -196,9 +196,8 @@ def strip_think(text: str) -> str:
 
 
 def _find_think_open(text: str, floor: int) -> int:
-    """The first `<think>` at or after `floor` that starts a line (or starts at `floor`, after spaces);
-    -1 when there is none. Each backward look stops at the previous `<think>`, so the whole search is
-    linear."""
+    """The first `<think>` at or after `floor` that starts a line (or `floor`, after spaces); -1 if none.
+    Each backward look stops at the previous `<think>`, so the search is linear."""
     pos = floor
     while True:
         start = text.find(_THINK_OPEN, pos)
@@ -236,10 +235,8 @@ def _tag_blocks(text: str) -> Iterator[str]:
 
 
 def _closing_fence(text: str, start: int) -> int:
-    """Where the fence opened just before `start` closes, or -1. A closing ``` stands at the start of a
-    line or ends one (only spaces around it there), or closes a one-line block; a ``` inside a JSON
-    string can do neither (a JSON string never spans lines and ends with its quote), so a call whose
-    argument holds ``` is not cut in two."""
+    """Where the fence opened just before `start` closes, or -1: a ``` alone at a line's start or end,
+    or closing a one-line block. A JSON string never spans lines, so an argument holding ``` is not cut."""
     pos = start
     for _ in range(MAX_BLOCKS):
         end = text.find(_FENCE, pos)
@@ -358,9 +355,8 @@ def _from_bare(text: str, budget: _Budget) -> Extraction:
 
 
 def extract_calls(text: Any) -> Extraction:
-    """Find the calls the model wrote in `text` (forms: see the module docstring); never raises.
-
-    The candidates are returned as parsed, not checked: `compare_calls` says what is wrong with them."""
+    """Find the calls the model wrote in `text` (forms: the module docstring); never raises. They are
+    returned as parsed, not checked: `compare_calls` says what is wrong with them."""
     if not isinstance(text, str):
         return Extraction(None, f"completion is {type(text).__name__}, not text")
     if len(text) > MAX_TEXT_CHARS:
@@ -436,10 +432,8 @@ Defaults = Mapping[str, Mapping[str, frozenset[Hashable]]]
 
 
 def _parameter_specs(parameters: Any) -> dict[Any, Any]:
-    """A tool's `{parameter: spec}`, from either schema shape: xLAM's own
-    `{"city": {"type": "str", "default": ...}}`, or JSON Schema's
-    `{"type": "object", "properties": {"city": {...}}}` (recognised by `"type": "object"` with a
-    `"properties"` object, which an xLAM schema cannot have: its values are specs, not strings)."""
+    """A tool's `{parameter: spec}` from xLAM's shape (`{"city": {"type": "str", ...}}`) or JSON
+    Schema's (`{"type": "object", "properties": {...}}`, which an xLAM schema cannot be)."""
     if not isinstance(parameters, dict):
         return {}
     properties = parameters.get("properties")
@@ -643,9 +637,8 @@ def compare_calls(
 def unmatched_calls(
     predicted: list[dict[str, Any]], reference: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The predicted and the reference calls left over once the exact matches are paired off (each in
-    its list's order); both empty when the calls are the same multiset. The calls must be well formed
-    (`call_problem`); raises ValueError when arguments are not JSON values."""
+    """The predicted and reference calls left once exact matches are paired off, each in its list's
+    order. The calls must be well formed; raises ValueError when arguments are not JSON values."""
     got = Counter(_key(c) for c in predicted)
     want = Counter(_key(c) for c in reference)
     matched = got & want
@@ -664,8 +657,7 @@ def _take(pool: Counter[Hashable], key: Hashable) -> bool:
 
 
 def verify_calls(text: Any, reference: list[dict[str, Any]], defaults: Defaults | None = None) -> Verdict:
-    """Extract the calls from a completion and compare them with `reference` (with `defaults`, see
-    `compare_calls`). Never raises."""
+    """Extract the calls from a completion and compare them with `reference`; never raises."""
     try:
         found = extract_calls(text)
         if found.calls is None:

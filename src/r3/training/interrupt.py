@@ -111,9 +111,8 @@ def uninterrupted_save() -> Iterator[None]:
 
 
 def train_until_stopped(trainer: Any, resume_from_checkpoint: str | bool | None) -> None:
-    """`trainer.train(...)`, stopping at a step's end with a checkpoint on the first Ctrl-C or SIGTERM.
-
-    Raises `KeyboardInterrupt` after such a stop, so that nothing downstream treats the run as done."""
+    """`trainer.train(...)`, stopping at a step's end with a checkpoint on the first Ctrl-C or SIGTERM,
+    then raising `KeyboardInterrupt` so that nothing downstream treats the run as done."""
     request = StopRequest()
     callback = stop_callback(request)
     trainer.add_callback(callback)

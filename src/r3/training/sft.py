@@ -81,10 +81,8 @@ def build_sft_examples(
     tokenizer: Any,
     max_length: int | None = None,
 ) -> SFTExamples:
-    """One row per solvable example (`first_attempt_row`).
-
-    Tokenized here, with `render_prompt` and no added special tokens, exactly as the generation
-    backends encode prompts, so the model is trained on the token sequence it will see at inference."""
+    """One row per solvable example (`first_attempt_row`), tokenized as the generation backends encode
+    prompts, so the model trains on the token sequence it will see at inference."""
     if tokenizer.eos_token_id is None:
         raise R3Error("the tokenizer has no EOS token: cannot mark where an answer ends")
     rows = SFTExamples([], [], used=0, skipped=0)
@@ -164,8 +162,8 @@ def write_summary(trainer: Any, config: SFTRunConfig, rows: SFTExamples) -> None
 
 
 def train_sft(config: SFTRunConfig, **pieces: Any) -> SFTResult:
-    """Check the output folder (as `r3 train` does: `training.folder`), build, train (resuming if
-    asked), save in Hugging Face format, write `r3_sft.json`."""
+    """Check the output folder (`training.folder`), build, train (resuming if asked), save, and write
+    `r3_sft.json`."""
     from r3.training.folder import training_folder
     from r3.training.interrupt import train_until_stopped, uninterrupted_save
     from r3.training.trainer import resume_target, save_final
