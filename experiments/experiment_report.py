@@ -27,11 +27,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from r3.episode import Episode
+from r3.evaluation.records import Accuracy, EvalResults, read_results, read_samples
 from r3.evaluation.stats import mcnemar_exact, two_proportion_test
 from r3.reports.plots import save_figure
 from r3.reports.problems import ProblemKey, comparability_note, display_path, problem_key
 from r3.reports.training import plot_training_curves, read_training_summary, success_key
-from r3.rundir import read_log
 
 #: The one display name of each model, in tables, prose and plots (the folder names stay as they are).
 LABELS = {
@@ -55,7 +56,7 @@ MIN_GAIN, ALPHA = 0.10, 0.05
 CONTROL_GATE = 0.03
 
 
-Rows = dict[ProblemKey, dict[str, Any]]
+Rows = dict[ProblemKey, Episode]
 
 
 def portable(value: Any, base: str | Path) -> Any:
@@ -69,28 +70,30 @@ def portable(value: Any, base: str | Path) -> Any:
     return value
 
 
-def _load(folder: Path) -> tuple[dict[str, Any], Rows] | None:
-    """An evaluation's results and its rows keyed by problem; None when it was not run."""
+def _load(folder: Path) -> tuple[EvalResults, Rows] | None:
+    """An evaluation's results and its episodes keyed by problem; None when it was not run."""
     results = folder / "results.json"
     if not results.is_file():
         return None
-    rows = {problem_key(row["index"], row.get("example")): row for row in read_log(folder / "samples.jsonl")}
-    return json.loads(results.read_text()), rows
+    rows = {problem_key(ep.index, ep.example): ep for ep in read_samples(folder / "samples.jsonl")}
+    return read_results(results), rows
 
 
-def _cell(block: dict[str, Any], n: int) -> str:
-    lo, hi = block["ci95"]
-    return f"{block['accuracy']:.1%} ({block['correct']}/{n}) [{lo:.1%}, {hi:.1%}]"
+def _cell(block: Accuracy, n: int) -> str:
+    lo, hi = block.ci95
+    return f"{block.accuracy:.1%} ({block.correct}/{n}) [{lo:.1%}, {hi:.1%}]"
 
 
-def compare(a: Mapping[Any, dict[str, Any]], b: Mapping[Any, dict[str, Any]], key: str) -> dict[str, float]:
-    """`key` accuracy of run a against run b on the problems both evaluated (rows keyed by problem:
-    a problem only one of them holds is in neither test, so a paired test never pairs two problems)."""
+def compare(a: Rows, b: Rows, key: str) -> dict[str, float]:
+    """`key` (`first_try_ok` or `second_try_ok`) of run a against run b on the problems both evaluated
+    (episodes keyed by problem: a problem only one of them holds is in neither test, so a paired test
+    never pairs two problems)."""
     common = sorted(set(a) & set(b))
-    ka = sum(bool(a[i][key]) for i in common)
-    kb = sum(bool(b[i][key]) for i in common)
-    only_a = sum(bool(a[i][key]) and not b[i][key] for i in common)
-    only_b = sum(bool(b[i][key]) and not a[i][key] for i in common)
+    solved_a = [bool(getattr(a[i], key)) for i in common]
+    solved_b = [bool(getattr(b[i], key)) for i in common]
+    ka, kb = sum(solved_a), sum(solved_b)
+    only_a = sum(x and not y for x, y in zip(solved_a, solved_b, strict=True))
+    only_b = sum(y and not x for x, y in zip(solved_a, solved_b, strict=True))
     test = two_proportion_test(ka, len(common), kb, len(common)) if common else {"diff": 0, "z": 0, "p": 1}
     return {
         **test,
@@ -181,11 +184,11 @@ def write_experiment_report(
         if loaded is None and resampled is None:
             continue  # not part of this run (the demo trains no control)
         cells = ["-", "-"] if loaded is None else [
-            _cell(loaded[0]["first_try"], loaded[0]["n"]), _cell(loaded[0]["second_try"], loaded[0]["n"])
+            _cell(loaded[0].first_try, loaded[0].n), _cell(loaded[0].second_try, loaded[0].n)
         ]  # fmt: skip
         cells += ["-", "-"] if resampled is None else [
-            _cell(resampled[0]["first_try"], resampled[0]["n"]),
-            _cell(resampled[0]["second_try"], resampled[0]["n"]),
+            _cell(resampled[0].first_try, resampled[0].n),
+            _cell(resampled[0].second_try, resampled[0].n),
         ]  # fmt: skip
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     # Every evaluation, the resampled ones too: the table's "same problems" covers each of its cells.

@@ -64,7 +64,7 @@ def test_eval_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path: Path, c
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 3
     # a random model fails countdown: every row carries a reflection and a retry
-    assert all(r["reflection"] is not None and r["retry"] is not None for r in rows if not r["first_try_ok"])
+    assert all(r["rounds"][0]["reflection"] is not None for r in rows if not r["first_try_ok"])
     assert "second try" in capsys.readouterr().out
 
 

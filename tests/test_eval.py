@@ -47,28 +47,29 @@ def test_protocol_reflects_and_retries_only_failures() -> None:
     eps = run_episodes(TASK, gen, EXAMPLES, config().sampling(TASK))
     assert [e.first_try_ok for e in eps] == [True, False, False]
     assert [e.second_try_ok for e in eps] == [True, True, False]
-    assert eps[0].reflection is None and eps[0].retry is None
-    assert eps[1].reflection is not None and "example 1" in eps[1].reflection.text
+    assert eps[0].rounds == []
+    first = eps[1].first_round
+    assert first is not None and first.reflection is not None and "example 1" in first.reflection.text
     assert eps[1].attempt.text.endswith("</answer>")  # cut at the task's stop string
     assert "used twice" in eps[1].attempt_verdict.reason
-    assert eps[1].retry_verdict.ok
-    assert "evaluates to" in eps[2].retry_verdict.reason
+    assert first.retry_verdict.ok
+    assert "evaluates to" in eps[2].rounds[0].retry_verdict.reason
 
 
 def test_second_try_counts_examples_solved_on_either_attempt(tmp_path: Path) -> None:
     res = evaluate(config(), TASK, EXAMPLES, ScriptedGenerator(script), tmp_path)
-    assert res["n"] == 3
-    assert res["first_try"]["correct"] == 1
-    assert res["second_try"]["correct"] == 2
-    assert res["retries"] == 2 and res["retry_fixed"] == 1
-    lo, hi = res["first_try"]["ci95"]
+    assert res.n == 3
+    assert res.first_try.correct == 1
+    assert res.second_try.correct == 2
+    assert res.retries == 2 and res.retry_fixed == 1
+    lo, hi = res.first_try.ci95
     assert lo < 1 / 3 < hi
 
 
 def test_files_written_and_loadable(tmp_path: Path) -> None:
     res = evaluate(config(), TASK, EXAMPLES, ScriptedGenerator(script), tmp_path)
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert on_disk["first_try"] == res["first_try"]
+    assert on_disk == res.to_json()
     for key in (
         "task",
         "model",
@@ -84,14 +85,14 @@ def test_files_written_and_loadable(tmp_path: Path) -> None:
     assert on_disk["config"]["max_new_tokens"] == 32
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2]
-    assert rows[1]["reflection"] and rows[1]["attempt_reason"] and rows[1]["retry_ok"]
-    assert rows[2]["retry_reason"].startswith("evaluates to")
-    assert rows[0]["reflection"] is None
-    assert rows[0]["reflection_prompt"] is None and rows[0]["retry_prompt"] is None
+    first = rows[1]["rounds"][0]
+    assert first["reflection"] and rows[1]["attempt_reason"] and first["retry_ok"]
+    assert rows[2]["rounds"][0]["retry_reason"].startswith("evaluates to")
+    assert rows[0]["rounds"] == []
     # The exact chats the reflection and the retry were generated from.
-    assert rows[1]["reflection_prompt"][-1]["content"] == TASK.reflection_instruction
-    assert rows[1]["reflection_prompt"][-2] == {"role": "assistant", "content": rows[1]["attempt"]}
-    assert {"role": "assistant", "content": rows[1]["reflection"]} in rows[1]["retry_prompt"]
+    assert first["reflection_prompt"][-1]["content"] == TASK.reflection_instruction
+    assert first["reflection_prompt"][-2] == {"role": "assistant", "content": rows[1]["attempt"]}
+    assert {"role": "assistant", "content": first["reflection"]} in first["retry_prompt"]
     assert "| first try |" in (tmp_path / "results.md").read_text()
     import datasets
 
@@ -129,7 +130,7 @@ def test_refuses_to_mix_runs(tmp_path: Path) -> None:
     with pytest.raises(R3Error, match="another run"):
         evaluate(config(seed=1), TASK, EXAMPLES, ScriptedGenerator(script), tmp_path)
     res = evaluate(config(seed=1), TASK, EXAMPLES, ScriptedGenerator(script), tmp_path, overwrite=True)
-    assert res["config"]["seed"] == 1
+    assert res.config["seed"] == 1
 
 
 def test_raising_verifier_is_a_failed_attempt() -> None:

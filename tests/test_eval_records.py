@@ -12,7 +12,7 @@ import pytest
 from r3.cli import main as r3_main
 from r3.errors import R3Error
 from r3.evaluation.evaluate import EvalConfig, evaluate
-from r3.evaluation.records import EvalResults, SampleRow, read_results, read_samples
+from r3.evaluation.records import EvalResults, read_results, read_samples
 from r3.generation.scripted import ScriptedGenerator
 from r3.reports.compare import load_run, write_report
 from r3.tasks import get_task
@@ -43,11 +43,9 @@ def test_rows_and_results_read_back_to_the_bytes_eval_wrote(tmp_path: Path, roun
     run_eval(tmp_path, rounds)
     lines = (tmp_path / "samples.jsonl").read_text().splitlines()
     rows = read_samples(tmp_path / "samples.jsonl")
-    assert [json.dumps(row.to_json(), ensure_ascii=False) for row in rows] == lines
-    assert [row.solved_at for row in rows] == [0, 1, None]
-    assert (rows[0].later_rounds is None) is (rounds == 1)
-    if rounds > 1:
-        assert [r.number for r in rows[2].later_rounds or []] == [2, 3]
+    assert [json.dumps(row.to_json(TASK), ensure_ascii=False) for row in rows] == lines
+    assert [row.solved_round for row in rows] == [0, 1, None]
+    assert [[r.number for r in row.rounds] for row in rows] == [[], [1], list(range(1, rounds + 1))]
     payload = json.loads((tmp_path / "results.json").read_text())
     results = read_results(tmp_path / "results.json")
     assert results.to_json() == payload
@@ -67,11 +65,26 @@ def test_a_results_file_of_an_older_r3_reads_with_what_it_meant(tmp_path: Path) 
     assert old.by_round() == [(0, old.first_try), (1, old.second_try)]
     payload["config"]["second_try"] = "resample"
     assert EvalResults.from_json(payload, "old").second_try_protocol == "resample"
-    # Sample rows from before the prompts of the reflection and retry were kept.
-    row = json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[1])
-    del row["reflection_prompt"], row["retry_prompt"]
-    sample = SampleRow.from_json(row, "old")
-    assert sample.reflection == "Use every number exactly once." and sample.first_round.retry_prompt is None
+
+
+def test_an_older_samples_file_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows that keep round 1 in the row itself (and rounds 2..K under `rounds`) are not read as
+    episodes: the report names the line and says how to redo it."""
+    run_eval(tmp_path / "a")
+    samples = tmp_path / "a" / "samples.jsonl"
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    first = rows[1].pop("rounds")[0]
+    rows[1].update({k: v for k, v in first.items() if k not in ("round", "retry_tokens")})
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(R3Error) as info:
+        load_run(tmp_path / "a")
+    assert str(info.value) == (
+        f"{samples}, line 2: written by an older r3 (round 1 outside `rounds`); run it again with --overwrite"
+    )
+    assert r3_main(["report", str(tmp_path / "a"), "--output-dir", str(tmp_path / "rep")]) == 2
+    assert capsys.readouterr().err.strip() == f"r3: error: {info.value}"
 
 
 def test_a_results_file_missing_a_field_is_one_clear_error(
@@ -107,14 +120,14 @@ def test_a_sample_row_missing_a_field_is_named_with_its_line(tmp_path: Path) -> 
     samples = tmp_path / "samples.jsonl"
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     del rows[1]["attempt"]
-    rows[2]["first_try_ok"] = "no"
+    rows[2]["attempt_ok"] = "no"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(R3Error, match=rf"^{samples}, line 2: no field 'attempt' \(is this a file"):
         load_run(tmp_path)
     rows[1]["attempt"] = "x"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(
-        R3Error, match=rf"^{samples}, line 3: field 'first_try_ok' should be bool \(got \"no\"\)"
+        R3Error, match=rf"^{samples}, line 3: field 'attempt_ok' should be bool \(got \"no\"\)"
     ):
         load_run(tmp_path)
 

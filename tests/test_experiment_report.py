@@ -9,28 +9,45 @@ from pathlib import Path
 
 import pytest
 
+from r3.episode import Episode, Round
 from r3.evaluation.stats import accuracy
+from r3.generation.base import Completion
+from r3.tasks import get_task
+from r3.tasks.base import Prompt, Verdict
 from test_experiment_driver import load_experiment
 
 experiment = load_experiment("experiment_report")
 LABELS, compare = experiment.LABELS, experiment.compare
 write_experiment_report = experiment.write_experiment_report
+TASK = get_task("countdown")
 
 
-def fake_eval(folder: Path, first: list[bool], second: list[bool], seed: int | None = None) -> None:
-    """An evaluation's files; with `seed`, each row holds its problem (`example`), as `r3 eval` writes
-    it: runs of another seed evaluated other problems."""
+def episode(index: int, first: bool, second: bool, seed: int = 0) -> Episode:
+    """Problem `index` (of the evaluation seed `seed`: runs of another seed evaluated other problems),
+    solved on the first try, on the retry of round 1, or not at all."""
+    example = {"nums": [seed, index], "target": 10}
+    attempt = Verdict(first, "" if first else "wrong")
+    rounds = (
+        []
+        if first
+        else [Round(1, Prompt([]), Completion("retry", 1), Verdict(second, "" if second else "wrong"))]
+    )
+    return Episode(index, example, Completion("attempt", 1), attempt, rounds)
+
+
+def fake_eval(folder: Path, first: list[bool], second: list[bool], seed: int = 0) -> None:
+    """An evaluation's files, as `r3 eval` writes them."""
     folder.mkdir(parents=True)
-    rows = [
-        {"index": i, "first_try_ok": f, "second_try_ok": s}
-        for i, (f, s) in enumerate(zip(first, second, strict=True))
-    ]
-    if seed is not None:
-        for row in rows:
-            row["example"] = {"nums": [seed, row["index"]], "target": 10}
+    rows = [episode(i, f, s, seed).to_json(TASK) for i, (f, s) in enumerate(zip(first, second, strict=True))]
     (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     n = len(rows)
-    results = {"n": n, "first_try": accuracy(sum(first), n), "second_try": accuracy(sum(second), n)}
+    results = {
+        "task": "countdown",
+        "model": "m",
+        "n": n,
+        "first_try": accuracy(sum(first), n),
+        "second_try": accuracy(sum(second), n),
+    }
     (folder / "results.json").write_text(json.dumps(results))
 
 
@@ -88,15 +105,16 @@ def test_the_verdict_is_paired(tmp_path: Path) -> None:
     n = 200
     base = [i < 100 for i in range(n)]
     fake_eval(tmp_path / "eval-warmstart", base, [i < 105 for i in range(n)])
-    fake_eval(tmp_path / "eval-trained", base, [i < 91 or 105 <= i < 108 for i in range(n)])
+    lost = [i < 91 or 105 <= i < 108 for i in range(n)]  # a first try lost is a second try lost
+    fake_eval(tmp_path / "eval-trained", [i < 91 for i in range(n)], lost)
     text = write_experiment_report(tmp_path, tmp_path / "report")
     assert "| 3 / 14 | 0.0127 |" in text
     assert "R3 was significantly worse than the warm-start on the second try" in text
 
 
 def test_compare_pairs_problems_by_index() -> None:
-    a = {i: {"second_try_ok": i < 10} for i in range(20)}
-    b = {i: {"second_try_ok": 5 <= i < 12} for i in range(20)}
+    a = {i: episode(i, False, i < 10) for i in range(20)}
+    b = {i: episode(i, False, 5 <= i < 12) for i in range(20)}
     got = compare(a, b, "second_try_ok")
     assert (got["n"], got["only_a"], got["only_b"]) == (20, 5, 2)
     assert got["diff"] == pytest.approx((10 - 7) / 20)
@@ -118,7 +136,8 @@ def test_control_gate_and_plain_grpo_bar(tmp_path: Path) -> None:
     n = 200
     base = [i < 60 for i in range(n)]
     fake_eval(tmp_path / "eval-warmstart", base, [i < 70 for i in range(n)])  # 35%
-    fake_eval(tmp_path / "eval-shuffled", base, [i < 40 for i in range(n)])  # 20%: the gate fails
+    worse = [i < 40 for i in range(n)]
+    fake_eval(tmp_path / "eval-shuffled", worse, worse)  # 20%: the gate fails
     fake_eval(tmp_path / "eval-trained", base, [i < 72 for i in range(n)])  # 36%
     fake_eval(tmp_path / "eval-grpo", [i < 80 for i in range(n)], [i < 100 for i in range(n)])  # 50%
     text = write_experiment_report(tmp_path, tmp_path / "report")

@@ -67,7 +67,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "samples.jsonl").open()]
+    """The rows of `samples.jsonl` with round 1's fields (the second try) beside the attempt's."""
+    rows = [json.loads(line) for line in (folder / "samples.jsonl").open()]
+    return [{**row, **(row["rounds"][0] if row["rounds"] else {})} for row in rows]
 
 
 def api_eval(model: Path, url: str, out: Path, *extra: str) -> int:

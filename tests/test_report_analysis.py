@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from r3.evaluation.records import Accuracy, EvalResults, SampleRow
+from r3.episode import Episode
+from r3.evaluation.records import Accuracy, EvalResults
 from r3.reports import analysis
 from r3.reports.compare import EvalRun, behaviour_table
 from r3.tasks.countdown import CountdownTask
@@ -15,8 +16,9 @@ from r3.tasks.function_calling import FunctionCallingTask
 COUNTDOWN, CALLS = CountdownTask(), FunctionCallingTask()
 
 
-def row(index: int, **fields: Any) -> SampleRow:
-    """A `samples.jsonl` row as `r3 eval` writes it, read back as the report reads it."""
+def row(index: int, **fields: Any) -> Episode:
+    """A `samples.jsonl` row as `r3 eval` writes it, read back as the report reads it; the round-1
+    fields given flat (`reflection`, `retry`, ...) make its one round (none when `retry` is None)."""
     base: dict[str, Any] = {
         "index": index,
         "example": {"nums": [1, 2, 3], "target": 6},
@@ -32,9 +34,16 @@ def row(index: int, **fields: Any) -> SampleRow:
         "retry_reason": "",
     }
     base.update(fields)
-    base.setdefault("first_try_ok", bool(base["attempt_ok"]))
-    base.setdefault("second_try_ok", bool(base["attempt_ok"] or base["retry_ok"]))
-    return SampleRow.from_json(base, f"row {index}")
+    names = ("reflection", "reflection_tokens", "retry", "retry_ok", "retry_reason")
+    first = {name: base.pop(name) for name in names}
+    base["rounds"] = []
+    if first["retry"] is not None:
+        prompt = [{"role": "user", "content": "..."}]
+        base["rounds"].append(
+            {"round": 1, "reflection_prompt": prompt, "retry_prompt": prompt, "retry_tokens": 5, **first}
+        )
+    base["stopped"] = None
+    return Episode.from_json(base, f"row {index}")
 
 
 SOLVED = {"attempt_ok": True, "attempt_reason": "", "reflection": None, "reflection_tokens": None,

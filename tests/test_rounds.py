@@ -46,12 +46,10 @@ def test_three_rounds_see_the_whole_history_and_count_per_round() -> None:
     generator = ScriptedGenerator(solves_after({6: 2, 14: 3}))
     episodes = run_episodes(TASK, generator, EXAMPLES, SAMPLING, rounds=3)
     first, second = episodes
-    assert (
-        not first.second_try_ok and first.solved_round == 2 and [r.number for r in first.later_rounds] == [2]
-    )
-    assert second.solved_round == 3 and [r.number for r in second.later_rounds] == [2, 3]
+    assert not first.second_try_ok and first.solved_round == 2 and [r.number for r in first.rounds] == [1, 2]
+    assert second.solved_round == 3 and [r.number for r in second.rounds] == [1, 2, 3]
     # Round 3's retry chat: task, attempt, reflection 1, retry 1, reflection 2, retry 2, reflection 3.
-    history = second.later_rounds[-1].retry_prompt.messages
+    history = second.rounds[-1].retry_prompt.messages
     assistant = [m["content"] for m in history if m["role"] == "assistant"]
     assert assistant == [
         "<answer> 1 + 0 </answer>", "reflection 1 on 14", "<answer> 1 + 1 </answer>",
@@ -70,12 +68,12 @@ def test_results_hold_one_entry_per_round(tmp_path: Path) -> None:
     results = evaluate(
         config, TASK, EXAMPLES, ScriptedGenerator(solves_after({6: 2, 14: 3})), tmp_path, progress=False
     )
-    assert [(r["round"], r["correct"]) for r in results["rounds"]] == [(1, 0), (2, 1), (3, 2)]
-    assert results["second_try"]["correct"] == results["rounds"][0]["correct"] == 0
-    assert results["rounds"][2]["accuracy"] == 1.0 and len(results["rounds"][2]["ci95"]) == 2
+    assert [(k, block.correct) for k, block in results.by_round()] == [(0, 0), (1, 0), (2, 1), (3, 2)]
+    assert results.second_try == results.rounds[0] and results.second_try.correct == 0
+    assert results.rounds[2].accuracy == 1.0 and len(results.rounds[2].ci95) == 2
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").open()]
     assert [r["solved_round"] for r in rows] == [2, 3]
-    assert [r["round"] for r in rows[1]["rounds"]] == [2, 3] and rows[1]["rounds"][1]["retry_ok"]
+    assert [r["round"] for r in rows[1]["rounds"]] == [1, 2, 3] and rows[1]["rounds"][2]["retry_ok"]
     md = (tmp_path / "results.md").read_text()
     assert "| after round 2 | 50.0% (1/2)" in md and "| after round 3 | 100.0% (2/2)" in md
 
@@ -89,9 +87,9 @@ def test_one_round_is_the_papers_protocol_unchanged(tmp_path: Path) -> None:
         tmp_path,
         progress=False,
     )
-    assert results["rounds"] == [{"round": 1, **results["second_try"]}]
+    assert results.rounds == [results.second_try]
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").open()]
-    assert all("rounds" not in r for r in rows)
+    assert [[r["round"] for r in row["rounds"]] for row in rows] == [[1], [1]]
 
 
 def test_resample_rounds_are_fresh_attempts_at_the_original_prompt() -> None:
@@ -103,9 +101,7 @@ def test_resample_rounds_are_fresh_attempts_at_the_original_prompt() -> None:
 
     generator = ScriptedGenerator(script)
     episodes = run_episodes(TASK, generator, EXAMPLES[:1], SAMPLING, second_try="resample", rounds=3)
-    assert [r.retry_prompt.messages for r in episodes[0].later_rounds] == [
-        TASK.prompt(EXAMPLES[0]).messages
-    ] * 2
+    assert [r.retry_prompt.messages for r in episodes[0].rounds] == [TASK.prompt(EXAMPLES[0]).messages] * 3
     assert len({seed for _, seed in seen}) == 4 and {n for n, _ in seen} == {2}  # 4 attempts, 4 seeds
     assert generator.samples == 4  # as many answers as K=3 rounds of reflect give (1 + 3), no reflections
 
@@ -113,8 +109,8 @@ def test_resample_rounds_are_fresh_attempts_at_the_original_prompt() -> None:
 def test_feedback_rounds_show_the_last_retrys_reason() -> None:
     generator = ScriptedGenerator(solves_after({6: 9, 14: 9}))
     episodes = run_episodes(TASK, generator, EXAMPLES[:1], SAMPLING, second_try="feedback", rounds=2)
-    round_two = episodes[0].later_rounds[0]
-    reason = episodes[0].retry_verdict.reason
+    round_one, round_two = episodes[0].rounds
+    reason = round_one.retry_verdict.reason
     assert round_two.reflection_prompt.messages[-1]["content"].endswith(f"The checker said: {reason}.")
 
 
@@ -137,8 +133,8 @@ def test_an_example_whose_history_no_longer_fits_stops_unsolved(tmp_path: Path) 
     )
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").open()]
     assert all(r["stopped"] == "round 2: the history no longer fits the model's context" for r in rows)
-    assert all(r["rounds"] == [] and r["solved_round"] is None for r in rows)
-    assert [r["correct"] for r in results["rounds"]] == [0, 0, 0]
+    assert all([r["round"] for r in row["rounds"]] == [1] and row["solved_round"] is None for row in rows)
+    assert [block.correct for block in results.rounds] == [0, 0, 0]
 
 
 def test_the_transformers_backend_knows_its_context(tiny_model_dir: Path) -> None:

@@ -113,7 +113,7 @@ def test_training_prompts_of_later_rounds_are_evals_history(tmp_path: Path, tiny
     # `r3 eval --rounds 3` on the same model (same texts) asks round 2 and 3 with the very same chats.
     sampling = EpisodeSampling(*(SamplingConfig(max_new_tokens=8, temperature=0.0),) * 3)
     (episode,) = run_episodes(TASK, ScriptedGenerator(script), EXAMPLES[1:], sampling, rounds=3)
-    eval_prompts = [render_prompt(tokenizer, r.reflection_prompt) for r in episode.later_rounds]
+    eval_prompts = [render_prompt(tokenizer, r.reflection_prompt) for r in episode.rounds[1:]]
     assert eval_prompts == [rows[3]["prompt"], rows[4]["prompt"]]
     item = index[rows[4]["prompt"]]
     assert item.round == 3 and item.attempt == WRONG and item.chat is not None
@@ -206,7 +206,8 @@ def test_the_rollout_runs_evals_round_on_the_same_chats(tmp_path: Path, tiny_mod
     greedy = SamplingConfig(max_new_tokens=6, temperature=0.0)
     sampling = EpisodeSampling(greedy, greedy, greedy.with_(stop=TASK.stop))
     (episode,) = run_episodes(TASK, backend, EXAMPLES[:1], sampling)
-    assert not episode.first_try_ok and episode.reflection is not None and episode.retry is not None
+    first = episode.first_round
+    assert not episode.first_try_ok and first is not None and first.reflection is not None
 
     attempt = {"completion": episode.attempt.text, "reason": episode.attempt_verdict.reason}
     record = FailureRecord(TASK.name, 0, EXAMPLES[0], [attempt], samples_drawn=1, successes=0)
@@ -218,8 +219,8 @@ def test_the_rollout_runs_evals_round_on_the_same_chats(tmp_path: Path, tiny_mod
     rollout = R3Rollout(TASK, index, sampling, engine=engine)
     out = rollout([rows[0]["prompt"]] * 2, SimpleNamespace(processing_class=tokenizer))
     last = rollout.last
-    assert last.reflections == [episode.reflection.text] * 2
-    assert last.retry_prompts == [render_prompt(tokenizer, episode.retry_prompt)] * 2
-    assert last.retries == [episode.retry.text] * 2
-    assert out["retry_success"] == [episode.retry_verdict.ok] * 2
-    assert out["completion_ids"][0] == list(episode.reflection.token_ids)
+    assert last.reflections == [first.reflection.text] * 2
+    assert last.retry_prompts == [render_prompt(tokenizer, first.retry_prompt)] * 2
+    assert last.retries == [first.retry.text] * 2
+    assert out["retry_success"] == [first.retry_verdict.ok] * 2
+    assert out["completion_ids"][0] == list(first.reflection.token_ids)

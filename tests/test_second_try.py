@@ -74,8 +74,9 @@ def test_resample_sends_the_original_prompt_again_with_another_seed_and_no_refle
         # The same sampling as the first attempt: a fair "sample twice" baseline.
         assert s.with_(seed=attempt.seed) == attempt
     assert [e.second_try_ok for e in eps] == [True, True, False]
-    assert eps[1].reflection is None and eps[1].retry is not None and eps[1].retry_verdict.ok
-    assert eps[1].retry_prompt == TASK.prompt(EXAMPLES[1])
+    (second,) = eps[1].rounds
+    assert second.reflection is None and second.retry_verdict.ok
+    assert second.retry_prompt == TASK.prompt(EXAMPLES[1])
 
 
 def test_resample_files_say_which_protocol_and_warn_about_greedy(tmp_path: Path) -> None:
@@ -90,10 +91,11 @@ def test_resample_files_say_which_protocol_and_warn_about_greedy(tmp_path: Path)
     on_disk = json.loads((tmp_path / "resample" / "results.json").read_text())
     assert on_disk["second_try_protocol"] == "resample" and on_disk["config"]["second_try"] == "resample"
     assert "repeats the first exactly" in on_disk["second_try_note"]  # temperature 0
-    assert res["retries"] == 2 and res["retry_fixed"] == 1 and res["reflection_tokens_mean"] is None
+    assert res.retries == 2 and res.retry_fixed == 1 and res.reflection_tokens_mean is None
     rows = rows_of(tmp_path / "resample")
-    assert rows[1]["reflection"] is None and rows[1]["reflection_prompt"] is None
-    assert rows[1]["retry_prompt"] == rows[1]["prompt"] and rows[1]["retry_ok"] is True
+    (second,) = rows[1]["rounds"]
+    assert second["reflection"] is None and second["reflection_prompt"] is None
+    assert second["retry_prompt"] == rows[1]["prompt"] and second["retry_ok"] is True
     markdown = (tmp_path / "resample" / "results.md").read_text()
     assert "| second try (resample, no reflection) |" in markdown
     assert "reflect + retry" not in markdown
@@ -105,7 +107,8 @@ def test_resample_files_say_which_protocol_and_warn_about_greedy(tmp_path: Path)
         tmp_path / "warm",
         progress=False,
     )
-    assert "temperature 0.7" in warm["second_try_note"] and "repeats" not in warm["second_try_note"]
+    assert warm.second_try_note and "temperature 0.7" in warm.second_try_note
+    assert "repeats" not in warm.second_try_note
 
 
 def test_feedback_shows_the_verifiers_reason_in_the_reflection_prompt(tmp_path: Path) -> None:
@@ -120,23 +123,24 @@ def test_feedback_shows_the_verifiers_reason_in_the_reflection_prompt(tmp_path: 
     assert sent[:-1] == expected[:-1]  # the task's chat, only the last instruction extended
     assert sent[-1] == {"role": "user", "content": f"{TASK.reflection_instruction}\n\n{FEEDBACK}"}
     # The retry continues from the chat the reflection was really asked in.
-    assert eps[1].retry_prompt is not None
-    assert eps[1].retry_prompt.messages == [
+    (second,) = eps[1].rounds
+    assert second.reflection is not None
+    assert second.retry_prompt.messages == [
         *sent,
-        {"role": "assistant", "content": eps[1].reflection.text},
+        {"role": "assistant", "content": second.reflection.text},
         {"role": "user", "content": TASK.retry_instruction},
     ]
-    assert eps[1].retry_prompt in [p for p, _ in rec.seen]
+    assert second.retry_prompt in [p for p, _ in rec.seen]
     assert [e.second_try_ok for e in eps] == [True, True, False]
 
     evaluate(
         config(second_try="feedback"), TASK, EXAMPLES, ScriptedGenerator(Recorder()), tmp_path, progress=False
     )
     rows = rows_of(tmp_path)
-    assert rows[1]["reflection_prompt"] == sent  # the log holds the prompt really sent
-    assert rows[1]["retry_prompt"] == eps[1].retry_prompt.messages
+    assert rows[1]["rounds"][0]["reflection_prompt"] == sent  # the log holds the prompt really sent
+    assert rows[1]["rounds"][0]["retry_prompt"] == second.retry_prompt.messages
     # Each example's own reason.
-    assert rows[2]["reflection_prompt"][-1]["content"].endswith(
+    assert rows[2]["rounds"][0]["reflection_prompt"][-1]["content"].endswith(
         f"The checker said: {rows[2]['attempt_reason']}."
     )
     assert rows[2]["attempt_reason"] == "number 1 not in the list"
@@ -150,7 +154,9 @@ def test_reflect_is_unchanged(tmp_path: Path) -> None:
     prompts = [p for p, _ in rec.seen]
     reflection = TASK.reflection_prompt(EXAMPLES[1], eps[1].attempt.text)
     assert reflection in prompts and "The checker said" not in str(prompts)
-    assert TASK.retry_prompt(EXAMPLES[1], eps[1].attempt.text, eps[1].reflection.text) in prompts
+    (second,) = eps[1].rounds
+    assert second.reflection is not None
+    assert TASK.retry_prompt(EXAMPLES[1], eps[1].attempt.text, second.reflection.text) in prompts
     # Each step drew from its own seeds (`episode.seeded`), none from a resample's.
     steps = {"attempt": sampling.attempt, "reflection": sampling.reflection, "retry": sampling.retry}
     allowed = {derive_seed(cfg.seed, step, i, 1) for step, cfg in steps.items() for i in range(len(EXAMPLES))}
@@ -158,7 +164,7 @@ def test_reflect_is_unchanged(tmp_path: Path) -> None:
     assert [e.second_try_ok for e in eps] == [True, True, False]
 
     res = evaluate(config(), TASK, EXAMPLES, ScriptedGenerator(Recorder()), tmp_path, progress=False)
-    assert res["second_try_protocol"] == "reflect" and res["retries"] == 2
+    assert res.second_try_protocol == "reflect" and res.retries == 2
     assert "| second try (reflect + retry) |" in (tmp_path / "results.md").read_text()
     # Folders written before --second-try existed hold reflect runs and still resume.
     assert "second_try" not in json.loads((tmp_path / "run.json").read_text())
@@ -174,7 +180,7 @@ def test_resuming_a_folder_with_another_protocol_is_refused(tmp_path: Path) -> N
     res = evaluate(
         config(second_try="resample"), TASK, EXAMPLES, ScriptedGenerator(Recorder()), tmp_path, overwrite=True
     )
-    assert res["second_try_protocol"] == "resample"
+    assert res.second_try_protocol == "resample"
     with pytest.raises(R3Error, match="another run.*second_try"):  # and back again
         evaluate(config(), TASK, EXAMPLES, ScriptedGenerator(Recorder()), tmp_path)
     assert open_output(config(second_try="resample"), tmp_path, check_only=True).resumed  # same: resumes
@@ -239,7 +245,9 @@ def test_cli_flag_and_yaml_reach_the_evaluation(tmp_path: Path, monkeypatch: pyt
     results = json.loads((out / "results.json").read_text())
     assert results["second_try_protocol"] == "resample" and results["config"]["second_try"] == "resample"
     rows = rows_of(out)
-    assert all(r["reflection"] is None and r["retry_prompt"] == r["prompt"] for r in rows)
+    assert all(
+        r["rounds"][0]["reflection"] is None and r["rounds"][0]["retry_prompt"] == r["prompt"] for r in rows
+    )
 
     out = tmp_path / "flag"
     argv = [
@@ -255,4 +263,6 @@ def test_cli_flag_and_yaml_reach_the_evaluation(tmp_path: Path, monkeypatch: pyt
     assert main(argv) == 0  # the flag wins over the file
     results = json.loads((out / "results.json").read_text())
     assert results["second_try_protocol"] == "feedback"
-    assert all("The checker said: " in r["reflection_prompt"][-1]["content"] for r in rows_of(out))
+    assert all(
+        "The checker said: " in r["rounds"][0]["reflection_prompt"][-1]["content"] for r in rows_of(out)
+    )

@@ -80,7 +80,9 @@ def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 
 def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a `samples.jsonl`, round 1's fields (the second try) beside the attempt's."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{**row, **(row["rounds"][0] if row["rounds"] else {})} for row in lines]
 
 
 @pytest.fixture

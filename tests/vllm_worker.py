@@ -43,12 +43,12 @@ def episodes_record(task: Any, sampler: Any) -> list[dict[str, Any]]:
         {
             "attempt": e.attempt.text,
             "attempt_ids": list(e.attempt.token_ids or ()),
-            "reflection": e.reflection.text if e.reflection else None,
-            "reflection_ids": list(e.reflection.token_ids or ()) if e.reflection else None,
-            "retry": e.retry.text if e.retry else None,
-            "retry_ids": list(e.retry.token_ids or ()) if e.retry else None,
+            "reflection": r.reflection.text if r and r.reflection else None,
+            "reflection_ids": list(r.reflection.token_ids or ()) if r and r.reflection else None,
+            "retry": r.retry.text if r else None,
+            "retry_ids": list(r.retry.token_ids or ()) if r else None,
         }
-        for e in done
+        for e, r in ((e, e.first_round) for e in done)
     ]
 
 

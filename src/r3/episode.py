@@ -41,8 +41,10 @@ a server refuses it with an error, which ends the run with one line, rows done k
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from r3.errors import R3Error
 from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
@@ -166,22 +168,61 @@ class Round:
     reflection_prompt: Prompt | None = None
     reflection: Completion | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """The round as `samples.jsonl` and the failures file hold it (chats as their messages)."""
+        reflection = self.reflection
+        return {
+            "round": self.number,
+            "reflection_prompt": None if self.reflection_prompt is None else self.reflection_prompt.messages,
+            "reflection": None if reflection is None else reflection.text,
+            "reflection_tokens": None if reflection is None else reflection.num_tokens,
+            "retry_prompt": self.retry_prompt.messages,
+            "retry": self.retry.text,
+            "retry_tokens": self.retry.num_tokens,
+            "retry_ok": self.retry_verdict.ok,
+            "retry_reason": self.retry_verdict.reason,
+        }
+
+    @classmethod
+    def from_json(cls, row: Any, where: str, tools: list[dict[str, Any]] | None = None) -> Round:
+        """A round written by `to_json`; `tools` are the example's tool schemas, which every chat of its
+        episode carries and the file leaves out."""
+        if not isinstance(row, dict):
+            raise R3Error(f"{where}: expected an object")
+        reflection_prompt = json_field(row, "reflection_prompt", (list, NONE), where)
+        reflection = json_field(row, "reflection", (str, NONE), where)
+        reflection_tokens = json_field(row, "reflection_tokens", (int, NONE), where)
+        return cls(
+            number=json_field(row, "round", int, where),
+            retry_prompt=Prompt(json_field(row, "retry_prompt", list, where), tools),
+            retry=Completion(
+                json_field(row, "retry", str, where), json_field(row, "retry_tokens", int, where)
+            ),
+            retry_verdict=Verdict(
+                json_field(row, "retry_ok", bool, where), json_field(row, "retry_reason", str, where)
+            ),
+            reflection_prompt=None if reflection_prompt is None else Prompt(reflection_prompt, tools),
+            reflection=None if reflection is None else Completion(reflection, reflection_tokens or 0),
+        )
+
 
 @dataclass
 class Episode:
     """What happened to one example: its first attempt, then its rounds in order (`rounds[0]` is round
-    1, the paper's second try, when it ran).
+    1, the paper's second try, when it ran). The one record every stage hands on: `r3 eval` writes it
+    to `samples.jsonl`, `r3 mine` continues one from each kept failed attempt and stores it in the
+    failures file, `r3 train` replays the stored ones, and the reports read them back (`to_json`,
+    `from_json`).
 
     Each round keeps the chats its reflection and retry were generated from, so that logs show exactly
     what the model saw, whatever the protocol. With `resample`, a round's `reflection` is None and its
-    `retry` is one more attempt. The properties `reflection`, `retry`, `retry_verdict` and
-    `retry_prompt` read round 1, `later_rounds` the rounds after it."""
+    `retry` is one more attempt."""
 
     index: int
     example: Example
     attempt: Completion
     attempt_verdict: Verdict
-    #: Every round run, in order of their numbers (a training row may start at a later round).
+    #: Every round run, in order of their numbers.
     rounds: list[Round] = field(default_factory=list)
     #: Why the episode ended before its last round while unsolved (the history no longer fit).
     stopped: str | None = None
@@ -211,26 +252,79 @@ class Episode:
         """Round 1 (the paper's second try), None when it did not run."""
         return next((r for r in self.rounds if r.number == 1), None)
 
-    @property
-    def later_rounds(self) -> list[Round]:
-        """Rounds 2, 3, ... in order (what `r3 eval` logs under `rounds`)."""
-        return [r for r in self.rounds if r.number > 1]
+    def to_json(self, task: Task | None = None) -> dict[str, Any]:
+        """The episode as one JSON object. With `task`, a `samples.jsonl` row: the example as the task
+        stores it (`Task.to_record`) and its first chat lead. Without, the attempt and its rounds only:
+        a failed attempt in a failures row, whose example is the row's own. `first_try_ok`,
+        `second_try_ok` and `solved_round` are written for readers of the file, never read back."""
+        head: dict[str, Any] = {"index": self.index}
+        if task is not None:
+            head.update(example=task.to_record(self.example), prompt=task.prompt(self.example).messages)
+        return {
+            **head,
+            "attempt": self.attempt.text,
+            "attempt_tokens": self.attempt.num_tokens,
+            "attempt_ok": self.attempt_verdict.ok,
+            "attempt_reason": self.attempt_verdict.reason,
+            "rounds": [r.to_json() for r in self.rounds],
+            "stopped": self.stopped,
+            "first_try_ok": self.first_try_ok,
+            "second_try_ok": self.second_try_ok,
+            "solved_round": self.solved_round,
+        }
 
-    @property
-    def reflection(self) -> Completion | None:
-        return self.first_round.reflection if self.first_round else None
+    @classmethod
+    def from_json(
+        cls, row: Any, where: str, task: Task | None = None, example: Example | None = None
+    ) -> Episode:
+        """An episode written by `to_json`; `where` names the file and line in errors. The example is
+        `example` when given (a failures row's), else the row's own, checked by `task` when given
+        (`Task.validate`). With `task` the chats get the example's tool schemas back. A row of the
+        format before one record (round 1 in the row itself) is refused in one line."""
+        if not isinstance(row, dict):
+            raise R3Error(f"{where}: expected an object")
+        if "rounds" not in row or "retry_ok" in row:
+            raise R3Error(
+                f"{where}: written by an older r3 (round 1 outside `rounds`); run it again with --overwrite"
+            )
+        if example is None:
+            example = json_field(row, "example", dict, where)
+            if task is not None:
+                example = task.validate(example, json_field(row, "index", int, where), where)
+        tools = task.prompt(example).tools if task is not None else None
+        raw_rounds = json_field(row, "rounds", list, where)
+        return cls(
+            index=json_field(row, "index", int, where),
+            example=example,
+            attempt=Completion(
+                json_field(row, "attempt", str, where), json_field(row, "attempt_tokens", int, where)
+            ),
+            attempt_verdict=Verdict(
+                json_field(row, "attempt_ok", bool, where), json_field(row, "attempt_reason", str, where)
+            ),
+            rounds=[Round.from_json(r, f"{where}, rounds[{k}]", tools) for k, r in enumerate(raw_rounds)],
+            stopped=json_field(row, "stopped", (str, NONE), where),
+        )
 
-    @property
-    def retry(self) -> Completion | None:
-        return self.first_round.retry if self.first_round else None
 
-    @property
-    def retry_verdict(self) -> Verdict | None:
-        return self.first_round.retry_verdict if self.first_round else None
+NONE = type(None)
 
-    @property
-    def retry_prompt(self) -> Prompt | None:
-        return self.first_round.retry_prompt if self.first_round else None
+
+def json_field(row: dict[str, Any], key: str, kinds: type | tuple[type, ...], where: str) -> Any:
+    """`row[key]`, which must be there and of `kinds`: one `R3Error` naming the file, line and field
+    otherwise. A bool is not taken for a number (Python counts it an int: a damaged file), and a whole
+    number is taken for a float (JSON writers may write 1.0 as 1)."""
+    if key not in row:
+        raise R3Error(f"{where}: no field '{key}' (is this a file written by r3?)")
+    value = row[key]
+    wanted = kinds if isinstance(kinds, tuple) else (kinds,)
+    ok = isinstance(value, wanted) and not (isinstance(value, bool) and bool not in wanted)
+    if not ok and float in wanted and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        names = " or ".join("null" if k is NONE else k.__name__ for k in wanted)
+        raise R3Error(f"{where}: field '{key}' should be {names} (got {json.dumps(value)[:60]})")
+    return value
 
 
 def check_second_try(mode: object) -> str:

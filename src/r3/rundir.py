@@ -43,7 +43,7 @@ OVERWRITE = "use --overwrite to start afresh"
 #: included) write other rows for the same settings (sampling, seeds, how chains end, scoring) or changes
 #: what a fingerprint holds: every older folder is then refused in one line, never continued with rows of
 #: another kind. One number for all commands is simpler to get right than one per dependency.
-FINGERPRINT_VERSION = 4
+FINGERPRINT_VERSION = 5
 
 
 class RunFolder:

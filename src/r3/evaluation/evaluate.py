@@ -4,8 +4,9 @@ For every example: a first attempt; on failure a second try, by default a reflec
 (`--second-try` picks another protocol, see `r3.episode`). Second-try accuracy counts examples solved
 on either attempt. Writes, in the output folder:
 
-    samples.jsonl   one row per example (prompts, attempts, reflection, verdicts, reasons), appended
-                    chunk by chunk, so an interrupted run resumes where it stopped
+    samples.jsonl   one `Episode` per example (`Episode.to_json`: prompts, attempts, every round's
+                    reflection and retry, verdicts, reasons), appended chunk by chunk, so an
+                    interrupted run resumes where it stopped
     results.json    accuracies with 95% Wilson intervals, the config, versions and git commit
     results.md      the same as a readable table
 
@@ -24,13 +25,12 @@ from r3.episode import (
     Episode,
     EpisodeSampling,
     EpisodeSamplingOptions,
-    Round,
     check_rounds,
     check_second_try,
     run_episodes,
 )
 from r3.errors import check_numbers
-from r3.evaluation.records import NO_ROUND, Accuracy, EvalResults, RoundRow, SampleRow
+from r3.evaluation.records import Accuracy, EvalResults
 from r3.generation.base import Generator
 from r3.progress import ProgressReport
 from r3.provenance import git_commit, versions
@@ -188,12 +188,13 @@ def evaluate(
     output_dir: str | Path,
     overwrite: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Run (or resume) an evaluation and write its files. Returns results.json's content
-    (`EvalResults.to_json`)."""
+) -> EvalResults:
+    """Run (or resume) an evaluation and write its files. Returns what results.json holds."""
     with open_output(config, output_dir, overwrite, digest=examples_digest(task, examples)) as run:
         where = str(run.path(SAMPLES_FILE))
-        rows = [SampleRow.from_json(r, f"{where}, row {i}") for i, r in enumerate(run.rows(SAMPLES_FILE), 1)]
+        rows = [
+            Episode.from_json(r, f"{where}, row {i}", task) for i, r in enumerate(run.rows(SAMPLES_FILE), 1)
+        ]
         started = time.monotonic()
         sampling = config.sampling(task)
         with ProgressReport("eval", len(examples), enabled=progress) as report:
@@ -209,9 +210,8 @@ def evaluate(
                     second_try=config.second_try,
                     rounds=config.rounds,
                 )
-                new_rows = [sample_row(task, ep, config.rounds) for ep in episodes]
-                run.append(SAMPLES_FILE, [row.to_json() for row in new_rows])
-                rows.extend(new_rows)
+                run.append(SAMPLES_FILE, [ep.to_json(task) for ep in episodes])
+                rows.extend(episodes)
                 report.advance(len(chunk), **_running_status(rows))
         results = replace(
             summarise(config, rows, getattr(generator, "model_name", config.model or "embedded")),
@@ -221,10 +221,10 @@ def evaluate(
         )
         run.write_json("results.json", results.to_json())
         run.path("results.md").write_text(results_markdown(results))
-    return results.to_json()
+    return results
 
 
-def _running_status(rows: list[SampleRow]) -> dict[str, str]:
+def _running_status(rows: list[Episode]) -> dict[str, str]:
     if not rows:
         return {"1st": "-", "2nd": "-"}
     n = len(rows)
@@ -233,52 +233,9 @@ def _running_status(rows: list[SampleRow]) -> dict[str, str]:
     return {"1st": f"{first / n:.1%}", "2nd": f"{second / n:.1%}"}
 
 
-def sample_row(task: Task, ep: Episode, rounds: int = 1) -> SampleRow:
-    """The per-example log line: enough to read what the model did and why it was judged so.
-
-    The `reflection`/`retry` fields are round 1 (the paper's second try). With `rounds > 1` the row also
-    has `rounds` (rounds 2..K: prompts, reflection, retry, verdict), `solved_round` (0 for the first
-    attempt, k for round k's retry, None) and `stopped` (why it ended early, or None)."""
-    return SampleRow(
-        index=ep.index,
-        example=task.to_record(ep.example),
-        prompt=task.prompt(ep.example).messages,
-        attempt=ep.attempt.text,
-        attempt_ok=ep.attempt_verdict.ok,
-        attempt_reason=ep.attempt_verdict.reason,
-        attempt_tokens=ep.attempt.num_tokens,
-        first_round=NO_ROUND if ep.first_round is None else round_row(ep.first_round),
-        first_try_ok=ep.first_try_ok,
-        second_try_ok=ep.second_try_ok,
-        later_rounds=[round_row(r) for r in ep.later_rounds] if rounds > 1 else None,
-        solved_round=ep.solved_round if rounds > 1 else None,
-        stopped=ep.stopped if rounds > 1 else None,
-    )
-
-
-def round_row(done: Round) -> RoundRow:
-    """A round as the log shows it: the prompts the episode really sent (feedback mode's reflection chat
-    holds the verifier's reason; resample's answer is the original prompt again, with no reflection),
-    the answers and the retry's verdict."""
-    reflection = done.reflection
-    return RoundRow(
-        reflection_prompt=done.reflection_prompt.messages if done.reflection_prompt else None,
-        reflection=reflection.text if reflection else None,
-        reflection_tokens=reflection.num_tokens if reflection else None,
-        retry_prompt=done.retry_prompt.messages,
-        retry=done.retry.text,
-        retry_ok=done.retry_verdict.ok,
-        retry_reason=done.retry_verdict.reason,
-        number=done.number,
-    )
-
-
-def rounds_accuracy(rows: list[SampleRow], rounds: int) -> list[Accuracy]:
+def rounds_accuracy(rows: list[Episode], rounds: int) -> list[Accuracy]:
     """Per round k = 1..K: examples solved on any attempt up to round k, with a Wilson interval."""
-    solved = [r.solved_at for r in rows]
-    return [
-        Accuracy.of(sum(s is not None and s <= k for s in solved), len(rows)) for k in range(1, rounds + 1)
-    ]
+    return [Accuracy.of(sum(r.solved_by(k) for r in rows), len(rows)) for k in range(1, rounds + 1)]
 
 
 SECOND_TRY_LABELS = {
@@ -315,13 +272,15 @@ def second_try_note(config: EvalConfig) -> str:
     )
 
 
-def summarise(config: EvalConfig, rows: list[SampleRow], model_name: str) -> EvalResults:
+def summarise(config: EvalConfig, rows: list[Episode], model_name: str) -> EvalResults:
     n = len(rows)
-    reflection_tokens = [r.reflection_tokens for r in rows if r.reflection_tokens is not None]
+    firsts = [r.first_round for r in rows if r.first_round is not None]
+    reflection_tokens = [f.reflection.num_tokens for f in firsts if f.reflection is not None]
     failure_reasons: dict[str, int] = {}
     for r in rows:
         if not r.first_try_ok:
-            failure_reasons[r.attempt_reason] = failure_reasons.get(r.attempt_reason, 0) + 1
+            reason = r.attempt_verdict.reason
+            failure_reasons[reason] = failure_reasons.get(reason, 0) + 1
     return EvalResults(
         task=config.task,
         model=model_name,
@@ -331,8 +290,8 @@ def summarise(config: EvalConfig, rows: list[SampleRow], model_name: str) -> Eva
         second_try_protocol=config.second_try,
         rounds=rounds_accuracy(rows, config.rounds),
         second_try_note=second_try_note(config),
-        retries=sum(r.retry is not None for r in rows),
-        retry_fixed=sum(bool(r.retry_ok) for r in rows),
+        retries=len(firsts),
+        retry_fixed=sum(f.retry_verdict.ok for f in firsts),
         reflection_tokens_mean=sum(reflection_tokens) / len(reflection_tokens) if reflection_tokens else None,
         first_try_failure_reasons=dict(sorted(failure_reasons.items(), key=lambda kv: -kv[1])[:10]),
         config=config.settings(),

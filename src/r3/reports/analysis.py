@@ -1,10 +1,8 @@
 """What the reflections of an evaluation did: pure functions over `samples.jsonl` rows (`r3 eval`).
 
-Each row is one example, a `SampleRow` (`r3.evaluation.records`, written by
-`r3.evaluation.evaluate.sample_row`); the fields used here are `index`, `attempt`, `attempt_ok`,
-`attempt_reason`, `reflection`, `reflection_tokens`, `retry`, `retry_ok`, `first_try_ok` and
-`second_try_ok`. `reflection` is None when the first try succeeded or the run's second try was
-`resample`; `retry` is None when there was no second try.
+Each row is one example's `Episode` (`r3.evaluation.records.read_samples`); what is read here is its
+first attempt and round 1, the paper's second try (`Episode.first_round`: None when the first try
+succeeded; its `reflection` is None under `resample`).
 
 - Failure reasons are grouped into categories by `reason_category`: numbers become `N` and quoted
   text becomes `'…'`, so "number 7 used twice" and "number 3 used twice" are one category, whatever
@@ -23,13 +21,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from r3.episode import Episode, Round
 from r3.errors import R3Error
-from r3.evaluation.records import EvalResults, SampleRow
+from r3.evaluation.records import EvalResults
 from r3.reports.problems import ProblemKey, problem_key
 from r3.tasks.base import Task
 from r3.tasks.registry import get_task
 
-Row = SampleRow
+Row = Episode
 
 #: Categories shown in the fix-rate table; the rest are summed up as `OTHER`.
 TOP_REASONS = 8
@@ -53,9 +52,9 @@ def reason_category(reason: str | None) -> str:
     return text if len(text) <= _MAX_CATEGORY_CHARS else text[: _MAX_CATEGORY_CHARS - 3] + "..."
 
 
-def retried(rows: Iterable[Row]) -> list[Row]:
-    """Rows whose first attempt failed and that have a verified retry."""
-    return [r for r in rows if not r.attempt_ok and r.retry is not None]
+def retried(rows: Iterable[Row]) -> list[tuple[Row, Round]]:
+    """Rows whose first attempt failed and that have a verified retry, each with its round 1."""
+    return [(r, r.first_round) for r in rows if not r.first_try_ok and r.first_round is not None]
 
 
 def fix_rates_by_reason(
@@ -69,10 +68,10 @@ def fix_rates_by_reason(
     total: Counter[str] = Counter()
     for rows in runs:
         per: dict[str, list[int]] = {}
-        for row in retried(rows):
-            category = reason_category(row.attempt_reason)
+        for row, first in retried(rows):
+            category = reason_category(row.attempt_verdict.reason)
             cell = per.setdefault(category, [0, 0])
-            cell[0] += bool(row.retry_ok)
+            cell[0] += first.retry_verdict.ok
             cell[1] += 1
             total[category] += 1
         counts.append(per)
@@ -90,7 +89,8 @@ def fix_rates_by_reason(
 
 def reflection_lengths(rows: Iterable[Row]) -> list[int]:
     """Token counts of the reflections that were written."""
-    return [r.reflection_tokens for r in rows if r.reflection is not None and r.reflection_tokens]
+    written = [r.first_round.reflection for r in rows if r.first_round is not None]
+    return [c.num_tokens for c in written if c is not None and c.num_tokens]
 
 
 def _quantile(ordered: Sequence[int], q: float) -> float:
@@ -138,24 +138,31 @@ def _squash(text: str) -> str:
 
 def repeats_attempt(row: Row) -> bool:
     """Whether the retry is the failed attempt again (equal once whitespace runs are collapsed)."""
-    if row.retry is None:
+    if row.first_round is None:
         return False
-    return _squash(row.attempt) == _squash(row.retry)
+    return _squash(row.attempt.text) == _squash(row.first_round.retry.text)
 
 
 def reflection_behaviour(rows: Iterable[Row], task: Task | None) -> dict[str, int | None]:
     """Counts: reflections written and how many contain an answer of `task` (None without a task);
     retries of failed attempts, how many were fixed and how many repeat the failed attempt."""
     rows = list(rows)
-    reflections = [r.reflection for r in rows if r.reflection is not None]
+    reflections = [reflection_text(r) for r in rows]
+    written = [t for t in reflections if t is not None]
     tries = retried(rows)
     return {
-        "reflections": len(reflections),
-        "with_answer": None if task is None else sum(contains_answer(task, t) for t in reflections),
+        "reflections": len(written),
+        "with_answer": None if task is None else sum(contains_answer(task, t) for t in written),
         "retries": len(tries),
-        "fixed": sum(bool(r.retry_ok) for r in tries),
-        "repeats": sum(repeats_attempt(r) for r in tries),
+        "fixed": sum(first.retry_verdict.ok for _, first in tries),
+        "repeats": sum(repeats_attempt(r) for r, _ in tries),
     }
+
+
+def reflection_text(row: Row) -> str | None:
+    """Round 1's reflection, None when none was written."""
+    first = row.first_round
+    return None if first is None or first.reflection is None else first.reflection.text
 
 
 def key(row: Row) -> ProblemKey:

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from r3.episode import Episode
 from r3.errors import R3Error
-from r3.evaluation.records import Accuracy, EvalResults, SampleRow, read_results, read_samples
+from r3.evaluation.records import Accuracy, EvalResults, read_results, read_samples
 from r3.reports import analysis
 from r3.reports.plots import axis_top, distinct_labels, pyplot, save_figure
 from r3.reports.problems import comparability_note, display_path, distinct_names
@@ -56,7 +57,7 @@ class EvalRun:
     label: str
     folder: Path
     results: EvalResults
-    samples: list[SampleRow]
+    samples: list[Episode]
 
 
 @dataclass
@@ -126,7 +127,7 @@ def comparison_table(runs: list[EvalRun], folder: Path | None = None) -> str:
 def reflection_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 600) -> str:
     """The reflections each run wrote for the same problems, side by side (the first run's alone
     when no problem has a reflection from every run)."""
-    by_run = [{analysis.key(s): s for s in run.samples if s.reflection} for run in runs]
+    by_run = [{analysis.key(s): s for s in run.samples if analysis.reflection_text(s)} for run in runs]
     shared = sorted(set.intersection(*(set(m) for m in by_run))) if by_run else []
     if not shared:
         shared = sorted(by_run[0]) if by_run else []
@@ -137,11 +138,19 @@ def reflection_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 60
             s = samples.get(problem)
             if s is None:
                 continue
-            text = (s.reflection or "").strip().replace("\n", " ")
+            text = (analysis.reflection_text(s) or "").strip().replace("\n", " ")
             text = text if len(text) <= max_chars else text[:max_chars] + " ..."
-            verdict = "retry succeeded" if s.retry_ok else f"retry failed: {s.retry_reason or '-'}"
+            verdict = _retry_verdict(s, "retry succeeded", "retry failed")
             parts.append(f"**{run.label}** ({verdict}):\n\n> {text}\n")
     return "\n".join(parts) if parts else "_No reflections were written (every first attempt succeeded)._"
+
+
+def _retry_verdict(row: Episode, right: str, wrong: str) -> str:
+    """Round 1's retry as `right`, or as `wrong` with the verifier's reason."""
+    verdict = row.first_round.retry_verdict if row.first_round is not None else None
+    if verdict is not None and verdict.ok:
+        return right
+    return f"{wrong}: {(verdict.reason if verdict else '') or '-'}"
 
 
 def plot_accuracy(runs: list[EvalRun]) -> Figure:
@@ -286,16 +295,16 @@ def fixed_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 500) ->
                 if row.first_try_ok:
                     parts.append(f"**{label}**: first attempt right.\n")
                     continue
-                attempt = _clip(row.attempt, max_chars)
+                attempt = _clip(row.attempt.text, max_chars)
                 lines = [
                     f"**{label}**",
                     "",
-                    f"- attempt ({row.attempt_reason or 'failed'}): `{attempt}`",
-                    f"- reflection: {_clip(row.reflection, max_chars) or '_(none)_'}",
+                    f"- attempt ({row.attempt_verdict.reason or 'failed'}): `{attempt}`",
+                    f"- reflection: {_clip(analysis.reflection_text(row), max_chars) or '_(none)_'}",
                 ]
-                if row.retry is not None:
-                    verdict = "right" if row.retry_ok else f"failed: {row.retry_reason or '-'}"
-                    lines.append(f"- retry ({verdict}): `{_clip(row.retry, max_chars)}`")
+                if row.first_round is not None:
+                    verdict = _retry_verdict(row, "right", "failed")
+                    lines.append(f"- retry ({verdict}): `{_clip(row.first_round.retry.text, max_chars)}`")
                 parts.append("\n".join(lines) + "\n")
         if len(indices) > count:
             parts.append(f"_... and {len(indices) - count} more (see samples.jsonl)._\n")
