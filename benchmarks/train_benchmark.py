@@ -40,7 +40,7 @@ os.environ.setdefault("R3_NO_PROGRESS", "1")
 
 def write_failures(path: Path, n: int, seed: int) -> None:
     """Countdown rows, each with a wrong first attempt (all numbers added up)."""
-    from r3.mining.records import FailureRecord
+    from r3.mining.records import FailedAttempt, FailureRecord
     from r3.tasks import get_task
     from r3.tasks.countdown import generate_countdown
 
@@ -50,7 +50,7 @@ def write_failures(path: Path, n: int, seed: int) -> None:
         for i, row in enumerate(generate_countdown(n, seed=seed)):
             attempt = "<answer>" + " + ".join(str(x) for x in row["nums"]) + "</answer>"
             record = FailureRecord(
-                "countdown", i, row, [{"completion": attempt, "reason": "wrong result"}], 1, 0
+                "countdown", i, row, [FailedAttempt.of(row, attempt, "wrong result")], 1, 0
             )
             handle.write(json.dumps(record.to_json(task)) + "\n")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from r3.errors import R3Error
-from r3.mining.records import FailureRecord
+from r3.mining.records import FailedAttempt, FailureRecord
 from r3.training.rollout import replacement_slot
 from r3.training.trainer import build_trainer
 from test_training_signal import GROUP, scripted_engine
@@ -21,7 +21,7 @@ from test_training_support import QUERIES, ToyTask, make_model, make_tokenizer, 
 def two_attempts_each() -> list[FailureRecord]:
     """8 training prompts: each query with both failed attempts."""
     return [
-        FailureRecord("toy", i, {"q": q}, [{"completion": a, "reason": "not good"} for a in "xy"], 4, 0)
+        FailureRecord("toy", i, {"q": q}, [FailedAttempt.of({"q": q}, a, "not good") for a in "xy"], 4, 0)
         for i, q in enumerate(QUERIES)
     ]
 

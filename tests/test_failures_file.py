@@ -1,5 +1,6 @@
 """The failures file, the contract between `r3 mine` and `r3 train`: a format number on every row, rows
-written before it still read, and a torn last line read by training as the run folders' logs are."""
+of an older format refused in one line that says to mine again, and a torn last line read by training
+as the run folders' logs are."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from r3.errors import DataError, R3Error
 from r3.mining.mine import MineConfig, mine
-from r3.mining.records import FAILURES_FORMAT, FORMAT_KEY, FailureRecord, read_failures
+from r3.mining.records import FAILURES_FORMAT, FORMAT_KEY, FailedAttempt, FailureRecord, read_failures
 from r3.rundir import read_log
 from r3.tasks import get_task
 from test_mining_fakes import CoinTask, coin_generator
@@ -20,11 +21,10 @@ COUNTDOWN = get_task("countdown")
 
 
 def countdown_rows(count: int) -> list[dict]:
+    examples = [{"nums": [1, 2, 3], "target": 7 + i} for i in range(count)]
     return [
-        FailureRecord(
-            "countdown", i, {"nums": [1, 2, 3], "target": 7 + i}, [{"completion": "x", "reason": "r"}], 8, 1
-        ).to_json(COUNTDOWN)
-        for i in range(count)
+        FailureRecord("countdown", i, example, [FailedAttempt.of(example, "x", "r")], 8, 1).to_json(COUNTDOWN)
+        for i, example in enumerate(examples)
     ]
 
 
@@ -32,25 +32,28 @@ def jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
-def test_every_mined_row_carries_the_format_and_rows_without_it_still_load(tmp_path: Path) -> None:
+def test_every_mined_row_carries_the_format_and_older_rows_are_refused(tmp_path: Path) -> None:
     task = CoinTask()
     mine(task, task.load(None, limit=20, seed=1), coin_generator(), tmp_path / "m", MineConfig(budget=4))
     path = tmp_path / "m" / "failures.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows and all(row[FORMAT_KEY] == FAILURES_FORMAT for row in rows)
-    # Rows of the format before (the same fields, no format number) read as the same records.
-    old = tmp_path / "old.jsonl"
-    old.write_text(jsonl([{k: v for k, v in row.items() if k != FORMAT_KEY} for row in rows]))
-    assert read_failures(old, task) == read_failures(path, task)
-    # As `datasets` writes a file back where some rows lack the field: null, the format before.
-    nulls = tmp_path / "nulls.jsonl"
-    nulls.write_text(jsonl([{**row, FORMAT_KEY: None} for row in rows]))
-    assert read_failures(nulls, task) == read_failures(path, task)
     import datasets
 
     loaded = datasets.load_dataset("json", data_files=str(path), split="train")
     assert loaded[FORMAT_KEY] == [FAILURES_FORMAT] * len(rows)
-    assert len(datasets.load_dataset("json", data_files=str(old), split="train")) == len(rows)
+    # Rows of an older format: without the number (format 1), null as `datasets` writes it back, or 2
+    # (failed attempts as {completion, reason, rounds}): one line that says to mine again.
+    older = [{"completion": a["attempt"], "reason": a["attempt_reason"]} for a in rows[0]["failed_attempts"]]
+    for value, named in ((None, 1), (2, 2)):
+        old = tmp_path / f"old{value}.jsonl"
+        old.write_text(jsonl([{**row, "failed_attempts": older, FORMAT_KEY: value} for row in rows]))
+        with pytest.raises(DataError) as info:
+            read_failures(old, task)
+        assert str(info.value) == (
+            f"{old}, row 1, field '{FORMAT_KEY}': format {named} was written by an older r3; "
+            "mine it again (`r3 mine --overwrite`)"
+        )
 
 
 @pytest.mark.parametrize(
@@ -58,7 +61,8 @@ def test_every_mined_row_carries_the_format_and_rows_without_it_still_load(tmp_p
     [
         (
             FAILURES_FORMAT + 1,
-            f"format {FAILURES_FORMAT + 1} was written by a newer r3; this one reads formats 1",
+            f"format {FAILURES_FORMAT + 1} was written by a newer r3; "
+            f"this one reads format {FAILURES_FORMAT}",
         ),
         ("2", "expected a format number (got '2')"),
         (0, "expected a format number (got 0)"),
@@ -71,9 +75,7 @@ def test_a_format_this_r3_does_not_know_is_one_line(tmp_path: Path, value: objec
     path.write_text(jsonl(rows))
     with pytest.raises(DataError) as info:
         read_failures(path, COUNTDOWN)
-    assert str(info.value) == f"{path}, row 2, field '{FORMAT_KEY}': {problem}" + (
-        f" to {FAILURES_FORMAT}" if "newer" in problem else ""
-    )
+    assert str(info.value) == f"{path}, row 2, field '{FORMAT_KEY}': {problem}"
 
 
 def test_the_format_field_is_reserved_before_mining() -> None:

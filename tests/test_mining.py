@@ -58,8 +58,8 @@ def test_adaptive_and_full_keep_the_same_queries_at_the_predicted_cost(tmp_path,
     assert sum_a.queries_kept == sum_f.queries_kept == len(want_kept)
     for row in rows_a + rows_f:
         assert 1 <= len(row["failed_attempts"]) <= keep
-        assert all(a["completion"].endswith("</answer>") for a in row["failed_attempts"])  # stop applied
-        assert all(a["reason"].startswith("tails") for a in row["failed_attempts"])
+        assert all(a["attempt"].endswith("</answer>") for a in row["failed_attempts"])  # stop applied
+        assert all(a["attempt_reason"].startswith("tails") for a in row["failed_attempts"])
     for row in rows_f:
         assert row["samples_drawn"] == budget
         assert len(row["failed_attempts"]) == min(keep, budget - row["successes"])
@@ -440,9 +440,7 @@ def test_windows_on_a_real_model_give_the_sequential_rows(tmp_path, tiny_model_d
         mine(task, examples, generator, tmp_path / str(window), config, identity={"model": "tiny"})
         outputs[window] = (tmp_path / str(window) / "failures.jsonl").read_text()
     assert outputs[1] == outputs[3] == outputs[6]
-    attempts = [
-        a["completion"] for line in outputs[1].splitlines() for a in json.loads(line)["failed_attempts"]
-    ]
+    attempts = [a["attempt"] for line in outputs[1].splitlines() for a in json.loads(line)["failed_attempts"]]
     assert len(set(attempts)) > len(attempts) // 2  # sampled, not one answer repeated
 
 

@@ -34,7 +34,7 @@ def test_mine_countdown_on_the_embedded_model(tmp_path, monkeypatch):
     records = read_failures(out / "failures.jsonl", get_task("countdown"))
     assert len(records) == summary["queries_kept"]
     for record in records:
-        assert record.failed_attempts[0]["reason"]
+        assert record.failed_attempts[0].episode.attempt_verdict.reason
         assert set(record.example) >= {"nums", "target"}
     import datasets
 

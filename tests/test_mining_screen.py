@@ -20,7 +20,7 @@ from r3.errors import DataError, R3Error
 from r3.generation.base import SamplingConfig, derive_seed
 from r3.generation.scripted import ScriptedGenerator
 from r3.mining.mine import MineConfig, attempt_key, mine
-from r3.mining.records import FAILURES_FORMAT, FORMAT_KEY, learnable, read_failures
+from r3.mining.records import FAILURES_FORMAT, FORMAT_KEY, FailedAttempt, Screen, learnable, read_failures
 from r3.rundir import FINGERPRINT_VERSION
 from r3.tasks.base import Example, Prompt, Verdict
 from test_mining_fakes import CoinTask, coin_generator, outcome
@@ -94,11 +94,26 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def digest_before_format(path: Path) -> str:
-    """The digest of a failures file as written before rows carried `failures_format`: each row must
-    carry the current format, and the rest of the row must be byte for byte what was written before."""
+def digest_before_format(path: Path, chains: bool = False) -> str:
+    """The digest of a failures file as written before rows carried `failures_format` and before a
+    failed attempt was an episode: each row must carry the current format, and its attempts read back
+    in the shape of then ({completion, reason} and, with `chains`, the failed rounds as {reflection,
+    retry, reason}) must be byte for byte what was written before: the same samples."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows and all(row.pop(FORMAT_KEY) == FAILURES_FORMAT for row in rows)
+    for row in rows:
+        older = []
+        for attempt in row["failed_attempts"]:
+            assert attempt["screen"] is None
+            old = {"completion": attempt["attempt"], "reason": attempt["attempt_reason"]}
+            if chains:
+                failed = [r for r in attempt["rounds"] if not r["retry_ok"]]
+                old["rounds"] = [
+                    {"reflection": r["reflection"], "retry": r["retry"], "reason": r["retry_reason"]}
+                    for r in failed
+                ]
+            older.append(old)
+        row["failed_attempts"] = older
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -162,7 +177,7 @@ def test_screen_counts_the_retries_that_succeed(tmp_path: Path) -> None:
     example = {k: row[k] for k in ("id", "p", "r")}
     retry_chats = [p.messages for k, p, _ in generator.seen if k == "retry"]
     reflection = retry_chats[0][3]["content"]
-    assert retry_chats[0] == TASK.retry_prompt(example, attempt["completion"], reflection).messages
+    assert retry_chats[0] == TASK.retry_prompt(example, attempt["attempt"], reflection).messages
 
 
 def test_summary_progress_and_records_report_the_screen(tmp_path: Path) -> None:
@@ -181,7 +196,7 @@ def test_summary_progress_and_records_report_the_screen(tmp_path: Path) -> None:
 
     records = read_failures(tmp_path / "failures.jsonl", TASK)
     loaded = [a for r in records for a in r.failed_attempts]
-    assert [a["screen"] for a in loaded] == screens
+    assert [a.screen.to_json() if a.screen else None for a in loaded] == screens
     assert sum(learnable(a) is True for a in loaded) == want_learnable
     import datasets
 
@@ -195,10 +210,11 @@ def test_screening_adds_only_its_field_to_the_chains_rows(tmp_path: Path) -> Non
     from every attempt gives the unscreened run's rows."""
     plain = mine_screen(tmp_path / "plain", rounds=3)
     screened = mine_screen(tmp_path / "screened", rounds=3, screen=3)
-    assert all("rounds" in a and "screen" in a for row in screened for a in row["failed_attempts"])
+    assert all(a["rounds"] and a["screen"] for row in screened for a in row["failed_attempts"])
+    assert all(a["screen"] is None for row in plain for a in row["failed_attempts"])
     for row in screened:
         for attempt in row["failed_attempts"]:
-            del attempt["screen"]
+            attempt["screen"] = None
     assert screened == plain
 
 
@@ -244,7 +260,7 @@ def test_screen_zero_writes_the_bytes_mined_before_screening_existed(tmp_path: P
         "9d71175a416b4447e968e9d1e5cd620025d13f17eef457e37c1577ebc419450a"
     )
     mine_screen(tmp_path / "chain", budget=4, keep=2, seed=3, rounds=3, window=5)
-    assert digest_before_format(tmp_path / "chain" / "failures.jsonl") == (
+    assert digest_before_format(tmp_path / "chain" / "failures.jsonl", chains=True) == (
         "dd3c94b9c05bb8ba7e1c63148a40e322f3ff815ceb7653fd5a674ba3e2523e06"
     )
     summary = json.loads((tmp_path / "chain" / "summary.json").read_text())
@@ -417,7 +433,7 @@ def test_a_null_screen_reads_as_unscreened(tmp_path: Path) -> None:
     path = tmp_path / "null.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in found))
     first = read_failures(path, TASK)[0].failed_attempts[0]
-    assert "screen" not in first and learnable(first) is None
+    assert first.screen is None and learnable(first) is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,13 +445,12 @@ def test_a_null_screen_reads_as_unscreened(tmp_path: Path) -> None:
     [(4, 0, False), (4, 1, True), (4, 3, True), (4, 4, False), (2, 1, True), (1, 0, False), (1, 1, False)],
 )
 def test_learnable_means_the_retries_disagreed(samples: int, successes: int, want: bool) -> None:
-    attempt = {"completion": "x", "reason": "", "screen": {"samples": samples, "successes": successes}}
+    attempt = FailedAttempt.of({"id": 0}, "x", screen=Screen(samples, successes, 1.0))
     assert learnable(attempt) is want
 
 
 def test_learnable_is_unknown_without_a_screen() -> None:
-    assert learnable({"completion": "x", "reason": ""}) is None
-    assert learnable({"completion": "x", "reason": "", "screen": None}) is None
+    assert learnable(FailedAttempt.of({"id": 0}, "x")) is None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,17 +61,16 @@ def test_min_successes_keeps_queries_the_model_sometimes_solves(tmp_path) -> Non
     """Training-set selection: a group on a query never solved while mining rarely has signal."""
     import json
 
-    from r3.mining.records import FailureRecord
+    from r3.mining.records import FailedAttempt, FailureRecord
     from r3.tasks import get_task
     from r3.training.config import R3Config
     from r3.training.trainer import load_records
 
     task = get_task("countdown")
     path = tmp_path / "failures.jsonl"
+    example = {"nums": [1, 2, 3], "target": 6}
     rows = [
-        FailureRecord(
-            "countdown", i, {"nums": [1, 2, 3], "target": 6}, [{"completion": "x", "reason": "r"}], 8, s
-        )
+        FailureRecord("countdown", i, example, [FailedAttempt.of(example, "x", "r")], 8, s)
         for i, s in enumerate([0, 3, 1, 0])
     ]
     path.write_text("".join(json.dumps(r.to_json(task)) + "\n" for r in rows))

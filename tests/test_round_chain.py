@@ -177,8 +177,8 @@ def test_round_ones_retry_chat_is_the_tasks_own_in_training_too(tmp_path: Path) 
 
 def test_a_mined_chain_stops_where_the_context_ends_as_evals_episode_does(tmp_path: Path) -> None:
     """A model holding 9 messages: eval reflects in rounds 1 (3 messages) and 2 (7), then stops before
-    round 3 (11). Mining keeps the chain's rounds only while the next context fits, so training
-    reflects in rounds 1 and 2 too, and mining never sends a chat the model cannot hold."""
+    round 3 (11). Mining's episode stops there too, so training reflects in rounds 1 and 2 only, and
+    mining never sends a chat the model cannot hold."""
     task, limit = QuestionTask(), 9
     evaluated = ShortRecorder(limit)
     (episode,) = run_episodes(task, evaluated, [{"id": 0}], SAMPLING, rounds=4)
@@ -187,7 +187,9 @@ def test_a_mined_chain_stops_where_the_context_ends_as_evals_episode_does(tmp_pa
 
     mined = ShortRecorder(limit)
     train_chats = mine_and_train(task, [{"id": 0}], tmp_path / "mine", mined, rounds=4)
-    chain = json.loads((tmp_path / "mine" / "failures.jsonl").read_text())["failed_attempts"][0]["rounds"]
-    assert [step["reflection"] for step in chain] == ["reflection 3"]
+    (mined_episode,) = json.loads((tmp_path / "mine" / "failures.jsonl").read_text())["failed_attempts"]
+    # Rounds 1 and 2 ran; the context round 2's failed retry opens (11 messages) does not fit.
+    assert [r["reflection"] for r in mined_episode["rounds"]] == ["reflection 3", "reflection 7"]
+    assert mined_episode["stopped"] == "round 3: the history no longer fits the model's context"
     assert train_chats == eval_chats and [len(c) for c in train_chats] == [3, 7]
     assert all(len(chat.messages) <= limit for chat in mined.chats)

@@ -1,17 +1,18 @@
-"""K rounds in mining and training: `r3 mine --rounds K` stores the chain of failed rounds after each kept
-attempt, `r3 train` turns every failed retry into one more context whose prompt is the whole history,
+"""K rounds in mining and training: `r3 mine --rounds K` continues each kept attempt's episode by its
+rounds, `r3 train` turns every failed retry into one more context whose prompt is the whole history,
 built exactly as `r3 eval --rounds` builds it, and whose reward is that round's retry."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from r3.episode import EpisodeSampling, run_episodes
-from r3.errors import DataError
+from r3.errors import R3Error
 from r3.generation.base import SamplingConfig, completion_from_ids
 from r3.generation.chat import render_prompt
 from r3.generation.scripted import ScriptedGenerator
@@ -59,14 +60,16 @@ def mine_rounds(folder: Path, rounds: int = 3, window: int = 16, generator=None)
     return [json.loads(line) for line in (folder / "failures.jsonl").open()]
 
 
-def test_mining_keeps_the_chain_of_failed_rounds(tmp_path: Path) -> None:
+def test_mining_keeps_the_chain_of_rounds(tmp_path: Path) -> None:
     rows = mine_rounds(tmp_path / "a")
     six, fourteen = (row["failed_attempts"][0] for row in rows)
-    # Target 6: round 1's retry failed (kept), round 2's succeeded (nothing more to reflect on).
-    assert six["completion"] == WRONG
-    assert six["rounds"] == [
-        {"reflection": "idea 1", "retry": "<answer> 1 + 1 </answer>", "reason": six["rounds"][0]["reason"]}
+    # Target 6: round 1's retry failed, round 2's succeeded (nothing more to reflect on).
+    assert six["attempt"] == WRONG
+    assert [(r["reflection"], r["retry"], r["retry_ok"]) for r in six["rounds"]] == [
+        ("idea 1", "<answer> 1 + 1 </answer>", False),
+        ("idea 2", "<answer> 1 + 2 + 3 </answer>", True),
     ]
+    assert six["solved_round"] == 2 and six["stopped"] is None
     # Target 14: every retry fails, the chain stops at K-1 = 2 rounds.
     assert [step["reflection"] for step in fourteen["rounds"]] == ["idea 1", "idea 2"]
     assert [step["retry"] for step in fourteen["rounds"]] == [
@@ -78,8 +81,8 @@ def test_mining_keeps_the_chain_of_failed_rounds(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "failures.jsonl").read_bytes() == (
         tmp_path / "b" / "failures.jsonl"
     ).read_bytes()
-    # One round (the default) writes no chain at all.
-    assert all("rounds" not in row["failed_attempts"][0] for row in mine_rounds(tmp_path / "c", rounds=1))
+    # One round (the default) runs no chain at all.
+    assert all(row["failed_attempts"][0]["rounds"] == [] for row in mine_rounds(tmp_path / "c", rounds=1))
 
 
 def test_chains_are_the_episodes_rounds_batched_across_a_window(tmp_path: Path) -> None:
@@ -98,7 +101,7 @@ def test_chains_are_the_episodes_rounds_batched_across_a_window(tmp_path: Path) 
     ).read_bytes()
     # Two queries: attempts 1 call per window; chains: (reflection + retry) x 2 steps per window.
     assert (alone.calls, together.calls) == (2 * (1 + 4), 1 + 4)
-    reflections = [step["reflection"] for row in rows for step in row["failed_attempts"][0]["rounds"]]
+    reflections = [r["reflection"] for row in rows for r in row["failed_attempts"][0]["rounds"]]
     assert len(set(reflections)) == len(reflections)  # every chain and round drew from its own seed
 
 
@@ -143,12 +146,16 @@ def test_training_prompts_of_later_rounds_are_evals_history(tmp_path: Path, tiny
 
 
 def test_a_malformed_chain_is_named(tmp_path: Path) -> None:
-    row = {**EXAMPLES[0], "task": "countdown", "query_index": 0, "samples_drawn": 1, "successes": 0}
-    row["failed_attempts"] = [{"completion": WRONG, "reason": "r", "rounds": [{"reflection": 3}]}]
-    path = tmp_path / "failures.jsonl"
-    path.write_text(json.dumps(row) + "\n")
-    with pytest.raises(DataError, match="rounds: expected a list of"):
+    mine_rounds(tmp_path / "a")
+    path = tmp_path / "a" / "failures.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1]["failed_attempts"][0]["rounds"][1]["reflection"] = 3
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(R3Error) as info:
         read_failures(path, TASK)
+    assert str(info.value) == (
+        f"{path}, row 2, failed_attempts[0], rounds[1]: field 'reflection' should be str or null (got 3)"
+    )
 
 
 @pytest.mark.slow
@@ -198,7 +205,7 @@ def test_the_rollout_runs_evals_round_on_the_same_chats(tmp_path: Path, tiny_mod
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from r3.generation.transformers_backend import TransformersBackend
-    from r3.mining.records import FailureRecord
+    from r3.mining.records import FailedAttempt, FailureRecord
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
@@ -209,7 +216,8 @@ def test_the_rollout_runs_evals_round_on_the_same_chats(tmp_path: Path, tiny_mod
     first = episode.first_round
     assert not episode.first_try_ok and first is not None and first.reflection is not None
 
-    attempt = {"completion": episode.attempt.text, "reason": episode.attempt_verdict.reason}
+    # The evaluated episode's first attempt is the stored failed attempt.
+    attempt = FailedAttempt(replace(episode, rounds=[]))
     record = FailureRecord(TASK.name, 0, EXAMPLES[0], [attempt], samples_drawn=1, successes=0)
     rows, index = build_prompts([record], TASK, tokenizer)
 

@@ -12,6 +12,8 @@ import yaml
 from r3.cli import main as r3_main
 from r3.cli.train_cmd import parse
 from r3.errors import R3Error
+from r3.mining.records import FailedAttempt, FailureRecord
+from r3.tasks import get_task
 from r3.training.config import R3Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,24 +151,14 @@ def test_gpu_recipes_follow_the_paper(recipe):
 @pytest.mark.slow
 def test_two_steps_on_the_embedded_model_then_eval(tmp_path, embedded_dir):
     failures = tmp_path / "failures.jsonl"
-    rows = [
-        {
-            "nums": [3, 5, 7],
-            "target": 22,
-            "failed_attempts": [{"completion": "<answer>3+5+7</answer>", "reason": "evaluates to 15"}],
-        },
-        {
-            "nums": [2, 4, 6],
-            "target": 48,
-            "failed_attempts": [{"completion": "<answer>2*4</answer>", "reason": "not all numbers used"}],
-        },
+    attempts = [
+        ({"nums": [3, 5, 7], "target": 22}, "<answer>3+5+7</answer>", "evaluates to 15"),
+        ({"nums": [2, 4, 6], "target": 48}, "<answer>2*4</answer>", "not all numbers used"),
     ]
     with failures.open("w") as handle:
-        for i, row in enumerate(rows):
-            handle.write(
-                json.dumps({**row, "task": "countdown", "query_index": i, "samples_drawn": 1, "successes": 0})
-                + "\n"
-            )
+        for i, (example, text, reason) in enumerate(attempts):
+            record = FailureRecord("countdown", i, example, [FailedAttempt.of(example, text, reason)], 1, 0)
+            handle.write(json.dumps(record.to_json(get_task("countdown"))) + "\n")
     out = tmp_path / "trained"
     code = r3_main(
         [

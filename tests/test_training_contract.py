@@ -15,6 +15,7 @@ import trl
 from r3.errors import R3Error
 from r3.generation.base import completion_from_ids
 from r3.generation.chat import render_prompt
+from r3.mining.records import FailedAttempt
 from r3.training.dataset import build_prompts
 from r3.training.rewards import group_signal, make_retry_success_reward, retry_success_rewards
 from r3.training.rollout import ROLLOUT_FIELDS, R3Rollout
@@ -270,7 +271,7 @@ def test_online_first_attempt_solved_groups_carry_no_gradient(tmp_path, tiny):
 def test_one_prompt_per_failed_attempt_rendered_like_eval():
     tokenizer = make_tokenizer()
     recs = records()
-    recs[0].failed_attempts.append({"completion": "y", "reason": "again"})
+    recs[0].failed_attempts.append(FailedAttempt.of(recs[0].example, "y", "again"))
     rows, index = build_prompts(recs, ToyTask(), tokenizer)
     assert len(rows) == len(QUERIES) + 1
     assert rows[0]["prompt"] == reflection_text(tokenizer, "q0", "x")

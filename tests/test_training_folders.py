@@ -15,6 +15,8 @@ import pytest
 
 from r3.cli import main as r3_main
 from r3.errors import R3Error
+from r3.mining.records import FailedAttempt, FailureRecord
+from r3.tasks import get_task
 from r3.training.config import R3Config
 from r3.training.folder import NOT_SETTINGS, RUN_LENGTH, run_settings, training_folder
 from r3.training.sft import SFTRunConfig
@@ -31,9 +33,9 @@ def write_failures(path: Path) -> Path:
     rows = [{"nums": [3, 5, 7], "target": t} for t in (11, 13)]
     with path.open("w") as handle:
         for i, row in enumerate(rows):
-            attempt = {"completion": "<answer>3 + 5 + 7</answer>", "reason": "evaluates to 15"}
-            record = {**row, "task": "countdown", "query_index": i, "samples_drawn": 1, "successes": 0}
-            handle.write(json.dumps({**record, "failed_attempts": [attempt]}) + "\n")
+            attempt = FailedAttempt.of(row, "<answer>3 + 5 + 7</answer>", "evaluates to 15")
+            record = FailureRecord("countdown", i, row, [attempt], samples_drawn=1, successes=0)
+            handle.write(json.dumps(record.to_json(get_task("countdown"))) + "\n")
     return path
 
 

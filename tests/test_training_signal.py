@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 from r3.errors import R3Error
 from r3.generation.base import completion_from_ids, request_seeds
-from r3.mining.records import FailureRecord
+from r3.mining.records import FailedAttempt, FailureRecord, Screen
 from r3.training.dataset import build_prompts
 from r3.training.rewards import make_shuffled_retry_success_reward, shuffle_within_groups
 from r3.training.rollout import R3Rollout, has_signal
@@ -249,13 +250,15 @@ def test_learnable_selection_keeps_attempts_with_mixed_screened_retries(tmp_path
     task = get_task("countdown")
     path = tmp_path / "failures.jsonl"
 
-    def attempt(successes, samples=4):
-        return {"completion": "x", "reason": "r", "screen": {"samples": samples, "successes": successes}}
+    examples = [{"nums": [1, 2, n], "target": n + 3} for n in (3, 4, 5)]
+
+    def attempt(query, successes, samples=4):
+        return FailedAttempt.of(examples[query], "x", "r", screen=Screen(samples, successes, 0.0))
 
     rows = [
-        FailureRecord("countdown", 0, {"nums": [1, 2, 3], "target": 6}, [attempt(0), attempt(2)], 8, 1),
-        FailureRecord("countdown", 1, {"nums": [1, 2, 4], "target": 7}, [attempt(4)], 8, 1),
-        FailureRecord("countdown", 2, {"nums": [1, 2, 5], "target": 8}, [attempt(1), attempt(3)], 8, 1),
+        FailureRecord("countdown", 0, examples[0], [attempt(0, 0), attempt(0, 2)], 8, 1),
+        FailureRecord("countdown", 1, examples[1], [attempt(1, 4)], 8, 1),
+        FailureRecord("countdown", 2, examples[2], [attempt(2, 1), attempt(2, 3)], 8, 1),
     ]
     path.write_text("".join(json.dumps(r.to_json(task)) + "\n" for r in rows))
 
@@ -264,12 +267,10 @@ def test_learnable_selection_keeps_attempts_with_mixed_screened_retries(tmp_path
 
     kept = load_records(config(selection="learnable"), task)
     assert [(r.query_index, len(r.failed_attempts)) for r in kept] == [(0, 1), (2, 2)]
-    assert [a["screen"]["successes"] for a in kept[0].failed_attempts] == [2]
+    assert [a.screen.successes for a in kept[0].failed_attempts if a.screen] == [2]
     assert len(load_records(config(), task)) == 3
     unscreened = tmp_path / "plain.jsonl"
-    plain = FailureRecord(
-        "countdown", 0, {"nums": [1, 2, 3], "target": 6}, [{"completion": "x", "reason": "r"}], 8, 1
-    )
+    plain = FailureRecord("countdown", 0, examples[0], [FailedAttempt.of(examples[0], "x", "r")], 8, 1)
     unscreened.write_text(json.dumps(plain.to_json(task)) + "\n")
     with pytest.raises(R3Error, match="screen"):
         load_records(
@@ -286,14 +287,10 @@ def screened_toy_failures(path, retry_temperature):
     successes = {"q0": 4, "q1": 2, "q2": 1, "q3": 0}
     rows = []
     for r in records():
-        screen = {
-            "samples": 4,
-            "successes": successes[r.example["q"]],
-            "retry_temperature": retry_temperature,
-        }
+        screen = Screen(4, successes[r.example["q"]], retry_temperature)
         rows.append(
             FailureRecord(
-                r.task, r.query_index, r.example, [{**r.failed_attempts[0], "screen": screen}], 4, 0
+                r.task, r.query_index, r.example, [replace(r.failed_attempts[0], screen=screen)], 4, 0
             )
         )
     path.write_text("".join(json.dumps(r.to_json(ToyTask())) + "\n" for r in rows))

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from r3.cli import main as r3_main
+from r3.mining.records import FailedAttempt, FailureRecord
+from r3.tasks import get_task
 from servers import torchrun
 from test_training_support import complete_checkpoints
 
@@ -36,16 +38,9 @@ ROWS = [{"nums": [3, 5, 7], "target": t} for t in (11, 13, 17, 19)]
 def write_failures(path: Path) -> Path:
     with path.open("w") as handle:
         for i, row in enumerate(ROWS):
-            attempt = "<answer>3 + 5 + 7</answer>"
-            record = {
-                **row,
-                "task": "countdown",
-                "query_index": i,
-                "samples_drawn": 1,
-                "successes": 0,
-                "failed_attempts": [{"completion": attempt, "reason": "evaluates to 15"}],
-            }
-            handle.write(json.dumps(record) + "\n")
+            attempt = FailedAttempt.of(row, "<answer>3 + 5 + 7</answer>", "evaluates to 15")
+            record = FailureRecord("countdown", i, row, [attempt], samples_drawn=1, successes=0)
+            handle.write(json.dumps(record.to_json(get_task("countdown"))) + "\n")
     return path
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from r3.generation.chat import render_prompt
-from r3.mining.records import FailureRecord
+from r3.mining.records import FailedAttempt, FailureRecord
 from r3.tasks.base import Example, Prompt, Task, Verdict
 
 SPECIAL = ["<pad>", "<eos>", "<unk>"]
@@ -106,7 +106,7 @@ def make_model(tokenizer: Any, seed: int = 0, hidden: int = 32) -> Any:
 def records(task: ToyTask | None = None) -> list[FailureRecord]:
     """One failure per query, alternating the failed attempt `x` / `y`."""
     return [
-        FailureRecord("toy", i, {"q": q}, [{"completion": "xy"[i % 2], "reason": "not good"}], 4, 0)
+        FailureRecord("toy", i, {"q": q}, [FailedAttempt.of({"q": q}, "xy"[i % 2], "not good")], 4, 0)
         for i, q in enumerate(QUERIES)
     ]
 
@@ -164,7 +164,7 @@ def prob_a(model: Any, tokenizer: Any) -> float:
     probs = []
     for rec in records():
         ids = tokenizer(
-            reflection_text(tokenizer, rec.example["q"], rec.failed_attempts[0]["completion"]),
+            reflection_text(tokenizer, rec.example["q"], rec.failed_attempts[0].episode.attempt.text),
             add_special_tokens=False,
             return_tensors="pt",
         )["input_ids"]

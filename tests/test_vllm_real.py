@@ -146,7 +146,7 @@ def test_mine_with_vllm_backend_resumes_after_a_kill_to_the_same_rows(vllm_ready
     whole = tmp_path / "whole"
     ok(r3_in(PY, *flags, "--output-dir", str(whole)))
     expected = rows(whole / "failures.jsonl")
-    assert expected and all(a["completion"] for r in expected for a in r["failed_attempts"])
+    assert expected and all(a["attempt"] for r in expected for a in r["failed_attempts"])
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(

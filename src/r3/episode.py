@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from r3.errors import R3Error
@@ -450,11 +450,45 @@ def run_episodes(
         for i, ex in enumerate(examples)
     ]
     attempt(task, generator, episodes, sampling.attempt)
-    fits = getattr(generator, "fits", None)
-    for k in range(1, rounds + 1):
-        # Round 1, the paper's second try, is sent unchecked, as it always was.
-        _next_round(task, generator, episodes, sampling, second_try, k, fits if k > 1 else None)
+    run_rounds(task, generator, episodes, sampling, rounds, second_try, getattr(generator, "fits", None))
     return episodes
+
+
+def run_rounds(
+    task: Task,
+    generator: Generator,
+    episodes: Sequence[Episode],
+    sampling: EpisodeSampling,
+    rounds: int,
+    second_try: str = "reflect",
+    fits: Fits | None = None,
+) -> None:
+    """Rounds 1..`rounds` for episodes whose first attempt is done: round k runs, in one call per step,
+    on every episode that ran rounds 1..k-1 and is still unsolved and not stopped. `r3 eval` runs it
+    on its examples, `r3 mine --rounds` on its kept failed attempts (their chains).
+
+    Round 1, the paper's second try, is sent unchecked; with `fits`, a later round whose chats no
+    longer fit the model's context stops its episode (`next_turn`, `reflect_and_retry`)."""
+    for k in range(1, rounds + 1):
+        _next_round(task, generator, list(episodes), sampling, second_try, k, fits if k > 1 else None)
+
+
+def reflection_turns(task: Task, episode: Episode) -> list[Turn]:
+    """The chats a stored episode reflects in, as `next_turn` built them: round 1's on its first
+    attempt, then one after each failed round, with the history up to it. None after a solved retry,
+    nor after the last round of a stopped episode (its next chat did not fit the model). What
+    `r3 train` trains a reflection on, from each mined episode."""
+    turns: list[Turn] = []
+    if episode.first_try_ok:
+        return turns
+    for k in range(len(episode.rounds) + 1):
+        done = episode.rounds[:k]
+        if (done and done[-1].retry_verdict.ok) or (k == len(episode.rounds) and episode.stopped):
+            break
+        turn = next_turn(task, replace(episode, rounds=done, stopped=None))
+        if turn is not None:
+            turns.append(turn)
+    return turns
 
 
 def attempt(task: Task, generator: Generator, episodes: Sequence[Episode], sampling: SamplingConfig) -> None:

@@ -15,15 +15,14 @@ rounds the full protocol would draw, hence:
 `full=True` draws the whole budget for every query (the paper's protocol), so `successes /
 samples_drawn` is an unbiased per-query success rate.
 
-`rounds=K > 1` also mines the contexts of later rounds: after each kept failed attempt the model
-reflects and retries (sampled like the attempts, with the whole history in the chat: the episode's own
-rounds, `episode.next_turn` and `episode.reflect_and_retry`, as `r3 eval --rounds` runs them); while its
-retry fails and fewer than K-1 rounds are done, the failed retry is one more context to reflect on.
-The chain is stored with the attempt (`rounds` in `failures.jsonl`) and `r3 train` trains a reflection
-on every context of it. A model that knows its context (`fits`) ends a chain where `r3 eval` would stop
-the episode: a failed retry whose next context no longer fits is not kept, so training never gets a
-chat the model cannot hold. Its seeds come from the query and the attempt's place, like the rounds', so
-resumes and `full` keep it identical.
+`rounds=K > 1` also mines the contexts of later rounds: each kept failed attempt starts an `Episode`,
+continued by the episode's own rounds (`episode.run_rounds`, as `r3 eval --rounds` runs them, sampled
+like the attempts) while its retry fails, up to K-1 rounds; each failed retry is one more context to
+reflect on. The episode is stored as the failed attempt (`failures.jsonl`) and `r3 train` trains a
+reflection on every context of it. A model that knows its context (`fits`) stops the episode where
+`r3 eval` would, and also after its last round when the next context no longer fits, so training never
+gets a chat the model cannot hold. Its seeds come from the query and the attempt's place, like the
+rounds', so resumes and `full` keep it identical.
 
 `screen=K > 0` screens every kept failed attempt by its reflections: K reflections are sampled for it
 (like the chains' first round: the mining temperature, `reflection_max_new_tokens`), each followed by one
@@ -77,15 +76,16 @@ from r3.episode import (
     Turn,
     next_turn,
     reflect_and_retry,
+    run_rounds,
     safe_verify,
 )
 from r3.errors import R3Error, check_numbers
-from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
-from r3.mining.records import FailureRecord, learnable
+from r3.generation.base import Generator, SamplingConfig, derive_seed
+from r3.mining.records import FailedAttempt, FailureRecord, Screen, learnable
 from r3.progress import ProgressReport
 from r3.run_options import RunFields
 from r3.rundir import RunFolder, examples_digest
-from r3.tasks.base import Example, Task, Verdict
+from r3.tasks.base import Example, Task
 
 FAILURES_FILE = "failures.jsonl"
 PROGRESS_FILE = "progress.jsonl"
@@ -223,7 +223,7 @@ class QueryResult:
     failures: int
     tokens: int
     seconds: float
-    failed_attempts: list[dict[str, Any]] = field(default_factory=list)
+    failed_attempts: list[FailedAttempt] = field(default_factory=list)
     #: With screening (`MineConfig.screen > 0`): attempts screened and, of them, learnable ones.
     #: None without it, so that unscreened runs write the progress lines they always wrote.
     screened: int | None = None
@@ -317,12 +317,12 @@ def attempt_key(query_index: int, number: int, keep: int) -> int:
     return query_index * keep + number
 
 
-def _failed_turn(task: Task, example: Example, index: int, attempt: dict[str, Any]) -> Turn | None:
-    """Round 1 after a stored failed attempt, as an episode numbered `index` (which its seeds name):
-    the same chat `r3 eval` and `r3 train` reflect in (`episode.next_turn`). Round 1 is not checked
-    against the context, as in `r3 eval`, so there is always a turn; None would mean a stopped one."""
-    ep = Episode(index, example, Completion(attempt["completion"], 0), Verdict.failure(attempt["reason"]))
-    return next_turn(task, ep)
+def _round_one(task: Task, failed: FailedAttempt, index: int) -> Turn | None:
+    """Round 1 after a kept failed attempt, as an episode numbered `index` (which its seeds name): the
+    chat `r3 eval` and `r3 train` reflect in (`episode.next_turn`). Not checked against the context, as
+    in `r3 eval`, so there is always a turn; None would mean a stopped one."""
+    first = failed.episode
+    return next_turn(task, Episode(index, first.example, first.attempt, first.attempt_verdict))
 
 
 def chain_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
@@ -332,58 +332,26 @@ def chain_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
 
 
 def mine_chains(
-    task: Task,
-    examples: Sequence[Example],
-    indices: Sequence[int],
-    kept: list[list[dict[str, Any]]],
-    generator: Generator,
-    config: MineConfig,
+    task: Task, kept: list[list[FailedAttempt]], generator: Generator, config: MineConfig
 ) -> None:
-    """The rounds after each kept failed attempt of a window, while their retries fail: at most
-    `rounds - 1` steps of {reflection, retry, reason}, stored on the attempt as `rounds`.
+    """Continue each kept failed attempt of a window by at most `rounds - 1` rounds while its retries
+    fail: the episode's own rounds (`episode.run_rounds`, as `r3 eval --rounds` runs them, with
+    `chain_sampling`: retries at the mining temperature), every episode of the window in one generate
+    call per step. An attempt's episode is numbered by its query and place (`attempt_key`), so its
+    reflection and retry of round k are seeded by `derive_seed(chain seed, step, that number, k)`
+    whatever its window.
 
-    Each step is the episode's own round (`episode.next_turn`, `episode.reflect_and_retry`, as
-    `r3 eval --rounds` runs it, with `chain_sampling`: retries at the mining temperature), every chain of
-    the window in one generate call per step. A chain is an episode numbered by its query and attempt
-    (`query index * keep + attempt number`, distinct for every chain of a run), so its reflection and
-    retry of round k are seeded by `derive_seed(chain seed, step, that number, k)` whatever its window.
-
-    With a generator that knows its context (`fits`), rounds after the first are checked as
-    `r3 eval` checks them: a round's retry chat that does not fit ends the chain before that round, and
-    a failed retry is kept only when the context it opens (the next round's reflection chat, which
-    `r3 train` reflects in) fits too."""
+    With a generator that knows its context (`fits`), rounds after the first are checked as `r3 eval`
+    checks them, and an episode whose last round failed is stopped when the context that failed retry
+    opens (the next reflection chat, which `r3 train` reflects in) does not fit."""
     sampling = chain_sampling(task, config)
     fits = getattr(generator, "fits", None)
+    episodes = [failed.episode for attempts in kept for failed in attempts]
+    run_rounds(task, generator, episodes, sampling, config.rounds - 1, fits=fits)
     budget = sampling.reflection.max_new_tokens
-    turns: list[Turn] = []
-    chains: dict[int, list[dict[str, str]]] = {}
-    for q, attempts in enumerate(kept):
-        for number, attempt in enumerate(attempts):
-            key = attempt_key(indices[q], number, config.keep)
-            attempt["rounds"] = chains[key] = []
-            if (turn := _failed_turn(task, examples[q], key, attempt)) is not None:
-                turns.append(turn)
-    for k in range(1, config.rounds):
-        if not turns:
-            break
-        # Round 1 is sent unchecked, as `r3 eval` sends it; later rounds are checked as there.
-        done = reflect_and_retry(task, generator, turns, sampling, fits=fits if k > 1 else None)
-        following: list[Turn] = []
-        for turn, result in zip(turns, done, strict=True):
-            if result is None or result.retry_verdict.ok or result.reflection is None:
-                continue  # solved (nothing more to reflect on), or its retry chat no longer fit
-            after = next_turn(task, turn.episode, fits=fits, max_new_tokens=budget)
-            if after is None:
-                continue  # the context this failed retry opens no longer fits: the chain ends here
-            chains[turn.episode.index].append(
-                {
-                    "reflection": result.reflection.text,
-                    "retry": result.retry.text,
-                    "reason": result.retry_verdict.reason,
-                }
-            )
-            following.append(after)
-        turns = following
+    for episode in episodes:
+        if fits is not None and episode.stopped is None and episode.solved_round is None:
+            next_turn(task, episode, fits=fits, max_new_tokens=budget)
 
 
 def screen_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
@@ -396,49 +364,37 @@ def screen_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
 
 
 def mine_screen(
-    task: Task,
-    examples: Sequence[Example],
-    indices: Sequence[int],
-    kept: list[list[dict[str, Any]]],
-    generator: Generator,
-    config: MineConfig,
+    task: Task, kept: list[list[FailedAttempt]], generator: Generator, config: MineConfig
 ) -> None:
     """Screen every kept failed attempt of a window by `config.screen` sampled reflections, each
-    followed by one retry, and store `{"samples": K, "successes": s, "retry_temperature": T}` on the
-    attempt as `screen`.
+    followed by one retry, and give the attempt its `Screen`: how many of the K retries succeeded, at
+    which retry temperature.
 
     These are the groups GRPO would draw for the attempt: a reflection and its retry are the episode's
-    own round 1 (`episode.reflect_and_retry`, the chat `r3 train` reflects in), and s counts the retries
-    the verifier accepted. Every sample of the window is one turn of one call per step (reflection,
-    retry). Sample j of the attempt numbered `key` (`attempt_key`) is the episode numbered
-    `key * K + j`, so its reflection and retry are seeded by
+    own round 1 (`episode.reflect_and_retry`, the chat `r3 train` reflects in). Every sample of the
+    window is one turn of one call per step (reflection, retry). Sample j of the attempt numbered `key`
+    (`attempt_key`) is the episode numbered `key * K + j`, so its reflection and retry are seeded by
     `derive_seed(derive_seed(seed, "mine-screen"), step, key * K + j, 1)`: by the query, the attempt's
     place and j, whatever its window or session."""
     samples = config.screen
+    attempts = [failed for group in kept for failed in group]
     turns: list[Turn] = []
-    owners: list[dict[str, int]] = []
-    for q, attempts in enumerate(kept):
-        for number, attempt in enumerate(attempts):
-            key = attempt_key(indices[q], number, config.keep)
-            attempt["screen"] = counts = {
-                "samples": samples,
-                "successes": 0,
-                "retry_temperature": config.screen_retry_temperature,
-            }
-            for j in range(samples):
-                if (turn := _failed_turn(task, examples[q], key * samples + j, attempt)) is not None:
-                    turns.append(turn)
-                    owners.append(counts)
-    if not turns:
-        return
-    done = reflect_and_retry(task, generator, turns, screen_sampling(task, config))
-    for counts, result in zip(owners, done, strict=True):
+    owners: list[int] = []
+    for n, failed in enumerate(attempts):
+        for j in range(samples):
+            if (turn := _round_one(task, failed, failed.episode.index * samples + j)) is not None:
+                turns.append(turn)
+                owners.append(n)
+    done = reflect_and_retry(task, generator, turns, screen_sampling(task, config)) if turns else []
+    successes = [0] * len(attempts)
+    for n, result in zip(owners, done, strict=True):
         # No `fits` is passed, so every turn has a result; a missing one would count as a failure.
-        if result is not None and result.retry_verdict.ok:
-            counts["successes"] += 1
+        successes[n] += result is not None and result.retry_verdict.ok
+    for failed, won in zip(attempts, successes, strict=True):
+        failed.screen = Screen(samples, won, config.screen_retry_temperature)
 
 
-def screened_counts(attempts: Sequence[dict[str, Any]]) -> tuple[int, int]:
+def screened_counts(attempts: Sequence[FailedAttempt]) -> tuple[int, int]:
     """How many of a query's kept attempts were screened, and how many of those are learnable."""
     verdicts = [learnable(a) for a in attempts]
     return sum(v is not None for v in verdicts), sum(v is True for v in verdicts)
@@ -455,7 +411,7 @@ def mine_window(
     prompts = [task.prompt(example) for example in examples]
     count = len(examples)
     samples, successes, failures, tokens = [0] * count, [0] * count, [0] * count, [0] * count
-    kept: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+    kept: list[list[FailedAttempt]] = [[] for _ in range(count)]
     active = list(range(count))
     round_index = 0
     while active:
@@ -475,7 +431,8 @@ def mine_window(
                 else:
                     failures[q] += 1
                     if len(kept[q]) < config.keep:
-                        kept[q].append({"completion": completion.text, "reason": verdict.reason})
+                        key = attempt_key(indices[q], len(kept[q]), config.keep)
+                        kept[q].append(FailedAttempt(Episode(key, examples[q], completion, verdict)))
             samples[q] += n
             done = samples[q] >= config.budget or (not config.full and len(kept[q]) >= config.keep)
             if not done:
@@ -483,9 +440,9 @@ def mine_window(
         active = still
         round_index += 1
     if config.rounds > 1:
-        mine_chains(task, examples, indices, kept, generator, config)
+        mine_chains(task, kept, generator, config)
     if config.screen > 0:
-        mine_screen(task, examples, indices, kept, generator, config)
+        mine_screen(task, kept, generator, config)
     share = (time.perf_counter() - started) / max(1, count)  # the window's time, split evenly
     results = []
     for q in range(count):

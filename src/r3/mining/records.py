@@ -5,20 +5,20 @@ own fields at the top level (as the task stores them, see `Task.to_record`) plus
 
     task             the task name
     query_index      position of the query in the mined data (stable across resumes)
-    failed_attempts  [{"completion": str, "reason": str}, ...]  (at least one); with `r3 mine --rounds K`
-                     each also has "rounds": [{"reflection", "retry", "reason"}, ...], the rounds that
-                     followed it while their retries failed (at most K-1; training reflects on each);
-                     with `r3 mine --screen K` each also has "screen": {"samples": K, "successes": s,
-                     "retry_temperature": T}, K reflections sampled for it, each followed by one retry
-                     at temperature T, s of which succeeded (`learnable` reads it; training refuses
-                     to select by a screen whose T is not its `retry_temperature`, and reads a screen
-                     without T, written before it was recorded, unchecked)
+    failed_attempts  the kept failed attempts (at least one), each an `Episode` as `Episode.to_json`
+                     writes it without its example (the row's): `attempt`, `attempt_reason`, ... and
+                     `rounds`, the rounds mined after it (`r3 mine --rounds K`: at most K-1, ending at a
+                     solved retry or where the model's context ends, `stopped`; training reflects after
+                     every failed one), plus `screen`: with `r3 mine --screen K`,
+                     {"samples": K, "successes": s, "retry_temperature": T}, K reflections sampled for it,
+                     each followed by one retry at temperature T, s of which succeeded (`learnable` reads
+                     it; training refuses to select by a screen whose T is not its `retry_temperature`),
+                     else null
     samples_drawn    attempts sampled for this query
     successes        how many of them the verifier accepted
-    failures_format  the row's format (`FAILURES_FORMAT`), on every row written since it existed; a row
-                     without it is format 1, the format before (the same fields), and still reads. A
-                     row of a later format than this r3 knows is refused with one line. (Not `format`:
-                     the example's own fields share the row, and that name is a likely column.)
+    failures_format  the row's format (`FAILURES_FORMAT`). A row of another format is refused with one
+                     line that says to mine again. (Not `format`: the example's own fields share the
+                     row, and that name is a likely column.)
 
 Everything is plain JSON so `datasets.load_dataset("json", data_files=...)` loads it. `read_failures`
 reads it as the run folders' logs are read (`rundir.log_lines`): a last line cut short by a kill of
@@ -35,19 +35,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r3.episode import Episode
 from r3.errors import DataError, R3Error
+from r3.generation.base import Completion
 from r3.rundir import log_lines, torn_tail
-from r3.tasks.base import Example, Task
+from r3.tasks.base import Example, Task, Verdict
 from r3.text import clip
 
-#: The format of the rows `FailureRecord.to_json` writes. 1: the rows written before the field existed
-#: (no `failures_format`); 2: the same fields, with `failures_format`.
-FAILURES_FORMAT = 2
+#: The format of the rows `FailureRecord.to_json` writes: 3, each failed attempt an `Episode`.
+FAILURES_FORMAT = 3
 FORMAT_KEY = "failures_format"
-#: Fields every row has, whatever its format.
+#: Fields every row has.
 REQUIRED = ("task", "query_index", "failed_attempts", "samples_drawn", "successes")
 #: Names the failures file uses for itself: an example may not have a field of these names.
 RESERVED = (*REQUIRED, FORMAT_KEY)
+#: What to do with a file of another format.
+MINE_AGAIN = "mine it again (`r3 mine --overwrite`)"
 
 
 def check_reserved_fields(examples: list[Example], source: str) -> None:
@@ -66,13 +69,84 @@ def check_reserved_fields(examples: list[Example], source: str) -> None:
 
 
 @dataclass(frozen=True)
+class Screen:
+    """A failed attempt's screen (`r3 mine --screen K`): K reflections sampled for it, each followed by
+    one retry at `retry_temperature`, `successes` of which the verifier accepted."""
+
+    samples: int
+    successes: int
+    retry_temperature: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "successes": self.successes,
+            "retry_temperature": self.retry_temperature,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str, line_no: int | None, number: int) -> Screen:
+        """A screen, checked: `learnable` and training's selection trust its counts and temperature."""
+        temperature = raw.get("retry_temperature") if isinstance(raw, dict) else None
+        if (
+            not isinstance(raw, dict)
+            or not _is_count(raw.get("samples"))
+            or not _is_count(raw.get("successes"))
+            or not 0 <= raw["successes"] <= raw["samples"]
+            or raw["samples"] < 1
+            or isinstance(temperature, bool)
+            or not (isinstance(temperature, int | float) and temperature >= 0)
+        ):
+            raise DataError(
+                source,
+                line_no,
+                f"failed_attempts[{number}].screen",
+                f"expected {{samples: K >= 1, successes: 0..K, retry_temperature: T >= 0}} "
+                f"(got {clip(json.dumps(raw), 80)})",
+            )
+        return cls(raw["samples"], raw["successes"], temperature)
+
+
+@dataclass
+class FailedAttempt:
+    """A kept failed attempt: the episode that starts with it (its mined chain is `episode.rounds`),
+    and its screen when it was screened."""
+
+    episode: Episode
+    screen: Screen | None = None
+
+    @classmethod
+    def of(
+        cls, example: Example, completion: str, reason: str = "", index: int = 0, screen: Screen | None = None
+    ) -> FailedAttempt:
+        """A failed attempt from its text and the verifier's reason alone, with no rounds: for callers
+        that write failures files of their own (benchmarks, tests)."""
+        return cls(Episode(index, example, Completion(completion, 0), Verdict.failure(reason)), screen)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.episode.to_json(), "screen": None if self.screen is None else self.screen.to_json()}
+
+    @classmethod
+    def from_json(
+        cls, raw: Any, task: Task, example: Example, source: str, line_no: int | None, number: int
+    ) -> FailedAttempt:
+        """Failed attempt `number` of a row whose example is `example`."""
+        where = f"{source}, row {line_no}, failed_attempts[{number}]"
+        episode = Episode.from_json(raw, where, task, example)
+        if episode.attempt_verdict.ok:
+            raise DataError(source, line_no, f"failed_attempts[{number}]", "attempt_ok is true")
+        screen = raw.get("screen")
+        return cls(episode, None if screen is None else Screen.from_json(screen, source, line_no, number))
+
+
+@dataclass(frozen=True)
 class FailureRecord:
     """One mined query: the example, its failed attempts, and how often the model succeeded."""
 
     task: str
     query_index: int
     example: Example
-    failed_attempts: list[dict[str, Any]]
+    failed_attempts: list[FailedAttempt]
     samples_drawn: int
     successes: int
 
@@ -87,7 +161,7 @@ class FailureRecord:
         row.update(
             task=self.task,
             query_index=self.query_index,
-            failed_attempts=self.failed_attempts,
+            failed_attempts=[a.to_json() for a in self.failed_attempts],
             samples_drawn=self.samples_drawn,
             successes=self.successes,
         )
@@ -96,25 +170,19 @@ class FailureRecord:
 
     @classmethod
     def from_json(cls, row: Any, task: Task, source: str, line_no: int | None = None) -> FailureRecord:
-        """A row of any format this r3 knows (`row_format`), checked: a `DataError` naming `source`, the
-        line and the field otherwise."""
+        """A row of the current format, checked: a `DataError` naming `source`, the line and the field
+        otherwise."""
         if not isinstance(row, dict):
             raise DataError(source, line_no, None, "expected an object")
-        row_format(row, source, line_no)
+        check_format(row, source, line_no)
         for key in REQUIRED:
             if key not in row:
                 raise DataError(source, line_no, key, "missing (is this a file written by `r3 mine`?)")
         if row["task"] != task.name:
             raise DataError(source, line_no, "task", f"'{row['task']}' does not match the task '{task.name}'")
         attempts = row["failed_attempts"]
-        if (
-            not isinstance(attempts, list)
-            or not attempts
-            or not all(isinstance(a, dict) and isinstance(a.get("completion"), str) for a in attempts)
-        ):
-            raise DataError(
-                source, line_no, "failed_attempts", "expected a non-empty list of {completion, reason}"
-            )
+        if not isinstance(attempts, list) or not attempts:
+            raise DataError(source, line_no, "failed_attempts", "expected a non-empty list of attempts")
         for key in ("query_index", "samples_drawn", "successes"):
             if not _is_count(row[key]):
                 raise DataError(
@@ -125,33 +193,36 @@ class FailureRecord:
             task=row["task"],
             query_index=row["query_index"],
             example=example,
-            failed_attempts=[_attempt(a, source, line_no, i) for i, a in enumerate(attempts)],
+            failed_attempts=[
+                FailedAttempt.from_json(a, task, example, source, line_no, i) for i, a in enumerate(attempts)
+            ],
             samples_drawn=row["samples_drawn"],
             successes=row["successes"],
         )
 
 
-def row_format(row: dict[str, Any], source: str, line_no: int | None = None) -> int:
-    """The format of a failures row: its `failures_format`, or 1 (the format before the field) when it
-    has none (or null, as `datasets` writes a field back that some rows lack)."""
+def check_format(row: dict[str, Any], source: str, line_no: int | None = None) -> None:
+    """Refuse a row of another format than `FAILURES_FORMAT` in one line (a row without the field, or
+    with null as `datasets` writes a field back that some rows lack, is of the first format)."""
     value = row.get(FORMAT_KEY)
-    if value is None:
-        return 1
-    if not _is_count(value) or value < 1:
+    if value is not None and (not _is_count(value) or value < 1):
         raise DataError(
             source, line_no, FORMAT_KEY, f"expected a format number (got {clip(repr(value), 40)})"
+        )
+    if value is None or value < FAILURES_FORMAT:
+        raise DataError(
+            source, line_no, FORMAT_KEY, f"format {value or 1} was written by an older r3; {MINE_AGAIN}"
         )
     if value > FAILURES_FORMAT:
         raise DataError(
             source,
             line_no,
             FORMAT_KEY,
-            f"format {value} was written by a newer r3; this one reads formats 1 to {FAILURES_FORMAT}",
+            f"format {value} was written by a newer r3; this one reads format {FAILURES_FORMAT}",
         )
-    return int(value)
 
 
-def learnable(attempt: dict[str, Any]) -> bool | None:
+def learnable(attempt: FailedAttempt) -> bool | None:
     """Whether a failed attempt's GRPO groups are expected to carry a signal: the selection `r3 train`
     uses to train only where there is one (`selection: learnable`).
 
@@ -159,22 +230,16 @@ def learnable(attempt: dict[str, Any]) -> bool | None:
     learnable iff some but not all of its screen's retries succeeded (0 < successes < samples). None
     when the attempt was not screened (`r3 mine` without `--screen`): nothing is known, and the caller
     decides (keep it, or refuse a file mined without screening)."""
-    screen = attempt.get("screen")
+    screen = attempt.screen
     if screen is None:
         return None
-    return 0 < screen["successes"] < screen["samples"]
+    return 0 < screen.successes < screen.samples
 
 
 def check_screen_temperature(records: list[FailureRecord], retry_temperature: float, source: str) -> None:
     """Refuse to select attempts by a screen whose retries were drawn at another temperature than
-    training draws them: its counts then predict other groups than the ones training samples. Screens
-    that recorded no temperature are not checked."""
-    screened = {
-        a["screen"]["retry_temperature"]
-        for r in records
-        for a in r.failed_attempts
-        if "retry_temperature" in a.get("screen", {})
-    }
+    training draws them: its counts then predict other groups than the ones training samples."""
+    screened = {a.screen.retry_temperature for r in records for a in r.failed_attempts if a.screen}
     other = sorted(t for t in screened if t != retry_temperature)
     if other:
         raise R3Error(
@@ -189,63 +254,13 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _screen(raw: Any, source: str, line_no: int, number: int) -> dict[str, Any]:
-    """The `screen` of failed attempt `number`, checked: `learnable` and training's selection trust
-    its counts and its retry temperature (absent from screens written before it was recorded)."""
-    temperature = raw.get("retry_temperature") if isinstance(raw, dict) else None
-    if (
-        not isinstance(raw, dict)
-        or not _is_count(raw.get("samples"))
-        or not _is_count(raw.get("successes"))
-        or not 0 <= raw["successes"] <= raw["samples"]
-        or raw["samples"] < 1
-        or not (temperature is None or (isinstance(temperature, int | float) and temperature >= 0))
-        or isinstance(temperature, bool)
-    ):
-        raise DataError(
-            source,
-            line_no,
-            f"failed_attempts[{number}].screen",
-            f"expected {{samples: K >= 1, successes: 0..K, retry_temperature: T >= 0}} "
-            f"(got {clip(json.dumps(raw), 80)})",
-        )
-    screen = {"samples": raw["samples"], "successes": raw["successes"]}
-    if temperature is not None:
-        screen["retry_temperature"] = temperature
-    return screen
-
-
-def _attempt(raw: dict[str, Any], source: str, line_no: int, number: int = 0) -> dict[str, Any]:
-    """One failed attempt as training reads it, its chain of later rounds and its screen checked."""
-    attempt: dict[str, Any] = {"completion": raw["completion"], "reason": str(raw.get("reason", ""))}
-    if raw.get("screen") is not None:  # null as absent, as for `rounds` (a file re-saved by `datasets`)
-        attempt["screen"] = _screen(raw["screen"], source, line_no, number)
-    chain = raw.get("rounds")
-    if chain is None:
-        return attempt
-    if not isinstance(chain, list) or not all(
-        isinstance(step, dict)
-        and isinstance(step.get("reflection"), str)
-        and isinstance(step.get("retry"), str)
-        for step in chain
-    ):
-        raise DataError(
-            source, line_no, "failed_attempts", "rounds: expected a list of {reflection, retry, reason}"
-        )
-    attempt["rounds"] = [
-        {"reflection": step["reflection"], "retry": step["retry"], "reason": str(step.get("reason", ""))}
-        for step in chain
-    ]
-    return attempt
-
-
 def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
     """Read and validate a failures file written by `r3 mine` (any task's rows are refused), with the
     run folders' reader (`rundir.log_lines`): a torn last line is left out with a warning."""
     file = Path(path)
     if not file.is_file():
         raise DataError(str(file), None, None, "no such failures file (run `r3 mine` first)")
-    lines = log_lines(file, remedy="mine it again (`r3 mine --overwrite`)")
+    lines = log_lines(file, remedy=MINE_AGAIN)
     if torn_tail(file):
         warnings.warn(
             f"{file}: the last line is incomplete (`r3 mine` was stopped mid-write); read without it. "

@@ -5,12 +5,11 @@ Stored first attempts (default): one prompt per failed attempt, the chat
 evaluation and mining render it. Online first attempts: one prompt per query, the task prompt itself;
 the rollout samples the attempt and builds the reflection prompt.
 
-Later rounds (`r3 mine --rounds K`): a failed attempt may carry the chain of rounds that followed it
-(`rounds`: reflection, failed retry, reason). Each failed retry is one more context to reflect on: the
-prompt of round k+1 is the whole history (task, attempt, reflection 1, retry 1, ..., retry k, the
-reflection instruction). The stored chain is replayed through the episode's own functions
-(`episode.next_turn` for each reflection chat, `episode.retry_chat` for each retry chat), so the chats
-are exactly those `r3 eval --rounds` and `r3 mine --rounds` sent, a task's own included; its reward is
+Later rounds (`r3 mine --rounds K`): a failed attempt is an `Episode` whose `rounds` are the chain
+mined after it. Each failed retry is one more context to reflect on: the prompt of round k+1 is the
+whole history (task, attempt, reflection 1, retry 1, ..., retry k, the reflection instruction), built
+by the episode's own `next_turn` on the stored rounds (`episode.reflection_turns`), so the chats are
+exactly those `r3 eval --rounds` and `r3 mine --rounds` sent, a task's own included; its reward is
 that round's retry.
 
 TRL hands `rollout_func` only the prompt strings, so `PromptIndex` maps each prompt text back to the
@@ -21,16 +20,15 @@ different answers), the first one's verifier is used and `PromptIndex.collisions
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from r3.episode import Episode, Round, Turn, next_turn, retry_chat
+from r3.episode import reflection_turns
 from r3.errors import R3Error
-from r3.generation.base import Completion
 from r3.generation.chat import render_prompt
 from r3.mining.records import FailureRecord
-from r3.tasks.base import Example, Prompt, Task, Verdict
+from r3.tasks.base import Example, Prompt, Task
 
 
 @dataclass(frozen=True)
@@ -94,12 +92,12 @@ def build_prompts(
             rows.append({"prompt": text, "query_index": record.query_index, "attempt_index": -1, "round": 1})
             continue
         attempts = record.failed_attempts[:max_attempts_per_query]
-        for number, attempt in enumerate(attempts):
-            for turn in replayed_turns(task, record.example, attempt):
+        for number, failed in enumerate(attempts):
+            for turn in reflection_turns(task, failed.episode):
                 chat = turn.reflection_prompt
                 text = render_prompt(tokenizer, chat)
                 item = PromptItem(
-                    record.example, attempt["completion"], record.query_index, turn.number, chat
+                    record.example, failed.episode.attempt.text, record.query_index, turn.number, chat
                 )
                 index.add(text, item)
                 rows.append(
@@ -113,36 +111,6 @@ def build_prompts(
     if not rows:
         raise R3Error("the failures file produced no training prompts")
     return rows, index
-
-
-def replayed_turns(task: Task, example: Example, attempt: dict[str, Any]) -> Iterator[Turn]:
-    """The rounds a stored failed attempt and its mined chain reflect in: round 1 on the attempt, then
-    round k+1 on round k's failed retry, each built by the episode's `next_turn` once the stored round
-    k is replayed onto the episode (its retry chat by `retry_chat`, under the paper's protocol, as
-    mining ran it)."""
-    failed = Verdict.failure(str(attempt.get("reason", "")))
-    episode = Episode(0, example, Completion(attempt["completion"], 0), failed)
-    steps = iter(attempt.get("rounds", []))
-    turn = next_turn(task, episode)
-    while turn is not None:
-        yield turn
-        step = next(steps, None)
-        if step is None:
-            return
-        episode.rounds.append(_replayed_round(task, turn, step))
-        turn = next_turn(task, episode)
-
-
-def _replayed_round(task: Task, turn: Turn, step: dict[str, Any]) -> Round:
-    """A stored round (`{"reflection", "retry", "reason"}`) as the `Round` that `turn` produced."""
-    return Round(
-        number=turn.number,
-        retry_prompt=retry_chat(task, turn, step["reflection"]),
-        retry=Completion(step["retry"], 0),
-        retry_verdict=Verdict.failure(str(step.get("reason", ""))),
-        reflection_prompt=turn.reflection_prompt,
-        reflection=Completion(step["reflection"], 0),
-    )
 
 
 def build_dataset(
