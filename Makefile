@@ -9,8 +9,8 @@ R3     := $(VENV)/bin/r3
 # CPU build by default so no CUDA wheels are pulled; GPU users: `make setup TORCH=torch` (or install
 # the CUDA build of torch into .venv first).
 TORCH  ?= torch==2.13.0
-# Where torch comes from. Empty: pip's configured index (on this project's machines it serves the CPU
-# build). Elsewhere PyPI's Linux wheel is the CUDA one: `make setup TORCH_INDEX=<PyTorch's CPU index>`.
+# Where torch comes from. Empty: pip's configured index. Where that serves the CUDA wheel (PyPI on
+# Linux), `make setup TORCH_INDEX=<PyTorch's CPU index>`.
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.r3-setup-done
 # The CPU vLLM the real-vLLM tests run against, in its own environment (vLLM pins an older

@@ -204,7 +204,9 @@ def test_three_rounds_on_the_embedded_model_reflect_and_resample(tmp_path: Path)
         )
     reflect_rows = [json.loads(line) for line in (tmp_path / "reflect" / "samples.jsonl").open()]
     unsolved = [r for r in reflect_rows if r["solved_round"] is None and r["stopped"] is None]
-    assert all(len(r["rounds"]) == 2 and r["rounds"][1]["reflection"] is not None for r in unsolved)
+    assert unsolved and all(
+        len(r["rounds"]) == 3 and r["rounds"][2]["reflection"] is not None for r in unsolved
+    )
     argv = [
         "report",
         str(tmp_path / "reflect"),
