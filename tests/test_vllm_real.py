@@ -80,9 +80,10 @@ def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 
 def rows(path: Path) -> list[dict]:
-    """The rows of a `samples.jsonl`, round 1's fields (the second try) beside the attempt's."""
+    """The rows of a `samples.jsonl` (round 1's fields, the second try, beside the attempt's) or of a
+    failures file (as they are)."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{**row, **(row["rounds"][0] if row["rounds"] else {})} for row in lines]
+    return [{**row, **(row["rounds"][0] if row.get("rounds") else {})} for row in lines]
 
 
 @pytest.fixture
