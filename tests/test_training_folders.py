@@ -15,12 +15,10 @@ import pytest
 
 from r3.cli import main as r3_main
 from r3.errors import R3Error
-from r3.mining.records import FailedAttempt, FailureRecord
-from r3.tasks import get_task
 from r3.training.config import R3Config
 from r3.training.folder import NOT_SETTINGS, RUN_LENGTH, run_settings, training_folder
 from r3.training.sft import SFTRunConfig
-from test_training_support import complete_checkpoints
+from test_training_support import complete_checkpoints, write_countdown_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_RECIPE = ROOT / "recipes" / "smollm2_countdown_cpu.yaml"
@@ -30,13 +28,7 @@ SUMMARY = {"train": "r3_training.json", "sft": "r3_sft.json"}
 
 
 def write_failures(path: Path) -> Path:
-    rows = [{"nums": [3, 5, 7], "target": t} for t in (11, 13)]
-    with path.open("w") as handle:
-        for i, row in enumerate(rows):
-            attempt = FailedAttempt.of(row, "<answer>3 + 5 + 7</answer>", "evaluates to 15")
-            record = FailureRecord("countdown", i, row, [attempt], samples_drawn=1, successes=0)
-            handle.write(json.dumps(record.to_json(get_task("countdown"))) + "\n")
-    return path
+    return write_countdown_failures(path, (11, 13))
 
 
 def argv(command: str, tmp_path: Path, model: Path) -> list[str]:

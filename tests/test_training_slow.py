@@ -21,10 +21,8 @@ from pathlib import Path
 import pytest
 
 from r3.cli import main as r3_main
-from r3.mining.records import FailedAttempt, FailureRecord
-from r3.tasks import get_task
 from servers import torchrun
-from test_training_support import complete_checkpoints
+from test_training_support import complete_checkpoints, write_countdown_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_RECIPE = ROOT / "recipes" / "smollm2_countdown_cpu.yaml"
@@ -32,16 +30,12 @@ BIN = Path(sys.executable).parent
 
 # Same numbers, different targets: every reflection prompt has the same number of tokens (the
 # torchrun test counts tokens) and no two prompts render to the same text.
-ROWS = [{"nums": [3, 5, 7], "target": t} for t in (11, 13, 17, 19)]
+TARGETS = (11, 13, 17, 19)
+ROWS = [{"nums": [3, 5, 7], "target": t} for t in TARGETS]
 
 
 def write_failures(path: Path) -> Path:
-    with path.open("w") as handle:
-        for i, row in enumerate(ROWS):
-            attempt = FailedAttempt.of(row, "<answer>3 + 5 + 7</answer>", "evaluates to 15")
-            record = FailureRecord("countdown", i, row, [attempt], samples_drawn=1, successes=0)
-            handle.write(json.dumps(record.to_json(get_task("countdown"))) + "\n")
-    return path
+    return write_countdown_failures(path, TARGETS)
 
 
 def train_args(model: Path, failures: Path, out: Path, *extra: str) -> list[str]:

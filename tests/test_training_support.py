@@ -14,6 +14,7 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,17 @@ def toy_trainer(config: Any, tokenizer: Any, **pieces: Any) -> Any:
         "records": records(),
     }
     return build_trainer(config, **{**defaults, **pieces})
+
+
+def write_countdown_failures(path: Path, targets: tuple[int, ...]) -> Path:
+    """A failures file of Countdown queries on the numbers 3, 5, 7, one per target, each with the failed
+    attempt 3 + 5 + 7 (same numbers: every reflection prompt has the same number of tokens)."""
+    from r3.tasks import get_task
+
+    with path.open("w") as handle:
+        for i, target in enumerate(targets):
+            row = {"nums": [3, 5, 7], "target": target}
+            attempt = FailedAttempt.of(row, "<answer>3 + 5 + 7</answer>", "evaluates to 15")
+            record = FailureRecord("countdown", i, row, [attempt], samples_drawn=1, successes=0)
+            handle.write(json.dumps(record.to_json(get_task("countdown"))) + "\n")
+    return path
