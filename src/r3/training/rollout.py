@@ -1,60 +1,27 @@
 """The R3 rollout: reflect, then retry, then verify; handed to TRL as `GRPOTrainer(rollout_func=...)`.
 
-TRL (1.16) calls `rollout(prompts, trainer)` with this process's slice of the generation batch: every
-dataset prompt already repeated `num_generations` times, consecutive copies forming one GRPO group.
-For each prompt received we return exactly one completion:
+TRL (1.16) calls `rollout(prompts, trainer)` with this process's slice of the generation batch, each
+dataset prompt repeated `num_generations` times in a row (one GRPO group), and takes one completion per
+prompt: `prompt_ids` (the reflection prompt: task prompt, failed attempt, instruction; for a later round
+the whole history), `completion_ids` (the reflection, with EOS when the model stopped by itself) and
+`logprobs` (vLLM only). The steps are the episode's own (`episode.attempt`, `episode.reflect_and_retry`,
+as `r3 eval` and `r3 mine --rounds` run them) on the trainer's engine (`EngineSampler`), every call
+seeded from the run's seed, the global step and the process (`call_seed`).
 
-    prompt_ids      the reflection prompt [task prompt, failed attempt, reflection instruction]; for a
-                    later round (`r3 mine --rounds`) the whole history before the instruction
-    completion_ids  the sampled reflection, ending with EOS when the model stopped by itself
-    logprobs        None (transformers) or the sampled tokens' logprobs (vLLM)
+Only the reflection is trained on: the first attempt is part of the prompt and the retry reaches TRL
+only as its outcome, in extra fields TRL passes to the reward functions (`retry_success`, ...). With
+`first_attempt="online"` one fresh attempt is sampled per group; a group whose attempt succeeds has
+nothing to reflect on and gets an EOS completion and reward None (advantage 0).
 
-The steps are the episode's own (`r3.episode`): an online first attempt is `episode.attempt`, and the
-reflection, the retry chat, the retry and its verdict are `episode.reflect_and_retry`, the function
-`r3 eval` and `r3 mine --rounds` run, on the same chats (`Task.reflection_prompt`, `Task.retry_prompt`,
-`Task.retry_prompt_after` for later rounds, through `episode.retry_chat`) with the same settings type
-(`episode.EpisodeSampling`, built by `R3Config.episode_sampling`). Only the sampler differs: the
-trainer's engine (`engines.py`: its own model, colocated vLLM, or a vLLM server) bound to the trainer
-as a token sampler (`EngineSampler`).
-Every call is seeded from the run's seed, the global step and the process (`call_seed`); each row from
-there by its index and round, as the episode seeds every step.
+`mode="grpo"` (the baseline) trains first attempts, rewarded by the verifier; `mode="combined"` trains
+attempt groups and reflection groups in turn (`group_kind`, a function of the step, so a resumed run
+trains the same kinds), each rewarded by its own turn's outcome (`turn_success`).
 
-The completion TRL trains on is the reflection and nothing else: the first attempt is part of the
-prompt (prompt tokens never enter the loss) and the retry never reaches TRL as tokens at all. It is
-generated here with the reflection in context, verified, and only its outcome is passed on as extra
-fields, which TRL forwards to the reward functions as keyword arguments (`retry_success`, ...).
-
-First attempt, `stored` (default): taken from the failures file (the prompt already contains it).
-`online`: the dataset prompt is the task prompt; one fresh attempt is sampled per group with the
-current policy and verified. If it now succeeds, there is nothing to reflect on: the group gets a
-one-token completion (EOS) and reward None, which TRL treats as unscorable (advantage 0, left out of
-the reward statistics); `r3/first_attempt_solved` reports how often that happens.
-
-**Plain GRPO** (`mode="grpo"`, the baseline R3 must beat): the dataset prompt is the task prompt and
-the completion is a first attempt, sampled by the same `episode.attempt` step, each row with its own
-seed; its reward is the verifier's verdict (`attempt_success`). Same queries, same engine, same seeds,
-same optimizer: only what is trained differs.
-
-**Combined** (`mode="combined"`, as multi-attempt RL trains both turns): the dataset prompt is the task
-prompt and each group trains one turn, chosen by `group_kind` from the rollout call and the group's
-place in it (a function of the step, so a resumed run trains the same kinds): an *attempt group* is a
-plain GRPO group (completions are first attempts, rewarded by the verifier), a *reflection group* is
-an R3 group on one fresh online first attempt (completions are reflections, rewarded by the retry).
-Half the groups of a call are of each kind; with one group per call the kinds alternate by call. The
-reward is `turn_success`, the outcome of the turn the completion is; `turn_kind` says which.
-
-**Dynamic sampling** (`dynamic_sampling_rounds=R > 0`, as DAPO's): a group whose outcomes are all
-equal (every retry succeeded, or every one failed) has zero advantage, so its backward pass is wasted.
-Such groups are replaced by groups on prompts drawn from the training pool, sampled afresh, up to R
-times; a group still without signal after R tries is trained as it is (zero advantage: harmless).
-Replacement prompts and their rows are seeded from the call's seed and the try (`derive_seed`), so a
-resumed run draws exactly the groups the uninterrupted one would have. TRL still shows the original
-dataset prompt in its completion logs; the tokens trained on (`prompt_ids`) are the replacement's.
-`r3/groups_with_signal` (after replacement), `r3/groups_with_signal_drawn` (over every group sampled
-this step: the pool's own rate) and `r3/resampled_groups` are logged. Replacements are drawn from the
-whole pool (`replacements="pool"`), or (`"unseen"`) each from its own slot at the back of the pool,
-named by the step, the call within it, the process, the try and the group (`replacement_slot`), while
-training takes its prompts from the front: on a pool larger than the run, no query is trained twice.
+Dynamic sampling (`dynamic_sampling_rounds=R`, as DAPO's): groups whose outcomes are all equal carry no
+gradient, so they are replaced by groups on prompts drawn from the pool, up to R tries, seeded from the
+call's seed and the try. With `replacements="unseen"` each replacement comes from its own slot at the
+back of the pool (`replacement_slot`) while training takes its prompts from the front, so that on a
+pool larger than the run no query is trained twice.
 """
 
 from __future__ import annotations
@@ -67,7 +34,7 @@ from r3.episode import Episode, EpisodeSampling, Round, Turn, attempt, reflect_a
 from r3.errors import R3Error
 from r3.generation.base import Completion, derive_seed, encode_prompts
 from r3.generation.chat import render_prompt
-from r3.tasks.base import Task, Verdict
+from r3.tasks.base import Example, Task, Verdict
 from r3.training.dataset import PromptIndex, PromptItem
 from r3.training.engines import Engine, EngineSampler, choose_engine
 
@@ -79,33 +46,28 @@ GROUP_KINDS = ("attempt", "reflection")
 #: The one kind every group has in the single-turn modes.
 MODE_KIND = {"r3": "reflection", "grpo": "attempt"}
 
-#: Extra fields the rollout returns in R3 mode; TRL passes them to the reward functions as keyword arguments.
-ROLLOUT_FIELDS = (
-    "retry_success",  # bool, or None when the group has no reflection to score (online, solved)
-    "retry_completion",  # the retry text (cut at the task's stop string)
-    "retry_length",  # retry tokens
-    "retry_clipped",  # the retry hit retry_max_new_tokens before a stop string or EOS
-    "reflection_length",  # reflection tokens (EOS included)
-    "first_attempt_text",  # the failed first attempt the reflection is about
-    "first_attempt_solved",  # online: the fresh first attempt succeeded (no reflection needed)
-    "group_seed",  # a seed per group from the run's seed scheme (step, process, group): the control's
-)
-
-#: Extra fields in plain GRPO mode.
-GRPO_FIELDS = (
-    "attempt_success",  # bool: the verifier accepted the attempt (the completion)
-    "attempt_completion",  # the attempt text (cut at the task's stop string)
-    "attempt_length",  # attempt tokens
-    "group_seed",
-)
-
-#: Extra fields in combined mode (besides R3's retry fields, empty on attempt rows).
-COMBINED_FIELDS = (
-    "turn_success",  # bool, or None: the attempt's verdict (attempt group) or the retry's (reflection group)
-    "turn_kind",  # "attempt" or "reflection": which turn the completion is
-    "completion_length",  # completion tokens (EOS included)
-    "group_seed",
-)
+#: Extra fields the rollout returns, with the `Row` attribute each is read from; TRL passes them to the
+#: reward functions as keyword arguments. `group_seed` (a seed per group: the control's permutations)
+#: and the call's counts (`groups_drawn`, ...) come with every mode.
+ROW_FIELDS = {
+    "retry_completion": "retry",  # the retry text (cut at the task's stop string)
+    "retry_length": "retry_length",  # retry tokens
+    "retry_clipped": "retry_clipped",  # the retry hit retry_max_new_tokens before a stop string or EOS
+    "first_attempt_text": "first_attempt",  # the failed first attempt the reflection is about
+    "first_attempt_solved": "first_attempt_solved",  # online: the fresh first attempt succeeded
+    "attempt_completion": "completion",  # grpo: the attempt text
+    "turn_kind": "kind",  # combined: "attempt" or "reflection", the turn the completion is
+}
+_RETRY = ("retry_completion", "retry_length", "retry_clipped", "first_attempt_text", "first_attempt_solved")
+#: Each mode's extra fields: its outcome (None where nothing is scored), the completion's length in
+#: tokens (EOS included), and the `ROW_FIELDS` it returns.
+MODE_FIELDS = {
+    "r3": ("retry_success", "reflection_length", _RETRY),
+    "grpo": ("attempt_success", "attempt_length", ("attempt_completion",)),
+    "combined": ("turn_success", "completion_length", ("turn_kind", *_RETRY)),
+}
+#: The extra fields of R3 mode.
+ROLLOUT_FIELDS = ("retry_success", "reflection_length", *_RETRY, "group_seed")
 
 
 def group_kind(call: int, group: int) -> str:
@@ -123,14 +85,14 @@ def call_seed(seed: int, step: int, process: int) -> int:
 @dataclass
 class Row:
     """One rollout row: what TRL gets for it (prompt and completion tokens, logprobs), its outcome
-    (what the reward reads: the retry's success in R3 mode, the attempt's in GRPO mode; None when there
-    is nothing to score) and what the logs and reward functions see."""
+    (the retry's success, or the attempt's for an attempt row; None when there is nothing to score) and
+    what the logs and reward functions see."""
 
     prompt: str
     prompt_ids: list[int]
     completion_ids: list[int]
-    logprobs: list[float | None] | None
-    success: bool | None
+    logprobs: list[float | None] | None = None
+    success: bool | None = None
     completion: str = ""
     retry_prompt: str | None = None
     retry: str = ""
@@ -138,8 +100,7 @@ class Row:
     retry_clipped: bool = False
     first_attempt: str = ""
     first_attempt_solved: bool = False
-    #: The turn the completion is: "reflection" (R3) or "attempt" (plain GRPO).
-    kind: str = "reflection"
+    kind: str = "reflection"  # the turn the completion is (`GROUP_KINDS`)
 
 
 @dataclass
@@ -180,6 +141,14 @@ def replacement_slot(
     return (((step * calls + call) * processes + process) * tries + attempt_number - 1) * groups + group
 
 
+def _unattempted(index: int, example: Example) -> Episode:
+    return Episode(index, example, Completion("", 0), Verdict.failure("not attempted"))
+
+
+def _step(trainer: Any) -> int:
+    return int(getattr(getattr(trainer, "state", None), "global_step", 0))
+
+
 class R3Rollout:
     """The `rollout_func` for `GRPOTrainer`: `R3Rollout(task, index, sampling)(prompts, trainer)`."""
 
@@ -210,20 +179,6 @@ class R3Rollout:
         self.last: RolloutBatch | None = None
         self._calls: tuple[int, int] = (-1, 0)  # (global step, calls made in it): `replacement_slot`
 
-    def _engine(self, trainer: Any) -> Engine:
-        return self.engine if self.engine is not None else choose_engine(trainer)
-
-    def _seed(self, trainer: Any) -> int:
-        """This call's seed (`call_seed`): the run's seed, the global step, the process."""
-        args = getattr(trainer, "args", None)
-        state = getattr(trainer, "state", None)
-        accelerator = getattr(trainer, "accelerator", None)
-        return call_seed(
-            int(getattr(args, "seed", 0)),
-            int(getattr(state, "global_step", 0)),
-            int(getattr(accelerator, "process_index", 0)),
-        )
-
     def _settings(self, trainer: Any, seed: int, kind: str) -> EpisodeSampling:
         """Settings seeded by `seed` (each row then by its index and round, as the episode seeds every
         step); logprobs asked for only where TRL uses them (vLLM's importance-sampling correction): on
@@ -237,8 +192,6 @@ class R3Rollout:
             reflection=s.reflection.with_(logprobs=logprobs and not attempts),
         )
 
-    # ------------------------------------------------------------------------------- the two modes
-
     def _first_attempts(
         self, prompts: list[str], items: list[PromptItem], sampler: EngineSampler, s: EpisodeSampling
     ) -> list[Episode]:
@@ -250,14 +203,10 @@ class R3Rollout:
                 Episode(i, item.example, Completion(item.attempt or "", 0), stored)
                 for i, item in enumerate(items)
             ]
-        distinct = list(dict.fromkeys(prompts))
-        example = {p: item.example for p, item in zip(prompts, items, strict=True)}
-        firsts = [
-            Episode(j, example[p], Completion("", 0), Verdict.failure("not attempted"))
-            for j, p in enumerate(distinct)
-        ]
+        examples = {p: item.example for p, item in zip(prompts, items, strict=True)}
+        firsts = [_unattempted(j, example) for j, example in enumerate(examples.values())]
         attempt(self.task, sampler, firsts, s.attempt)
-        by_prompt = dict(zip(distinct, firsts, strict=True))
+        by_prompt = dict(zip(examples, firsts, strict=True))
         return [
             Episode(i, item.example, by_prompt[p].attempt, by_prompt[p].attempt_verdict)
             for i, (p, item) in enumerate(zip(prompts, items, strict=True))
@@ -265,44 +214,35 @@ class R3Rollout:
 
     def _r3_rows(self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling) -> list[Row]:
         """R3: the episode's round on every row still unsolved; the reflection is the completion."""
-        task = self.task
         tokenizer = sampler.tokenizer
         items = [self.index[p] for p in prompts]
         episodes = self._first_attempts(prompts, items, sampler, s)
         turns = [
-            Turn(ep, item.chat or task.reflection_prompt(ep.example, ep.attempt.text), item.round)
+            Turn(ep, item.chat or self.task.reflection_prompt(ep.example, ep.attempt.text), item.round)
             for ep, item in zip(episodes, items, strict=True)
         ]
         prompt_ids = encode_prompts(tokenizer, [t.reflection_prompt for t in turns])
         # Its samplers are entered on every process even with no row to sample (engines.py: collectives).
         todo = [i for i in range(len(prompts)) if not episodes[i].first_try_ok]
-        done = reflect_and_retry(task, sampler, [turns[i] for i in todo], s, always_call=True)
-        rounds: list[Round | None] = [None] * len(prompts)
-        for i, result in zip(todo, done, strict=True):
-            rounds[i] = result
+        done = reflect_and_retry(self.task, sampler, [turns[i] for i in todo], s, always_call=True)
+        rounds: dict[int, Round] = dict(zip(todo, done, strict=True))
         eos = tokenizer.eos_token_id
         rows = []
-        for prompt, ids, ep, r in zip(prompts, prompt_ids, episodes, rounds, strict=True):
-            reflection = r.reflection if r is not None else None
-            rows.append(
-                Row(
-                    prompt=prompt,
-                    prompt_ids=ids,
-                    completion_ids=list(reflection.token_ids) or [eos] if reflection else [eos],
-                    # [None]: no sampling logprob (nothing to reflect on); TRL skips its correction.
-                    logprobs=list(reflection.logprobs or ()) or [None]
-                    if reflection is not None and reflection.logprobs is not None
-                    else None,
-                    success=r.retry_verdict.ok if r is not None else None,
-                    completion=reflection.text if reflection else "",
-                    retry_prompt=render_prompt(tokenizer, r.retry_prompt) if r is not None else None,
-                    retry=r.retry.text if r is not None else "",
-                    retry_length=r.retry.num_tokens if r is not None else 0,
-                    retry_clipped=r is not None and r.retry.finish_reason == "length",
-                    first_attempt=ep.attempt.text,
-                    first_attempt_solved=ep.first_try_ok,
-                )
-            )
+        for i, (prompt, ids, ep) in enumerate(zip(prompts, prompt_ids, episodes, strict=True)):
+            row = Row(prompt, ids, [eos], first_attempt=ep.attempt.text, first_attempt_solved=ep.first_try_ok)
+            r = rounds.get(i)
+            if r is not None:
+                row.success = r.retry_verdict.ok
+                row.retry_prompt = render_prompt(tokenizer, r.retry_prompt)
+                row.retry = r.retry.text
+                row.retry_length = r.retry.num_tokens
+                row.retry_clipped = r.retry.finish_reason == "length"
+            if r is not None and r.reflection is not None:
+                row.completion_ids = list(r.reflection.token_ids) or [eos]
+                row.completion = r.reflection.text
+                if r.reflection.logprobs is not None:  # [None]: no logprob, TRL skips its correction
+                    row.logprobs = list(r.reflection.logprobs) or [None]
+            rows.append(row)
         return rows
 
     def _grpo_rows(self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling) -> list[Row]:
@@ -312,10 +252,7 @@ class R3Rollout:
         completion without EOS as truncated)."""
         tokenizer = sampler.tokenizer
         items = [self.index[p] for p in prompts]
-        episodes = [
-            Episode(i, item.example, Completion("", 0), Verdict.failure("not attempted"))
-            for i, item in enumerate(items)
-        ]
+        episodes = [_unattempted(i, item.example) for i, item in enumerate(items)]
         attempt(self.task, sampler, episodes, s.attempt)
         prompt_ids = encode_prompts(tokenizer, [self.task.prompt(item.example) for item in items])
         eos = tokenizer.eos_token_id
@@ -327,19 +264,9 @@ class R3Rollout:
                 tokens.append(eos)
                 if logprobs is not None:
                     logprobs.append(None)
-            rows.append(
-                Row(
-                    prompt=prompt,
-                    prompt_ids=ids,
-                    completion_ids=tokens,
-                    logprobs=logprobs,
-                    success=ep.attempt_verdict.ok,
-                    completion=ep.attempt.text,
-                    first_attempt=ep.attempt.text,
-                    first_attempt_solved=ep.attempt_verdict.ok,
-                    kind="attempt",
-                )
-            )
+            row = Row(prompt, ids, tokens, logprobs, ep.attempt_verdict.ok, ep.attempt.text, kind="attempt")
+            row.first_attempt, row.first_attempt_solved = ep.attempt.text, ep.attempt_verdict.ok
+            rows.append(row)
         return rows
 
     def _rows(
@@ -360,18 +287,14 @@ class R3Rollout:
                 rows[i] = row
         return [row for row in rows if row is not None]
 
-    # ------------------------------------------------------------------------------- dynamic sampling
-
     def _replace_silent_groups(
         self, rows: list[Row], group: int, seed: int, sampler: EngineSampler, trainer: Any
     ) -> tuple[list[Row], int, int, int]:
-        """Dynamic sampling: groups without signal replaced by fresh groups on prompts drawn from the
-        pool, up to `dynamic_sampling_rounds` tries (none when it is 0: the groups are only counted). A
-        replacement trains the same turn as the group it replaces.
-        Returns the rows, the replacements drawn, and the groups sampled in all with how many had signal.
-
-        With several processes every try is run (empty where nothing is left to replace), because a
-        sampler may be a collective that every process must enter the same number of times."""
+        """Dynamic sampling: groups without signal replaced by fresh groups of the same turn on prompts
+        drawn from the pool, up to `dynamic_sampling_rounds` tries (none when it is 0: the groups are
+        only counted). Returns the rows, the replacements, the groups sampled in all and how many of
+        them had signal. With several processes every try is run, even empty: a sampler may be a
+        collective that every process must enter the same number of times."""
         groups = [rows[i : i + group] for i in range(0, len(rows), group)]
         drawn, with_signal = len(groups), sum(has_signal([r.success for r in g]) for g in groups)
         pool = self.index.prompts() if self.dynamic_sampling_rounds else []
@@ -407,22 +330,14 @@ class R3Rollout:
             return [pool[rng.randrange(len(pool))] for _ in silent]
         args = getattr(trainer, "args", None)
         accelerator = getattr(trainer, "accelerator", None)
-        step = int(getattr(getattr(trainer, "state", None), "global_step", 0))
+        step = _step(trainer)
         accumulation = int(getattr(args, "gradient_accumulation_steps", 1) or 1)
         per_generation = int(getattr(args, "steps_per_generation", None) or accumulation)
-        shape = (
-            -(-accumulation // per_generation),
-            int(getattr(accelerator, "num_processes", 1)),
-            self.dynamic_sampling_rounds,
-            groups,
-        )
+        processes = int(getattr(accelerator, "num_processes", 1))
+        shape = (-(-accumulation // per_generation), processes, self.dynamic_sampling_rounds, groups)
         call = self._calls[1] - 1 if self._calls[0] == step else 0
-        slots = [
-            replacement_slot(
-                step, call, int(getattr(accelerator, "process_index", 0)), attempt_number, k, shape
-            )
-            for k in silent
-        ]
+        process = int(getattr(accelerator, "process_index", 0))
+        slots = [replacement_slot(step, call, process, attempt_number, k, shape) for k in silent]
         if max(slots) >= len(pool):
             raise R3Error(
                 f"replacements unseen: the pool of {len(pool)} prompts is used up at step {step}; "
@@ -430,14 +345,14 @@ class R3Rollout:
             )
         return [pool[len(pool) - 1 - slot] for slot in slots]
 
-    # ------------------------------------------------------------------------------- the call
-
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
-        step = int(getattr(getattr(trainer, "state", None), "global_step", 0))
+        step = _step(trainer)
         self._calls = (step, self._calls[1] + 1 if self._calls[0] == step else 1)
-        seed = self._seed(trainer)
-        sampler = EngineSampler(self._engine(trainer), trainer)
-        group = int(getattr(getattr(trainer, "args", None), "num_generations", 0) or 0)
+        args = getattr(trainer, "args", None)
+        process = int(getattr(getattr(trainer, "accelerator", None), "process_index", 0))
+        seed = call_seed(int(getattr(args, "seed", 0)), step, process)
+        sampler = EngineSampler(self.engine if self.engine is not None else choose_engine(trainer), trainer)
+        group = int(getattr(args, "num_generations", 0) or 0)
         rows = self._rows(list(prompts), sampler, trainer, seed, self._kinds(trainer, len(prompts), group))
         replaced, drawn, with_signal = 0, 0, 0
         if group > 1 and len(rows) % group == 0:  # whole groups: count their signal, replace if asked
@@ -453,9 +368,8 @@ class R3Rollout:
         rollout once per generation batch)."""
         if self.mode != "combined":
             return [MODE_KIND[self.mode]] * n
-        args = getattr(trainer, "args", None)
-        step = int(getattr(getattr(trainer, "state", None), "global_step", 0))
-        call = step // max(1, int(getattr(args, "steps_per_generation", 1) or 1))
+        per_generation = int(getattr(getattr(trainer, "args", None), "steps_per_generation", 1) or 1)
+        call = _step(trainer) // max(1, per_generation)
         return [group_kind(call, i // max(1, group)) for i in range(n)]
 
     def _output(
@@ -467,38 +381,17 @@ class R3Rollout:
             if rows and any(r.logprobs is not None for r in rows)
             else None
         )
-        if self.mode == "combined":
-            extra: dict[str, list[Any]] = {
-                "turn_success": [r.success for r in rows],
-                "turn_kind": [r.kind for r in rows],
-                "completion_length": [len(r.completion_ids) for r in rows],
-                "retry_completion": [r.retry for r in rows],
-                "retry_length": [r.retry_length for r in rows],
-                "retry_clipped": [r.retry_clipped for r in rows],
-                "first_attempt_text": [r.first_attempt for r in rows],
-                "first_attempt_solved": [r.first_attempt_solved for r in rows],
-            }
-        elif self.mode == "grpo":
-            extra = {
-                "attempt_success": [r.success for r in rows],
-                "attempt_completion": [r.completion for r in rows],
-                "attempt_length": [len(r.completion_ids) for r in rows],
-            }
-        else:
-            extra = {
-                "retry_success": [r.success for r in rows],
-                "retry_completion": [r.retry for r in rows],
-                "retry_length": [r.retry_length for r in rows],
-                "retry_clipped": [r.retry_clipped for r in rows],
-                "reflection_length": [len(r.completion_ids) for r in rows],
-                "first_attempt_text": [r.first_attempt for r in rows],
-                "first_attempt_solved": [r.first_attempt_solved for r in rows],
-            }
-        extra["group_seed"] = group_seeds
-        # Per-call counts for the metrics (the same value on every row; rewards.py logs them once).
-        extra["groups_drawn"] = [drawn] * len(rows)
-        extra["groups_drawn_with_signal"] = [with_signal] * len(rows)
-        extra["groups_resampled"] = [replaced] * len(rows)
+        outcome, length, names = MODE_FIELDS[self.mode]
+        extra: dict[str, list[Any]] = {
+            outcome: [r.success for r in rows],
+            length: [len(r.completion_ids) for r in rows],
+            **{name: [getattr(r, ROW_FIELDS[name]) for r in rows] for name in names},
+            "group_seed": group_seeds,
+            # The call's counts for the metrics (the same value on every row; rewards.py logs them once).
+            "groups_drawn": [drawn] * len(rows),
+            "groups_drawn_with_signal": [with_signal] * len(rows),
+            "groups_resampled": [replaced] * len(rows),
+        }
         self.last = RolloutBatch(
             prompts=[r.prompt for r in rows],
             reflection_prompt_ids=[r.prompt_ids for r in rows],
