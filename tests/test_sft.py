@@ -176,12 +176,12 @@ def test_unknown_field_is_one_clear_line(tmp_path: Path) -> None:
 def test_a_short_warm_start_lifts_the_embedded_model_above_zero(tmp_path: Path, embedded_dir: Path) -> None:
     """The point of `r3 sft`: the embedded model solves no Countdown problem; 40 LoRA steps on
     reference answers (about 4 minutes here) make it solve some held-out ones."""
-    out = tmp_path / "warm"
+    out = tmp_path / "sft"
     assert sft_main(
         ["--config", str(RECIPE), "--output_dir", str(out), "--max_steps", "40", "--limit", "320"]
     ) == 0  # fmt: skip
     results = {}
-    for name, model in (("vanilla", None), ("warm", str(out))):
+    for name, model in (("vanilla", None), ("warm-start", str(out))):
         argv = [
             "eval", "--limit", "40", "--seed", "7", "--max-new-tokens", "24",
             "--reflection-max-new-tokens", "8",
@@ -192,5 +192,5 @@ def test_a_short_warm_start_lifts_the_embedded_model_above_zero(tmp_path: Path, 
             argv += ["--model", model]
         assert r3_main(argv) == 0
         results[name] = json.loads((tmp_path / name / "results.json").read_text())["first_try"]["correct"]
-    assert results["warm"] > 0, results
-    assert results["warm"] > results["vanilla"], results
+    assert results["warm-start"] > 0, results
+    assert results["warm-start"] > results["vanilla"], results
