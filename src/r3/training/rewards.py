@@ -1,28 +1,9 @@
 """Reward functions with TRL's reward signature, and R3's per-step metrics.
 
 TRL calls `f(prompts=, completions=, completion_ids=, **kwargs)`; kwargs hold the dataset columns, the
-rollout's fields (`rollout.ROLLOUT_FIELDS`) and TRL's `log_metric` / `log_extra`. TRL logs the reward
-as `rewards/retry_success/mean` and the share of all-equal groups as `frac_reward_zero_std`.
-
-R3's own metrics (`r3/...`, through `log_metric`):
-
-    r3/retry_success         retry success rate over scored rollouts (= the reward mean)
-    r3/groups_no_signal      share of this process's complete groups whose rewards are all equal
-    r3/groups_all_success    ... all 1;   r3/groups_all_failure   ... all 0
-    r3/reflection_length     mean reflection tokens (EOS included)
-    r3/retry_length          mean retry tokens
-    r3/retry_clipped         share of retries that hit retry_max_new_tokens
-    r3/first_attempt_solved  online first attempts: share whose fresh attempt succeeded
-    r3/groups_with_signal    share of the groups trained on whose outcomes differ (after dynamic
-                             sampling's replacements)
-    r3/groups_with_signal_drawn  the same over every group sampled this step, replacements included
-    r3/resampled_groups      groups replaced by dynamic sampling this step (this process)
-    r3/advantage_token_balance  see `advantage_token_balance`
-
-`mode: grpo` rewards the attempt itself (`attempt_success`, metrics `r3/attempt_success`, ...);
-`mode: combined` rewards the turn each completion is (`turn_success`: the attempt's verdict in an
-attempt group, the retry's in a reflection group), with metrics over all groups and per kind
-(`r3/attempt_groups_with_signal`, `r3/reflection_groups_with_signal`).
+rollout's extra fields (`rollout.MODE_FIELDS`) and TRL's `log_metric` / `log_extra`. Each built-in
+reward scores one outcome field of its mode and logs R3's metrics (`r3/...`, listed in docs/training.md)
+through `log_metric`; TRL logs the reward itself as `rewards/<name>/mean`.
 """
 
 from __future__ import annotations
@@ -107,13 +88,13 @@ def rollout_metrics(
         balance = advantage_token_balance(rewards, lengths, num_generations)
         if balance is not None:
             metrics["advantage_token_balance"] = balance
-    for name, key in (("groups_drawn", "groups_drawn"), ("groups_resampled", "resampled_groups")):
-        if fields.get(name):
-            metrics[key] = float(fields[name][0])
-    if fields.get("groups_drawn") and fields["groups_drawn"][0] and fields.get("groups_drawn_with_signal"):
-        metrics["groups_with_signal_drawn"] = (
-            fields["groups_drawn_with_signal"][0] / fields["groups_drawn"][0]
-        )
+    drawn = fields.get("groups_drawn")
+    if drawn:
+        metrics["groups_drawn"] = float(drawn[0])
+        if drawn[0] and fields.get("groups_drawn_with_signal"):
+            metrics["groups_with_signal_drawn"] = fields["groups_drawn_with_signal"][0] / drawn[0]
+    if fields.get("groups_resampled"):
+        metrics["resampled_groups"] = float(fields["groups_resampled"][0])
     if fields.get("reflection_length"):
         metrics["reflection_length"] = mean(fields["reflection_length"])
     live = [i for i, r in enumerate(rewards) if r is not None]
@@ -126,43 +107,33 @@ def rollout_metrics(
     return {f"r3/{k}": float(v) for k, v in metrics.items()}
 
 
-def log_rollout_metrics(
-    rewards: Sequence[float | None], kwargs: dict[str, Any], num_generations: int, outcome: str
-) -> None:
-    """Log `rollout_metrics` through TRL's `log_metric`, when TRL passed it."""
-    log_metric = kwargs.get("log_metric")
-    if log_metric is not None:
-        for name, value in rollout_metrics(rewards, kwargs, num_generations, outcome).items():
-            log_metric(name, value)
+def outcome_reward(outcome: str, num_generations: int, log_retries: bool = False) -> RewardFunc:
+    """The reward named `outcome`: 1.0 where the rollout's `outcome` field is true, 0.0 where false, None
+    where nothing was scored. It logs `rollout_metrics` (`combined_metrics` for `turn_success`) and, with
+    `log_retries`, the retries beside TRL's completion logs."""
 
-
-def make_retry_success_reward(num_generations: int, log_retries: bool = True) -> RewardFunc:
-    """The R3 reward: 1 if the retry (generated with the reflection in context) succeeds, else 0."""
-
-    def retry_success(
-        completions: list[Any], retry_success: list[bool | None], **kwargs: Any
-    ) -> list[float | None]:
-        rewards = retry_success_rewards(retry_success)
-        log_rollout_metrics(rewards, kwargs, num_generations, "retry_success")
+    def reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
+        rewards = retry_success_rewards(kwargs[outcome])
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            if outcome == "turn_success":
+                metrics = combined_metrics(rewards, kwargs, num_generations)
+            else:
+                metrics = rollout_metrics(rewards, kwargs, num_generations, outcome)
+            for name, value in metrics.items():
+                log_metric(name, value)
         log_extra = kwargs.get("log_extra")
         if log_retries and log_extra is not None and "retry_completion" in kwargs:
             log_extra("retry", list(kwargs["retry_completion"]))
         return rewards
 
-    return retry_success
+    reward.__name__ = reward.__qualname__ = outcome  # TRL logs it as rewards/<outcome>/mean
+    return reward
 
 
-def make_attempt_success_reward(num_generations: int) -> RewardFunc:
-    """Plain GRPO's reward (`mode: grpo`): 1 if the verifier accepted the attempt, else 0."""
-
-    def attempt_success(
-        completions: list[Any], attempt_success: list[bool | None], **kwargs: Any
-    ) -> list[float | None]:
-        rewards = retry_success_rewards(attempt_success)
-        log_rollout_metrics(rewards, kwargs, num_generations, "attempt_success")
-        return rewards
-
-    return attempt_success
+def make_retry_success_reward(num_generations: int, log_retries: bool = True) -> RewardFunc:
+    """The R3 reward: 1 if the retry (generated with the reflection in context) succeeds, else 0."""
+    return outcome_reward("retry_success", num_generations, log_retries)
 
 
 #: The per-call counts the rollout repeats on every row (whole-batch numbers, not per-row values).
@@ -200,23 +171,6 @@ def combined_metrics(
             elif not name.startswith("r3/groups_") and name != "r3/advantage_token_balance":
                 metrics[name] = value
     return metrics
-
-
-def make_turn_success_reward(num_generations: int) -> RewardFunc:
-    """Combined mode's reward: 1 if the turn the completion is succeeded (the attempt's verdict in an
-    attempt group, the retry's in a reflection group), else 0."""
-
-    def turn_success(
-        completions: list[Any], turn_success: list[bool | None], **kwargs: Any
-    ) -> list[float | None]:
-        rewards = retry_success_rewards(turn_success)
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:
-            for name, value in combined_metrics(rewards, kwargs, num_generations).items():
-                log_metric(name, value)
-        return rewards
-
-    return turn_success
 
 
 def shuffle_within_groups(
@@ -271,8 +225,8 @@ def make_shuffled_retry_success_reward(num_generations: int, seed: int = 0) -> R
 BUILTIN_REWARDS: dict[str, Callable[[int, int], RewardFunc]] = {
     "retry_success": lambda num_generations, seed: make_retry_success_reward(num_generations),
     "retry_success_shuffled": make_shuffled_retry_success_reward,
-    "attempt_success": lambda num_generations, seed: make_attempt_success_reward(num_generations),
-    "turn_success": lambda num_generations, seed: make_turn_success_reward(num_generations),
+    "attempt_success": lambda num_generations, seed: outcome_reward("attempt_success", num_generations),
+    "turn_success": lambda num_generations, seed: outcome_reward("turn_success", num_generations),
 }
 
 #: The built-in rewards each training mode can use (`R3Config.mode`).
