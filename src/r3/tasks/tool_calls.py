@@ -1,30 +1,19 @@
 """Find tool calls in a model's text and compare them with a reference, without executing anything.
 
-* `extract_calls(text)` finds the JSON the model meant as its answer. Closed `<think>...</think>`
-  blocks are cut out first (`strip_think`): a reasoning model's drafts are not the answer. Then the
-  first of these forms present in the text decides:
+`extract_calls` cuts closed `<think>` blocks (`strip_think`), then reads the first form present:
+`<tool_call>` tags (every tag; an unclosed last one runs to the end), else the *last* code fence holding
+JSON, else bare JSON (the whole text, or the *last* value that looks like calls): a retry often quotes
+its wrong first answer before the new one. Text length, blocks, JSON starts, nesting depth (checked
+before parsing) and JSON tokens read are all capped, so any input is handled quickly.
 
-  1. `<tool_call>...</tool_call>` tags (Hermes / Qwen style): every tag is read, each holding one call
-     or a list of calls; an unclosed last tag runs to the end of the text.
-  2. Markdown code fences (any or no language tag): the *last* fence whose content is JSON wins,
-     because a retry often quotes the wrong first answer before giving the new one.
-  3. Bare JSON: the whole text if it is one list or object, otherwise the *last* value that looks like
-     calls (an object with a `"name"`, or a list of objects), for the same reason. Values are read
-     whole: the calls inside a list are not candidates of their own.
-
-  The work is bounded (text length, blocks, JSON starts, nesting depth checked before parsing, JSON
-  tokens read) so any input is handled quickly, whatever the interpreter's recursion limit.
-
-* `compare_calls(predicted, reference)` decides correctness strictly, as the paper does. A call is an
-  object with exactly `"name"` (a string) and `"arguments"` (an object); arguments as a JSON string or
-  under `"parameters"` are rejected with a reason that says so. The calls must be the same multiset as
-  the reference, argument values compared as JSON values (`canonical`: key order ignored, `1 == 1.0`,
-  `"1" != 1`, `true != 1`, lists ordered, no fuzzy strings). With `defaults` (`schema_defaults(tools)`),
-  an argument equal to its schema `default` counts as omitted on both sides.
+`compare_calls` is strict, as in the paper: each call is exactly `{"name": str, "arguments": object}`,
+and the calls must be the reference's multiset, values compared as JSON (`canonical`). With `defaults`
+(`schema_defaults(tools)`), an argument equal to its schema `default` counts as omitted on both sides.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -36,13 +25,13 @@ from typing import Any
 from r3.tasks.base import Verdict
 from r3.text import clip
 
-#: Longer completions are refused outright (a model answering a tool call never needs this much).
+#: Longer completions are refused outright.
 MAX_TEXT_CHARS = 200_000
 #: At most this many `<tool_call>` tags or code fences are read.
 MAX_BLOCKS = 64
 #: At most this many positions are tried as the start of a bare JSON value.
 MAX_JSON_STARTS = 128
-#: Deeper JSON is refused before Python's json parser sees it (see `_check_nesting`).
+#: Deeper JSON is refused before Python's json parser (which recurses per level) sees it.
 MAX_DEPTH = 64
 #: JSON tokens (strings, brackets) the depth check reads per completion: bare-JSON starts rescan
 #: overlapping text, so the character cap alone allows dozens of full scans (seconds per completion).
@@ -59,8 +48,8 @@ class _TooDeep(ValueError):
     """JSON nested deeper than `MAX_DEPTH`."""
 
 
-class _OverBudget(_TooDeep):
-    """The completion holds more JSON tokens than `MAX_SCAN_TOKENS`: no answer needs that many."""
+class _OverBudget(Exception):
+    """The completion holds more than `MAX_SCAN_TOKENS` JSON tokens: no answer needs that many."""
 
 
 @dataclass
@@ -70,8 +59,7 @@ class _Budget:
     tokens: int = MAX_SCAN_TOKENS
 
 
-#: One JSON string (possibly unterminated: it then runs to the end) or one bracket. The string part
-#: is written as runs of plain characters between escapes, which `re` matches far faster than per character.
+#: One JSON string (an unterminated one runs to the end) or one bracket.
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
@@ -93,11 +81,9 @@ class Extraction:
 
 
 def _check_nesting(text: str, start: int, budget: _Budget) -> None:
-    """Raise `_TooDeep` if the JSON value at `start` (after whitespace) nests deeper than `MAX_DEPTH`.
-
-    Python's json parser recurses once per level up to the interpreter's recursion limit, which a
-    program may raise far enough for "[" * 100_000 to overflow the C stack; so the depth is counted
-    first, reading strings whole, and stopping when the value closes or the budget is spent."""
+    """Raise `_TooDeep` if the JSON value at `start` (after whitespace) nests deeper than `MAX_DEPTH`,
+    counting brackets outside strings until the value closes: a raised recursion limit must not let
+    json's recursive parser overflow the C stack."""
     at = start
     while at < len(text) and text[at] in " \t\r\n":
         at += 1
@@ -107,7 +93,7 @@ def _check_nesting(text: str, start: int, budget: _Budget) -> None:
     for match in _JSON_TOKEN.finditer(text, at):
         budget.tokens -= 1
         if budget.tokens < 0:
-            raise _OverBudget("JSON too long to check")
+            raise _OverBudget
         char = text[match.start()]
         if char in "[{":
             depth += 1
@@ -120,21 +106,9 @@ def _check_nesting(text: str, start: int, budget: _Budget) -> None:
 
 
 def _loads(text: str, budget: _Budget) -> Any:
-    """Parse one complete JSON value; raise ValueError (never RecursionError) when it is not one."""
+    """Parse one complete JSON value; ValueError when it is not one."""
     _check_nesting(text, 0, budget)
-    try:
-        return _DECODER.decode(text)
-    except RecursionError:  # not expected after the check; kept so that nothing can escape
-        raise _TooDeep("JSON nested too deeply") from None
-
-
-def _raw_decode(text: str, start: int, budget: _Budget) -> tuple[Any, int]:
-    """Parse the JSON value that begins at `start`; return it and where it ends."""
-    _check_nesting(text, start, budget)
-    try:
-        return _DECODER.raw_decode(text, start)
-    except RecursionError:
-        raise _TooDeep("JSON nested too deeply") from None
+    return _DECODER.decode(text)
 
 
 def _as_calls(value: Any) -> list[Any]:
@@ -163,18 +137,12 @@ def _strip_fence(content: str) -> str:
 
 
 def strip_think(text: str) -> str:
-    """`text` without its closed `<think>...</think>` blocks, which hold reasoning, not the answer.
+    """`text` without its closed `<think>...</think>` blocks (reasoning, not the answer), in linear time.
 
-    * A `<think>` at the start of a line (after spaces or tabs; the start of the text and the place
-      right after a removed block count) opens a block that runs to the first `</think>` after it;
-      blocks do not nest. Only at the start of a line because a JSON string cannot hold a line break,
-      so a `<think>` inside an argument value is never taken for a tag.
-    * A `</think>` at the end of its line before any such `<think>` closes a block the chat template
-      opened (Qwen3-Thinking, DeepSeek-R1): everything up to it is cut too.
-    * A `<think>` never closed (the model ran out of tokens) is left with the text after it: nothing says
-      where the reasoning stops. Any other tag is ordinary text.
-
-    Linear in the length of the text, whatever the tags."""
+    A block opens with a `<think>` at the start of a line or right after a removed block (a JSON string
+    holds no line break, so one in an argument is never a tag) and runs to the next `</think>`; a
+    `</think>` ending its line before any such `<think>` closes a block the chat template opened. An
+    unclosed `<think>` is left as it is."""
     first_close = text.find(_THINK_CLOSE)
     if first_close == -1:
         return text
@@ -279,9 +247,8 @@ def _fence_blocks(text: str) -> Iterator[str]:
 def _from_tags(text: str, budget: _Budget) -> Extraction:
     calls: list[Any] = []
     for number, block in enumerate(_tag_blocks(text), start=1):
-        content = _strip_fence(block)
         try:
-            value = _loads(content, budget)
+            value = _loads(_strip_fence(block), budget)
         except ValueError as exc:
             return Extraction(None, f"invalid JSON in <tool_call> block {number}: {_short_error(exc)}", "tag")
         calls.extend(_as_calls(value))
@@ -297,8 +264,6 @@ def _from_fences(text: str, budget: _Budget) -> Extraction | None:
             continue
         try:
             value = _loads(content, budget)
-        except _OverBudget:
-            raise
         except ValueError as exc:
             if not first_error and content[:1] in "[{":
                 first_error = _short_error(exc)
@@ -313,40 +278,32 @@ def _from_fences(text: str, budget: _Budget) -> Extraction | None:
 
 
 def _from_bare(text: str, budget: _Budget) -> Extraction:
-    stripped = text.strip()
     try:
-        value = _loads(stripped, budget)
-    except _OverBudget:
-        raise
+        value = _loads(text.strip(), budget)
     except ValueError:
         value = None
-    else:
-        if isinstance(value, (list, dict)):
-            return Extraction(_as_calls(value), "", "bare")
+    if isinstance(value, (list, dict)):
+        return Extraction(_as_calls(value), "", "bare")
     found: Any = None
     pos = 0
-    tries = 0
     too_deep = False
-    while tries < MAX_JSON_STARTS:
+    for _ in range(MAX_JSON_STARTS):
         starts = [i for i in (text.find("[", pos), text.find("{", pos)) if i != -1]
         if not starts:
             break
         start = min(starts)
-        tries += 1
+        pos = start + 1
         try:
-            value, end = _raw_decode(text, start, budget)
-        except _OverBudget:
-            raise
+            _check_nesting(text, start, budget)
+            value, end = _DECODER.raw_decode(text, start)
         except _TooDeep:
             too_deep = True
-            pos = start + 1
             continue
         except ValueError:
-            pos = start + 1
             continue
         if _looks_like_calls(value):
             found = value  # keep looking: a later value (a corrected call) replaces this one
-        pos = max(end, start + 1)  # a value is skipped whole: the calls inside a list are not candidates
+        pos = max(end, pos)  # a value is skipped whole: the calls inside a list are not candidates
     if found is not None:
         return Extraction(_as_calls(found), "", "bare")
     if too_deep:
@@ -355,8 +312,8 @@ def _from_bare(text: str, budget: _Budget) -> Extraction:
 
 
 def extract_calls(text: Any) -> Extraction:
-    """Find the calls the model wrote in `text` (forms: the module docstring); never raises. They are
-    returned as parsed, not checked: `compare_calls` says what is wrong with them."""
+    """Find the calls the model wrote in `text` (forms: the module docstring), as parsed, not checked;
+    never raises."""
     if not isinstance(text, str):
         return Extraction(None, f"completion is {type(text).__name__}, not text")
     if len(text) > MAX_TEXT_CHARS:
@@ -373,7 +330,7 @@ def extract_calls(text: Any) -> Extraction:
         return _from_bare(text, budget)
     except _OverBudget:
         return Extraction(None, f"too much JSON to check (more than {MAX_SCAN_TOKENS} strings and brackets)")
-    except RecursionError:  # belt and braces: the helpers already turn deep nesting into _TooDeep
+    except RecursionError:  # not expected after the depth check
         return Extraction(None, "tool call JSON nested too deeply")
 
 
@@ -388,9 +345,9 @@ def _short_error(exc: BaseException) -> str:
 def canonical(value: Any, _depth: int = 0) -> Hashable:
     """A hashable form of a JSON value under which equal JSON values are equal, and only those.
 
-    Python's `True == 1` is wrong for JSON, so every value is tagged with its JSON type; an integral
-    float becomes an int (`1.0` equals `1`, big integers keep their precision); objects ignore key
-    order, lists keep it. Raises `ValueError` for a value that is not JSON or nests past `MAX_DEPTH`."""
+    Every value is tagged with its JSON type (`True != 1`); an integral float becomes an int (`1.0 == 1`,
+    big integers keep their precision); objects ignore key order, lists keep it. Raises `ValueError` for
+    a value that is not JSON or nests past `MAX_DEPTH`."""
     if _depth > MAX_DEPTH:
         raise _TooDeep("JSON nested too deeply")
     if value is None:
@@ -402,9 +359,7 @@ def canonical(value: Any, _depth: int = 0) -> Hashable:
     if isinstance(value, float):
         if math.isnan(value):
             raise ValueError("NaN is not a JSON number")
-        if value.is_integer():
-            return ("num", int(value))
-        return ("num", value)
+        return ("num", int(value) if value.is_integer() else value)
     if isinstance(value, str):
         return ("str", value)
     if isinstance(value, (list, tuple)):
@@ -433,7 +388,7 @@ Defaults = Mapping[str, Mapping[str, frozenset[Hashable]]]
 
 def _parameter_specs(parameters: Any) -> dict[Any, Any]:
     """A tool's `{parameter: spec}` from xLAM's shape (`{"city": {"type": "str", ...}}`) or JSON
-    Schema's (`{"type": "object", "properties": {...}}`, which an xLAM schema cannot be)."""
+    Schema's (`{"type": "object", "properties": {...}}`)."""
     if not isinstance(parameters, dict):
         return {}
     properties = parameters.get("properties")
@@ -444,26 +399,21 @@ def _parameter_specs(parameters: Any) -> dict[Any, Any]:
 
 def _default_forms(default: Any) -> frozenset[Hashable]:
     """The canonical values equal to a schema default: the default, and for a string default also the
-    JSON scalar it spells (`"10"` -> 10, `"true"` -> true), because xLAM often writes defaults as strings
-    whatever the type. Raises ValueError when the default is not a JSON value (NaN, say)."""
+    JSON scalar it spells (xLAM often writes defaults as strings whatever the type). ValueError when
+    the default is not a JSON value."""
     forms = {canonical(default)}
     if isinstance(default, str) and len(default) <= MAX_DEFAULT_TEXT:
         text = default.strip()
         if text and text[0] not in "[{":  # a scalar: json does not recurse, and the text is short
-            try:
-                value = _DECODER.decode(text)
-            except ValueError:  # not JSON (a plain word): the string alone is the default
-                pass
-            else:
-                forms.add(canonical(value))
+            with contextlib.suppress(ValueError):  # not JSON (a plain word): the string alone is the default
+                forms.add(canonical(_DECODER.decode(text)))
     return frozenset(forms)
 
 
 def schema_defaults(tools: Any) -> dict[str, dict[str, frozenset[Hashable]]]:
     """The `default` of every tool parameter that declares one, for `compare_calls(defaults=...)`.
 
-    `tools`: tool objects with a `"name"` and `"parameters"` in either schema shape (`_parameter_specs`);
-    the first of two tools with one name counts. Anything unexpected is skipped, never raised: that
+    The first of two tools with one name counts. Anything unexpected is skipped, never raised: that
     parameter has no default and is compared strictly."""
     defaults: dict[str, dict[str, frozenset[Hashable]]] = {}
     if not isinstance(tools, list):
@@ -555,15 +505,11 @@ def _key(call: dict[str, Any]) -> Hashable:
     return (call["name"], canonical(call["arguments"]))
 
 
-def _count(n: int) -> str:
-    return f"{n} call" if n == 1 else f"{n} calls"
-
-
 def _argument_difference(
     expected: dict[str, Any], got: dict[str, Any], name: str, defaults: Defaults | None = None
 ) -> str:
-    """The first difference between two argument objects of the call `name`, as a reason. With
-    `defaults`, both sides have lost their default arguments already; the reason says so."""
+    """The first difference between two argument objects of the call `name`, as a reason; with
+    `defaults` (already dropped on both sides), a missing or extra default argument says so."""
     where = f"of '{clip(name, 60)}'"
     has_default = defaults.get(name, {}) if defaults else {}
     for key in expected:
@@ -581,8 +527,7 @@ def _argument_difference(
 
 
 def difference_size(expected: dict[str, Any], got: dict[str, Any]) -> int:
-    """How many arguments differ between two calls of one tool (missing, extra or unequal): the
-    closest prediction to a reference call is the one with the fewest."""
+    """How many arguments differ between two calls of one tool (missing, extra or unequal)."""
     keys = set(expected) | set(got)
     return sum(1 for k in keys if k not in expected or k not in got or not json_equal(expected[k], got[k]))
 
@@ -590,11 +535,9 @@ def difference_size(expected: dict[str, Any], got: dict[str, Any]) -> int:
 def compare_calls(
     predicted: list[Any], reference: list[dict[str, Any]], defaults: Defaults | None = None
 ) -> Verdict:
-    """Whether `predicted` is exactly the multiset `reference`, with the first difference as the reason.
-
-    `reference` must hold well-formed calls (the task validates it); `predicted` is checked here. With
-    `defaults` (`schema_defaults`), arguments equal to their schema default are dropped on both sides,
-    so passing a default and leaving it out are the same answer."""
+    """Whether `predicted` is exactly the multiset `reference` (well-formed calls), with the first
+    difference as the reason. With `defaults` (`schema_defaults`), arguments equal to their schema
+    default are dropped on both sides."""
     for number, call in enumerate(predicted, start=1):
         problem = call_problem(call, number)
         if problem:
@@ -609,19 +552,18 @@ def compare_calls(
     if not rest_pred and not rest_ref:
         return Verdict.success()
 
-    # Explain the first difference among the calls that do not match exactly.
     ref_names = Counter(c["name"] for c in reference)
     for call in rest_pred:
         if call["name"] not in ref_names:
             return Verdict.failure(f"call '{clip(call['name'], 60)}' not in the reference")
     missing = ref_names - Counter(c["name"] for c in predicted)
     if missing:
-        name = next(iter(missing))
-        return Verdict.failure(f"missing call '{clip(name, 60)}'")
+        return Verdict.failure(f"missing call '{clip(next(iter(missing)), 60)}'")
     if len(predicted) != len(reference):
-        return Verdict.failure(f"{_count(len(predicted))}, expected {len(reference)}")
+        count = f"{len(predicted)} call" + ("" if len(predicted) == 1 else "s")
+        return Verdict.failure(f"{count}, expected {len(reference)}")
 
-    # Same names, same counts: pair each remaining reference call with its closest prediction.
+    # Same names, same counts: explain each remaining reference call against its closest prediction.
     for ref in rest_ref:
         candidates = [c for c in rest_pred if c["name"] == ref["name"]]
         if not candidates:
@@ -638,22 +580,22 @@ def unmatched_calls(
     predicted: list[dict[str, Any]], reference: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The predicted and reference calls left once exact matches are paired off, each in its list's
-    order. The calls must be well formed; raises ValueError when arguments are not JSON values."""
+    order. ValueError when arguments are not JSON values."""
     got = Counter(_key(c) for c in predicted)
     want = Counter(_key(c) for c in reference)
-    matched = got & want
-    rest_pred = [c for c in predicted if _take(matched, _key(c))]
-    matched = got & want
-    rest_ref = [c for c in reference if _take(matched, _key(c))]
-    return rest_pred, rest_ref
+    return _leftover(predicted, got & want), _leftover(reference, got & want)
 
 
-def _take(pool: Counter[Hashable], key: Hashable) -> bool:
-    """True (and use one up) when `key` is still in `pool`; False otherwise: a call that is left over."""
-    if pool[key] > 0:
-        pool[key] -= 1
-        return False
-    return True
+def _leftover(calls: list[dict[str, Any]], matched: Counter[Hashable]) -> list[dict[str, Any]]:
+    """`calls` less one call per key that `matched` still counts."""
+    rest = []
+    for call in calls:
+        key = _key(call)
+        if matched[key] > 0:
+            matched[key] -= 1
+        else:
+            rest.append(call)
+    return rest
 
 
 def verify_calls(text: Any, reference: list[dict[str, Any]], defaults: Defaults | None = None) -> Verdict:
@@ -665,7 +607,5 @@ def verify_calls(text: Any, reference: list[dict[str, Any]], defaults: Defaults 
         if not found.calls and reference:
             return Verdict.failure(f"0 calls, expected {len(reference)}")
         return compare_calls(found.calls, reference, defaults)
-    except RecursionError:
-        return Verdict.failure("tool call JSON nested too deeply")
     except Exception as exc:  # a verifier must answer, whatever the input; this is a bug if reached
         return Verdict.failure(f"could not check the tool calls ({type(exc).__name__})")
