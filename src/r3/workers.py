@@ -1,21 +1,11 @@
 """Users' functions called under a time limit in worker processes, where a hang or a crash costs one
-call and never the run.
+call and never the run (a thread cannot be killed, and `os._exit` or a segfault ends its process).
 
-The custom task calls a user's verifier up to millions of times while mining. Python cannot kill a
-thread, and a verifier that calls `os._exit` or segfaults takes its process with it; a process can be
-killed, and its death seen from outside.
-
-* **Fresh interpreters, never fork**: a worker is `python -c ...` started by `subprocess`. Forking is
-  unsafe with a model loaded and OpenMP/CUDA threads whose locks a child inherits in any state; and
-  multiprocessing's 'spawn' re-imports the parent's main script (torch, or an unguarded user script).
-* **Lazy and reused**: a worker starts when a caller finds none idle, at most `size` alive.
-* **Functions travel as names** (`Portable`: a loader and what it loads); a worker loads each once. A
-  function that cannot travel is refused when wrapped (`Guarded`), naming the `module:function` form.
-* **Timeouts and deaths**: a call waits for the reply, the worker's death or the time limit. A worker
-  out of time is killed (SIGKILL) and reaped; a dead one's exit status becomes the reason; the next
-  call gets a fresh worker. Starting and loading have their own `START_TIMEOUT_S`.
-* **Never outliving the run**: workers are killed at exit, exit when their parent dies, and ignore
-  SIGINT (Ctrl-C is for the run, which then stops them).
+Workers are fresh interpreters (`python -c`), never forks: a fork inherits OpenMP/CUDA locks in any
+state, and multiprocessing's 'spawn' re-imports the parent's main script. They start lazily (at most
+`size` alive), are reused, and load each function once by name (`Portable`). A call waits for the
+reply, the worker's death or the time limit; a worker out of time is killed and the next call gets a
+fresh one. Workers are killed at exit, exit when their parent dies, and ignore SIGINT.
 """
 
 from __future__ import annotations
@@ -42,9 +32,9 @@ from r3.text import clip
 #: A user's function of a row and one more argument (a verifier's is the completion).
 UserFn = Callable[[dict[str, Any], Any], Any]
 
-#: Seconds a worker has to start and load a function (a user's module may import a lot); not a call's.
+#: Seconds a worker has to start and load a function (a user's module may import a lot).
 START_TIMEOUT_S = 60.0
-#: The most worker processes a pool keeps alive at once; only concurrent callers need more than one.
+#: The most worker processes a pool keeps alive at once (only concurrent callers need more than one).
 POOL_SIZE = max(1, min(4, os.cpu_count() or 1))
 #: Seconds to wait for a killed worker to be reaped (longer only when it is stuck in the kernel).
 _REAP_S = 5.0
@@ -69,8 +59,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Portable:
-    """How a worker process finds a user's function: `load(source)` there returns it. `load` travels
-    pickled, so it must be a module-level function (the worker imports its module by name)."""
+    """How a worker process finds a user's function: `load(source)` there returns it (`load` travels
+    pickled, so it must be a module-level function)."""
 
     load: Callable[[Any], UserFn]
     source: Any
@@ -89,25 +79,20 @@ class CannotRun(Exception):
 
 
 class Guarded:
-    """A user's function, called under a time limit in a worker process, or inline (no limit, fastest)
-    when `timeout_s` is None."""
+    """A user's function, called under a time limit in a worker process, or inline when `timeout_s` is
+    None (no limit, fastest)."""
 
     def __init__(
-        self,
-        fn: UserFn,
-        portable: Portable | None,
-        timeout_s: float | None,
-        what: str = "verifier",
-        pool: WorkerPool | None = None,
+        self, fn: UserFn, portable: Portable | None, timeout_s: float | None, what: str = "verifier"
     ) -> None:
-        """`portable`: how a worker finds `fn` (None: it cannot); `what` starts failure reasons
-        ("verifier timed out after 10s"). With a time limit, a worker of `pool` (the shared pool unless
-        given) loads `fn` now: one that cannot run there is an `R3Error` here, not a failure per call."""
+        """`portable`: how a worker finds `fn` (None: it cannot); `what` starts failure reasons. With a
+        time limit a worker loads `fn` now, so one that cannot run there is an `R3Error` here, not a
+        failure per call."""
         self.fn = fn
         self.timeout_s = timeout_s
         self.what = what
         self.portable = portable if timeout_s is not None else None
-        self.pool = pool or shared_pool()
+        self.pool = shared_pool()
         if timeout_s is None:
             return
         try:
@@ -125,19 +110,14 @@ class Guarded:
     def __call__(self, example: dict[str, Any], argument: Any) -> Outcome:
         """Call the function; an exception, a hang or a dead worker is a failed Outcome, never raised."""
         if self.portable is None:
-            return call_inline(self.fn, example, argument, self.what)
+            try:
+                return Outcome(self.fn(example, argument))
+            except Exception as exc:
+                return Outcome(failure=_raised(self.what, type(exc).__name__, _message(exc)))
         try:
             return self.pool.call(self.portable, example, argument, self.timeout_s or 0.0, self.what)
         except CannotRun as exc:  # it loaded when wrapped: the system ran out of processes or files
             return Outcome(failure=f"{self.what} could not run in a worker process: {exc}")
-
-
-def call_inline(fn: UserFn, example: dict[str, Any], argument: Any, what: str) -> Outcome:
-    """Call `fn` right here: fastest, but nothing stops a hang or a crash."""
-    try:
-        return Outcome(fn(example, argument))
-    except Exception as exc:
-        return Outcome(failure=_raised(what, type(exc).__name__, _message(exc)))
 
 
 class _Lost(Exception):
@@ -170,8 +150,7 @@ class _Worker:
         return not self.closed and self.process.poll() is None
 
     def exchange(self, message: bytes, timeout_s: float) -> tuple[Any, ...]:
-        """Send one message and return the reply; `_Lost` (the worker gone and reaped) when the time runs
-        out or the worker dies."""
+        """Send one message and return the reply; `_Lost` (the worker reaped) on a timeout or a death."""
         try:
             self.conn.send_bytes(message)
         except OSError:  # it died while idle
@@ -180,16 +159,21 @@ class _Worker:
         ready = wait(watched, timeout_s)
         if self.conn in ready:
             try:
-                return _decode(self.conn.recv_bytes())
+                data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 pass
+            else:
+                try:
+                    return pickle.loads(data)
+                except Exception as exc:  # noqa: BLE001 - a value whose class the parent cannot import
+                    return ("unsendable", f"a value that cannot be unpickled here ({_describe(exc)})")
         if not ready:
             self.kill()
             raise _Lost(None)
         raise _Lost(self.death())
 
     def kill(self) -> None:
-        """Stop the process now (SIGKILL: a verifier can neither catch nor ignore it) and reap it."""
+        """Stop the process now (SIGKILL: a verifier cannot catch it) and reap it."""
         if self.process.poll() is None:
             self.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):  # stuck in the kernel: reaped later
@@ -216,8 +200,8 @@ class _Worker:
 
 
 class WorkerPool:
-    """Worker processes for users' functions: started on demand (at most `size` alive), reused, and
-    replaced after a timeout or a death. Safe to call from several threads."""
+    """Worker processes for users' functions, started on demand (at most `size` alive) and reused;
+    thread-safe."""
 
     def __init__(self, size: int = POOL_SIZE) -> None:
         if size < 1:
@@ -232,8 +216,8 @@ class WorkerPool:
     def call(
         self, portable: Portable, example: dict[str, Any], argument: Any, timeout_s: float, what: str
     ) -> Outcome:
-        """One call in a worker, under `timeout_s`. Raises `CannotRun` when the function cannot run in a
-        worker at all; anything the function does (return, raise, hang, die) is an Outcome."""
+        """One call in a worker, under `timeout_s`: whatever the function does is an Outcome; `CannotRun`
+        when it cannot run in a worker at all."""
         fid = self._id(portable)
         try:
             message = pickle.dumps(("call", fid, (example, argument)), _PROTOCOL)
@@ -250,8 +234,7 @@ class WorkerPool:
         return _outcome(reply, what)
 
     def check(self, portable: Portable) -> None:
-        """Have a worker load the function now, so that one that cannot run in a worker is known before
-        its first call (raises `CannotRun`); the worker keeps it for the calls."""
+        """Have a worker load the function now (`CannotRun` when it cannot), before its first call."""
         with self._borrowed() as worker:
             self._load(worker, self._id(portable), portable)
 
@@ -313,8 +296,8 @@ class WorkerPool:
 
     @contextlib.contextmanager
     def _borrowed(self) -> Iterator[_Worker]:
-        """A worker for one exchange, given back after it. A caller interrupted mid-exchange (Ctrl-C)
-        leaves the worker's state unknown: it is killed first."""
+        """A worker for one exchange, given back after it; killed when the caller is interrupted
+        mid-exchange (Ctrl-C), which leaves its state unknown."""
         worker = self._acquire()
         try:
             yield worker
@@ -365,16 +348,9 @@ def _outcome(reply: tuple[Any, ...], what: str) -> Outcome:
     return Outcome(failure=f"{what} could not be given this row ({reply[-1]})")
 
 
-def _decode(data: bytes) -> tuple[Any, ...]:
-    try:
-        return pickle.loads(data)
-    except Exception as exc:  # noqa: BLE001 - a value whose class the parent cannot import
-        return ("unsendable", f"a value that cannot be unpickled here ({_describe(exc)})")
-
-
 def _pidfd(pid: int) -> int | None:
-    """A descriptor readable when the process exits (Linux 5.3+), else None: then the socket's end of
-    file tells alone, unless a grandchild the verifier forked holds the socket."""
+    """A descriptor readable when the process exits (Linux 5.3+), else None (the socket's end of file
+    then tells alone)."""
     try:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
@@ -405,8 +381,7 @@ def _close_all() -> None:
 
 
 def _forget_after_fork() -> None:
-    """A forked child holds copies of its parent's sockets: it must start its own workers, and leave
-    (not kill, not talk to) its parent's."""
+    """A forked child starts its own workers and leaves its parent's alone."""
     for pool in list(_POOLS):
         pool._reset()
 
@@ -438,27 +413,19 @@ def _answer(data: bytes, functions: dict[int, UserFn]) -> bytes:
     except Exception as exc:  # noqa: BLE001 - e.g. a row holding a class this process cannot import
         return _encode(("unreadable", _describe(exc)))
     if kind == "load":
-        return _encode(_load_function(functions, fid, *payload))
-    return _encode(_run(functions[fid], *payload))
-
-
-def _load_function(functions: dict[int, UserFn], fid: int, portable: Portable, path: list[str]) -> tuple:
-    """Load a function into the cache; the parent's `sys.path` entries come first so that it finds
-    what the parent found (a module made importable after this worker started)."""
-    sys.path.extend(entry for entry in path if entry not in sys.path)
+        portable, path = payload
+        # The parent's `sys.path` entries too, so that it finds what the parent found.
+        sys.path.extend(entry for entry in path if entry not in sys.path)
+        try:
+            functions[fid] = portable.load(portable.source)
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit at import is a load failure
+            return _encode(("load_failed", _describe(exc)))
+        return _encode(("loaded",))
     try:
-        functions[fid] = portable.load(portable.source)
-    except BaseException as exc:  # noqa: BLE001 - even SystemExit at import is a load failure
-        return ("load_failed", _describe(exc))
-    return ("loaded",)
-
-
-def _run(fn: UserFn, example: dict[str, Any], argument: Any) -> tuple:
-    try:
-        value = fn(example, argument)
+        value = functions[fid](*payload)
     except BaseException as exc:  # noqa: BLE001 - even SystemExit is the verifier's answer, not ours
-        return ("raised", type(exc).__name__, _message(exc))
-    return ("returned", value)
+        return _encode(("raised", type(exc).__name__, _message(exc)))
+    return _encode(("returned", value))
 
 
 def _encode(reply: tuple) -> bytes:
@@ -469,9 +436,8 @@ def _encode(reply: tuple) -> bytes:
 
 
 def _exit_with_parent(parent_pid: int) -> None:
-    """Exit within a second of the parent's death, even in the middle of a hung call (an idle worker
-    also sees its socket close). Polling, because Linux's PR_SET_PDEATHSIG fires when the parent's
-    *thread* that started us exits, and callers may be short-lived threads."""
+    """Exit within a second of the parent's death, even during a hung call. Polling, because
+    PR_SET_PDEATHSIG fires when the parent's *thread* that started us exits."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
