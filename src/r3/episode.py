@@ -1,42 +1,19 @@
-"""One R3 episode: attempt -> (on failure) a second try, for a batch of examples.
+"""One R3 episode: a first attempt and, on failure, reflect-and-retry rounds, for a batch of examples.
 
-Its steps are the only implementation of the protocol: `attempt` (sample and verify first attempts)
-and `reflect_and_retry` (one round: the reflection, the retry chat, the retry, its verdict) are what
-`r3 eval` runs here (`run_episodes`), what `r3 mine --rounds` runs for its chains, and what the
-training rollout runs on its rows (`r3.training.rollout`, with the trainer's engine as the sampler).
-A second reflection round, another prompt or another verdict is changed here once for all three.
+The protocol is implemented once, here: `r3 eval` runs it (`run_episodes`), `r3 mine --rounds` runs its
+chains (`run_rounds`), and the training rollout runs `attempt` and `reflect_and_retry` with the trainer's
+engine as the sampler. What follows a failed attempt is one of `SECOND_TRY_MODES`:
 
-The second try follows one of three protocols (`SECOND_TRY_MODES`), so that evaluation (and mining)
-share one implementation and can be compared like with like:
+- `reflect` (the paper's protocol): the model reflects, told only that its answer was wrong, then answers
+  again with the reflection in context (`Task.reflection_prompt`, `Task.retry_prompt`);
+- `resample`: an independent attempt at the original prompt, drawn like the first with another seed: the
+  baseline that says whether reflecting helps at all (under greedy decoding it repeats the first);
+- `feedback`: as `reflect`, with the verifier's reason for the failure shown in the reflection request.
 
-- `reflect` (default, the paper's protocol): the model is shown its answer and asked to reflect
-  (binary feedback only: the verifier's reason is *not* shown, as in the paper), then answers again
-  with its reflection in context. Training uses the same prompts (`Task.reflection_prompt`,
-  `Task.retry_prompt`).
-- `resample`: a second, independent attempt at the original prompt with no reflection, sampled with
-  the first attempt's settings but another seed. The same number of attempts without the reflection:
-  the baseline that says whether reflecting helps at all. With greedy decoding (temperature 0) it
-  repeats the first attempt exactly.
-- `feedback`: as `reflect`, but the reflection instruction also shows the verifier's reason for the
-  failure ("The checker said: number 7 used twice."), for tasks whose verifier says more than
-  pass/fail.
-
-**Rounds.** With `rounds=K > 1`, an example whose retry failed goes on: the model reflects again and
-retries again, up to K rounds in all. Each round sees the whole history in one chat (the task, every
-attempt and reflection so far, in order): round k's reflection prompt is round k-1's retry chat, plus
-the failed retry and the reflection request (`Task.reflection_prompt_after`, with that retry's reason
-under `feedback`), and its retry chat continues it (`Task.retry_prompt_after`; round 1's is
-`Task.retry_prompt` under `reflect`). `next_turn` builds every round's chat, for evaluation, mining's
-chains and training's prompts alike, so a task's own chats reach every round of all three. Under
-`resample`, a round is one more independent attempt at the original prompt (another seed), so K rounds
-of resample and of reflect cost the same number of answers.
-
-**When the history no longer fits.** The history is never cut: a chat that lost its task or its first
-attempts would not be the protocol. Before each round after the first, a generator that knows its
-model's context (`fits(prompt, max_new_tokens)`, the transformers backend) is asked whether the new
-prompt plus its token budget fits; an example that does not fit stops there, unsolved, and its row says
-so (`stopped`). A backend that cannot tell (vLLM, a server) sends the prompt and its own limit applies:
-a server refuses it with an error, which ends the run with one line, rows done kept.
+With `rounds=K > 1` an unsolved example reflects and retries again, each round's chat holding the whole
+history (`next_turn`); a `resample` round is one more independent attempt, so K rounds cost the same
+either way. The history is never cut: where the backend can tell (`fits`), an example whose next chat no
+longer fits the model's context stops unsolved (`Episode.stopped`); elsewhere the backend's limit applies.
 """
 
 from __future__ import annotations
@@ -60,13 +37,9 @@ def seeded(
     episodes: Sequence[Episode],
     round_number: int | Sequence[int] = 1,
 ) -> SamplingConfig:
-    """`sampling` with one seed per episode: `derive_seed(sampling.seed, step, example index, round)`
-    (`round_number`: one for all, or one per episode).
-
-    So an example's attempt, reflection and retry are drawn from seeds that name the example and the
-    step, never its position in a batch: `r3 eval` gives the same rows whatever its batch size, a
-    resumed run samples what the whole run would have, and a `resample` second attempt (its own step
-    name) is an independent draw rather than a replay of the first."""
+    """`sampling` with one seed per episode, `derive_seed(sampling.seed, step, example index, round)`
+    (`round_number`: one for all, or one per episode): a row's seed names its example and step, never
+    its place in a batch, so batch size and resuming do not change what is sampled."""
     rounds = [round_number] * len(episodes) if isinstance(round_number, int) else list(round_number)
     return sampling.with_(
         seeds=tuple(
@@ -77,18 +50,15 @@ def seeded(
 
 @dataclass(frozen=True)
 class EpisodeSampling:
-    """Sampling settings for the three generation steps of an episode.
-
-    A `resample` second attempt uses `attempt` (with another seed), not `retry`: the comparison with
-    `reflect` is only fair if the extra attempt is drawn exactly like the first one."""
+    """Sampling settings for an episode's three steps. A `resample` round uses `attempt` (with its own
+    seed), not `retry`: the comparison with `reflect` is fair only if it is drawn like the first."""
 
     attempt: SamplingConfig
     reflection: SamplingConfig
     retry: SamplingConfig
 
     def with_seed(self, seed: int) -> EpisodeSampling:
-        """The three steps under one parent seed (each row's is then derived from it by `seeded`): how
-        the training rollout seeds each call (`rollout.call_seed`) without rebuilding its settings."""
+        """The three steps under one parent seed (each row's is derived from it by `seeded`)."""
         return EpisodeSampling(
             attempt=self.attempt.with_(seed=seed),
             reflection=self.reflection.with_(seed=seed),
@@ -98,38 +68,26 @@ class EpisodeSampling:
 
 @dataclass(frozen=True)
 class EpisodeSamplingOptions:
-    """The one options group an episode's settings are built from (`build`). `r3 eval`
-    (`EvalConfig.sampling`), `r3 mine`'s chains and screen (`MineConfig.episode_options`) and `r3 train`
-    (`R3Config.episode_sampling`) fill it from their own flags, so that how the three steps relate is
-    decided here once, not once per command:
+    """The options every command builds an episode's settings from (`build`), so that how the three
+    steps relate is decided once. The reflection has its own budget and no stop string (a task's stop
+    string ends an answer; a reflection is not one); the retry is an answer, with the stop strings. The
+    reflection and retry temperatures and the retry's budget are the attempt's unless given; `top_p`,
+    `top_k` and `seed` (the parent of every row's seed, `seeded`) are shared.
 
-    - the attempt: `max_new_tokens`, `temperature`, the task's stop strings;
-    - the reflection: its own budget (`reflection_max_new_tokens`) and no stop string (a task's stop
-      string ends an answer, and a reflection is not one); the attempt's temperature unless
-      `reflection_temperature` is given (training samples it at TRL's `temperature`);
-    - the retry: an answer again, so the task's stop strings; the attempt's budget and temperature unless
-      `retry_max_new_tokens` / `retry_temperature` are given;
-    - `top_p`, `top_k` and `seed` (the parent of every row's seed, see `seeded`) are shared by all three.
-
-    The retry's temperature is the one setting the commands choose differently, each for its own reason:
-    `r3 eval` retries at the attempt's temperature (greedy by default), the paper's protocol, where the
-    second try is drawn like the first. `r3 mine`'s chains retry at the mining temperature, because later
-    rounds are trained on their failed retries and a chain must sample diverse ones. `r3 train` makes it a
-    recipe setting (`retry_temperature`): greedy retries make the reward a function of the reflection
-    alone but leave most groups without signal, sampled ones make it an unbiased draw of the
-    reflection's success (the validation run chose T = 1). `r3 mine --screen` retries at
-    `screen_retry_temperature`, to score an attempt the way training will sample its groups."""
+    The retry's temperature is the setting each command picks for its own reason: `r3 eval` keeps the
+    attempt's (greedy by default: the paper's protocol, the second try drawn like the first); `r3 mine`'s
+    chains use the mining temperature, since later rounds train on their failed retries and need diverse
+    ones; `r3 train` takes `retry_temperature` (sampled retries make the reward an unbiased draw of a
+    reflection's success, greedy ones leave most groups without signal); `r3 mine --screen` takes
+    `screen_retry_temperature`, to score an attempt as training will sample its groups."""
 
     max_new_tokens: int
     temperature: float
     reflection_max_new_tokens: int
     top_p: float = 1.0
     top_k: int | None = None
-    #: None: the attempt's.
     reflection_temperature: float | None = None
-    #: None: the attempt's.
     retry_temperature: float | None = None
-    #: None: the attempt's.
     retry_max_new_tokens: int | None = None
     seed: int = 0
 
@@ -156,10 +114,8 @@ class EpisodeSamplingOptions:
 
 @dataclass
 class Round:
-    """One reflect-and-retry round: what was asked and answered. `reflect_and_retry` returns one per
-    turn and appends it to its episode's `rounds`.
-
-    Under `resample`, `reflection_prompt` and `reflection` are None and `retry` is one more attempt."""
+    """One reflect-and-retry round: what was asked and answered. Under `resample`, `reflection_prompt`
+    and `reflection` are None and `retry` is one more attempt."""
 
     number: int
     retry_prompt: Prompt
@@ -209,20 +165,14 @@ class Round:
 @dataclass
 class Episode:
     """What happened to one example: its first attempt, then its rounds in order (`rounds[0]` is round
-    1, the paper's second try, when it ran). The one record every stage hands on: `r3 eval` writes it
-    to `samples.jsonl`, `r3 mine` continues one from each kept failed attempt and stores it in the
-    failures file, `r3 train` replays the stored ones, and the reports read them back (`to_json`,
-    `from_json`).
-
-    Each round keeps the chats its reflection and retry were generated from, so that logs show exactly
-    what the model saw, whatever the protocol. With `resample`, a round's `reflection` is None and its
-    `retry` is one more attempt."""
+    1, the paper's second try). The record every stage hands on (`samples.jsonl`, the failures file,
+    training, reports); each round keeps the chats it was generated from, so logs show what the model
+    saw."""
 
     index: int
     example: Example
     attempt: Completion
     attempt_verdict: Verdict
-    #: Every round run, in order of their numbers.
     rounds: list[Round] = field(default_factory=list)
     #: Why the episode ended before its last round while unsolved (the history no longer fit).
     stopped: str | None = None
@@ -253,10 +203,9 @@ class Episode:
         return next((r for r in self.rounds if r.number == 1), None)
 
     def to_json(self, task: Task | None = None) -> dict[str, Any]:
-        """The episode as one JSON object. With `task`, a `samples.jsonl` row: the example as the task
-        stores it (`Task.to_record`) and its first chat lead. Without, the attempt and its rounds only:
-        a failed attempt in a failures row, whose example is the row's own. `first_try_ok`,
-        `second_try_ok` and `solved_round` are written for readers of the file, never read back."""
+        """The episode as one JSON object. With `task`, a `samples.jsonl` row, led by the example
+        (`Task.to_record`) and its first chat; without, a failures row's (whose example is the row's own).
+        `first_try_ok`, `second_try_ok` and `solved_round` are for readers, never read back."""
         head: dict[str, Any] = {"index": self.index}
         if task is not None:
             head.update(example=task.to_record(self.example), prompt=task.prompt(self.example).messages)
@@ -278,9 +227,8 @@ class Episode:
         cls, row: Any, where: str, task: Task | None = None, example: Example | None = None
     ) -> Episode:
         """An episode written by `to_json`; `where` names the file and line in errors. The example is
-        `example` when given (a failures row's), else the row's own, checked by `task` when given
-        (`Task.validate`). With `task` the chats get the example's tool schemas back. A row of the
-        format before one record (round 1 in the row itself) is refused in one line."""
+        `example` when given, else the row's own (checked by `task` when given, which also gives the
+        chats their tool schemas back)."""
         if not isinstance(row, dict):
             raise R3Error(f"{where}: expected an object")
         if "rounds" not in row or "retry_ok" in row:
@@ -311,9 +259,8 @@ NONE = type(None)
 
 
 def json_field(row: dict[str, Any], key: str, kinds: type | tuple[type, ...], where: str) -> Any:
-    """`row[key]`, which must be there and of `kinds`: one `R3Error` naming the file, line and field
-    otherwise. A bool is not taken for a number (Python counts it an int: a damaged file), and a whole
-    number is taken for a float (JSON writers may write 1.0 as 1)."""
+    """`row[key]`, which must be there and of `kinds`, else an `R3Error` naming file, line and field.
+    A bool is no number (a damaged file), and a whole number is a float (1.0 may be written as 1)."""
     if key not in row:
         raise R3Error(f"{where}: no field '{key}' (is this a file written by r3?)")
     value = row[key]
@@ -328,16 +275,14 @@ def json_field(row: dict[str, Any], key: str, kinds: type | tuple[type, ...], wh
 
 
 def check_second_try(mode: object) -> str:
-    """Return `mode` if it names a protocol, else raise `R3Error` (values from YAML configs skip
-    argparse's checks, so every entry point validates through here)."""
+    """`mode` if it names a protocol, else an `R3Error` (YAML configs skip argparse's checks)."""
     if not isinstance(mode, str) or mode not in SECOND_TRY_MODES:
         raise R3Error(f"--second-try must be one of {', '.join(SECOND_TRY_MODES)} (got {mode!r})")
     return mode
 
 
 def with_reason(prompt: Prompt, reason: str) -> Prompt:
-    """`prompt` with "The checker said: <reason>." appended to its last user turn (unchanged if the
-    reason is empty)."""
+    """`prompt` with "The checker said: <reason>." appended to its last user turn (if any reason)."""
     reason = reason.strip()
     if not reason:
         return prompt
@@ -349,8 +294,7 @@ def with_reason(prompt: Prompt, reason: str) -> Prompt:
 
 
 def safe_verify(task: Task, example: Example, completion: str) -> Verdict:
-    """`task.verify`, with any exception turned into a failed verdict (a bug in a verifier must not
-    end a long run; the reason records it)."""
+    """`task.verify`, any exception a failed verdict (a verifier's bug must not end a long run)."""
     try:
         verdict = task.verify(example, completion)
     except Exception as exc:  # noqa: BLE001 - any verifier error is a failed attempt
@@ -361,7 +305,7 @@ def safe_verify(task: Task, example: Example, completion: str) -> Verdict:
 
 
 def check_rounds(rounds: object) -> int:
-    """Return `rounds` if it is a whole number >= 1, else raise `R3Error` (as `check_second_try`)."""
+    """`rounds` if it is a whole number >= 1, else an `R3Error`."""
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise R3Error(f"--rounds must be a whole number >= 1 (got {rounds!r})")
     return rounds
@@ -369,9 +313,8 @@ def check_rounds(rounds: object) -> int:
 
 @dataclass(frozen=True)
 class Turn:
-    """Where a reflect-and-retry round starts: the episode, the chat its reflection is asked in (the
-    failed answer and the reflection instruction at its end, any earlier rounds before them) and the
-    round's number (1 is the paper's second try)."""
+    """Where a round starts: the episode, the chat its reflection is asked in (the whole history, ending
+    in the failed answer and the reflection request) and the round's number."""
 
     episode: Episode
     reflection_prompt: Prompt
@@ -390,14 +333,10 @@ def next_turn(
     fits: Fits | None = None,
     max_new_tokens: int = 0,
 ) -> Turn | None:
-    """The next round of `episode`, whose last answer failed: the one place a round's reflection chat
-    is built, for `r3 eval`'s rounds, `r3 mine`'s chains and screens and `r3 train`'s prompts alike.
-
-    Round 1 reflects on the first attempt (`Task.reflection_prompt`); round k+1 on round k's failed
-    retry, after the whole history (`Task.reflection_prompt_after` on round k's retry chat). Under
-    `feedback` the failed answer's reason is appended (`with_reason`). With `fits`, a chat that leaves
-    no room for `max_new_tokens` (the reflection's budget) stops the episode (`Episode.stopped`) and
-    None is returned: the history is never cut (docs/method.md, K rounds)."""
+    """The next round of `episode`, whose last answer failed: the one place a reflection chat is built.
+    Round 1 reflects on the first attempt (`Task.reflection_prompt`), round k+1 on round k's retry chat
+    (`Task.reflection_prompt_after`); `feedback` appends the reason. With `fits`, a chat without room for
+    `max_new_tokens` stops the episode (`Episode.stopped`) and None is returned."""
     example = episode.example
     if episode.rounds:
         last = episode.rounds[-1]
@@ -415,8 +354,7 @@ def next_turn(
 
 
 def retry_chat(task: Task, turn: Turn, reflection: str, second_try: str = "reflect") -> Prompt:
-    """The chat a round's retry is asked in, once its `reflection` was sampled in `turn`'s chat:
-    `Task.retry_prompt` for round 1 of the paper's protocol (a task may override it), otherwise
+    """The chat a round's retry is asked in: `Task.retry_prompt` for round 1 under `reflect`, otherwise
     `Task.retry_prompt_after` on the turn's reflection chat."""
     example = turn.episode.example
     if turn.number == 1 and second_try == "reflect":
@@ -425,7 +363,6 @@ def retry_chat(task: Task, turn: Turn, reflection: str, second_try: str = "refle
 
 
 def _no_room(number: int) -> str:
-    """Why an episode stopped before round `number` (its row's `stopped`)."""
     return f"round {number}: the history no longer fits the model's context"
 
 
@@ -438,11 +375,8 @@ def run_episodes(
     second_try: str = "reflect",
     rounds: int = 1,
 ) -> list[Episode]:
-    """Run the protocol on `examples` (one batched generate call per step).
-
-    `second_try` picks what follows a failed first attempt (`SECOND_TRY_MODES`, see the module
-    docstring); `rounds` how many reflect-and-retry rounds an unsolved example gets. Bad values raise
-    `R3Error` before anything is generated."""
+    """Run the protocol on `examples`, one batched generate call per step; bad `second_try` or `rounds`
+    raise `R3Error` before anything is generated."""
     check_second_try(second_try)
     check_rounds(rounds)
     episodes = [
@@ -463,21 +397,35 @@ def run_rounds(
     second_try: str = "reflect",
     fits: Fits | None = None,
 ) -> None:
-    """Rounds 1..`rounds` for episodes whose first attempt is done: round k runs, in one call per step,
-    on every episode that ran rounds 1..k-1 and is still unsolved and not stopped. `r3 eval` runs it
-    on its examples, `r3 mine --rounds` on its kept failed attempts (their chains).
-
-    Round 1, the paper's second try, is sent unchecked; with `fits`, a later round whose chats no
-    longer fit the model's context stops its episode (`next_turn`, `reflect_and_retry`)."""
+    """Rounds 1..`rounds` for episodes whose first attempt is done: round k runs, one call per step, on
+    every episode that ran rounds 1..k-1 and is still unsolved and not stopped. Round 1 is sent
+    unchecked; later rounds are checked with `fits`."""
     for k in range(1, rounds + 1):
-        _next_round(task, generator, list(episodes), sampling, second_try, k, fits if k > 1 else None)
+        pending = [
+            ep
+            for ep in episodes
+            if ep.stopped is None and len(ep.rounds) == k - 1 and not ep.solved_by(k - 1)
+        ]
+        if not pending:
+            continue
+        if second_try == "resample":  # one more independent attempt, drawn like the first
+            prompts = [task.prompt(ep.example) for ep in pending]
+            answers = generator.generate(prompts, 1, seeded(sampling.attempt, "resample", pending, k))
+            for ep, prompt, group in zip(pending, prompts, answers, strict=True):
+                ep.rounds.append(Round(k, prompt, group[0], safe_verify(task, ep.example, group[0].text)))
+            continue
+        check = fits if k > 1 else None
+        budget = sampling.reflection.max_new_tokens
+        turns = [
+            next_turn(task, ep, second_try=second_try, fits=check, max_new_tokens=budget) for ep in pending
+        ]
+        ready = [turn for turn in turns if turn is not None]
+        reflect_and_retry(task, generator, ready, sampling, second_try=second_try, fits=check)
 
 
 def reflection_turns(task: Task, episode: Episode) -> list[Turn]:
-    """The chats a stored episode reflects in, as `next_turn` built them: round 1's on its first
-    attempt, then one after each failed round, with the history up to it. None after a solved retry,
-    nor after the last round of a stopped episode (its next chat did not fit the model). What
-    `r3 train` trains a reflection on, from each mined episode."""
+    """The chats a stored episode reflected in (what `r3 train` trains reflections on), as `next_turn`
+    built them: none after a solved retry, nor after a stopped episode's last round."""
     turns: list[Turn] = []
     if episode.first_try_ok:
         return turns
@@ -492,8 +440,7 @@ def reflection_turns(task: Task, episode: Episode) -> list[Turn]:
 
 
 def attempt(task: Task, generator: Generator, episodes: Sequence[Episode], sampling: SamplingConfig) -> None:
-    """Sample and verify each episode's first attempt at its task prompt, seeded by episode
-    (`seeded(..., "attempt", ...)`). Training's online first attempt is this same step."""
+    """Sample and verify each episode's first attempt at its task prompt."""
     answers = generator.generate(
         [task.prompt(ep.example) for ep in episodes], 1, seeded(sampling, "attempt", episodes)
     )
@@ -512,18 +459,10 @@ def reflect_and_retry(
     fits: Fits | None = None,
     always_call: bool = False,
 ) -> list[Round | None]:
-    """One reflect-and-retry round for each turn: sample the reflection in the turn's chat, build the
-    retry chat, sample the retry, verify it. Evaluation, mining and the training rollout all run this.
-
-    The retry chat is `retry_chat`'s: the task's own for round 1 under `reflect` (`Task.retry_prompt`),
-    otherwise the chat the reflection was asked in continued (`Task.retry_prompt_after`). Row i's
-    reflection and retry are seeded by its episode's index and its round (`seeded`).
-
-    `fits(prompt, max_new_tokens)`: a retry chat that does not fit the model's context stops its
-    episode (`Episode.stopped`) and its entry in the result is None. The result is appended to each
-    episode's `rounds` and returned, one `Round` per turn. `always_call`: call the generator for both
-    steps even with nothing to sample, as training needs (a process's sampler may be a collective,
-    entered by every process the same number of times)."""
+    """One round for each turn: sample the reflection in the turn's chat, then the retry in `retry_chat`,
+    and verify it. Each `Round` is appended to its episode and returned; a turn whose retry chat does not
+    `fits` stops its episode and gets None. `always_call`: call the generator for both steps even with
+    nothing to sample (training's sampler may be a collective every process must enter alike)."""
     results: list[Round | None] = [None] * len(turns)
     if not turns and not always_call:
         return results
@@ -555,40 +494,3 @@ def reflect_and_retry(
         turn.episode.rounds.append(done)
         results[i] = done
     return results
-
-
-def _resample(
-    task: Task, generator: Generator, episodes: list[Episode], sampling: EpisodeSampling, k: int
-) -> None:
-    """Round `k` under `resample`: one more independent attempt at the task prompt, drawn like the first
-    (the attempt's settings, its own step name and round in the seed)."""
-    prompts = [task.prompt(ep.example) for ep in episodes]
-    answers = generator.generate(prompts, 1, seeded(sampling.attempt, "resample", episodes, k))
-    for ep, prompt, group in zip(episodes, prompts, answers, strict=True):
-        ep.rounds.append(Round(k, prompt, group[0], safe_verify(task, ep.example, group[0].text)))
-
-
-def _next_round(
-    task: Task,
-    generator: Generator,
-    episodes: list[Episode],
-    sampling: EpisodeSampling,
-    second_try: str,
-    k: int,
-    fits: Fits | None,
-) -> None:
-    """Round `k` for every episode that ran rounds 1..k-1 and is still unsolved: reflect on its last
-    failed answer, then retry, with the whole history in the chat (`next_turn`; under `resample`: one
-    more independent attempt)."""
-    pending = [
-        ep for ep in episodes if ep.stopped is None and len(ep.rounds) == k - 1 and not ep.solved_by(k - 1)
-    ]
-    if not pending:
-        return
-    if second_try == "resample":
-        _resample(task, generator, pending, sampling, k)
-        return
-    budget = sampling.reflection.max_new_tokens
-    turns = [next_turn(task, ep, second_try=second_try, fits=fits, max_new_tokens=budget) for ep in pending]
-    ready = [turn for turn in turns if turn is not None]
-    reflect_and_retry(task, generator, ready, sampling, second_try=second_try, fits=fits)

@@ -1,21 +1,10 @@
-"""Output folders that resume safely, shared by every command that writes rows.
+"""Output folders that resume safely, shared by every command that writes rows (`RunFolder`).
 
-A long job (`r3 eval`, `r3 mine`, `r3 forgetting`; `r3 train` and `r3 sft` through
-`r3.training.folder`) opens its folder as a `RunFolder`:
-
-- **a lock**: one writer per folder;
-- **a fingerprint** (`run.json`, from `fingerprint`): running again resumes when it matches and is
-  refused, naming what changed, when it differs, so that two runs' rows never mix;
-- **`--overwrite`** removes exactly the files the job owns (names or patterns such as `checkpoint-*`)
-  and starts afresh; owned files without a `run.json` are refused rather than guessed at;
-- **continuing only when asked** (`resume=False` or `True`, training): a folder holding output needs
-  `--resume` or `--overwrite`, because a training rewrites its model and a second run is more often a
-  mistake than a continuation; eval and mine append rows, so a matching folder is theirs to continue;
-- **crash recovery**: `read_log` (the one reader of every JSONL file that crosses stages) leaves out a
-  torn last line, and `append` fsyncs, so a kill -9 loses at most the rows being written.
-
-`RunFolder.open(..., check_only=True)` checks without creating, locking or writing anything, so a
-command can refuse a wrong folder before a slow step (loading a model).
+A folder has one writer (a lock) and a fingerprint (`run.json`): running again resumes when it matches
+and is refused, naming what changed, when it differs, so two runs' rows never mix. `--overwrite`
+removes exactly the files the job owns. Logs are fsync'd on append, and `log_lines` (the reader of every
+JSONL file that crosses stages) leaves out a torn last line, so a kill -9 loses at most the rows being
+written.
 """
 
 from __future__ import annotations
@@ -37,12 +26,9 @@ if TYPE_CHECKING:
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
-#: What a damaged run folder's log tells the user to do.
 OVERWRITE = "use --overwrite to start afresh"
-#: The version of every command's `run.json`. Raise it when a change of r3 makes any command (training
-#: included) write other rows for the same settings (sampling, seeds, how chains end, scoring) or changes
-#: what a fingerprint holds: every older folder is then refused in one line, never continued with rows of
-#: another kind. One number for all commands is simpler to get right than one per dependency.
+#: The version of every command's `run.json`. Raise it when a change of r3 makes any command write other
+#: rows for the same settings, or changes what a fingerprint holds: older folders are then refused.
 FINGERPRINT_VERSION = 5
 
 
@@ -54,7 +40,6 @@ class RunFolder:
     ) -> None:
         self.folder = folder
         self.fingerprint = fingerprint
-        #: Whether an earlier run's output is being continued.
         self.resumed = resumed
         self._lock = lock
         self._handles: dict[str, IO[bytes]] = {}
@@ -72,16 +57,16 @@ class RunFolder:
         new_keys: Sequence[str] = (),
         resume: bool | None = None,
     ) -> RunFolder:
-        """Open (create, or check and resume) the folder of one `r3 <command>` run.
+        """Open (create, or check and resume) the folder of one `r3 <command>` run; `resumed` says
+        whether an earlier run's output is continued. `check_only` creates, locks and writes nothing, so a
+        command can refuse a wrong folder before loading a model.
 
-        `owned`: the names the command writes there, or patterns of them (`--overwrite` removes
-        exactly these and `run.json`, folders whole). `new_keys`: fingerprint keys that one side may
-        lack (a `run.json` written before they existed): compared only when both sides have them.
-        `resume`: None continues a matching run unasked (eval, mine, forgetting); False refuses a
-        folder holding any owned file, naming `--resume` and `--overwrite`; True continues it when the
-        fingerprint matches. With True or False a folder holding no owned file starts afresh whatever
-        its `run.json` says (there is nothing to continue or to lose), unless that `run.json` is
-        another command's. `resumed` says whether an earlier run's output is being continued."""
+        `owned`: the names (or patterns) the command writes there, which `--overwrite` removes with
+        `run.json`. `new_keys`: fingerprint keys compared only when both sides have them. `resume`: None
+        continues a matching run unasked (eval and mine append rows); False refuses a folder holding owned
+        files, naming `--resume` and `--overwrite` (a training rewrites its model, so a second run is more
+        often a mistake); True continues a matching one. With True or False a folder without owned files
+        starts afresh, unless its `run.json` is another command's."""
         folder = Path(output_dir).expanduser()
         if folder.exists() and not folder.is_dir():
             raise R3Error(f"--output-dir {folder}: exists and is not a folder")
@@ -119,24 +104,13 @@ class RunFolder:
         handle = self._handles.get(name)
         if handle is None:
             handle = self._handles[name] = (self.folder / name).open("ab")
-        for row in rows:
-            handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
+        _write_synced(handle, _jsonl(rows))
 
     def rewrite(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
         """Replace the log `name` atomically (a crash leaves the old file or the new one)."""
         if name in self._handles:
             self._handles.pop(name).close()
-        path = self.folder / name
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as handle:
-            for row in rows:
-                handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.folder)
+        _replace(self.folder / name, _jsonl(rows))
 
     def write_json(self, name: str, payload: Any) -> None:
         write_json_atomic(self.folder / name, payload)
@@ -185,7 +159,6 @@ def owned_paths(folder: Path, owned: Sequence[str]) -> list[Path]:
 
 
 def _listing(paths: Sequence[Path], most: int = 3) -> str:
-    """Names for a message: the first `most`, then how many more."""
     names = [path.name for path in paths]
     more = f" and {len(names) - most} more" if len(names) > most else ""
     return ", ".join(names[:most]) + more
@@ -198,8 +171,8 @@ def _check(
     new_keys: Sequence[str],
     resume: bool | None = None,
 ) -> bool:
-    """True when `folder` holds this same run to continue; False when there is nothing to continue
-    (see `RunFolder.open` for `resume`); an `R3Error` naming what differs otherwise."""
+    """True when `folder` holds this same run to continue, False when there is nothing to continue; an
+    `R3Error` naming what differs otherwise."""
     run_file = folder / RUN_FILE
     present = owned_paths(folder, owned)
     if not run_file.is_file():
@@ -222,7 +195,9 @@ def _check(
     keys = list(fingerprint) + [k for k in stored if k not in fingerprint]
     skip = {k for k in new_keys if k not in stored or k not in fingerprint}
     diffs = [
-        describe_change(k, stored.get(k), fingerprint.get(k))
+        "examples_sha256: the examples differ (same --data name, different content?)"
+        if k == "examples_sha256"
+        else f"{k}: {stored.get(k)!r} -> {fingerprint.get(k)!r}"
         for k in keys
         if k not in skip and stored.get(k) != fingerprint.get(k)
     ]
@@ -246,8 +221,8 @@ def _check(
 
 
 def _check_writer(folder: Path, stored: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-    """Refuse, in one line of its own, a folder of another r3 version or command: every other key may
-    differ there too, and a list of them would hide the reason."""
+    """Refuse a folder of another r3 version or command in a line of its own (a list of every other key
+    that differs would hide the reason)."""
     if "version" in fingerprint and stored.get("version") != fingerprint["version"]:
         old = stored.get("version")
         newer = isinstance(old, int) and not isinstance(old, bool) and old > fingerprint["version"]
@@ -267,13 +242,6 @@ def _check_command(folder: Path, stored: dict[str, Any], fingerprint: dict[str, 
         )
 
 
-def describe_change(key: str, old: Any, new: Any) -> str:
-    """One fingerprint difference, in words a user can act on."""
-    if key == "examples_sha256":
-        return "examples_sha256: the examples differ (same --data name, different content?)"
-    return f"{key}: {old!r} -> {new!r}"
-
-
 def fingerprint(
     command: str,
     settings: Mapping[str, Any],
@@ -283,20 +251,11 @@ def fingerprint(
     batching: Mapping[str, Any] | None = None,
     paths: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The `run.json` of one run of `r3 <command>`: what decides its rows, by the same rules for every
-    command.
-
-    - `version` (`FINGERPRINT_VERSION`) and `command` come first: a folder of another r3 version or
-      command is refused with one line naming that.
-    - `settings`: what the rows depend on, less `omit`: settings that decide nothing in this run
-      (mining's screen settings without a screen) or sit at the paper's value (eval's one round of
-      reflect), so that a run.json lists what counts.
-    - `paths`: settings that may name a local file or folder (data, model) are stored absolute when
-      they do, so that the same run started from another working directory is recognised.
-    - `batching`: the batch settings, given only where rows depend on their batch (`None` where they do
-      not: `models.batch_invariant`); the caller passes their names as `RunFolder.open(new_keys=...)`,
-      so that a run moved between a batch-invariant and a batch-dependent setup still resumes.
-    - `examples_sha256`: the digest of the examples (`examples_digest`), last."""
+    """The `run.json` of one run of `r3 <command>`: `version` and `command`, then the `settings` the
+    rows depend on less `omit` (settings that decide nothing in this run), then `batching` (only where
+    rows depend on their batch; the caller names its keys in `RunFolder.open(new_keys=...)`), then
+    `examples_sha256`. `paths` name settings stored absolute when they name a local file or folder, so
+    the same run started from another working directory is recognised."""
     drop = set(omit)
     local = set(paths)
     out: dict[str, Any] = {"version": FINGERPRINT_VERSION, "command": command}
@@ -313,8 +272,7 @@ def fingerprint(
 
 
 def absolute_if_local(value: Any) -> Any:
-    """A string naming an existing local path, as an absolute path; anything else as it is (a hub id,
-    a dataset name, None)."""
+    """A string naming an existing local path, made absolute; anything else (a hub id, None) as is."""
     if not isinstance(value, str):
         return value
     path = Path(value).expanduser()
@@ -322,8 +280,7 @@ def absolute_if_local(value: Any) -> Any:
 
 
 def examples_digest(task: Task, examples: Sequence[Example]) -> str:
-    """A digest of the examples as stored, so that a change of data (or limit, or seed of generated
-    data) is caught even when the `--data` string is the same."""
+    """A digest of the examples as stored: a change of data is caught even under the same `--data`."""
     h = hashlib.sha256()
     for example in examples:
         h.update(
@@ -334,42 +291,45 @@ def examples_digest(task: Task, examples: Sequence[Example]) -> str:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file, and
-    fsync both, so that after a crash the file is either the old one or the new one."""
+    """Write JSON so that readers never see half a file and a crash leaves the old file or the new."""
+    _replace(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8") for row in rows)
+
+
+def _write_synced(handle: IO[bytes], data: bytes) -> None:
+    handle.write(data)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file and rename it over `path`, both fsync'd."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    with tmp.open("wb") as handle:
+        _write_synced(handle, data)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (a no-op where directories cannot be fsync'd)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
+    with contextlib.suppress(OSError):  # where a folder can be fsync'd, the rename is then durable
+        fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
 
-def read_log(path: Path, *, repair: bool = False, remedy: str = OVERWRITE) -> list[dict[str, Any]]:
-    """The rows of a JSONL file appended to line by line (`log_lines` without the line numbers)."""
-    return [row for _, row in log_lines(path, repair=repair, remedy=remedy)]
+def read_log(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSONL log (`log_lines` without the line numbers)."""
+    return [row for _, row in log_lines(path, repair=repair)]
 
 
 def log_lines(
     path: Path, *, repair: bool = False, remedy: str = OVERWRITE
 ) -> list[tuple[int, dict[str, Any]]]:
-    """`(line number, row)` for every row of a JSONL file appended to line by line.
-
-    A last line without its newline (a crash mid-write) is left out, and with `repair` cut off the
-    file itself so that appending can continue cleanly. A damaged line followed by good ones means the
-    file was edited or corrupted: an error naming the file and line, and `remedy`, rather than a guess.
-    `torn_tail(path)` says whether a read leaves a line out."""
+    """`(line number, row)` for every row of a JSONL file appended to line by line. A torn end (a crash
+    mid-write) is left out, and with `repair` cut off the file so appending continues cleanly. A damaged
+    line followed by good ones is an error naming the file, the line and `remedy`."""
     if not path.is_file():
         return []
     data = path.read_bytes()
@@ -383,8 +343,7 @@ def log_lines(
 
 
 def torn_tail(path: Path) -> bool:
-    """Whether `log_lines` leaves the end of `path` out: a last line without its newline, or last lines
-    that are not JSON objects (a crash mid-write)."""
+    """Whether `log_lines` leaves the end of `path` out (a crash mid-write)."""
     if not path.is_file():
         return False
     data = path.read_bytes()
