@@ -16,7 +16,7 @@ from typing import Any
 from r3.errors import DataError, R3Error
 from r3.tasks.base import MATH_REFLECTION, Example, Prompt, Task, Verdict, load_rows
 from r3.tasks.countdown_expr import MAX_LITERAL_DIGITS, ExpressionError, format_value, parse_answer
-from r3.tasks.countdown_solver import solve
+from r3.tasks.countdown_solver import Tree, render, solve
 
 #: Most numbers a row may have. TinyZero uses 3 or 4; the cap keeps answers within the parser's limits.
 MAX_NUMS = 20
@@ -52,10 +52,8 @@ def extract_answer(completion: str) -> str | None:
 
 
 def check_equation(nums: list[int], target: int, answer: str) -> Verdict:
-    """Check the text of an answer against the numbers and target; never raises for any str.
-
-    Syntax first (cheap, bounded), then the claimed result, then the numbers used (so inputs with many
-    literals never reach the arithmetic), then the exact value."""
+    """Check the text of an answer against the numbers and target; never raises for any str. The
+    numbers used are checked before the arithmetic, so inputs with many literals never reach it."""
     try:
         expression, claim = parse_answer(answer)
     except ExpressionError as exc:
@@ -79,37 +77,16 @@ def _times(count: int) -> str:
     return {1: "once", 2: "twice"}.get(count, f"{count} times")
 
 
-@dataclass(frozen=True)
-class NumberMismatch:
-    """The first way an equation's numbers differ from the list: `number` is used `used` times and
-    the list has it `listed` times (0 when it is not in the list)."""
-
-    number: int
-    used: int
-    listed: int
-
-
-def number_mismatch(given: list[int], used: tuple[int, ...]) -> NumberMismatch | None:
-    """The first difference between the multisets `used` and `given` (None when equal): a number
-    used too often, in the answer's order, else one used too rarely, in the list's order."""
-    have, want = Counter(used), Counter(given)
-    if have == want:
-        return None
-    for number in dict.fromkeys(used):
-        if have[number] > want[number]:
-            return NumberMismatch(number, have[number], want[number])
-    for number in dict.fromkeys(given):
-        if have[number] < want[number]:
-            return NumberMismatch(number, have[number], want[number])
-    return None  # unreachable: unequal multisets differ in some count
-
-
 def _numbers_problem(given: list[int], used: tuple[int, ...]) -> str:
-    """A reason when `used` is not exactly the multiset `given`, else ""."""
-    mismatch = number_mismatch(given, used)
-    if mismatch is None:
+    """A reason when `used` is not exactly the multiset `given`, else "": a number used too often, in
+    the answer's order, else one used too rarely, in the list's order."""
+    have, want = Counter(used), Counter(given)
+    number = next((n for n in dict.fromkeys(used) if have[n] > want[n]), None)
+    if number is None:
+        number = next((n for n in dict.fromkeys(given) if have[n] < want[n]), None)
+    if number is None:
         return ""
-    number, used_times, listed = mismatch.number, mismatch.used, mismatch.listed
+    used_times, listed = have[number], want[number]
     if listed == 0:
         return f"number {number} not in the list"
     if used_times == 0:
@@ -123,9 +100,15 @@ def _numbers_problem(given: list[int], used: tuple[int, ...]) -> str:
 
 
 def _is_int(value: Any) -> bool:
-    # numbers.Integral accepts numpy integers from Parquet/datasets; bool is an int to Python but
-    # never a meaningful Countdown number.
+    # numbers.Integral accepts numpy integers from Parquet; a bool is never a Countdown number.
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _not_int(value: Any) -> str:
+    """How a value that is not an integer reads in an error ("'2' (str)"); "" for an integer."""
+    if _is_int(value):
+        return ""
+    return f"{_describe(value)} ({'a bool' if isinstance(value, bool) else type(value).__name__})"
 
 
 def _describe(value: Any) -> str:
@@ -156,11 +139,8 @@ def normalize_row(row: Any, index: int | None = None, source: str = "<example>")
         raise DataError(source, index, "nums", f"has {len(nums)} numbers (at most {MAX_NUMS})")
     clean: list[int] = []
     for position, value in enumerate(nums, start=1):
-        if not _is_int(value):
-            kind = "a bool" if isinstance(value, bool) else type(value).__name__
-            raise DataError(
-                source, index, "nums", f"item {position} is {_describe(value)} ({kind}), expected an integer"
-            )
+        if problem := _not_int(value):
+            raise DataError(source, index, "nums", f"item {position} is {problem}, expected an integer")
         number = int(value)
         if number < 0:
             raise DataError(source, index, "nums", f"item {position} is {number}; numbers must be 0 or more")
@@ -170,9 +150,8 @@ def normalize_row(row: Any, index: int | None = None, source: str = "<example>")
             )
         clean.append(number)
     target = row["target"]
-    if not _is_int(target):
-        kind = "a bool" if isinstance(target, bool) else type(target).__name__
-        raise DataError(source, index, "target", f"is {_describe(target)} ({kind}), expected an integer")
+    if problem := _not_int(target):
+        raise DataError(source, index, "target", f"is {problem}, expected an integer")
     if int(target).bit_length() > MAX_TARGET_BITS:
         raise DataError(source, index, "target", f"is too large (more than {MAX_TARGET_BITS} bits)")
     out = dict(row)
@@ -195,24 +174,14 @@ class GeneratorConfig:
     max_target: int = 100
 
     def __post_init__(self) -> None:
-        values = vars(self)
-        for key, value in values.items():
+        for key, value in vars(self).items():
             if not _is_int(value):
                 raise R3Error(f"countdown: {key} must be an integer, got {_describe(value)}")
-        if not 1 <= self.min_nums <= self.max_nums <= MAX_NUMS:
-            raise R3Error(
-                f"countdown: need 1 <= min_nums <= max_nums <= {MAX_NUMS}, "
-                f"got {self.min_nums} and {self.max_nums}"
-            )
-        if not 1 <= self.min_number <= self.max_number < 10**MAX_LITERAL_DIGITS:
-            raise R3Error(
-                f"countdown: need 1 <= min_number <= max_number < {10**MAX_LITERAL_DIGITS}, "
-                f"got {self.min_number} and {self.max_number}"
-            )
-        if not 1 <= self.min_target <= self.max_target:
-            raise R3Error(
-                f"countdown: need 1 <= min_target <= max_target, got {self.min_target} and {self.max_target}"
-            )
+        for name, most in (("nums", MAX_NUMS), ("number", 10**MAX_LITERAL_DIGITS - 1), ("target", None)):
+            low, high = getattr(self, f"min_{name}"), getattr(self, f"max_{name}")
+            if not 1 <= low <= high or (most is not None and high > most):
+                bound = "" if most is None else f" <= {most}"
+                raise R3Error(f"countdown: need 1 <= min_{name} <= max_{name}{bound}, got {low} and {high}")
 
 
 #: Tries per example before giving up (only reachable with a target range the numbers cannot hit).
@@ -222,12 +191,10 @@ MAX_TRIES = 10_000
 def generate_countdown(
     n: int, seed: int = 0, config: GeneratorConfig | None = None, **ranges: int
 ) -> list[Example]:
-    """`n` solvable Countdown rows `{"nums", "target", "solution"}`, deterministic in `seed` (and a
-    prefix of any larger `n`).
-
-    TinyZero style: numbers drawn uniformly, combined two at a time in random order with random operators,
-    every intermediate a positive integer; a row is kept when the result lies in the target range.
-    `solution` is that equation (tests use it to prove each row solvable). `ranges`: `GeneratorConfig`."""
+    """`n` solvable rows `{"nums", "target", "solution"}`, deterministic in `seed` (and a prefix of any
+    larger `n`). TinyZero style: random numbers combined two at a time with random operators, every
+    intermediate a positive integer, kept when the result is in the target range (`solution` is that
+    equation). `ranges`: `GeneratorConfig`."""
     if config is None:
         config = GeneratorConfig(**ranges)
     elif ranges:
@@ -238,17 +205,13 @@ def generate_countdown(
     return [_generate_one(rng, config) for _ in range(n)]
 
 
-# An operand while building: value, text, and the precedence of its top operator (3 = atom).
-_Operand = tuple[int, str, int]
-
-
 def _generate_one(rng: random.Random, config: GeneratorConfig) -> Example:
     for _ in range(MAX_TRIES):
         count = rng.randint(config.min_nums, config.max_nums)
         nums = [rng.randint(config.min_number, config.max_number) for _ in range(count)]
-        value, text = _random_equation(rng, nums)
+        value, tree = _random_equation(rng, nums)
         if config.min_target <= value <= config.max_target:
-            return {"nums": nums, "target": value, "solution": text}
+            return {"nums": nums, "target": value, "solution": render(tree)}
     raise R3Error(
         f"countdown: could not generate a target in {config.min_target}..{config.max_target} "
         f"from {config.min_nums}-{config.max_nums} numbers in "
@@ -256,43 +219,29 @@ def _generate_one(rng: random.Random, config: GeneratorConfig) -> Example:
     )
 
 
-def _random_equation(rng: random.Random, nums: list[int]) -> tuple[int, str]:
-    pool: list[_Operand] = [(number, str(number), 3) for number in nums]
+def _random_equation(rng: random.Random, nums: list[int]) -> tuple[int, Tree]:
+    pool: list[tuple[int, Tree]] = [(number, number) for number in nums]
     while len(pool) > 1:
         a = pool.pop(rng.randrange(len(pool)))
         b = pool.pop(rng.randrange(len(pool)))
-        choices: list[tuple[str, _Operand, _Operand]] = [("+", a, b), ("*", a, b)]
-        if a[0] != b[0]:
-            choices.append(("-", a, b) if a[0] > b[0] else ("-", b, a))
-        if a[0] % b[0] == 0:
-            choices.append(("/", a, b))
-        elif b[0] % a[0] == 0:
-            choices.append(("/", b, a))
-        op, left, right = rng.choice(choices)
-        pool.append(_combine(op, left, right))
-    return pool[0][0], pool[0][1]
-
-
-def _combine(op: str, left: _Operand, right: _Operand) -> _Operand:
-    """Join two operands with the fewest parentheses that keep the meaning."""
-    precedence = 1 if op in "+-" else 2
-    left_text = f"({left[1]})" if left[2] < precedence else left[1]
-    needs = right[2] < precedence or (right[2] == precedence and op in "-/")
-    right_text = f"({right[1]})" if needs else right[1]
-    value = {"+": left[0] + right[0], "-": left[0] - right[0], "*": left[0] * right[0]}.get(op)
-    if value is None:
-        value = left[0] // right[0]
-    return value, f"{left_text} {op} {right_text}", precedence
+        big, small = (a, b) if a[0] >= b[0] else (b, a)  # - and / put the larger value first
+        choices = [("+", a, b), ("*", a, b)]
+        if big[0] != small[0]:
+            choices.append(("-", big, small))
+        if big[0] % small[0] == 0:
+            choices.append(("/", big, small))
+        op, (x, left), (y, right) = rng.choice(choices)
+        value = {"+": x + y, "-": x - y, "*": x * y, "/": x // y}[op]
+        pool.append((value, (op, left, right)))
+    return pool[0]
 
 
 # --- task -----------------------------------------------------------------------------------------
 
 
 class CountdownTask(Task):
-    """Countdown: rows from `data`, or `num_examples` generated rows when no data is given.
-
-    Options: `num_examples`, the generator ranges of `GeneratorConfig`, and `system_prompt` (None: no
-    system message)."""
+    """Countdown: rows from `data`, or `num_examples` generated rows when no data is given. Options: also
+    the ranges of `GeneratorConfig`, and `system_prompt` (None: no system message)."""
 
     name = "countdown"
     stop = (CLOSE_TAG,)
@@ -331,9 +280,8 @@ class CountdownTask(Task):
         return Prompt([user])
 
     def reference_answer(self, example: Example) -> str | None:
-        """`<answer> EQUATION </answer>`: the row's `solution` if it verifies, else the solver's; None when
-        there is none. No reasoning: the shortest target teaches the format without teaching made-up
-        reasoning. It ends with the stop string, as a generated completion would."""
+        """`<answer> EQUATION </answer>` (no made-up reasoning, ending with the stop string): the row's
+        `solution` if it verifies, else the solver's; None when there is none."""
         try:
             row = normalize_row(example)
         except DataError:

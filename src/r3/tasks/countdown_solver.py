@@ -22,9 +22,9 @@ from typing import TypeAlias
 MAX_SOLVER_NUMS = 6
 
 # An expression tree: a number, or (operator, left, right). Text is only built for the answer.
-_Tree: TypeAlias = int | tuple[str, "_Tree", "_Tree"]
+Tree: TypeAlias = int | tuple[str, "Tree", "Tree"]
 # Every value a group of numbers (a bit mask over `nums`) can reach, with one tree for each.
-_Values = dict[Fraction, _Tree]
+_Values = dict[Fraction, Tree]
 
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _ATOM = 3
@@ -41,7 +41,7 @@ def solve(nums: list[int], target: int) -> str | None:
     if not nums or len(nums) > MAX_SOLVER_NUMS:
         return None
     tree = _Solver(nums).find((1 << len(nums)) - 1, Fraction(target))
-    return None if tree is None else _render(tree)[0]
+    return None if tree is None else render(tree)
 
 
 class _Solver:
@@ -68,7 +68,7 @@ class _Solver:
         self.cache[mask] = out
         return out
 
-    def find(self, mask: int, goal: Fraction) -> _Tree | None:
+    def find(self, mask: int, goal: Fraction) -> Tree | None:
         """A tree over exactly the numbers in `mask` whose value is `goal`, or None."""
         if mask.bit_count() <= self.list_up_to:
             return self.values(mask).get(goal)
@@ -79,7 +79,7 @@ class _Solver:
                     return found
         return None
 
-    def join(self, a: Fraction, a_tree: _Tree, goal: Fraction, other: int) -> _Tree | None:
+    def join(self, a: Fraction, a_tree: Tree, goal: Fraction, other: int) -> Tree | None:
         """A tree `a op b` or `b op a` equal to `goal`, with `b` made of the numbers in `other`, or None."""
         found = self.find(other, goal - a)
         if found is not None:
@@ -105,10 +105,10 @@ class _Solver:
             return ("/", found, a_tree)
         return None
 
-    def any_tree(self, mask: int) -> _Tree:
+    def any_tree(self, mask: int) -> Tree:
         """Some tree over the numbers in `mask` (their sum), for `0 * anything`."""
         leaves = [n for i, n in enumerate(self.nums) if mask >> i & 1]
-        tree: _Tree = leaves[0]
+        tree: Tree = leaves[0]
         for leaf in leaves[1:]:
             tree = ("+", tree, leaf)
         return tree
@@ -125,11 +125,11 @@ def _splits(mask: int) -> Iterator[tuple[int, int]]:
         sub = (sub - 1) & mask
 
 
-def _combinations(a: Fraction, a_tree: _Tree, b: Fraction, b_tree: _Tree) -> list[tuple[Fraction, _Tree]]:
+def _combinations(a: Fraction, a_tree: Tree, b: Fraction, b_tree: Tree) -> list[tuple[Fraction, Tree]]:
     """Every value of `a op b` and `b op a`; for - and / the larger operand first (easier to read)."""
     if a < b:
         a, a_tree, b, b_tree = b, b_tree, a, a_tree
-    out: list[tuple[Fraction, _Tree]] = [
+    out: list[tuple[Fraction, Tree]] = [
         (a + b, ("+", a_tree, b_tree)),
         (a - b, ("-", a_tree, b_tree)),
         (a * b, ("*", a_tree, b_tree)),
@@ -143,8 +143,13 @@ def _combinations(a: Fraction, a_tree: _Tree, b: Fraction, b_tree: _Tree) -> lis
     return out
 
 
-def _render(tree: _Tree) -> tuple[str, int]:
-    """The text of `tree` with the fewest parentheses that keep its meaning, and its precedence."""
+def render(tree: Tree) -> str:
+    """The text of `tree` with the fewest parentheses that keep its meaning (`6 / (1 - 3 / 4)`)."""
+    return _render(tree)[0]
+
+
+def _render(tree: Tree) -> tuple[str, int]:
+    """The text of `tree` and the precedence of its top operator."""
     if isinstance(tree, int):
         return str(tree), _ATOM
     op, left, right = tree
