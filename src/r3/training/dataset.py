@@ -1,21 +1,13 @@
 """Failure records -> the prompts GRPO trains on.
 
-Stored first attempts (default): one prompt per failed attempt, the chat
-`[task prompt, failed attempt, reflection instruction]` rendered with `render_prompt`, exactly as
-evaluation and mining render it. Online first attempts: one prompt per query, the task prompt itself;
-the rollout samples the attempt and builds the reflection prompt.
+Stored first attempts (default): one prompt per failed attempt and round, the reflection chat
+(`episode.reflection_turns`: task prompt, failed attempt, and for a later round of `r3 mine --rounds`
+every reflection and retry since) rendered as evaluation and mining render it. Online first attempts:
+one prompt per query, the task prompt itself; the rollout samples the attempt.
 
-Later rounds (`r3 mine --rounds K`): a failed attempt is an `Episode` whose `rounds` are the chain
-mined after it. Each failed retry is one more context to reflect on: the prompt of round k+1 is the
-whole history (task, attempt, reflection 1, retry 1, ..., retry k, the reflection instruction), built
-by the episode's own `next_turn` on the stored rounds (`episode.reflection_turns`), so the chats are
-exactly those `r3 eval --rounds` and `r3 mine --rounds` sent, a task's own included; its reward is
-that round's retry.
-
-TRL hands `rollout_func` only the prompt strings, so `PromptIndex` maps each prompt text back to the
-example and attempt it came from. Identical texts come from identical chats, so sharing one entry is
-exact for the reflection; if two different examples render to the same text (duplicated rows with
-different answers), the first one's verifier is used and `PromptIndex.collisions` counts them.
+TRL hands `rollout_func` only the prompt strings, so `PromptIndex` maps each text back to what it came
+from. Different examples rendering to the same text (duplicated rows with different answers) share the
+first one's entry, counted in `PromptIndex.collisions`.
 """
 
 from __future__ import annotations
@@ -34,8 +26,7 @@ from r3.tasks.base import Example, Prompt, Task
 @dataclass(frozen=True)
 class PromptItem:
     """What a training prompt stands for: the example and, in stored mode, the failed attempt and the
-    reflection chat the prompt was rendered from (`chat`: for a later round the whole history), with
-    its round number. The rollout runs the episode's round on `chat`."""
+    reflection chat the prompt was rendered from, with its round number."""
 
     example: Example
     attempt: str | None
@@ -67,9 +58,6 @@ class PromptIndex:
                 f"the trainer was built?): {text[:80]!r}..."
             ) from None
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def prompts(self) -> list[str]:
         """Every distinct training prompt, in dataset order: the pool dynamic sampling draws from."""
         return list(self._items)
@@ -91,15 +79,12 @@ def build_prompts(
             index.add(text, PromptItem(record.example, None, record.query_index))
             rows.append({"prompt": text, "query_index": record.query_index, "attempt_index": -1, "round": 1})
             continue
-        attempts = record.failed_attempts[:max_attempts_per_query]
-        for number, failed in enumerate(attempts):
+        for number, failed in enumerate(record.failed_attempts[:max_attempts_per_query]):
             for turn in reflection_turns(task, failed.episode):
                 chat = turn.reflection_prompt
                 text = render_prompt(tokenizer, chat)
-                item = PromptItem(
-                    record.example, failed.episode.attempt.text, record.query_index, turn.number, chat
-                )
-                index.add(text, item)
+                attempt = failed.episode.attempt.text
+                index.add(text, PromptItem(record.example, attempt, record.query_index, turn.number, chat))
                 rows.append(
                     {
                         "prompt": text,

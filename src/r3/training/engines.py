@@ -1,14 +1,9 @@
 """How the R3 rollout samples: the trainer's own model, TRL's colocated vLLM, or a `trl vllm-serve`
-server, each an adapter of `r3.generation`'s `TokenSampler.sample_tokens`, so sampling in training is
-sampling in evaluation and mining (same token loop, seed per row, stop-string and EOS handling).
+server, each an adapter of `r3.generation`'s `TokenSampler.sample_tokens`, so that training samples as
+evaluation and mining do. `choose_engine(trainer)` picks one by the trainer's settings.
 
-An engine is `engine(trainer, prompt_ids, sampling) -> list[Completion]`, one per prompt;
-`choose_engine(trainer)` picks `transformers_engine` (CPU, or GPU without vLLM),
-`vllm_colocate_engine` or `vllm_server_engine`.
-
-TRL syncs the policy's weights into vLLM before it calls the rollout. The rollout calls an engine on
-every process the same number of times, even with no prompt, because some engines use collectives
-(the server engine's gather, ZeRO-3 weight gathering): a process that skipped one would hang the rest.
+The rollout calls an engine on every process the same number of times, even with no prompt, because
+some engines are collectives (the server engine's gather, ZeRO-3 weight gathering).
 """
 
 from __future__ import annotations
@@ -32,11 +27,9 @@ Engine = Callable[[Any, list[list[int]], SamplingConfig], list[Completion]]
 def transformers_engine(
     trainer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig
 ) -> list[Completion]:
-    """Sample with the trainer's own model, in this process, without gradients (one batch).
-
-    TRL's `unwrap_model_for_generation` unwraps DDP/DeepSpeed (gathering ZeRO-3 weights, a collective:
-    entered even with no prompt) and turns gradient checkpointing off meanwhile. Where the forward pass is
-    collective (ZeRO-3, FSDP) the token loop runs `synced`, and a process with no prompt samples a dummy."""
+    """Sample with the trainer's own model, in this process, without gradients (one batch). Where the
+    forward pass is collective (ZeRO-3, FSDP) the token loop runs `synced` and a process with no prompt
+    samples a dummy row."""
     from trl.models import unwrap_model_for_generation
 
     from r3.generation.transformers_backend import TransformersBackend
@@ -79,19 +72,17 @@ def generation_is_collective(model: Any) -> bool:
 def vllm_colocate_engine(
     trainer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig
 ) -> list[Completion]:
-    """Sample with TRL's colocated vLLM engine (`trainer.vllm_generation.llm`), a request per row with
-    its seed. Supported: tensor parallel size 1, sleep mode off (checked in `build_trainer`); GPU only."""
+    """Sample with TRL's colocated vLLM engine, a request per row with its seed (tensor parallel size 1,
+    sleep mode off: `trainer.check_generation_setup`)."""
     from r3.generation.vllm_backend import VLLMBackend
 
     return VLLMBackend.over(trainer.vllm_generation.llm).sample_tokens(prompt_ids, sampling)
 
 
 def server_request(prompt_ids: list[int], sampling: SamplingConfig, seed: int) -> dict[str, Any]:
-    """The keyword arguments of `VLLMClient.generate` for one row: one prompt, one sequence, its seed.
-
-    Seed and stop strings go through `generation_kwargs` into the request body, where vLLM reads them.
-    One row per request because the server applies a request's seed to every prompt in it: a GRPO group's
-    identical prompts would all get the same completion."""
+    """The keyword arguments of `VLLMClient.generate` for one row, with its seed and stop strings in
+    `generation_kwargs`. One row per request: the server applies a request's seed to all its prompts, so a
+    GRPO group's identical prompts would all get the same completion."""
     greedy = sampling.temperature <= 0
     extra: dict[str, Any] = {"seed": seed}
     if sampling.stop:
@@ -115,8 +106,8 @@ SERVER_CONCURRENCY = 64
 def server_generate(
     client: Any, prompt_ids: list[list[int]], seeds: list[int], sampling: SamplingConfig
 ) -> tuple[list[list[int]], list[list[float | None] | None]]:
-    """Every row through `client.generate` (a seeded request each, sent concurrently on the client's
-    pooled session); returns the completion ids and the sampled tokens' logprobs, row by row."""
+    """Every row through `client.generate`, a seeded request each, sent concurrently; returns the
+    completion ids and the sampled tokens' logprobs, row by row."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(row: tuple[list[int], int]) -> tuple[list[int], list[float | None] | None]:
@@ -145,10 +136,8 @@ def scatter_slice(counts: Sequence[int], process_index: int) -> slice:
 def vllm_server_engine(
     trainer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig
 ) -> list[Completion]:
-    """Sample through TRL's vLLM server from the main process, a seeded request per row.
-
-    Every process's prompts and seeds are gathered, the main process sends them (`server_generate`), and
-    the results are broadcast, each process keeping its own slice. Collective: every process must call it."""
+    """Sample through TRL's vLLM server: every process's prompts and seeds are gathered, the main
+    process sends them (`server_generate`), and each process keeps its slice of the broadcast results."""
     from accelerate.utils import broadcast_object_list, gather_object
 
     accelerator = trainer.accelerator
@@ -172,9 +161,8 @@ def vllm_server_engine(
 
 
 class EngineSampler:
-    """An engine bound to its trainer, as `r3.generation`'s token sampler (and so as a `Generator`):
-    what lets the rollout run the episode's own steps (`episode.attempt`, `episode.reflect_and_retry`)
-    on the trainer's model."""
+    """An engine bound to its trainer, as a token sampler (and so a `Generator`): what the rollout runs
+    the episode's own steps on."""
 
     def __init__(self, engine: Engine, trainer: Any) -> None:
         self.engine = engine

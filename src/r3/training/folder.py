@@ -1,15 +1,10 @@
 """The output folder of `r3 train` and `r3 sft`: a `rundir.RunFolder`, as every r3 command's is.
 
-Without a check, a second run into the folder would train beside the first one's checkpoints, and a
-later `--resume` would continue the old run with the new settings. So the folder is locked, its
-`run.json` written before the first step, and a folder holding a run's output is refused until
-`--resume` (same settings) or `--overwrite` (remove the files a training writes, `owned`) says which.
-
-Every config field is a setting, TRL's included (so one TRL adds later is compared too), except
-`NOT_SETTINGS` (logging, saving, evaluation, process wiring, memory switches that leave the arithmetic
-alone) and `RUN_LENGTH` (training a finished run longer is what `--resume` is for). A field one side
-lacks (another TRL version) is compared only when both have it. The failures and data files carry a
-digest of their content (`<name>_sha256`).
+The folder is locked, its `run.json` written before the first step, and a folder holding a run's
+output is refused until `--resume` (same settings) or `--overwrite` (remove the files a training
+writes) says which is meant: else a second run would train beside the first one's checkpoints. Every
+config field is a setting, TRL's included, except `NOT_SETTINGS` and `RUN_LENGTH`; a field one side
+lacks (another TRL version) is compared only when both have it.
 """
 
 from __future__ import annotations
@@ -26,10 +21,9 @@ from typing import Any
 from r3 import rundir
 from r3.rundir import RunFolder
 
-#: What both trainings write into their output folder besides their summary (`owned`): `--overwrite`
-#: removes exactly these (and `run.json`), and any of them present means the folder holds a run's
-#: output. TRL's model card (README.md) is left alone: it may be a user's, and the next run rewrites
-#: TRL's own.
+#: What both trainings write into their output folder besides their summary: `--overwrite` removes
+#: exactly these (and `run.json`), and any of them present means the folder holds a run's output.
+#: TRL's model card (README.md) is left alone: it may be a user's.
 OWNED: tuple[str, ...] = (
     "checkpoint-*",
     # the model (transformers' save_pretrained)
@@ -159,10 +153,8 @@ NOT_SETTINGS = frozenset(
     }
 )
 
-#: How long to train. Left out of the comparison so that `--resume` with a larger `max_steps` trains a
-#: finished (or stopped) run for longer. With a decaying `lr_scheduler_type` (cosine, linear) the steps
-#: after the resume follow the schedule of the new length, so the result differs from a run given that
-#: length from the start; with `constant` the learning rate is the same either way.
+#: How long to train: `--resume` with a larger `max_steps` trains a finished run for longer (under a
+#: decaying `lr_scheduler_type` the steps after the resume follow the new length's schedule).
 RUN_LENGTH = ("max_steps", "num_train_epochs")
 
 #: Settings that may name a local file or folder: stored as absolute paths (`rundir.fingerprint`).
@@ -171,15 +163,9 @@ PATHS = ("model", "failures", "data", "chat_template_path")
 DIGESTS = ("failures", "data")
 
 
-def owned(summary_file: str) -> tuple[str, ...]:
-    """The files of one training command: its summary (first, so that a refusal names the clearest
-    sign of a run), then `OWNED`."""
-    return (summary_file, *OWNED)
-
-
 def run_settings(config: Any) -> dict[str, Any]:
-    """The settings of a training config that decide its result, as JSON values (see the module's
-    docstring for what counts), plus a digest of each local data file."""
+    """The settings of a training config that decide its result, as JSON values, plus a digest of each
+    local data file (`DIGESTS`)."""
     skip = NOT_SETTINGS | set(RUN_LENGTH)
     settings = {
         f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init and f.name not in skip
@@ -187,7 +173,8 @@ def run_settings(config: Any) -> dict[str, Any]:
     for name in DIGESTS:
         path = settings.get(name)
         if isinstance(path, str) and Path(path).expanduser().is_file():
-            settings[f"{name}_sha256"] = file_digest(Path(path).expanduser())
+            with Path(path).expanduser().open("rb") as handle:
+                settings[f"{name}_sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
     return json.loads(json.dumps(settings, default=_plain))
 
 
@@ -200,26 +187,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def file_digest(path: Path) -> str:
-    """The sha256 of a file's bytes, read in blocks (a failures file may be large)."""
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def training_fingerprint(config: Any, command: str) -> dict[str, Any]:
-    """The `run.json` of one `r3 <command>` training run (`rundir.fingerprint`, as every command's)."""
-    return rundir.fingerprint(command, run_settings(config), paths=PATHS)
-
-
 @contextmanager
 def training_folder(config: Any, command: str, summary_file: str) -> Iterator[RunFolder | None]:
     """The output folder of one `r3 <command>` run, whose summary is `summary_file`: checked and (on
     the main process) locked for the whole block, its `run.json` written before the first step. The other
     processes of a distributed run only check, so that all refuse alike, and yield None."""
-    fingerprint = training_fingerprint(config, command)
+    fingerprint = rundir.fingerprint(command, run_settings(config), paths=PATHS)
+    owned = (summary_file, *OWNED)  # the summary first: a refusal names the clearest sign of a run
     options: dict[str, Any] = {
         "command": command,
         "overwrite": config.overwrite,
@@ -227,8 +201,8 @@ def training_folder(config: Any, command: str, summary_file: str) -> Iterator[Ru
         "new_keys": [key for key in fingerprint if key not in ("version", "command")],
     }
     if config.process_index != 0:
-        RunFolder.open(config.output_dir, fingerprint, owned(summary_file), check_only=True, **options)
+        RunFolder.open(config.output_dir, fingerprint, owned, check_only=True, **options)
         yield None
         return
-    with RunFolder.open(config.output_dir, fingerprint, owned(summary_file), **options) as run:
+    with RunFolder.open(config.output_dir, fingerprint, owned, **options) as run:
         yield run

@@ -1,14 +1,10 @@
 """Stop a training run at the end of its current step, with a checkpoint, on Ctrl-C or SIGTERM.
 
-A signal that breaks into `trainer.train()` mid-step loses every step since the last checkpoint. So
-the first Ctrl-C or SIGTERM lets the step in flight finish, writes `checkpoint-<step>`, and raises
-`KeyboardInterrupt` (exit 130, no "final" model from a run cut short; `--resume true` continues). A
-second signal stops at once; one repeated within `REPEAT_WINDOW_S` counts once, because Ctrl-C reaches
-a command both directly and through a driver that forwards it. With several processes the request is
-shared at each step's end, so all stop at the same step.
-
-The final save (`uninterrupted_save`) finishes before a first signal is honoured: a save cut in the
-middle leaves a `config.json` beside partial weights, which looks like a finished model.
+The first signal lets the step in flight finish, saves `checkpoint-<step>` and raises
+`KeyboardInterrupt` (exit 130, no final model; `--resume true` continues); a second one stops at once.
+Signals within `REPEAT_WINDOW_S` count once, because Ctrl-C reaches a command both directly and through
+a driver that forwards it. The final save (`uninterrupted_save`) is never cut by a first signal: a save
+cut in the middle leaves a `config.json` beside partial weights, which looks like a finished model.
 """
 
 from __future__ import annotations
@@ -23,8 +19,6 @@ from typing import Any
 
 #: Signals this close together are one request (a terminal's Ctrl-C plus a driver's forwarded one).
 REPEAT_WINDOW_S = 2.0
-
-
 #: What the first request says, during the steps and during the final save.
 STEP_NOTICE = "r3: stopping after this step to save a checkpoint (Ctrl-C again to stop at once)"
 SAVE_NOTICE = "r3: finishing the final save first (Ctrl-C again to stop at once, leaving it unfinished)"
