@@ -1,36 +1,26 @@
-"""A small, bounded parser and exact evaluator for Countdown equations.
+"""A small, bounded parser and exact evaluator for Countdown equations: `expression [= integer]`, where
+an expression holds integers, + - * / (also unary + and -, as in "-3", which uses the number 3) and
+parentheses, with the usual precedence.
 
-Model output is never run as code. A shunting-yard parser without recursion means no input can raise
-`RecursionError`; `fractions.Fraction` means `7 / 2 * 2` is exactly 7 and no float rounding turns a
-wrong answer right. Every limit is checked before the step it protects (text length, literal length,
-nesting depth, size of intermediate values), so the work is linear in the capped input.
-
-Grammar (whitespace allowed between tokens):
-
-    answer     := expression [ "=" integer ]
-    expression := integers, "+", "-", "*", "/", "(" and ")", with the usual precedence;
-                  "+" and "-" may also be unary ("-3" uses the number 3).
+Model output is never run as code. The shunting-yard parser does not recurse, `Fraction` arithmetic is
+exact (`7 / 2 * 2` is 7), and every limit is checked before the step it protects, so the work is
+linear in the capped input.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
 
-#: Longest expression text accepted. Real answers are a few dozen characters; the cap keeps any
-#: input, however long, cheap to reject.
+#: Longest expression text accepted (real answers are a few dozen characters).
 MAX_EXPRESSION_CHARS = 1000
-#: Longest integer literal. Countdown numbers have at most 2-3 digits; the cap stops a 100 KB
-#: literal from becoming a huge int.
+#: Longest integer literal (Countdown numbers have 2-3 digits).
 MAX_LITERAL_DIGITS = 6
-#: Longest number accepted after `=`: targets are not bounded like the operands, but a claim longer
-#: than this cannot be a target anyone means (and Python refuses to parse ints over 4,300 digits).
+#: Longest number accepted after `=` (Python refuses to parse ints over 4,300 digits).
 MAX_CLAIM_DIGITS = 400
 #: Deepest parenthesis nesting accepted.
 MAX_DEPTH = 64
-#: Largest numerator or denominator (in bits) of any intermediate value. Without a power operator
-#: values grow slowly, but a long product of literals could still get big.
+#: Largest numerator or denominator (in bits) of any intermediate value.
 MAX_VALUE_BITS = 1024
 
 _WHITESPACE = frozenset(" \t\r\n")
@@ -39,34 +29,17 @@ _BINARY_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _NEG_PRECEDENCE = 3  # unary minus binds tighter than * and /, as in Python
 #: Friendlier reasons for characters models often use instead of the allowed ones.
 _CHAR_HINTS = {
-    "×": "use * for multiplication",
-    "·": "use * for multiplication",
+    **dict.fromkeys("×·", "use * for multiplication"),
     "÷": "use / for division",
-    "−": "use the ASCII '-'",
-    "–": "use the ASCII '-'",
+    **dict.fromkeys("−–", "use the ASCII '-'"),
     "^": "powers are not allowed",
     "%": "only + - * / are allowed",
-    "[": "use ( ) for grouping",
-    "]": "use ( ) for grouping",
-    "{": "use ( ) for grouping",
-    "}": "use ( ) for grouping",
+    **dict.fromkeys("[]{}", "use ( ) for grouping"),
 }
 
 
 class ExpressionError(ValueError):
     """The text is not a valid Countdown equation. The message is a short, user-facing reason."""
-
-
-TokenKind = Literal["num", "op", "(", ")"]
-
-
-@dataclass(frozen=True)
-class Token:
-    """One token: `kind` is "num", "op", "(" or ")"; `text` is the source text; `value` the number."""
-
-    kind: TokenKind
-    text: str
-    value: int = 0
 
 
 #: A postfix program: ints push themselves, "+", "-", "*", "/" pop two, "neg" pops one.
@@ -85,11 +58,12 @@ class Expression:
         return evaluate_program(self.program)
 
 
-def tokenize(text: str) -> list[Token]:
-    """Split `text` into tokens, rejecting anything that is not an integer, operator or parenthesis."""
+def tokenize(text: str) -> list[int | str]:
+    """Split `text` into integers and the operators and parentheses (as strings); ExpressionError for
+    anything else."""
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ExpressionError(f"answer too long (more than {MAX_EXPRESSION_CHARS} characters)")
-    tokens: list[Token] = []
+    tokens: list[int | str] = []
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
@@ -108,15 +82,12 @@ def tokenize(text: str) -> list[Token]:
             if len(digits) > 1 and digits[0] == "0":
                 # Python itself rejects `07`; a leading zero is ambiguous (octal?), so refuse it.
                 raise ExpressionError(f"number {digits} has a leading zero")
-            tokens.append(Token("num", digits, int(digits)))
+            tokens.append(int(digits))
             i = j
-        elif ch in "+-*/":
+        elif ch in "+-*/()":
             if ch in "*/" and i + 1 < n and text[i + 1] == ch:
                 raise ExpressionError(f"'{ch}{ch}' is not allowed (only + - * /)")
-            tokens.append(Token("op", ch))
-            i += 1
-        elif ch in "()":
-            tokens.append(Token(ch, ch))  # type: ignore[arg-type]  # ch is "(" or ")"
+            tokens.append(ch)
             i += 1
         elif ch == "." and i + 1 < n and text[i + 1] in _DIGITS:
             raise ExpressionError("decimal numbers are not allowed")
@@ -127,10 +98,8 @@ def tokenize(text: str) -> list[Token]:
 
 
 def parse_expression(text: str) -> Expression:
-    """Parse an arithmetic expression (no `=`) into an `Expression`. Raises `ExpressionError`.
-
-    Shunting-yard with an explicit operator stack: iterative, so nesting depth costs no Python
-    stack, and `MAX_DEPTH` is enforced only to keep answers human-sized."""
+    """Parse an arithmetic expression (no `=`) into an `Expression`; `ExpressionError` otherwise.
+    Shunting-yard with an explicit stack: `MAX_DEPTH` only keeps answers human-sized."""
     tokens = tokenize(text)
     if not tokens:
         raise ExpressionError("empty answer")
@@ -140,42 +109,41 @@ def parse_expression(text: str) -> Expression:
     depth = 0
     expect_operand = True
     for token in tokens:
-        if expect_operand:
-            if token.kind == "num":
-                output.append(token.value)
-                numbers.append(token.value)
-                expect_operand = False
-            elif token.kind == "op" and token.text in "+-":
-                if token.text == "-":
+        if isinstance(token, int):
+            if not expect_operand:
+                raise ExpressionError(f"missing operator before {token}")
+            output.append(token)
+            numbers.append(token)
+            expect_operand = False
+        elif expect_operand:
+            if token in "+-":
+                if token == "-":
                     stack.append("neg")  # prefix operator: pushed, never pops anything
                 # unary plus changes nothing
-            elif token.kind == "(":
+            elif token == "(":
                 depth += 1
                 if depth > MAX_DEPTH:
                     raise ExpressionError(f"too deeply nested (more than {MAX_DEPTH} levels of parentheses)")
                 stack.append("(")
-            elif token.kind == ")":
+            elif token == ")":
                 raise ExpressionError("empty parentheses" if stack and stack[-1] == "(" else "unexpected ')'")
             else:
-                raise ExpressionError(f"unexpected '{token.text}'")
+                raise ExpressionError(f"unexpected '{token}'")
+        elif token == ")":
+            while stack and stack[-1] != "(":
+                output.append(stack.pop())
+            if not stack:
+                raise ExpressionError("unmatched ')'")
+            stack.pop()
+            depth -= 1
+        elif token == "(":
+            raise ExpressionError("missing operator before '('")
         else:
-            if token.kind == "op":
-                precedence = _BINARY_PRECEDENCE[token.text]
-                while stack and stack[-1] != "(" and _precedence(stack[-1]) >= precedence:
-                    output.append(stack.pop())
-                stack.append(token.text)
-                expect_operand = True
-            elif token.kind == ")":
-                while stack and stack[-1] != "(":
-                    output.append(stack.pop())
-                if not stack:
-                    raise ExpressionError("unmatched ')'")
-                stack.pop()
-                depth -= 1
-            elif token.kind == "num":
-                raise ExpressionError(f"missing operator before {token.text}")
-            else:
-                raise ExpressionError("missing operator before '('")
+            precedence = _BINARY_PRECEDENCE[token]
+            while stack and stack[-1] != "(" and _precedence(stack[-1]) >= precedence:
+                output.append(stack.pop())
+            stack.append(token)
+            expect_operand = True
     if expect_operand:
         raise ExpressionError("expression ends with an operator")
     while stack:
@@ -191,10 +159,8 @@ def _precedence(op: str) -> int:
 
 
 def parse_answer(text: str) -> tuple[Expression, int | None]:
-    """Parse `expression [= integer]`; return the expression and the claimed result (or None).
-
-    Models often restate the target (`(1 + 2) * 8 = 24`); the claim is returned so the caller can
-    reject a wrong one."""
+    """Parse `expression [= integer]`; return the expression and the claimed result (or None), which
+    models often restate (`(1 + 2) * 8 = 24`) and the caller rejects when wrong."""
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ExpressionError(f"answer too long (more than {MAX_EXPRESSION_CHARS} characters)")
     if "=" not in text:
