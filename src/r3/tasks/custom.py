@@ -1,21 +1,12 @@
-"""The `custom` task: your JSONL rows plus your verifier function, with no Task subclass to write.
+"""The `custom` task: your rows plus your verifier function, with no Task subclass to write.
 
     r3 eval --task custom --data rows.jsonl --verifier my_pkg.checks:verify
 
-Rows (one JSON object per line):
-
-* `"prompt"`: the user message, **or** `"messages"`: a chat (`role`, `content`) ending with a user
-  turn. Not both.
-* `"system"` (optional): a system message put first (not with `messages` that start with one).
-* `"tools"` (optional): tool schemas, passed to the chat template.
-* `"reflection_instruction"` (optional): this row's own request for a reflection, in every round.
-* `"reference"` (optional): a correct completion, the reference answer for `r3 sft`.
-* Anything else is kept and handed to the verifier untouched.
-
-The verifier is `verify(example, completion) -> bool | Verdict`, called in a worker process with a
-time limit (`r3.workers`), so one that raises, hangs or kills its process costs one failed attempt,
-not the run. One that cannot run in a worker (a lambda, a closure) is refused in one line naming the
-`module:function` form, unless `timeout_s` is 0 (called inline, with no time limit).
+A row holds `prompt` (the user turn) or `messages` (a chat ending with a user turn), and optionally
+`system`, `tools`, `reflection_instruction` and `reference` (a correct completion, for `r3 sft`); other
+fields reach the verifier untouched (docs/custom_tasks.md). The verifier,
+`verify(example, completion) -> bool | Verdict`, runs in a worker process under a time limit
+(`r3.workers`), so one that raises, hangs or crashes costs one failed attempt, not the run.
 """
 
 from __future__ import annotations
@@ -44,9 +35,8 @@ _ROLES = ("system", "user", "assistant")
 
 
 def load_verifier(spec: str | VerifierFn) -> VerifierFn:
-    """Resolve `spec` to a callable: a callable, `package.module:function`, or
-    `path/to/file.py:function`. A module not on `sys.path` is retried from the current directory, which
-    the `r3` console script, unlike `python -m`, does not put there."""
+    """Resolve `spec` (a callable, `package.module:function` or `path/to/file.py:function`) to a callable.
+    A module not on `sys.path` is retried from the current directory, which the `r3` script omits."""
     if callable(spec):
         return spec
     if not isinstance(spec, str) or not spec.strip():
@@ -80,8 +70,7 @@ def _file_spec(spec: str) -> tuple[str, str] | None:
 
 def _portable(source: str | VerifierFn, fn: VerifierFn) -> Portable | None:
     """How a worker process finds the function loaded from `source`: `load_verifier` on the spec (a
-    file's path made absolute, so that a later `chdir` cannot break it), else the pickled callable; None
-    when it cannot be pickled."""
+    file's path made absolute), else the pickled callable (None when it cannot be pickled)."""
     if not isinstance(source, str):
         return pickled(fn)
     spec = source.strip()
@@ -136,9 +125,8 @@ class CustomTask(Task):
         reflection_instruction: str | None = None,
         retry_instruction: str | None = None,
     ) -> None:
-        """`verifier`: a callable or `pkg.module:function`; `timeout_s`: seconds per verifier call, made
-        in a worker process (None or 0 calls it inline, with no limit: fastest, but a hang hangs the run
-        and a crash ends it);
+        """`verifier`: a callable or `pkg.module:function`; `timeout_s`: seconds per verifier call in a
+        worker process (None or 0: inline with no limit, fastest, but a hang or a crash takes the run);
         `stop`: strings that end generation; the two instructions replace the defaults."""
         if verifier is None:
             raise R3Error(
@@ -178,22 +166,15 @@ class CustomTask(Task):
             raise DataError(source, index, "prompt", f"expected a string, got {kind}")
         if has_messages:
             _check_messages(example["messages"], index, source)
-        system = example.get("system")
-        if system is not None:
-            if not isinstance(system, str):
-                raise DataError(source, index, "system", f"expected a string, got {type(system).__name__}")
-            if has_messages and example["messages"][0]["role"] == "system":
-                raise DataError(source, index, "system", "'messages' already starts with a system turn")
+        for field in ("system", "reflection_instruction", "reference"):
+            value = example.get(field)
+            if value is not None and not isinstance(value, str):
+                raise DataError(source, index, field, f"expected a string, got {type(value).__name__}")
+        if example.get("system") is not None and has_messages and example["messages"][0]["role"] == "system":
+            raise DataError(source, index, "system", "'messages' already starts with a system turn")
         tools = example.get("tools")
         if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
             raise DataError(source, index, "tools", "expected a list of objects")
-        instruction = example.get("reflection_instruction")
-        if instruction is not None and not isinstance(instruction, str):
-            raise DataError(source, index, "reflection_instruction", "expected a string")
-        reference = example.get("reference")
-        if reference is not None and not isinstance(reference, str):
-            kind = type(reference).__name__
-            raise DataError(source, index, "reference", f"expected a string (a whole completion), got {kind}")
         return example
 
     def reference_answer(self, example: Example) -> str | None:
