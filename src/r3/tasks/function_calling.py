@@ -1,13 +1,8 @@
 """Function calling in the APIGen / xLAM format (the paper's first task).
 
-A row is `{"query": str, "tools": [...], "answers": [...]}`; the hub dataset
-(`Salesforce/xlam-function-calling-60k`) stores `tools` and `answers` as JSON strings, and `validate`
-turns both forms into lists so nothing downstream parses them again. `answers` are the reference
-calls, `{"name": str, "arguments": {...}}`.
-
-The model sees the tools through its chat template's `tools=` when it takes them, otherwise as JSON
-in the system turn, and answers with a JSON list of calls; `r3.tasks.tool_calls` finds and compares
-them (exact multiset match).
+A row is `{"query": str, "tools": [...], "answers": [...]}` (the hub's `Salesforce/xlam-function-calling-60k`
+stores `tools` and `answers` as JSON strings; `validate` parses them). `answers` are the reference calls;
+the model answers with a JSON list of calls, which `r3.tasks.tool_calls` finds and compares exactly.
 """
 
 from __future__ import annotations
@@ -78,11 +73,9 @@ def parse_answers(row: dict[str, Any], index: int, source: str) -> list[dict[str
 class FunctionCallingTask(Task):
     """Call the right tools with exactly the right arguments (APIGen / xLAM rows).
 
-    `defaults_as_omitted` (default False: strict, the paper's rule): an argument equal to its parameter's
-    schema `default` counts as omitted, in the model's calls and the reference alike, because xLAM
-    references often leave out an optional argument that a model passes at its default. Only top-level
-    arguments; a string default that spells a JSON scalar also matches that scalar (`"10"` matches `10`),
-    not the reverse (`tool_calls.schema_defaults`)."""
+    `defaults_as_omitted` (default False: strict, the paper's rule): a top-level argument equal to its
+    schema `default` counts as omitted on both sides, since xLAM references often leave out an optional
+    argument that a model passes at its default (`tool_calls.schema_defaults`)."""
 
     name = "function_calling"
     stop: tuple[str, ...] = ()
@@ -110,9 +103,8 @@ class FunctionCallingTask(Task):
         return example
 
     def to_record(self, example: Example) -> Example:
-        """`tools` and `answers` as JSON strings again, as in xLAM: one string column each, so that a
-        file of rows with thousands of different tool schemas loads in `datasets` as plain strings
-        instead of one struct holding the union of every tool's parameters."""
+        """`tools` and `answers` as JSON strings again, as in xLAM, so that rows with thousands of tool
+        schemas load in `datasets` as strings, not as one struct of every tool's parameters."""
         record = dict(example)
         for key in ("tools", "answers"):
             if not isinstance(record.get(key), str):
@@ -133,15 +125,15 @@ class FunctionCallingTask(Task):
         )
 
     def reference_answer(self, example: Example) -> str | None:
-        """The row's `answers` as the compact JSON list of `{"name", "arguments"}` the system prompt asks
-        for (no code fence, no other text). None when the row has no usable `answers`."""
+        """The row's `answers` as the compact JSON list the system prompt asks for; None when the row has
+        no usable `answers`."""
         try:
             answers = parse_answers(example, 0, "example")
         except Exception:  # DataError, or no "answers" key: no known answer
             return None
         calls = [{"name": call["name"], "arguments": call["arguments"]} for call in answers]
         text = json.dumps(calls, ensure_ascii=False)
-        # Cheap insurance for odd values (NaN, say) that JSON cannot carry both ways.
+        # Odd values (NaN, say) do not survive JSON both ways.
         return text if self.verify(example, text).ok else None
 
     def answer_text(self, completion: str) -> str | None:
@@ -153,20 +145,16 @@ class FunctionCallingTask(Task):
         return json.dumps(calls, sort_keys=True, ensure_ascii=False)
 
     def verify(self, example: Example, completion: str) -> Verdict:
-        """Exact, order-free match of the completion's calls against `example["answers"]` (arguments at
-        their schema default left out on both sides under `defaults_as_omitted`). Never raises."""
+        """Exact, order-free match of the completion's calls against `example["answers"]`. Never raises."""
+        what = "reference answers"
         try:
             reference = parse_answers(example, 0, "example")
-        except DataError as exc:
-            return Verdict.failure(f"bad reference answers: {exc.problem}")
-        except Exception as exc:  # e.g. no "answers" key: still answer, never raise
-            return Verdict.failure(f"bad reference answers ({type(exc).__name__})")
-        defaults = None
-        if self.defaults_as_omitted:
-            try:
+            defaults = None
+            if self.defaults_as_omitted:
+                what = "tools"
                 defaults = schema_defaults(parse_tools(example, 0, "example"))
-            except DataError as exc:
-                return Verdict.failure(f"bad tools: {exc.problem}")
-            except Exception as exc:  # e.g. no "tools" key
-                return Verdict.failure(f"bad tools ({type(exc).__name__})")
+        except DataError as exc:
+            return Verdict.failure(f"bad {what}: {exc.problem}")
+        except Exception as exc:  # e.g. a missing key: still answer, never raise
+            return Verdict.failure(f"bad {what} ({type(exc).__name__})")
         return verify_calls(completion, reference, defaults)
