@@ -1,11 +1,7 @@
 """The Task contract: load examples, render prompts, verify completions.
 
-A task is everything R3 needs to know about a verifiable problem. Every step of the pipeline (eval,
-mine, train) talks to tasks only through this class, so a new task is one subclass registered in
-`r3.tasks.registry`.
-
-Verifiers must never execute model output: they parse it (ast, json, hand-written parsers) and answer
-with a `Verdict` quickly, whatever the input.
+Every step (eval, mine, train) talks to tasks only through `Task`, so a new task is one subclass. A
+verifier never executes model output: it parses it and answers with a `Verdict` quickly, whatever the input.
 """
 
 from __future__ import annotations
@@ -83,14 +79,12 @@ class Task(ABC):
         """Check a completion. Must not raise and must not execute the completion."""
 
     def reference_answer(self, example: Example) -> str | None:
-        """A correct completion for `example` in the format the prompt asks for (it must pass `verify`),
-        or None when unknown (the default). `r3 sft` trains first attempts on it."""
+        """A correct completion for `example` that passes `verify` (`r3 sft` trains on it), or None."""
         return None
 
     def answer_text(self, completion: str) -> str | None:
-        """The part of `completion` that is its answer, the same text for two completions with the same
-        answer; None when it gives none (the default). Reports read answers through it without knowing any
-        task's format."""
+        """The part of `completion` that is its answer (the same text for the same answer), for reports;
+        None when it gives none."""
         return None
 
     def validate(self, row: Any, index: int, source: str) -> Example:
@@ -105,33 +99,29 @@ class Task(ABC):
         return dict(row)
 
     def to_record(self, example: Example) -> Example:
-        """The example as stored in output files (JSONL that `datasets` can load): the inverse of `validate`
-        (function calling writes `tools`/`answers` back as JSON strings so rows share one Arrow schema)."""
+        """The example as stored in output files (JSONL that `datasets` can load): the inverse of
+        `validate`."""
         return dict(example)
 
     def reflection_prompt(self, example: Example, attempt: str) -> Prompt:
-        """The chat asking for a reflection on a failed first `attempt`: `reflection_prompt_after` on the
-        task prompt, so that a task overriding that hook changes every round at once."""
+        """The chat asking for a reflection on a failed first `attempt` (`reflection_prompt_after` on the
+        task prompt)."""
         return self.reflection_prompt_after(example, self.prompt(example), attempt)
 
     def retry_prompt(self, example: Example, attempt: str, reflection: str) -> Prompt:
-        """The chat asking for the second attempt (round 1): `retry_prompt_after` on round 1's reflection
-        chat."""
+        """The chat asking for the second attempt (`retry_prompt_after` on round 1's reflection chat)."""
         return self.retry_prompt_after(example, self.reflection_prompt(example, attempt), reflection)
 
     def reflection_prompt_after(self, example: Example, history: Prompt, failed: str) -> Prompt:
-        """The chat asking for a reflection on the `failed` answer to `history` (the task prompt in round
-        1, the previous retry chat later; every command builds its rounds through here). Appends the answer
-        and `reflection_instruction`; override it for a request that depends on the row."""
+        """`history` (the task prompt, or the previous retry chat) with its `failed` answer and the
+        `reflection_instruction` appended; every round is built through here."""
         return history.extend(
             {"role": "assistant", "content": failed},
             {"role": "user", "content": self.reflection_instruction},
         )
 
     def retry_prompt_after(self, example: Example, reflection_chat: Prompt, reflection: str) -> Prompt:
-        """The chat asking for another answer once `reflection` was given in `reflection_chat` (every
-        round but the paper's round 1, which goes through `retry_prompt`). Appends the reflection and
-        `retry_instruction`."""
+        """`reflection_chat` with its `reflection` and the `retry_instruction` appended."""
         return reflection_chat.extend(
             {"role": "assistant", "content": reflection},
             {"role": "user", "content": self.retry_instruction},
@@ -139,8 +129,8 @@ class Task(ABC):
 
 
 def load_rows(task: Task, data: str, limit: int | None = None) -> list[Example]:
-    """Read `data` and validate every row with `task.validate`, not only the first `limit`, so that a
-    bad row fails fast instead of hours into a run; no rows is an error too."""
+    """Read `data` and validate every row (not only the first `limit`: a bad row fails before the run
+    starts); no rows is an error too."""
     from r3.errors import DataError
     from r3.tasks.files import read_rows
 
