@@ -7,13 +7,16 @@ so tests and benchmarks can swap any of them; everything else comes from the con
 from __future__ import annotations
 
 import json
+import random
 import sys
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from r3.errors import R3Error
+from r3.generation.base import derive_seed
 from r3.mining.records import FailureRecord, read_failures
 from r3.tasks.base import Task
 from r3.training.config import R3Config
@@ -65,8 +68,6 @@ def learnable_records(
 ) -> list[FailureRecord]:
     """Each record with only its failed attempts whose screened retries had mixed outcomes; records
     left with none are dropped. Refuses an unscreened file, and one screened at another retry temperature."""
-    from dataclasses import replace
-
     from r3.mining.records import check_screen_temperature, learnable
 
     verdicts = [learnable(a) for r in records for a in r.failed_attempts]
@@ -101,9 +102,9 @@ def load_policy(config: R3Config) -> Any:
 
 
 def check_generation_setup(config: R3Config) -> None:
-    """The vLLM settings the R3 engines support: server mode any; colocate mode tensor parallel size
-    1 (each process samples its own prompts) and sleep mode off (TRL wakes a sleeping engine only inside
-    its own generation step, which a `rollout_func` replaces)."""
+    """The vLLM settings the R3 engines support: any server; colocated, tensor parallel size 1 (each
+    process samples its own prompts) and sleep mode off (TRL wakes vLLM only in its own generation step,
+    which a `rollout_func` replaces)."""
     if not config.use_vllm or config.vllm_mode == "server":
         return
     if config.vllm_mode != "colocate":
@@ -184,10 +185,6 @@ def build_trainer(
 def pool_order(records: list[FailureRecord], seed: int) -> list[FailureRecord]:
     """The training pool in an order drawn from the run's seed (`replacements: unseen`, where TRL's own
     shuffle is off): runs of one seed take the same queries in the same order, whatever their mode."""
-    import random
-
-    from r3.generation.base import derive_seed
-
     ordered = list(records)
     random.Random(derive_seed(seed, "pool")).shuffle(ordered)
     return ordered
@@ -230,14 +227,9 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     saving leaves a torn checkpoint that transformers' `get_last_checkpoint` would pick."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    if not folder.is_dir():
-        return None
-    found = []
-    for path in folder.iterdir():
-        step = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
-        if path.is_dir() and path.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and step.isdigit():
-            found.append((int(step), path))
-    for _, path in sorted(found, reverse=True):
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    found = [p for p in folder.glob(f"{prefix}*") if p.is_dir() and p.name.removeprefix(prefix).isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.removeprefix(prefix)), reverse=True):
         if (path / "trainer_state.json").is_file():
             return str(path)
         print(f"--resume: skipping incomplete checkpoint {path} (no trainer_state.json)", file=sys.stderr)
@@ -260,37 +252,44 @@ def save_final(trainer: Any, config: R3Config) -> str | None:
     return str(adapter_dir)
 
 
-def write_summary_file(trainer: Any, path: Path, fields: dict[str, Any]) -> None:
-    """A training's summary (`r3_training.json`, `r3_sft.json`): its settings `fields`, the steps run and
-    the log history, on the main process. Written after the model, so its presence says the run finished."""
-    if not trainer.accelerator.is_main_process:
-        return
-    summary = {**fields, "global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1, default=str))
-
-
-def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
-    names = ("task", "model", "failures", "first_attempt", "mode", "selection", "dynamic_sampling_rounds")
-    fields = {name: getattr(config, name) for name in names}
-    fields.update(reward_funcs=list(config.reward_funcs), num_prompts=num_prompts)
-    write_summary_file(trainer, Path(config.output_dir) / SUMMARY_FILE, fields)
+def run_training(
+    config: Any, command: str, summary_file: str, build: Callable[[], tuple[Any, dict[str, Any]]]
+) -> tuple[Any, dict[str, Any], str | None]:
+    """One `r3 train` or `r3 sft` run in its output folder (`folder.training_folder`): `build` the trainer
+    and its summary's settings, train (`interrupt.train_until_stopped`), save the model (`save_final`),
+    then write the summary with the steps run and the log history (main process). Both are saved whole
+    (`interrupt.uninterrupted_save`), the summary last: its presence says the model beside it is whole.
+    Returns the trainer, the summary's settings and the adapter's folder."""
+    with training_folder(config, command, summary_file):
+        trainer, fields = build()
+        train_until_stopped(trainer, resume_target(config))
+        with uninterrupted_save():
+            adapter_dir = save_final(trainer, config)
+            if trainer.accelerator.is_main_process:
+                state = trainer.state
+                summary = {**fields, "global_step": state.global_step, "log_history": state.log_history}
+                path = Path(config.output_dir) / summary_file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(summary, indent=1, default=str))
+    return trainer, fields, adapter_dir
 
 
 def train(config: R3Config, **pieces: Any) -> TrainResult:
     """Check the output folder, build the trainer (`pieces` go to `build_trainer`), train, save the
     final model, and return a summary."""
-    with training_folder(config, "train", SUMMARY_FILE):
+
+    def build() -> tuple[Any, dict[str, Any]]:
         trainer = build_trainer(config, **pieces)
-        train_until_stopped(trainer, resume_target(config))
-        num_prompts = len(trainer.train_dataset)
-        with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
-            adapter_dir = save_final(trainer, config)
-            write_summary(trainer, config, num_prompts)
+        names = ("task", "model", "failures", "first_attempt", "mode", "selection", "dynamic_sampling_rounds")
+        fields = {name: getattr(config, name) for name in names}
+        fields.update(reward_funcs=list(config.reward_funcs), num_prompts=len(trainer.train_dataset))
+        return trainer, fields
+
+    trainer, fields, adapter_dir = run_training(config, "train", SUMMARY_FILE, build)
     return TrainResult(
         output_dir=str(config.output_dir),
         global_step=trainer.state.global_step,
-        num_prompts=num_prompts,
+        num_prompts=fields["num_prompts"],
         log_history=list(trainer.state.log_history),
         adapter_dir=adapter_dir,
     )
