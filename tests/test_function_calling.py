@@ -752,6 +752,7 @@ def test_canonical_rules() -> None:
         ("<think>" + RIGHT_CALL + "</think>\n") * 3_000,
         (WRONG_CALL + " ") * 3_000,
         "[" + ",".join([RIGHT_CALL] * 1_000) + "] " + "{" * 100_000,
+        "[" * 64 + '"a",' * 49_000,  # 64 starts each scan to the end: only the token budget keeps it fast
     ],
 )
 def test_hostile_inputs_are_fast_and_never_raise(completion: str) -> None:

@@ -1,14 +1,9 @@
-"""An exact Countdown solver: one equation that reaches the target, or None.
+"""An exact Countdown solver, for reference answers to rows without a `solution` (the hub dataset's).
 
-It gives every Countdown row a reference answer (`CountdownTask.reference_answer`), so that `r3 sft`
-can train on rows whose `solution` is unknown (the hub dataset's).
-
-An equation's last operation joins the values of two disjoint groups of the numbers. So the solver
-lists every value each small group can reach, then, for each split into two groups and each value `a`
-of one, works out the value `b` the other would need (`target - a`, `target / a`, ...) and looks it up
-(a group too large to list is asked the same question recursively). Arithmetic is exact
-(`fractions.Fraction`), so `6 / (1 - 3 / 4)` = 24 is found and no rounding makes a wrong equation look
-right. The work grows very fast with the count of numbers, hence `MAX_SOLVER_NUMS`.
+An equation's last operation joins the values of two disjoint groups of the numbers: the solver lists
+every value each small group reaches, then, for each split and each value `a` of one group, looks up
+the value the other group would need (`target - a`, `target / a`, ...), asking a group too large to
+list recursively. Arithmetic is exact (`Fraction`), so `6 / (1 - 3 / 4)` = 24 is found.
 """
 
 from __future__ import annotations
@@ -17,8 +12,8 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import TypeAlias
 
-#: Most numbers `solve` searches. TinyZero rows have 3 or 4; 6 is the classic Countdown game and takes
-#: at most a fraction of a second. Each extra number multiplies the work by well over ten.
+#: Most numbers `solve` searches (6, the classic game, takes a fraction of a second; each more number
+#: multiplies the work by well over ten).
 MAX_SOLVER_NUMS = 6
 
 # An expression tree: a number, or (operator, left, right). Text is only built for the answer.
@@ -31,10 +26,9 @@ _ATOM = 3
 
 
 def solve(nums: list[int], target: int) -> str | None:
-    """An equation using every number of `nums` exactly once that evaluates exactly to `target`, with
-    only the parentheses it needs (`6 / (1 - 3 / 4)`); None when there is none, or without searching when
-    `nums` is empty or longer than `MAX_SOLVER_NUMS`. `nums` must be integers >= 0 (ValueError otherwise:
-    a negative number would print as a unary minus, which the verifier reads as another number)."""
+    """An equation using every number of `nums` once that evaluates exactly to `target`; None when there
+    is none, or unsearched when `nums` is empty or longer than `MAX_SOLVER_NUMS`. ValueError unless the
+    numbers are integers >= 0 (a negative one would print as a unary minus)."""
     for number in nums:
         if not isinstance(number, int) or isinstance(number, bool) or number < 0:
             raise ValueError(f"countdown numbers must be integers >= 0, got {number!r}")
@@ -49,8 +43,7 @@ class _Solver:
 
     def __init__(self, nums: list[int]) -> None:
         self.nums = nums
-        # Groups up to this size are listed in full; larger ones (the whole set and, from 4 numbers on,
-        # groups one number smaller) are asked for one value at a time instead: far less work.
+        # Groups up to this size are listed in full; larger ones are asked for one value at a time.
         self.list_up_to = max(2, len(nums) - 2)
         self.cache: dict[int, _Values] = {1 << i: {Fraction(n): n} for i, n in enumerate(nums)}
 

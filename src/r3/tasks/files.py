@@ -15,7 +15,7 @@ from r3.errors import DataError, R3Error
 
 def read_rows(data: str, split: str = "train") -> tuple[list[tuple[int, Any]], str]:
     """`(row_number, row)` pairs and a printable source name. Row numbers are 1-based: the line in a
-    JSONL file (so an editor jumps to it), else the position in the list; errors about a row quote it."""
+    JSONL file, else the position in the list."""
     path = Path(data).expanduser()
     if path.exists():
         if path.is_dir():

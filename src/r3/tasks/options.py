@@ -1,9 +1,5 @@
-"""The task group every command's options start from: which task, its options, how many examples.
-
-`r3 eval`, `r3 mine` (`r3.run_options.DataFields`), `r3 sft` and `r3 train`
-(`r3.training.common.CommonTrainingFields`) inherit `TaskFields`, so `task_args` is written the same
-ways everywhere (repeatable `--task-arg KEY=VALUE`, a mapping in a `--config` file, or a mapping
-string) and is a mapping (or None) after the command's `__post_init__`.
+"""The task group every command's options start from (which task, its options, how many examples), so
+that `task_args` is written the same ways in `r3 eval`, `r3 mine`, `r3 sft` and `r3 train`.
 """
 
 from __future__ import annotations
@@ -19,8 +15,7 @@ from r3.tasks.registry import parse_task_args
 class TaskFields:
     """Which task, its options, and how many of its examples."""
 
-    #: The smallest `limit`: 0 for eval and mine, which then say there is nothing to do; training
-    #: commands raise it to 1.
+    #: The smallest `limit`: 0 for eval and mine (nothing to do), 1 for training commands.
     min_limit: ClassVar[int] = 0
 
     task: str = field(
@@ -49,8 +44,8 @@ class TaskFields:
     )
 
     def check_task_fields(self) -> None:
-        """`task_args` as a mapping (None when empty), and `limit` checked; called from each command's
-        `__post_init__`, so a malformed option is refused before anything runs."""
+        """`task_args` as a mapping (None when empty), and `limit` checked, in each command's
+        `__post_init__`."""
         check_numbers(self, {"limit": self.min_limit})
         self.task_args = parse_task_args(self.task_args) or None
 

@@ -1,7 +1,5 @@
-"""Find a task by name: built-ins by short name, a user's task by dotted path `pkg.module:Attr`.
-
-Built-ins are imported lazily so that `r3 --help` stays fast and a broken optional task cannot break
-the others. Unknown names are answered with the closest known names.
+"""Find a task by name: built-ins by short name (imported lazily, so `r3 --help` stays fast), a user's
+task by dotted path `pkg.module:Attr`.
 """
 
 from __future__ import annotations
@@ -28,9 +26,8 @@ def available_tasks() -> list[str]:
 
 
 def import_object(path: str, what: str = "object") -> Any:
-    """Import `package.module:attr` (also accepts `package.module.attr`). Errors are one line; when a
-    path without a colon fails, the error says the form, since a module named without its function
-    (`--verifier pkg.checks`) is the usual slip and its import error would not say so."""
+    """Import `package.module:attr` (or `package.module.attr`), with one-line errors that name the form
+    when a path without a colon fails (a module named without its function is the usual slip)."""
     colon = ":" in path
     if colon:
         module_name, _, attr = path.partition(":")
@@ -94,14 +91,13 @@ def get_task(name: str, **options: Any) -> Task:
 
 
 def parse_task_args(raw: list[str] | dict[str, Any] | str | None) -> dict[str, Any]:
-    """Task options (the keyword arguments of `get_task`) from `KEY=VALUE` flags, a YAML mapping, or a
-    YAML / JSON mapping string; every command reads its `task_args` through here."""
+    """Task options (the keyword arguments of `get_task`), as every command reads them."""
     return parse_key_values(raw, name="task_args", flag="--task-arg")
 
 
 def parse_key_values(raw: list[str] | dict[str, Any] | str | None, *, name: str, flag: str) -> dict[str, Any]:
-    """Keyword arguments from repeatable `KEY=VALUE` flags (VALUE read as YAML), a YAML mapping, or a
-    mapping string: one reader for `task_args` and `engine_args`. `name` and `flag` name it in errors."""
+    """Keyword arguments from repeatable `KEY=VALUE` flags (VALUE read as YAML), a mapping, or a mapping
+    string; `name` and `flag` name it in errors."""
     if raw is None:
         return {}
     if isinstance(raw, dict):

@@ -125,17 +125,6 @@ def _looks_like_calls(value: Any) -> bool:
     return False
 
 
-def _strip_fence(content: str) -> str:
-    """Remove one surrounding code fence (```json ... ```), if any, from a block's content."""
-    text = content.strip()
-    if text.startswith(_FENCE):
-        newline = text.find("\n")
-        text = text[newline + 1 :] if newline != -1 else text[len(_FENCE) :]
-        if text.rstrip().endswith(_FENCE):
-            text = text.rstrip()[: -len(_FENCE)]
-    return text.strip()
-
-
 def strip_think(text: str) -> str:
     """`text` without its closed `<think>...</think>` blocks (reasoning, not the answer), in linear time.
 
@@ -247,8 +236,11 @@ def _fence_blocks(text: str) -> Iterator[str]:
 def _from_tags(text: str, budget: _Budget) -> Extraction:
     calls: list[Any] = []
     for number, block in enumerate(_tag_blocks(text), start=1):
+        content = block.strip()
+        if content.startswith(_FENCE):  # a fenced call inside the tag
+            content = next(_fence_blocks(content))
         try:
-            value = _loads(_strip_fence(block), budget)
+            value = _loads(content, budget)
         except ValueError as exc:
             return Extraction(None, f"invalid JSON in <tool_call> block {number}: {_short_error(exc)}", "tag")
         calls.extend(_as_calls(value))
