@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -211,7 +210,6 @@ class WorkerPool:
         self.started_pids: list[int] = []
         self._ids: dict[Portable, int] = {}
         self._reset()
-        _POOLS.add(self)
 
     def call(
         self, portable: Portable, example: dict[str, Any], argument: Any, timeout_s: float, what: str
@@ -366,24 +364,14 @@ def _exit_status(code: int) -> str:
         return f"signal {-code}"
 
 
-_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 _SHARED = WorkerPool()
+atexit.register(_SHARED.close)
+os.register_at_fork(after_in_child=_SHARED._reset)  # a child starts its own workers, leaves its parent's
 
 
 def shared_pool() -> WorkerPool:
     """The pool every custom task uses, so that a process holds at most `POOL_SIZE` workers."""
     return _SHARED
-
-
-def _close_all() -> None:
-    for pool in list(_POOLS):
-        pool.close()
-
-
-def _forget_after_fork() -> None:
-    """A forked child starts its own workers and leaves its parent's alone."""
-    for pool in list(_POOLS):
-        pool._reset()
 
 
 # --- inside a worker process ----------------------------------------------------------------------
@@ -453,10 +441,6 @@ def _leave(code: int) -> NoReturn:
         with contextlib.suppress(Exception):  # a closed or broken stream: nothing to save
             stream.flush()
     os._exit(code)
-
-
-atexit.register(_close_all)
-os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _raised(what: str, kind: str, message: str) -> str:
