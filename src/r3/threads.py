@@ -1,9 +1,6 @@
-"""How many CPU threads an `r3` command's torch uses, and how its idle threads wait.
-
-GNU OpenMP's idle threads spin before they sleep, which takes the cores from busy ones when another
-process shares them (several times slower, benchmarks/README.md "Threads"). So every command makes idle
-threads sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user set a policy, and takes its thread count from
-`--threads N` or `R3_THREADS`. The policy is read when torch loads, hence `prepare_process` first.
+"""How many CPU threads an `r3` command's torch uses (`--threads`, `R3_THREADS`), and how idle ones wait:
+OpenMP's spinning idle threads take the cores from busy ones when another process shares them, so they
+sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose a policy.
 """
 
 from __future__ import annotations
@@ -13,13 +10,12 @@ from dataclasses import dataclass, field
 
 from r3.errors import R3Error
 
-#: The environment variable that sets every `r3` command's thread count (as `--threads` does).
 THREADS_ENV = "R3_THREADS"
 
 
 def prepare_process() -> None:
-    """Idle OpenMP threads sleep instead of spinning, unless the user chose a wait policy (or torch
-    is already loaded, when it is too late to change). Child processes inherit it."""
+    """Make idle OpenMP threads sleep, unless the user chose a wait policy or torch is already loaded
+    (it reads the policy when it loads)."""
     import sys
 
     if "torch" not in sys.modules:
@@ -42,8 +38,8 @@ def thread_count(threads: int | str | None) -> int | None:
 
 
 def apply_threads(threads: int | str | None) -> int | None:
-    """Set torch's intra-op thread count from `threads` or `R3_THREADS` (nothing when neither is set),
-    and OMP_NUM_THREADS for the processes this one starts. Returns the count set, if any."""
+    """Set torch's thread count (and OMP_NUM_THREADS for child processes) from `threads` or
+    `R3_THREADS`, if either is set; return it."""
     count = thread_count(threads)
     if count is None:
         return None
@@ -56,8 +52,7 @@ def apply_threads(threads: int | str | None) -> int | None:
 
 @dataclass
 class ThreadFields:
-    """The `threads` option every command that runs a model takes (`r3 eval`, `mine`, `sft`, `train`,
-    `forgetting`); the command applies it right after parsing (`r3.cli.options.parse_trl_config`)."""
+    """The `threads` option of every command that runs a model, applied right after parsing."""
 
     threads: int | None = field(
         default=None,

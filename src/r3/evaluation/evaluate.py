@@ -1,16 +1,8 @@
-"""`r3 eval`: first-try and second-try accuracy with the paper's protocol (or a baseline).
+"""`r3 eval`: first-try and second-try accuracy with the paper's protocol (or a baseline, `r3.episode`).
 
-For every example: a first attempt; on failure a second try, by default a reflection, then a retry
-(`--second-try` picks another protocol, see `r3.episode`). Second-try accuracy counts examples solved
-on either attempt. Writes, in the output folder:
-
-    samples.jsonl   one `Episode` per example (`Episode.to_json`: prompts, attempts, every round's
-                    reflection and retry, verdicts, reasons), appended chunk by chunk, so an
-                    interrupted run resumes where it stopped
-    results.json    accuracies with 95% Wilson intervals, the config, versions and git commit
-    results.md      the same as a readable table
-
-Run: `r3 eval --task countdown --limit 20 --output-dir runs/eval`
+Writes `samples.jsonl` (one `Episode` per example, appended chunk by chunk so an interrupted run
+resumes), `results.json` (accuracies with 95% Wilson intervals, the config, versions, git commit) and
+`results.md` (the same as a table).
 """
 
 from __future__ import annotations
@@ -41,9 +33,7 @@ from r3.tasks.base import Task
 
 @dataclass
 class EvalConfig(RunFields):
-    """Everything `r3 eval` takes: the shared task, model and output groups (`RunFields`) and the
-    episode's settings. The command parses it, `evaluate` runs it; what decides the results is
-    `settings()`."""
+    """Everything `r3 eval` takes: the shared groups (`RunFields`) and the episode's settings."""
 
     max_new_tokens: int = field(default=256, metadata={"help": "an attempt's (and a retry's) token budget"})
     reflection_max_new_tokens: int = field(default=256, metadata={"help": "a reflection's token budget"})
@@ -70,8 +60,6 @@ class EvalConfig(RunFields):
     )
 
     def __post_init__(self) -> None:
-        # The one check of these settings, from flags, YAML or Python: before a folder is prepared for an
-        # impossible run.
         self.check_run_fields()
         check_second_try(self.second_try)
         check_rounds(self.rounds)
@@ -79,9 +67,7 @@ class EvalConfig(RunFields):
 
     def settings(self) -> dict[str, Any]:
         """What determines the results: results.json's `config`, and run.json less what
-        `run_fingerprint` leaves out. The task as its constructor options (`task_options`: `task_args`
-        and `verifier`); `batch_size` as `chunk_size`, the examples run together; the server's URL only
-        for `--backend openai`, where it is part of which model runs."""
+        `run_fingerprint` leaves out (`chunk_size` is `batch_size`, the examples run together)."""
         return {
             "task": self.task,
             "task_options": self.task_options(),
@@ -104,8 +90,7 @@ class EvalConfig(RunFields):
         }
 
     def sampling(self, task: Task) -> EpisodeSampling:
-        """The episode's settings (`EpisodeSamplingOptions`, whose rules every command shares): the
-        retry is drawn like the attempt, at `temperature` (greedy by default), the paper's protocol."""
+        """The episode's settings: the retry drawn like the attempt, the paper's protocol."""
         return EpisodeSamplingOptions(
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,
@@ -127,10 +112,7 @@ def open_output(
     digest: str | None = None,
 ) -> RunFolder:
     """Open the output folder (`rundir.RunFolder`): create it, or check that it holds this same
-    evaluation (then it resumes: `.resumed`).
-
-    `check_only` writes nothing: the CLI calls it before loading the model, so that a wrong folder
-    is refused at once and a mistyped model leaves no trace."""
+    evaluation, which then resumes; `check_only` writes nothing (the CLI's check before loading)."""
     return RunFolder.open(
         output_dir,
         run_fingerprint(config, digest),
@@ -142,24 +124,15 @@ def open_output(
     )
 
 
-#: Eval's batch setting: in the fingerprint only where rows depend on their batch (`run_fingerprint`),
-#: so compared only when both sides hold it, as the examples' digest is (`open_output` may be called
-#: without one, to check the settings alone).
+#: Eval's batch setting, fingerprinted only where rows depend on their batch.
 BATCHING_KEYS = ("chunk_size",)
 
 
 def run_fingerprint(config: EvalConfig, digest: str | None = None) -> dict[str, Any]:
-    """Eval's `run.json` (`rundir.fingerprint`): every setting that changes what is sampled, and
-    `digest`, a digest of the examples themselves (a data file changed under the same path is another
-    run).
-
-    `chunk_size` (`batch_size`) is in it only where rows depend on their batch
-    (`models.batch_invariant`: anything but the transformers backend on CPU in float32); elsewhere every
-    example is seeded by its index (`episode.seeded`), so a resume may use another. `device` decides
-    only that. `second_try`, `rounds` and `base_url` are written only away from the paper's protocol
-    (reflect, one round) and local backends, and `engine_args` only when given, so a run.json reads as
-    that protocol plus what differs. How tokens are sampled is `rundir.FINGERPRINT_VERSION`, shared
-    with every command."""
+    """Eval's `run.json` (`rundir.fingerprint`): every setting that changes what is sampled and the
+    examples' `digest`. `chunk_size` is in it only where rows depend on their batch
+    (`models.batch_invariant`), and `second_try`, `rounds`, `base_url` and `engine_args` only away from
+    the paper's protocol and local defaults, so a run.json reads as that protocol plus what differs."""
     settings = config.settings()
     omit = ["device", "chunk_size"]
     if config.second_try == "reflect":
@@ -216,7 +189,6 @@ def evaluate(
         results = replace(
             summarise(config, rows, getattr(generator, "model_name", config.model or "embedded")),
             wall_seconds_this_run=round(time.monotonic() - started, 2),
-            # A server's token counts (this invocation's requests).
             usage_this_run=dict(getattr(generator, "usage", None) or {}) or None,
         )
         run.write_json("results.json", results.to_json())
@@ -233,11 +205,6 @@ def _running_status(rows: list[Episode]) -> dict[str, str]:
     return {"1st": f"{first / n:.1%}", "2nd": f"{second / n:.1%}"}
 
 
-def rounds_accuracy(rows: list[Episode], rounds: int) -> list[Accuracy]:
-    """Per round k = 1..K: examples solved on any attempt up to round k, with a Wilson interval."""
-    return [Accuracy.of(sum(r.solved_by(k) for r in rows), len(rows)) for k in range(1, rounds + 1)]
-
-
 SECOND_TRY_LABELS = {
     "reflect": "second try (reflect + retry)",
     "resample": "second try (resample, no reflection)",
@@ -246,8 +213,8 @@ SECOND_TRY_LABELS = {
 
 
 def second_try_note(config: EvalConfig) -> str:
-    """One sentence on how the second attempt was drawn, for results.json and results.md (a
-    resample under greedy decoding is a replay, which a reader of the numbers must know)."""
+    """How the second attempt was drawn, for results.json and results.md (a resample under greedy
+    decoding is a replay, which a reader of the numbers must know)."""
     if config.second_try == "resample":
         note = (
             "After a failed first attempt, a second independent attempt at the original prompt with no "
@@ -288,7 +255,7 @@ def summarise(config: EvalConfig, rows: list[Episode], model_name: str) -> EvalR
         first_try=Accuracy.of(sum(r.first_try_ok for r in rows), n),
         second_try=Accuracy.of(sum(r.second_try_ok for r in rows), n),
         second_try_protocol=config.second_try,
-        rounds=rounds_accuracy(rows, config.rounds),
+        rounds=[Accuracy.of(sum(r.solved_by(k) for r in rows), n) for k in range(1, config.rounds + 1)],
         second_try_note=second_try_note(config),
         retries=len(firsts),
         retry_fixed=sum(f.retry_verdict.ok for f in firsts),

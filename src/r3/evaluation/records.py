@@ -1,18 +1,11 @@
-"""What `r3 eval` hands to later stages, typed: `samples.jsonl`, one `Episode` a line (`read_samples`,
-`Episode.to_json`), and `results.json` (`EvalResults`).
-
-A module of its own, beside `evaluate.py`, because the report (`r3.reports`) reads these files long
-after and needs their shape, not the sampling code. `EvalResults.from_json` fills in the fields older
-results lack with what they meant (a results.json without `second_try_protocol` was a reflect run, one
-without `rounds` had one round). A field a file must have and lacks is one `R3Error` naming the file,
-line and field, not a `KeyError` in the middle of a report. (`r3 mine`'s row, `FailureRecord`, is in
-`r3.mining.records`, with the reader `r3 train` uses.)
+"""What `r3 eval` hands to later stages, typed, for the reports to read without the sampling code:
+`samples.jsonl`, one `Episode` a line (`read_samples`), and `results.json` (`EvalResults`). A field a
+file lacks is one `R3Error` naming the file, line and field.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,29 +17,27 @@ from r3.rundir import log_lines
 from r3.tasks.base import Task
 
 
-def _need(row: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], where: str) -> Any:
-    """`row[key]`, which must be there and of `kinds` (None allowed only when `kinds` has NoneType)."""
+def _need(row: dict[str, Any], key: str, kinds: type | tuple[type, ...], where: str) -> Any:
     if key not in row:
         raise R3Error(f"{where}: no field '{key}' (is this a file written by `r3 eval`?)")
-    return json_field(dict(row), key, kinds, where)
+    return json_field(row, key, kinds, where)
 
 
 def _may(
-    row: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], where: str, default: Any = None
+    row: dict[str, Any], key: str, kinds: type | tuple[type, ...], where: str, default: Any = None
 ) -> Any:
     """`row[key]` if the file has it (of `kinds`), `default` otherwise: a field older files lack."""
-    return _need(row, key, kinds, where) if key in row else default
+    return json_field(row, key, kinds, where) if key in row else default
 
 
 def read_samples(path: Path, task: Task | None = None) -> list[Episode]:
-    """The episodes of a `samples.jsonl` (the run folders' reader: a torn last line is left out), their
-    examples checked by `task` when given (`Episode.from_json`)."""
+    """The episodes of a `samples.jsonl` (a torn last line left out), checked by `task` when given."""
     return [Episode.from_json(row, f"{path}, line {n}", task) for n, row in log_lines(path)]
 
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Examples solved of `n`, with the 95% Wilson interval: a block of results.json."""
+    """Examples solved, with the 95% Wilson interval: a block of results.json."""
 
     correct: int
     accuracy: float
@@ -54,7 +45,6 @@ class Accuracy:
 
     @classmethod
     def of(cls, correct: int, n: int) -> Accuracy:
-        """`correct` of `n` with its interval (`stats.accuracy`)."""
         return cls.from_json(accuracy_block(correct, n), "accuracy")
 
     def to_json(self) -> dict[str, Any]:
@@ -76,10 +66,9 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class EvalResults:
-    """`results.json`: one evaluation's accuracies and how they were obtained (`evaluate.summarise`).
-
-    `rounds[k - 1]` is the accuracy up to round k; a file from before `--rounds` reads as one round
-    (its second try), one from before `--second-try` as the `reflect` protocol."""
+    """`results.json`: one evaluation's accuracies and how they were obtained. `rounds[k - 1]` is the
+    accuracy up to round k; a file without `rounds` reads as one round, one without a protocol as
+    `reflect`."""
 
     task: str
     model: str
@@ -97,7 +86,7 @@ class EvalResults:
     versions: dict[str, Any] = field(default_factory=dict)
     git: Any = None
     wall_seconds_this_run: float | None = None
-    #: A server's token counts for this invocation's requests (`--backend openai`), else None.
+    #: A server's token counts for this invocation's requests (`--backend openai`).
     usage_this_run: dict[str, Any] | None = None
 
     def by_round(self) -> list[tuple[int, Accuracy]]:
@@ -130,7 +119,6 @@ class EvalResults:
 
     @classmethod
     def from_json(cls, payload: Any, where: str) -> EvalResults:
-        """`results.json` of any version of `r3 eval`; `where` names the file in errors."""
         if not isinstance(payload, dict):
             raise R3Error(f"{where}: not a JSON object (is this an `r3 eval` results.json?)")
         config = _may(payload, "config", dict, where, {})
@@ -161,7 +149,7 @@ class EvalResults:
 
 
 def read_results(path: Path) -> EvalResults:
-    """A `results.json`, typed; one `R3Error` naming the file when it is unreadable or lacks a field."""
+    """A `results.json`, typed; one `R3Error` naming the file when it is unreadable."""
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -15,9 +15,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # Exact at the ends: with 0 (or n) successes the bound is 0 (or 1) in exact arithmetic, but
-    # centre - half rounds to a tiny positive number (2.8e-17 for 0 of 6), which would put the
-    # interval above the point estimate and give plots negative error bars.
+    # Exact at the ends: centre - half rounds to a tiny positive number at 0 successes (and plots
+    # would get negative error bars).
     lo = 0.0 if successes == 0 else min(p, max(0.0, centre - half))
     hi = 1.0 if successes == n else max(p, min(1.0, centre + half))
     return (lo, hi)
@@ -30,10 +29,8 @@ def accuracy(successes: int, n: int) -> dict[str, object]:
 
 
 def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> dict[str, float]:
-    """Two-sided two-proportion z-test (pooled variance) of k1/n1 against k2/n2.
-
-    For two models evaluated on *different* problems, or as the issue-level yardstick; on the same
-    problems `mcnemar_exact` uses the pairing and is the sharper test. Returns the difference, z and p."""
+    """Two-sided two-proportion z-test (pooled variance) of k1/n1 against k2/n2: the difference, z and
+    p. For different problems; on the same ones `mcnemar_exact` uses the pairing and is sharper."""
     if n1 <= 0 or n2 <= 0:
         raise ValueError("both samples need n > 0")
     p1, p2 = k1 / n1, k2 / n2
@@ -46,8 +43,8 @@ def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> dict[str, float]:
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar test (binomial on the discordant pairs): `only_a` problems solved by A
-    and not B, `only_b` the reverse. The paired test for two models on the same problems."""
+    """Two-sided exact McNemar test for two models on the same problems: `only_a` solved by A and not
+    B, `only_b` the reverse."""
     n = only_a + only_b
     if n == 0:
         return 1.0

@@ -1,15 +1,8 @@
-"""The generation interface shared by evaluation, mining and training.
-
-    backend.generate(prompts, n, sampling) -> list (one per prompt) of list (n) of Completion
-    sampler.sample_tokens(prompt_ids, sampling) -> list (one per row) of Completion
-
-`generate` takes chats (evaluation, mining); `sample_tokens` takes prompt token ids (training). A
-token sampler gets `generate` from `generate_from_tokens`, so both levels sample alike: the
-transformers and vLLM backends are token samplers; a chat server (`openai_backend`) only generates.
-
-**A seed per request**: every prompt of a call has its own seed (`request_seeds`), and its j-th sample
-is drawn from `sample_seed(request seed, j)` alone. So a prompt's samples do not depend on which other
-prompts share the call, and a caller may batch as it likes (mining's windows).
+"""The generation interface shared by evaluation, mining and training: `Generator.generate` takes chats,
+`TokenSampler.sample_tokens` prompt token ids (training); a token sampler gets `generate` from
+`generate_from_tokens`, so both sample alike. Every prompt of a call has its own seed (`request_seeds`)
+and its j-th sample is drawn from `sample_seed(request seed, j)` alone, so a prompt's samples do not
+depend on which prompts share the call.
 """
 
 from __future__ import annotations
@@ -39,7 +32,7 @@ class SamplingConfig:
     logprobs: bool = False
 
     def with_(self, **changes: object) -> SamplingConfig:
-        """A copy with some fields changed (e.g. a per-query seed)."""
+        """A copy with some fields changed."""
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
@@ -66,11 +59,8 @@ class Generator(Protocol):
 
 @runtime_checkable
 class TokenSampler(Protocol):
-    """Anything that can sample continuations of prompt token ids (one per row).
-
-    Row i is seeded by `request_seeds(sampling, len(prompt_ids))[i]` and its `Completion.token_ids`
-    keep the end-of-turn token when the row ended on one; `text` is the decoded continuation cut just
-    after the first stop string."""
+    """Anything that can sample one continuation per row of prompt token ids, row i seeded by
+    `request_seeds(sampling, len(prompt_ids))[i]` (`Completion.token_ids` keep an ending EOS)."""
 
     tokenizer: Any
 
@@ -82,8 +72,8 @@ class TokenSampler(Protocol):
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
-    """Token ids of each chat, rendered by `chat.render_prompt`. The rendered text already holds the
-    template's special tokens, so none are added (a second BOS would change what the model sees)."""
+    """Token ids of each chat, rendered by `chat.render_prompt`, which holds the template's special
+    tokens already (a second BOS would change what the model sees)."""
     from r3.generation.chat import render_prompt
 
     return [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
@@ -92,8 +82,8 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]
 def generate_from_tokens(
     sampler: TokenSampler, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig
 ) -> list[list[Completion]]:
-    """`Generator.generate` for a token sampler: a row per sample, the j-th sample of prompt i seeded
-    by `sample_seed(request seed i, j)`. Greedy decoding samples one row per prompt and repeats it."""
+    """`Generator.generate` for a token sampler: a row per sample (one per prompt under greedy
+    decoding, repeated)."""
     ids = encode_prompts(sampler.tokenizer, prompts)
     greedy = sampling.temperature <= 0
     per_prompt = 1 if greedy else n
@@ -113,10 +103,8 @@ def completion_from_ids(
     ended: bool | None = None,
     logprobs: Sequence[float | None] | None = None,
 ) -> Completion:
-    """A `Completion` from sampled token ids: decoded, cut just after the first stop string.
-
-    `ended` (EOS or a stop string) is the sampler's word when it has one; otherwise a row ended if its
-    text holds a stop string, its last token is the tokenizer's EOS, or it is shorter than its budget."""
+    """A `Completion` from sampled token ids, decoded and cut just after the first stop string. `ended`
+    is the sampler's word; without it a row ended on a stop string, an EOS or short of its budget."""
     ids = [int(t) for t in ids]
     text, stopped = truncate_at_stop(tokenizer.decode(ids, skip_special_tokens=True), sampling.stop)
     if ended is None:
@@ -144,10 +132,8 @@ def request_seeds(sampling: SamplingConfig, count: int) -> list[int]:
 
 
 def derive_seed(*parts: object) -> int:
-    """The one way R3 derives a seed from another: a hash of the parts (a run's seed, what is sampled,
-    an example's index, a round...), so that a request's seed names what it samples, never where it
-    sits in a batch. A hash, not arithmetic, so that nearby parts give unrelated seeds and no two
-    offsets can collide. 31 bits: every backend takes it."""
+    """The one way R3 derives a seed: a hash of the parts (a run's seed, the step, an example, a
+    round...), so a seed names what it samples and nearby parts give unrelated seeds."""
     text = ":".join(str(part) for part in parts)
     digest = hashlib.blake2b(f"r3:{text}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % _SEED_MOD
@@ -159,7 +145,7 @@ def sample_seed(request_seed: int, j: int) -> int:
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """Cut `text` just after the earliest stop string. Returns the text and whether one matched."""
+    """`text` cut just after the earliest stop string, and whether one matched."""
     best = -1
     best_len = 0
     for s in stop:

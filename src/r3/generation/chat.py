@@ -1,8 +1,5 @@
-"""Turn a `Prompt` (chat messages + optional tools) into the text a model continues.
-
-Every backend and the trainer render through `render_prompt`, so the model sees the same text in
-evaluation, mining and training.
-"""
+"""Turn a `Prompt` into the text a model continues: every backend and the trainer render through
+`render_prompt`, so the model sees the same text in evaluation, mining and training."""
 
 from __future__ import annotations
 
@@ -20,17 +17,15 @@ def template_supports_tools(tokenizer: Any) -> bool:
     return isinstance(template, str) and "tools" in template
 
 
-def tools_system_message(tools: list[dict[str, Any]]) -> str:
-    """The fallback when the template cannot take `tools=`: the schemas as JSON in the system turn."""
-    return "You have access to the following tools:\n" + json.dumps(tools, ensure_ascii=False, indent=1)
-
-
 def inline_tools(prompt: Prompt) -> list[dict[str, str]]:
-    """The messages with the tool schemas written into the system turn (added if absent)."""
+    """The messages with the tool schemas written into the system turn (added if absent), for a
+    template that cannot take `tools=`."""
     messages = [dict(m) for m in prompt.messages]
     if not prompt.tools:
         return messages
-    block = tools_system_message(prompt.tools)
+    block = "You have access to the following tools:\n" + json.dumps(
+        prompt.tools, ensure_ascii=False, indent=1
+    )
     if messages and messages[0]["role"] == "system":
         messages[0]["content"] = messages[0]["content"] + "\n\n" + block
     else:

@@ -1,18 +1,10 @@
 """The token loop of the transformers backend: prompt token ids in, sampled token ids out.
 
-R3 samples the same prompt many times (mining's rounds, GRPO's groups), and `model.generate` runs every
-row to the end of the batch. This loop instead:
-
-- **prefills once per distinct prompt**, copying its KV cache to each row
-  (`Cache.batch_select_indices`): a Countdown prompt is about 110 tokens against a 32-token answer;
-- **drops finished rows** once they are an eighth of the batch (compacting copies the KV cache), so
-  later steps cost only the running rows;
-- **draws each row from its own generator** (`torch.Generator(mix_seed(seeds[i]))`, one uniform per
-  step against the cumulative distribution), so a row's tokens depend on its seed and logits only:
-  batching gives what one call per prompt would, up to floating-point noise from padding.
-
+Unlike `model.generate`, it prefills once per distinct prompt (R3 samples each prompt many times) and
+copies the KV cache to each row, drops finished rows once they are an eighth of the batch, and draws
+each row from its own seeded generator, so a row's tokens depend on its seed and logits only.
 `synced=True` is for models whose forward pass is a collective (ZeRO-3, FSDP): no row is dropped and
-every process steps while any process has a running row, so all make the same forward calls.
+every process steps while any process has a running row.
 """
 
 from __future__ import annotations
@@ -24,7 +16,8 @@ from typing import Any
 
 import torch
 
-#: Finished rows leave the batch once they are at least 1/COMPACT_FRACTION of it (see `decode`).
+#: Finished rows leave the batch once they are at least 1/COMPACT_FRACTION of it (compacting copies
+#: the KV cache).
 COMPACT_FRACTION = 8
 
 
@@ -50,9 +43,7 @@ def pick_tokens(
     logits: torch.Tensor, choice: TokenChoice, generators: Sequence[torch.Generator]
 ) -> torch.Tensor:
     """The next token of each row of `logits` (rows, vocab): argmax, or a draw from row i's
-    distribution (temperature, then top-k, then top-p) using one uniform from `generators[i]`.
-
-    Pure apart from the generators' state, so it is tested on hand-written logits."""
+    distribution (temperature, then top-k, then top-p) using one uniform from `generators[i]`."""
     if choice.temperature <= 0:
         return logits.argmax(dim=-1)
     scores = logits.float() / choice.temperature
@@ -95,10 +86,8 @@ def decode(
     logprobs: bool = False,
     synced: bool = False,
 ) -> list[Decoded]:
-    """Sample one continuation per prompt (row) from `model`.
-
-    `stopped(ids)` says whether a row's tokens so far end with a stop string. `logprobs` asks for each
-    sampled token's log-probability under the model's distribution (before temperature)."""
+    """Sample one continuation per prompt (row) from `model`. `stopped(ids)`: whether a row's tokens so
+    far end with a stop string; `logprobs`: each token's log-probability (before temperature)."""
     rows = [list(p) for p in prompts]
     if not rows:
         return []
@@ -111,9 +100,8 @@ def decode(
     input_ids, mask = input_ids.to(device), mask.to(device)
     positions = (mask.cumsum(dim=-1) - 1).clamp_(min=0)
     kwargs: dict[str, Any] = {"use_cache": True}
-    # Asked of `model` itself, not the unwrapped one: a PEFT-wrapped policy then computes every
-    # position's logits, and the rerun of the recorded experiment samples the same tokens (through the
-    # wrapper the last row's logits differ in float rounding, about 4e-5).
+    # Asked of `model` itself: a PEFT-wrapped policy keeps every position's logits, whose float rounding
+    # the recorded experiments' tokens depend on.
     if _takes(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **kwargs)
@@ -156,7 +144,6 @@ def decode(
             if not running:
                 break
             finished = len(active) - len(running)
-            # Compacting copies the whole KV cache, so it waits until an eighth of the rows are done.
             if finished and finished * COMPACT_FRACTION >= len(active):
                 index = torch.tensor(running, device=device)
                 cache.batch_select_indices(index)
@@ -177,8 +164,7 @@ def decode(
 
 
 def mix_seed(seed: int) -> int:
-    """`seed` scrambled (SplitMix64's finalizer) before it seeds a torch generator: cheap insurance for
-    callers that pass small consecutive seeds (R3's own seeds are hashes already)."""
+    """`seed` scrambled (SplitMix64's finalizer), for callers that pass small consecutive seeds."""
     z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
@@ -186,16 +172,14 @@ def mix_seed(seed: int) -> int:
 
 
 def returned_cache(out: Any) -> Any:
-    """The KV cache a forward pass returned: transformers 5.x names it `cache`, older releases and
-    models `past_key_values`, so both are read."""
+    """The KV cache a forward pass returned (`cache` in transformers 5.x, else `past_key_values`)."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
 
 
 def unwrapped(model: Any) -> Any:
-    """The model under wrappers that pass keyword arguments through unchanged (PEFT's `PeftModel`,
-    whose `get_base_model()` is the transformers model; DDP, DeepSpeed and FSDP's `.module`): its
-    forward's signature, not the wrapper's `**kwargs`, says which argument names it takes."""
+    """The model under wrappers that pass keyword arguments through (PEFT's `get_base_model()`, DDP's,
+    DeepSpeed's and FSDP's `.module`), whose forward's signature says which names it takes."""
     for _ in range(8):  # wrappers nest a few deep at most; a cycle must not hang
         if callable(getattr(model, "get_base_model", None)):
             inner = model.get_base_model()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from r3.errors import R3Error
@@ -38,14 +39,14 @@ def load_generator(
             resolve_model(model), model_name=display_name(model), dtype=dtype, **(engine_args or {})
         )
     if backend == "openai":
-        from r3.generation.openai_backend import OpenAIBackend, api_key_from_env
+        from r3.generation.openai_backend import OpenAIBackend
 
         if not base_url or not model:
             raise R3Error("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1) and --model")
         return OpenAIBackend(
             base_url,
             model,
-            api_key_from_env(api_key_env),
+            os.environ.get(api_key_env) or None,
             concurrency=batch_size,
             timeout=request_timeout,
             max_retries=max_retries,

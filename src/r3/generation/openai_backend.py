@@ -1,22 +1,13 @@
-"""Sampling from a model behind an OpenAI-compatible server (`vllm serve`, `transformers serve`, an API),
-so that large baselines are evaluated and mined with the same prompts, verifiers and outputs.
-
-- **Chats, not text**: each `Prompt` is sent as messages (and tools), so the server applies its own
-  chat template, as `chat.render_prompt` does locally.
-- **One request per sample**, each with its own seed (`base.sample_seed`), because servers differ on
-  `n > 1`; greedy decoding sends one request and repeats its answer.
-- **Stop strings are applied here**, not sent: servers disagree on whether the text keeps the stop
-  string, and verifiers need it (Countdown's `</answer>`).
-- **Concurrency and retries**: at most `concurrency` requests in flight; the client retries connection
-  errors, 408/409/429 and 5xx with backoff. An unreachable server is one `R3Error`; committed rows
-  are kept and a rerun resumes.
-- **Token usage** is counted (`usage`).
+"""Sampling from a model behind an OpenAI-compatible server (`vllm serve`, an API), with the same prompts,
+verifiers and outputs as local models. Chats are sent as messages (the server applies its template);
+one request per sample, each with its own seed (servers differ on `n > 1`); stop strings are applied
+here, since servers disagree on whether the text keeps them and verifiers need them. The client retries
+with backoff; an unreachable server is one `R3Error`. Token usage is counted (`usage`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +19,8 @@ from r3.tasks.base import Prompt
 
 
 def calls_as_text(tool_calls: Sequence[Any]) -> str:
-    """Structured tool calls (a server that parsed them out of the text) written back as the JSON list
-    of `{"name", "arguments"}` the function-calling verifier reads, so the verdict does not depend on
-    whether the server parses calls."""
+    """Tool calls a server parsed out of the text, written back as the JSON list of `{"name",
+    "arguments"}` the function-calling verifier reads (so verdicts do not depend on the server)."""
     calls = []
     for call in tool_calls:
         function = call.function
@@ -130,8 +120,3 @@ def _short(exc: Exception) -> str:
     """The first line of an API error's message, at most 200 characters."""
     message = getattr(exc, "message", None) or str(exc)
     return message.splitlines()[0][:200] if message else type(exc).__name__
-
-
-def api_key_from_env(name: str) -> str | None:
-    """The key from the environment variable `name` (None when unset: local servers need none)."""
-    return os.environ.get(name) or None

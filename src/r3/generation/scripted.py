@@ -1,8 +1,6 @@
-"""A generator driven by a Python function instead of a model, for tests and benchmarks.
-
-`respond(prompt, sampling, index)` returns the text of the `index`-th of the `n` samples for
-`prompt`. With a seed per request (`sampling.seeds`) the script sees each prompt's own in
-`sampling.seed`, as real backends sample with it.
+"""A generator driven by a Python function instead of a model, for tests and benchmarks:
+`respond(prompt, sampling, index)` returns the `index`-th sample's text; with a seed per request the
+script sees each prompt's own in `sampling.seed`.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ class ScriptedGenerator:
         out: list[list[Completion]] = []
         seeds = request_seeds(sampling, len(prompts)) if sampling.seeds is not None else None
         for k, prompt in enumerate(prompts):
-            # With per-request seeds each prompt sees its own; otherwise the call's sampling as given.
             own = sampling.with_(seed=seeds[k], seeds=None) if seeds is not None else sampling
             group = []
             for i in range(n):

