@@ -36,9 +36,6 @@ USER_TEMPLATE = (
 RETRY_INSTRUCTION = "Now try again. Use your reflection and give a new equation in <answer> </answer> tags."
 
 
-# --- answers --------------------------------------------------------------------------------------
-
-
 def extract_answer(completion: str) -> str | None:
     """The text inside the last closed `<answer>...</answer>`, or None: models often draft an answer,
     then correct it. Searched from the right, so unclosed tags cost one linear scan."""
@@ -94,9 +91,6 @@ def _numbers_problem(given: list[int], used: tuple[int, ...]) -> str:
     if used_times > listed and listed == 1:
         return f"number {number} used {_times(used_times)}"
     return f"number {number} used {_times(used_times)}, but the list has it {_times(listed)}"
-
-
-# --- rows -----------------------------------------------------------------------------------------
 
 
 def _is_int(value: Any) -> bool:
@@ -157,9 +151,6 @@ def normalize_row(row: Any, index: int | None = None, source: str = "<example>")
     out = dict(row)
     out["nums"], out["target"] = clean, int(target)
     return out
-
-
-# --- generator ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -234,9 +225,6 @@ def _random_equation(rng: random.Random, nums: list[int]) -> tuple[int, Tree]:
         value = {"+": x + y, "-": x - y, "*": x * y, "/": x // y}[op]
         pool.append((value, (op, left, right)))
     return pool[0]
-
-
-# --- task -----------------------------------------------------------------------------------------
 
 
 class CountdownTask(Task):
