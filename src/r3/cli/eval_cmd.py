@@ -1,7 +1,6 @@
 """`r3 eval`: first- and second-try accuracy of a model on a task.
 
-Options are the fields of `EvalConfig`, the object `r3.evaluation.evaluate.evaluate` takes too.
-"""
+Options are the fields of `EvalConfig`, the object `r3.evaluation.evaluate.evaluate` takes too."""
 
 from __future__ import annotations
 
@@ -34,7 +33,10 @@ def main(argv: list[str]) -> int:
 
 def run(config: EvalConfig) -> int:
     """`r3 eval` on parsed options (Python calls it too): the folder is checked before the model loads."""
-    from r3.evaluation.evaluate import evaluate, open_output
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from r3.evaluation.evaluate import evaluate, open_output, results_markdown
     from r3.rundir import examples_digest
     from r3.tasks import get_task
 
@@ -44,24 +46,11 @@ def run(config: EvalConfig) -> int:
         raise R3Error("no examples to evaluate (the data is empty, or --limit is 0)")
     output_dir = config.output_dir or f"runs/eval-{config.task.replace(':', '_').replace('.', '_')}"
     digest = examples_digest(task, examples)
-    open_output(
-        config, output_dir, overwrite=config.overwrite, check_only=True, digest=digest
-    )  # before the load
-    generator = config.generator()
+    open_output(config, output_dir, overwrite=config.overwrite, check_only=True, digest=digest)
+    progress = not config.no_progress
     results = evaluate(
-        config,
-        task,
-        examples,
-        generator,
-        output_dir,
-        overwrite=config.overwrite,
-        progress=not config.no_progress,
+        config, task, examples, config.generator(), output_dir, overwrite=config.overwrite, progress=progress
     )
-    from rich.console import Console
-    from rich.markdown import Markdown
-
-    from r3.evaluation.evaluate import results_markdown
-
     Console().print(Markdown(results_markdown(results)))
     print(f"Results in {output_dir}/ (results.json, results.md, samples.jsonl)")
     return 0

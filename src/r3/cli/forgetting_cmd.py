@@ -1,8 +1,6 @@
 """`r3 forgetting`: general ability before and after training, with lm-evaluation-harness.
 
-Options are the fields of `ForgettingConfig`, parsed as `r3 train`'s are; the work is
-`r3.forgetting.harness`.
-"""
+Options are the fields of `ForgettingConfig`; the work is `r3.forgetting.harness`."""
 
 from __future__ import annotations
 

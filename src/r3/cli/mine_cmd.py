@@ -1,8 +1,7 @@
 """`r3 mine`: build the dataset of failures that `r3 train` learns from.
 
 Everything that can be refused (unknown task, malformed rows, a folder holding another run) is checked
-before the model is loaded, so mistakes cost seconds. The mining itself is `r3.mining.mine`.
-"""
+before the model loads, so mistakes cost seconds. The mining itself is `r3.mining.mine`."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from r3.mining.mine import (
     FAILURES_FILE,
     SUMMARY_FILE,
     MineConfig,
-    MineSummary,
     RunStore,
     mine,
     run_fingerprint,
@@ -69,8 +67,7 @@ def run(config: MineConfig) -> int:
     if not config.output_dir:
         raise R3Error(MISSING_OUTPUT_DIR)
     task = get_task(config.task, **config.task_options())
-    # Validates every row (a malformed row is named here, before any model is loaded).
-    examples = task.load(config.data, config.limit, config.seed)
+    examples = task.load(config.data, config.limit, config.seed)  # a malformed row is named here
     if not examples:
         raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
     check_reserved_fields(examples, config.data or f"{task.name} (generated)")
@@ -87,24 +84,17 @@ def run(config: MineConfig) -> int:
         # Nothing left: no need to load the model just to rewrite the summary.
         generator: Generator = _load_generator(config) if remaining else _NoGenerator(config)
         summary = mine(task, examples, generator, store, config, progress=not config.no_progress)
-    rate = (
-        f", mean success rate {summary.mean_success_rate:.3f}"
-        if summary.mean_success_rate is not None
-        else ""
+    rate = "" if summary.mean_success_rate is None else f", mean success rate {summary.mean_success_rate:.3f}"
+    screened = summary.attempts_screened
+    learnable = (
+        "" if screened is None else f", {summary.attempts_learnable} of {screened} failed attempts learnable"
     )
     print(
         f"{summary.queries_kept} of {summary.queries_seen} queries kept ({summary.samples} samples, "
-        f"{summary.tokens} tokens, {summary.wall_seconds:.1f}s{rate}){_screened(summary)} -> "
+        f"{summary.tokens} tokens, {summary.wall_seconds:.1f}s{rate}){learnable} -> "
         f"{out / FAILURES_FILE}; totals in {out / SUMMARY_FILE}"
     )
     return 0
-
-
-def _screened(summary: MineSummary) -> str:
-    """The screen's outcome for the closing line (empty without screening)."""
-    if summary.attempts_screened is None:
-        return ""
-    return f", {summary.attempts_learnable} of {summary.attempts_screened} failed attempts learnable"
 
 
 class _NoGenerator:

@@ -1,8 +1,5 @@
-"""How every `r3` command parses its options: a dataclass, YAML via `--config`, flags override.
-
-`R3Parser` is TRL's `TrlParser` (so a recipe means to `r3` what it means to TRL) with R3's help layout
-and one-line `R3Error`s that name the fix.
-"""
+"""How every `r3` command parses its options: a dataclass, YAML via `--config`, flags override, through
+TRL's parser (so a recipe means to `r3` what it means to TRL) with R3's help and errors (`parser.py`)."""
 
 from __future__ import annotations
 
@@ -11,13 +8,23 @@ from collections.abc import Iterable, Mapping
 
 from r3.threads import apply_threads
 
-#: Deprecation warnings that no option of the user's can avoid, silenced for the command: TRL defaults
-#: `gradient_checkpointing` to true, so transformers warns that the name is deprecated on every
-#: training run whatever the recipe says, and TRL and PEFT read the deprecated
-#: `is_gradient_checkpointing` of the model.
+#: Deprecation warnings no option of the user's can avoid (TRL sets and reads the deprecated
+#: gradient-checkpointing names on every training run), silenced for the command.
 UNACTIONABLE_WARNINGS = (
     r"`gradient_checkpointing(_kwargs)?` is deprecated",
     r"`is_gradient_checkpointing` is deprecated",
+)
+#: TRL's fields a first training run sets most, listed by `--help` after R3's (`--help-all` lists all).
+MOST_USED_TRL_FIELDS = (
+    "output_dir",
+    "max_steps",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "use_peft",
+    "use_cpu",
+    "bf16",
+    "save_steps",
+    "report_to",
 )
 
 
@@ -33,9 +40,8 @@ def parse_trl_config(
 ) -> object:
     """Parse flags and the `--config` file into `config_class`; every mistake is an `R3Error`.
 
-    `usage`: the help's first line (default: `PROG [--config FILE.yaml] [OPTIONS]`). `required`: option
-    name -> the error when neither a flag nor the file sets it. `shown_inherited`: fields inherited
-    from TRL / transformers that `--help` lists after R3's own; `--help-all` lists the rest."""
+    `usage`: the help's first line; `required`: option name -> the error when nothing sets it;
+    `shown_inherited`: TRL / transformers fields `--help` lists after R3's (`--help-all`: all)."""
     from r3.cli.parser import R3Parser  # imports TRL: only when a command parses, not for `r3 --help`
 
     for pattern in UNACTIONABLE_WARNINGS:  # for the whole command: the run raises some of them too

@@ -1,10 +1,8 @@
 """`R3Parser`: TRL's `TrlParser` with R3's help layout and one-line errors.
 
-- Help lists R3's own options first, with defaults; of the ~300 fields a TRL config inherits, only
-  `shown_inherited` follow, and `--help-all` lists every one, so R3's are not buried.
-- Every mistake is one `R3Error` naming the fix (an unknown key or flag with the closest known name,
-  a bad value, a missing required option, a check of TRL's). Keys, flags and required options are
-  checked before the config is built, whose TRL checks would otherwise hide the real mistake.
+Help lists R3's own options first; of the ~300 fields a TRL config inherits only `shown_inherited`
+follow (`--help-all` lists all). Every mistake is one `R3Error` naming the fix (did you mean ...);
+keys, flags and required options are checked before TRL's checks, which would hide the real mistake.
 """
 
 from __future__ import annotations
@@ -24,10 +22,8 @@ from r3.errors import R3Error
 
 
 class R3Parser(TrlParser):
-    """`TrlParser` with R3's help layout (see the module docstring) and one-line `R3Error`s.
-
-    The layout needs no change to how TRL turns fields into flags: `HfArgumentParser` adds every
-    field through `add_argument`, which this class routes to R3's group or to the inherited groups."""
+    """`TrlParser` with R3's help layout: `HfArgumentParser` adds every field through `add_argument`,
+    which this class routes to R3's groups or to the inherited ones."""
 
     def __init__(
         self,
@@ -83,8 +79,6 @@ class R3Parser(TrlParser):
             else argparse.SUPPRESS,
         )
 
-    # --- help ----------------------------------------------------------------------------------------
-
     def add_argument(self, *flags: str, **kwargs: Any) -> argparse.Action:
         """A field's flag into its group (R3's, the inherited ones shown, the rest), its default
         added to its help; any other flag (`--help`, `--config`) as argparse adds it."""
@@ -109,9 +103,7 @@ class R3Parser(TrlParser):
 
     def _group(self, kind: str) -> Any:
         """The option groups, made together at the first field so that they print in this order: the
-        fields the config class declares itself (the command's own), those of R3's classes it extends
-        (task, model, ...), the inherited ones shown, the rest (a group with no option, or only hidden
-        ones, prints nothing)."""
+        command's own fields, those of R3's classes it extends, the inherited ones shown, the rest."""
         if not self._groups:
             prog = self._settings["prog"]
             more = f" ({prog} --help-all lists all {self._hidden} more)" if self._hidden else ""
@@ -128,8 +120,6 @@ class R3Parser(TrlParser):
     def full_help(self) -> str:
         """This command's help with every inherited option described."""
         return R3Parser(self.dataclass_types[0], help_all=True, **self._settings).format_help()
-
-    # --- errors --------------------------------------------------------------------------------------
 
     def error(self, message: str) -> Any:  # argparse's hook: a bad value, an ambiguous prefix
         raise R3Error(message)
@@ -191,9 +181,8 @@ class _HelpAll(argparse.Action):
 
 
 def own_fields(config_class: type) -> set[str]:
-    """The fields R3 declares (or declares again, changing a default or a help text): those whose
-    latest declaration in the class hierarchy is in a class of R3's (or of the config's own package)
-    rather than one of TRL's or transformers'."""
+    """The fields whose latest declaration is in a class of R3's (or of the config's own package), not
+    of TRL's or transformers' (R3 may declare a field again, with its own default or help)."""
     packages = {"r3", config_class.__module__.split(".")[0]}
     own = set()
     for f in dataclasses.fields(config_class):  # type: ignore[arg-type]
@@ -242,23 +231,18 @@ def merge_repeated(argv: list[str], names: tuple[str, ...]) -> list[str]:
     values: list[str] = []
     rest: list[str] = []
     first: int | None = None
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
+    taking = False  # after the flag without "=": its values, up to the next "--" flag
+    for arg in argv:
         flag, eq, inline = arg.partition("=")
         if flag in names:
             first = len(rest) if first is None else first
-            if eq:
-                values.append(inline)
-                i += 1
-            else:
-                i += 1
-                while i < len(argv) and not argv[i].startswith("--"):
-                    values.append(argv[i])
-                    i += 1
-            continue
-        rest.append(arg)
-        i += 1
+            values += [inline] if eq else []
+            taking = not eq
+        elif taking and not arg.startswith("--"):
+            values.append(arg)
+        else:
+            taking = False
+            rest.append(arg)
     if first is None:
         return argv
     return [*rest[:first], names[0], *values, *rest[first:]]
@@ -268,10 +252,7 @@ def split_config_flag(argv: list[str]) -> list[str]:
     """`--config=FILE` as `--config FILE`, the one form TRL's parser reads."""
     out: list[str] = []
     for arg in argv:
-        if arg.startswith("--config="):
-            out.extend(["--config", arg.split("=", 1)[1]])
-        else:
-            out.append(arg)
+        out += ["--config", arg.split("=", 1)[1]] if arg.startswith("--config=") else [arg]
     return out
 
 

@@ -1,7 +1,6 @@
 """`r3 report`: compare `r3 eval` runs (vanilla vs trained) and plot `r3 train` runs' curves.
 
-What the report holds is in `DESCRIPTION` (the help); the work is `r3.reports`.
-"""
+What the report holds is in `DESCRIPTION` (the help); the work is `r3.reports`."""
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
 """`r3 sft`: warm-start a model on the task's reference answers, as first attempts.
 
-Options are the fields of `SFTRunConfig` (R3's plus every `SFTConfig` field), parsed as `r3 train`'s.
-"""
+Options are the fields of `SFTRunConfig` (R3's plus every `SFTConfig` field), parsed as `r3 train`'s."""
 
 from __future__ import annotations
 
 import sys
 
-from r3.cli.options import parse_trl_config
+from r3.cli.options import MOST_USED_TRL_FIELDS, parse_trl_config
 
 DESCRIPTION = """\
 Warm-start a model by supervised fine-tuning (TRL's SFTTrainer) on the task's reference answers, as
@@ -16,20 +15,6 @@ first attempts. For a model too weak to learn from R3 at once; also the baseline
 example (CPU, the embedded model; a recipe is a YAML file of these options, flags override it):
   r3 sft --config recipes/smollm2_countdown_sft.yaml --output_dir runs/warmstart --max_steps 60
 """
-
-#: TRL's fields a first run sets most, listed by `--help` after R3's (`--help-all` lists all).
-MOST_USED_TRL_FIELDS = (
-    "output_dir",
-    "max_steps",
-    "num_train_epochs",
-    "learning_rate",
-    "per_device_train_batch_size",
-    "use_peft",
-    "use_cpu",
-    "bf16",
-    "save_steps",
-    "report_to",
-)
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +27,7 @@ def main(argv: list[str]) -> int:
         prog="r3 sft",
         description=DESCRIPTION,
         usage="r3 sft [--config RECIPE.yaml] [OPTIONS]",
-        shown_inherited=MOST_USED_TRL_FIELDS,
+        shown_inherited=(*MOST_USED_TRL_FIELDS, "num_train_epochs"),
     )
     result = train_sft(config)  # type: ignore[arg-type]
     losses = [row["loss"] for row in result.log_history if "loss" in row]

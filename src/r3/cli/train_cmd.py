@@ -1,8 +1,6 @@
 """`r3 train`: GRPO on the failures file, reward = the retry's success, credited to the reflection.
 
-Options are the fields of `R3Config` (R3's plus every `GRPOConfig` field): a YAML recipe via
-`--config`, flags override it, unknown keys are an error.
-"""
+Options are the fields of `R3Config` (R3's plus every `GRPOConfig` field)."""
 
 from __future__ import annotations
 
@@ -19,24 +17,8 @@ example (CPU, the embedded model; a recipe is a YAML file of these options, flag
            --output_dir runs/trained --max_steps 2
 """
 
-#: TRL's fields a first run sets most, listed by `--help` after R3's (`--help-all` lists all).
-MOST_USED_TRL_FIELDS = (
-    "output_dir",
-    "max_steps",
-    "learning_rate",
-    "num_generations",
-    "per_device_train_batch_size",
-    "max_completion_length",
-    "temperature",
-    "beta",
-    "use_peft",
-    "use_vllm",
-    "use_cpu",
-    "bf16",
-    "save_steps",
-    "report_to",
-)
-
+#: GRPO's fields `--help` lists too, after R3's (`--help-all` lists all).
+TRAINING_FIELDS = ("num_generations", "max_completion_length", "temperature", "beta", "use_vllm")
 MISSING_FAILURES = (
     "r3 train needs --failures FILE, the failures.jsonl written by `r3 mine` (as a flag, or failures: "
     "in the --config recipe)"
@@ -45,7 +27,7 @@ MISSING_FAILURES = (
 
 def parse(argv: list[str]) -> object:
     """Parse flags and the `--config` recipe into an `R3Config`."""
-    from r3.cli.options import parse_trl_config
+    from r3.cli.options import MOST_USED_TRL_FIELDS, parse_trl_config
     from r3.training.config import R3Config
 
     return parse_trl_config(
@@ -55,7 +37,7 @@ def parse(argv: list[str]) -> object:
         description=DESCRIPTION,
         usage="r3 train --failures FILE [--config RECIPE.yaml] [OPTIONS]",
         required={"failures": MISSING_FAILURES},
-        shown_inherited=MOST_USED_TRL_FIELDS,
+        shown_inherited=(*MOST_USED_TRL_FIELDS, *TRAINING_FIELDS),
     )
 
 

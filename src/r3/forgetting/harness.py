@@ -1,20 +1,12 @@
 """`r3 forgetting`: general ability before and after training, measured by lm-evaluation-harness.
 
-The paper checks that R3 costs little elsewhere (MMLU-Pro, GSM8K, HellaSwag, MATH). This runs that
-check on a user's models with lm-eval itself (`HFLM`, its tasks and result files), adding only what
-lm-eval lacks: loading each model as `r3 eval` does, and the comparison against the first model.
-
-Output folder:
-
-    forgetting.json      settings, and per model and task every metric with its standard error
-    forgetting.md        the table (each model, and its change against the first)
-    forgetting.png       the changes with +-1.96 combined standard errors
-    lm_eval/<label>/     lm-eval's own files
-
-The folder is a `rundir.RunFolder` whose fingerprint holds the settings every model shares, so the
-table never compares models scored differently. `forgetting.json` is rewritten after every model, and
-a model already in it is not evaluated again, so an interrupted run continues with the next model.
-Task names are checked before the folder is touched.
+The paper checks that R3 costs little elsewhere (MMLU-Pro, GSM8K, HellaSwag, MATH); this runs lm-eval
+itself on a user's models, loaded as `r3 eval` loads them. The output folder holds `forgetting.json`
+(per model and task every metric with its standard error), `forgetting.md` and `forgetting.png` (the
+changes against the first model) and lm-eval's own files in `lm_eval/<label>/`. It is a `RunFolder`
+whose fingerprint holds the settings every model shares, so the table never compares models scored
+differently; `forgetting.json` is rewritten after every model and a stored model is not evaluated
+again, so an interrupted run continues with the next one.
 """
 
 from __future__ import annotations
@@ -33,8 +25,7 @@ from r3.threads import ThreadFields
 #: lm-eval task folders shipped with R3 (`r3_basics`: a local task that needs no download).
 BUILTIN_TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
 SUMMARY_FILE = "forgetting.json"
-#: Files this command owns in its folder (`--overwrite` removes exactly these and run.json; lm-eval's
-#: own files under `lm_eval/` are left alone).
+#: What `--overwrite` removes (with run.json); lm-eval's files under `lm_eval/` are left alone.
 OWNED_FILES = (SUMMARY_FILE, "forgetting.md", "forgetting.png")
 
 
@@ -93,12 +84,9 @@ class ForgettingConfig(ThreadFields):
     def model_labels(self) -> list[str]:
         return list(self.labels) or [Path(m).name or m for m in self.models]
 
-    def settings(self, model: str) -> dict[str, Any]:
-        """What decides a model's scores: a stored result is reused only when these match."""
-        return {"model": model, **self.run_settings()}
-
     def run_settings(self) -> dict[str, Any]:
-        """What decides every model's scores alike: the folder's fingerprint (`run_fingerprint`)."""
+        """What decides every model's scores alike: the folder's fingerprint. Not the models (a folder
+        gains them run by run, each kept with its settings in `forgetting.json`), batch size or device."""
         return {
             "tasks": self.task_list,
             "include_path": [str(Path(p).resolve()) for p in self.include_path],
@@ -129,12 +117,6 @@ def scores_of(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float | 
         if metrics:
             out[task] = metrics
     return out
-
-
-def run_fingerprint(config: ForgettingConfig) -> dict[str, Any]:
-    """The folder's `run.json`: the settings every model shares. Not the models (a folder gains them
-    run by run, each kept with its settings in `forgetting.json`), nor batch size and device."""
-    return rundir.fingerprint("forgetting", config.run_settings())
 
 
 def _load_summary(run: RunFolder) -> dict[str, Any]:
@@ -168,10 +150,10 @@ def task_manager(config: ForgettingConfig) -> Any:
 
 
 def evaluate_model(
-    config: ForgettingConfig, model: str, label: str, out: Path, manager: Any = None
+    config: ForgettingConfig, model: str, label: str, out: Path, manager: Any
 ) -> dict[str, Any]:
-    """Run lm-eval on one model, saving its files under `out/lm_eval/<label>/`."""
-    manager = manager if manager is not None else task_manager(config)
+    """Run lm-eval on one model with `manager` (`task_manager`), saving its files under
+    `out/lm_eval/<label>/`."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.models.huggingface import HFLM
@@ -214,14 +196,14 @@ def evaluate_model(
 
 def run_forgetting(config: ForgettingConfig, progress: bool = True) -> dict[str, Any]:
     """Evaluate each model (reusing stored results with the same settings) and write the report."""
-    identity = run_fingerprint(config)
+    identity = rundir.fingerprint("forgetting", config.run_settings())
     options = {"command": "forgetting", "overwrite": config.overwrite}
     RunFolder.open(config.output_dir, identity, OWNED_FILES, check_only=True, **options)  # before lm-eval
     manager = task_manager(config)
     with RunFolder.open(config.output_dir, identity, OWNED_FILES, **options) as run:
         summary = _load_summary(run)
         for model, label in zip(config.models, config.model_labels, strict=True):
-            settings = config.settings(model)
+            settings = {"model": model, **config.run_settings()}  # a stored result is reused if equal
             stored = summary["models"].get(label)
             if stored and stored.get("settings") == settings:
                 if progress:

@@ -1,14 +1,16 @@
 """The table and plot of `r3 forgetting`: each model's lm-eval scores and their change against the
-first model, so that what training cost elsewhere is one look (the paper: under 1% in nearly all cases).
-"""
+first, so that what training cost elsewhere is one look (the paper: under 1% in nearly all cases)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from r3.reports.plots import pyplot, save_figure
+from r3.reports.plots import figure_link, markdown_table, pyplot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Row = tuple[str, str]  # (task, metric)
 
@@ -34,18 +36,16 @@ def _score(summary: dict[str, Any], label: str, row: Row) -> dict[str, float | N
     return summary["models"][label]["scores"].get(row[0], {}).get(row[1])
 
 
-def _fmt(value: float, stderr: float | None) -> str:
-    return f"{value:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
+def _fmt(value: float, stderr: float | None, sign: str = "") -> str:
+    return f"{value:{sign}.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
 
 
 def forgetting_table(summary: dict[str, Any]) -> str:
     """Markdown: a row per task and metric; per model its score ± standard error, and for every model
     after the first, the change against the first."""
-
     order = summary["order"]
     reference = order[0]
-    header = ["task", "metric", *order, *[f"{label} - {reference}" for label in order[1:]]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for row in _rows(summary):
         base = _score(summary, reference, row)
         cells = [row[0], row[1]]
@@ -54,21 +54,19 @@ def forgetting_table(summary: dict[str, Any]) -> str:
             cells.append("-" if score is None else _fmt(float(score["value"] or 0.0), score["stderr"]))
         for label in order[1:]:
             score = _score(summary, label, row)
-            if base is None or score is None:
-                cells.append("-")
-            else:
-                delta, err = change(base, score)
-                cells.append(f"{delta:+.3f}" + (f" ± {err:.3f}" if err is not None else ""))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            cells.append("-" if base is None or score is None else _fmt(*change(base, score), sign="+"))
+        rows.append(cells)
+    return markdown_table(
+        ["task", "metric", *order, *[f"{label} - {reference}" for label in order[1:]]], rows
+    )
 
 
-def plot_changes(summary: dict[str, Any], path: Path) -> bool:
+def plot_changes(summary: dict[str, Any]) -> Figure | None:
     """Horizontal bars: each later model's change against the first per task and metric, with
-    ±1.96 combined standard errors. False (no file) when there is only one model."""
+    ±1.96 combined standard errors; None when there is only one model."""
     order = summary["order"]
     if len(order) < 2:
-        return False
+        return None
     rows = [row for row in _rows(summary) if _score(summary, order[0], row) is not None]
     height = 0.8 / (len(order) - 1)
     fig, ax = pyplot().subplots(figsize=(7, 1.2 + 0.5 * len(rows) * (len(order) - 1)))
@@ -89,13 +87,11 @@ def plot_changes(summary: dict[str, Any], path: Path) -> bool:
     ax.invert_yaxis()
     ax.set_xlabel(f"change against {order[0]} (±1.96 standard errors)")
     ax.legend(loc="best", fontsize="small")
-    save_figure(fig, path, dpi=110)
-    return True
+    return fig
 
 
 def write_forgetting_report(summary: dict[str, Any], out: Path) -> Path:
     """Write `forgetting.md` (and `forgetting.png` with two models or more); returns the markdown path."""
-    order = summary["order"]
     config = summary.get("config", {})
     body = [
         "# Forgetting check: general ability before and after",
@@ -104,12 +100,12 @@ def write_forgetting_report(summary: dict[str, Any], out: Path) -> Path:
         "",
         f"Scores from lm-evaluation-harness (tasks: {', '.join(config.get('tasks', '').split(','))}; "
         f"limit: {config.get('limit')}; few-shot: {config.get('num_fewshot')}), ± its standard error. "
-        f"Changes are against {order[0]}, ± the two standard errors combined as independent; a change "
-        "inside about twice that is not evidence of a change. lm-eval's own files are in `lm_eval/`.",
+        f"Changes are against {summary['order'][0]}, ± the two standard errors combined as independent; "
+        "a change inside about twice that is not evidence of a change. lm-eval's own files are in "
+        "`lm_eval/`.",
         "",
+        *figure_link(plot_changes(summary), out, "forgetting.png", "changes", dpi=110),
     ]
-    if plot_changes(summary, out / "forgetting.png"):
-        body += ["![changes](forgetting.png)", ""]
     path = out / "forgetting.md"
     path.write_text("\n".join(body))
     return path

@@ -1,18 +1,10 @@
-"""What the reflections of an evaluation did: pure functions over `samples.jsonl` rows (`r3 eval`).
+"""What the reflections of an evaluation did: pure functions over `samples.jsonl` rows (`r3 eval`),
+reading each row's first attempt and round 1, the paper's second try (`Episode.first_round`).
 
-Each row is one example's `Episode` (`r3.evaluation.records.read_samples`); what is read here is its
-first attempt and round 1, the paper's second try (`Episode.first_round`: None when the first try
-succeeded; its `reflection` is None under `resample`).
-
-- Failure reasons are grouped into categories by `reason_category`: numbers become `N` and quoted
-  text becomes `'…'`, so "number 7 used twice" and "number 3 used twice" are one category, whatever
-  the task.
-- A reflection "contains an answer" (`contains_answer`) when the evaluated task reads one in it
-  (`Task.answer_text`: Countdown's `<answer>` tag, function calling's tool-call JSON). The reflection
-  was asked for advice, not for the answer itself. The task is built from `results.json` as `r3 eval`
-  built it (`evaluated_task`); where it cannot be built here, that count is left out.
-- A retry "repeats the failed attempt" (`repeats_attempt`) when both texts are equal once runs of
-  whitespace are collapsed.
+Failure reasons are grouped into categories (`reason_category`: "number 7 used twice" and "number 3
+used twice" are one). A reflection "contains an answer" when the evaluated task reads one in it
+(`Task.answer_text`; it was asked for advice, not the answer); a retry "repeats the failed attempt"
+when both texts are equal once whitespace is collapsed.
 """
 
 from __future__ import annotations
@@ -41,13 +33,11 @@ _MAX_CATEGORY_CHARS = 80
 
 
 def reason_category(reason: str | None) -> str:
-    """A failure reason with its specifics removed: quoted text -> `'…'`, numbers -> `N`.
-
-    "evaluates to 12, not 30" -> "evaluates to N, not N"; "missing argument 'city' in call 1" ->
-    "missing argument '…' in call N". Long reasons are cut at 80 characters."""
+    """A failure reason with quoted text as `'…'` and numbers as `N` ("evaluates to 12, not 30" ->
+    "evaluates to N, not N"), cut at 80 characters."""
     if not reason or not reason.strip():
         return NO_REASON
-    text = _QUOTED.sub("'…'", " ".join(reason.split()))
+    text = _QUOTED.sub("'…'", _squash(reason))
     text = _NUMBER.sub("N", text)
     return text if len(text) <= _MAX_CATEGORY_CHARS else text[: _MAX_CATEGORY_CHARS - 3] + "..."
 
@@ -60,31 +50,23 @@ def retried(rows: Iterable[Row]) -> list[tuple[Row, Round]]:
 def fix_rates_by_reason(
     runs: Sequence[Sequence[Row]], top: int = TOP_REASONS
 ) -> list[tuple[str, list[tuple[int, int]]]]:
-    """For each category of the first attempt's failure reason: (fixed, retried) per run.
+    """For each category of the first attempt's failure reason: (fixed, retried) per run; the `top`
+    categories with the most retries, then the rest summed up in an `other` row."""
+    tried = [
+        [(reason_category(r.attempt_verdict.reason), t.retry_verdict.ok) for r, t in retried(rows)]
+        for rows in runs
+    ]
+    total = Counter(category for pairs in tried for category, _ in pairs)
+    ordered = sorted(total, key=lambda category: (-total[category], category))
+    groups = [(category, {category}) for category in ordered[:top]]
+    if ordered[top:]:
+        groups.append((OTHER, set(ordered[top:])))
 
-    Categories are ordered by how many retries all runs made for them; the `top` most frequent are
-    kept and the rest are summed up in a last `other` row (only when there is a rest)."""
-    counts: list[dict[str, list[int]]] = []
-    total: Counter[str] = Counter()
-    for rows in runs:
-        per: dict[str, list[int]] = {}
-        for row, first in retried(rows):
-            category = reason_category(row.attempt_verdict.reason)
-            cell = per.setdefault(category, [0, 0])
-            cell[0] += first.retry_verdict.ok
-            cell[1] += 1
-            total[category] += 1
-        counts.append(per)
-    ordered = [c for c, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))]
-    kept, rest = ordered[:top], ordered[top:]
-    table = [(c, [tuple(per.get(c, (0, 0))) for per in counts]) for c in kept]
-    if rest:
-        others = [
-            (sum(per.get(c, (0, 0))[0] for c in rest), sum(per.get(c, (0, 0))[1] for c in rest))
-            for per in counts
-        ]
-        table.append((OTHER, others))
-    return table  # type: ignore[return-value]
+    def cell(pairs: list[tuple[str, bool]], members: set[str]) -> tuple[int, int]:
+        oks = [ok for category, ok in pairs if category in members]
+        return sum(oks), len(oks)
+
+    return [(name, [cell(pairs, members) for pairs in tried]) for name, members in groups]
 
 
 def reflection_lengths(rows: Iterable[Row]) -> list[int]:
@@ -106,14 +88,13 @@ def length_summary(lengths: Sequence[int]) -> dict[str, float] | None:
     if not lengths:
         return None
     ordered = sorted(lengths)
+    points = (("p25", 0.25), ("median", 0.5), ("p75", 0.75), ("p90", 0.9))
+    quantiles = {name: _quantile(ordered, q) for name, q in points}
     return {
         "n": len(ordered),
         "mean": sum(ordered) / len(ordered),
         "min": ordered[0],
-        "p25": _quantile(ordered, 0.25),
-        "median": _quantile(ordered, 0.5),
-        "p75": _quantile(ordered, 0.75),
-        "p90": _quantile(ordered, 0.9),
+        **quantiles,
         "max": ordered[-1],
     }
 
@@ -138,17 +119,14 @@ def _squash(text: str) -> str:
 
 def repeats_attempt(row: Row) -> bool:
     """Whether the retry is the failed attempt again (equal once whitespace runs are collapsed)."""
-    if row.first_round is None:
-        return False
-    return _squash(row.attempt.text) == _squash(row.first_round.retry.text)
+    return row.first_round is not None and _squash(row.attempt.text) == _squash(row.first_round.retry.text)
 
 
 def reflection_behaviour(rows: Iterable[Row], task: Task | None) -> dict[str, int | None]:
     """Counts: reflections written and how many contain an answer of `task` (None without a task);
     retries of failed attempts, how many were fixed and how many repeat the failed attempt."""
     rows = list(rows)
-    reflections = [reflection_text(r) for r in rows]
-    written = [t for t in reflections if t is not None]
+    written = [t for t in map(reflection_text, rows) if t is not None]
     tries = retried(rows)
     return {
         "reflections": len(written),
@@ -171,15 +149,8 @@ def key(row: Row) -> ProblemKey:
 
 
 def fixed_only_by(candidate: Iterable[Row], baseline: Iterable[Row]) -> list[int]:
-    """Indices of the examples that `candidate`'s retry fixed (first try failed, second try right)
-    and `baseline` did not solve on either try, among the problems both runs hold (the same problem
-    at the same index: rows of other problems are never paired)."""
+    """Indices of the examples that `candidate`'s retry fixed and `baseline` did not solve on either
+    try, among the problems both runs hold (rows of other problems are never paired)."""
     base = {key(r): r for r in baseline}
-    out = []
-    for row in candidate:
-        other = base.get(key(row))
-        if other is None:
-            continue
-        if not row.first_try_ok and row.second_try_ok and not other.second_try_ok:
-            out.append(row.index)
-    return sorted(out)
+    fixed = [row for row in candidate if not row.first_try_ok and row.second_try_ok]
+    return sorted(row.index for row in fixed if key(row) in base and not base[key(row)].second_try_ok)

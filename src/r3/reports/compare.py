@@ -1,26 +1,14 @@
-"""Compare evaluations (e.g. the vanilla and the trained model): tables, plots, and reflections.
+"""Compare `r3 eval` runs (e.g. the vanilla and the trained model) and `r3 train` runs in `report.md`.
 
-    r3 report runs/demo/eval-vanilla runs/demo/eval-trained --output-dir runs/demo/report
-    r3 report runs/demo/eval-vanilla runs/demo/eval-trained runs/demo/trained --output-dir ...
+    r3 report runs/demo/eval-vanilla runs/demo/eval-trained runs/demo/trained --output-dir runs/demo/report
 
-Reads each `r3 eval` folder's `results.json` and `samples.jsonl` as typed records
-(`r3.evaluation.records`: a file lacking a field is one error naming it) and each `r3 train` folder's
-`r3_training.json`, and writes `report.md` with
-
-- the accuracy table and `accuracy.png` (first/second try with 95% intervals);
-- reflection lengths: `reflection_lengths.png` (histograms on shared bins) and their quantiles;
-- what the reflections do: how many contain an answer, how many retries repeat the failed attempt;
-- the retry's fix rate by category of the first attempt's failure reason, and `fix_rates.png`;
-- reflections side by side for the examples a later run fixed and the first (baseline) did not;
-- for training folders: `training_curves.png` (retry success, groups with no signal, reflection
-  length against steps) and a table.
-
-When the runs did not evaluate the same problems (another size, other examples), the report opens
-with one sentence saying so, and what it pairs (fixed examples, reflections side by side) it pairs
-only on the problems they share (`r3.reports.problems`). Runs are named by their labels and models by
-a path relative to the report's folder, so that the report reads the same on another machine.
-
-The analysis itself (categories, answer detection, repeats) is in `r3.reports.analysis`.
+Evaluations are read as typed records (`r3.evaluation.records`), trainings from `r3_training.json`.
+The report holds the accuracy table and plot (and accuracy by round past round 1), reflection lengths,
+what the reflections do, the retry's fix rate by failure category, reflections side by side for the
+examples a later run fixed and the first did not, and training curves. Runs that evaluated different
+problems get one sentence saying so and are paired only on the problems they share
+(`r3.reports.problems`). Runs are named by label and models by a path relative to the report, so that
+it reads the same on another machine. The analysis itself is `r3.reports.analysis`.
 """
 
 from __future__ import annotations
@@ -32,14 +20,13 @@ from typing import TYPE_CHECKING
 
 from r3.episode import Episode
 from r3.errors import R3Error
-from r3.evaluation.records import Accuracy, EvalResults, read_results, read_samples
+from r3.evaluation.records import EvalResults, read_results, read_samples
 from r3.reports import analysis
-from r3.reports.plots import axis_top, distinct_labels, pyplot, save_figure
+from r3.reports.plots import axis_top, distinct_labels, figure_link, markdown_table, pyplot
 from r3.reports.problems import comparability_note, display_path, distinct_names
 from r3.reports.training import (
     SUMMARY_FILE,
     Series,
-    is_training_folder,
     plot_training_curves,
     read_training_summary,
     training_table,
@@ -65,7 +52,6 @@ class TrainingRun:
     """One `r3 train` output folder: its per-step `r3/...` metrics."""
 
     label: str
-    folder: Path
     task: str | None
     series: Series
 
@@ -78,59 +64,40 @@ def load_run(folder: str | Path, label: str | None = None) -> EvalRun:
     return EvalRun(label or path.name, path, read_results(results_file), read_samples(path / "samples.jsonl"))
 
 
-def protocol(run: EvalRun) -> str:
-    """The run's second-try protocol (`r3 eval --second-try`; `reflect` for results written before
-    the option existed, see `EvalResults.from_json`)."""
-    return run.results.second_try_protocol
-
-
 def comparability(runs: list[EvalRun]) -> str | None:
-    """The sentence saying that the runs evaluated different numbers of problems, or different
-    problems; None when every run evaluated the same ones."""
+    """The sentence saying that the runs evaluated different problems (or numbers of them); None when
+    every run evaluated the same ones."""
     return comparability_note([(run.label, [analysis.key(s) for s in run.samples]) for run in runs])
 
 
 def comparison_table(runs: list[EvalRun], folder: Path | None = None) -> str:
-    """Markdown: one row per run, accuracies with intervals, and the change over the first run.
-
-    When the runs used different second-try protocols (e.g. reflect and resample of one model), a
-    column names each run's, so that a protocol comparison reads side by side; otherwise the column
-    would only repeat itself and is left out. With `folder` (the report's), a model given as an
-    absolute path is shown relative to it (`display_path`)."""
-    mixed = len({protocol(run) for run in runs}) > 1
-    lines = [
-        "| run | model | n |"
-        + (" second-try protocol |" if mixed else "")
-        + " first try | second try | retries fixed | mean reflection tokens |",
-        "|---|---|---|" + ("---|" if mixed else "") + "---|---|---|---|",
-    ]
+    """Markdown: one row per run, accuracies with intervals and the change over the first run; a
+    column of second-try protocols only when they differ. With `folder` (the report's), a model given
+    as an absolute path is shown relative to it (`display_path`)."""
+    mixed = len({run.results.second_try_protocol for run in runs}) > 1
+    header = ["run", "model", "n", *(["second-try protocol"] if mixed else [])]
+    header += ["first try", "second try", "retries fixed", "mean reflection tokens"]
     base = runs[0].results
+    rows = []
     for run in runs:
         r = run.results
         cells = []
         for block, first in ((r.first_try, base.first_try), (r.second_try, base.second_try)):
             lo, hi = block.ci95
-            delta = block.accuracy - first.accuracy
-            change = "" if run is runs[0] else f" ({delta:+.1%})"
+            change = "" if run is runs[0] else f" ({block.accuracy - first.accuracy:+.1%})"
             cells.append(f"{block.accuracy:.1%}{change} [{lo:.1%}, {hi:.1%}]")
-        mean = r.reflection_tokens_mean
-        fixed = f"{r.retry_fixed}/{r.retries}"
-        lines.append(
-            f"| {run.label} | `{r.model if folder is None else display_path(r.model, folder)}` | {r.n} | "
-            + (f"{protocol(run)} | " if mixed else "")
-            + f"{cells[0]} | {cells[1]} | {fixed} | "
-            f"{'-' if mean is None else f'{mean:.1f}'} |"
-        )
-    return "\n".join(lines)
+        model = r.model if folder is None else display_path(r.model, folder)
+        mean = "-" if r.reflection_tokens_mean is None else f"{r.reflection_tokens_mean:.1f}"
+        protocol = [r.second_try_protocol] if mixed else []
+        rows.append([run.label, f"`{model}`", r.n, *protocol, *cells, f"{r.retry_fixed}/{r.retries}", mean])
+    return markdown_table(header, rows)
 
 
 def reflection_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 600) -> str:
     """The reflections each run wrote for the same problems, side by side (the first run's alone
     when no problem has a reflection from every run)."""
     by_run = [{analysis.key(s): s for s in run.samples if analysis.reflection_text(s)} for run in runs]
-    shared = sorted(set.intersection(*(set(m) for m in by_run))) if by_run else []
-    if not shared:
-        shared = sorted(by_run[0]) if by_run else []
+    shared = sorted(set.intersection(*(set(m) for m in by_run))) or sorted(by_run[0])
     parts: list[str] = []
     for problem in shared[:count]:
         parts.append(f"### Example {problem[0]}\n")
@@ -156,8 +123,7 @@ def _retry_verdict(row: Episode, right: str, wrong: str) -> str:
 def plot_accuracy(runs: list[EvalRun]) -> Figure:
     """Bars of each run's first and second try with their 95% intervals, on an axis that ends a
     little above the highest interval (a run at 5% stays readable)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(runs), 3.6))
+    fig, ax = pyplot().subplots(figsize=(1.8 + 1.6 * len(runs), 3.6))
     width = 0.38
     peak = 0.0
     for offset, blocks, name in (
@@ -166,8 +132,7 @@ def plot_accuracy(runs: list[EvalRun]) -> Figure:
     ):
         xs = [i + offset for i in range(len(runs))]
         acc = [block.accuracy * 100 for block in blocks]
-        # Clamped at 0: results.json files written before the interval was exact at 0% and 100%
-        # can hold a bound a rounding error on the wrong side of the accuracy.
+        # Clamped at 0: a stored bound can be a rounding error on the wrong side of the accuracy.
         lo = [max(0.0, a - block.ci95[0] * 100) for a, block in zip(acc, blocks, strict=True)]
         hi = [max(0.0, block.ci95[1] * 100 - a) for a, block in zip(acc, blocks, strict=True)]
         ax.bar(xs, acc, width, yerr=[lo, hi], capsize=4, label=name)
@@ -180,14 +145,6 @@ def plot_accuracy(runs: list[EvalRun]) -> Figure:
     return fig
 
 
-def load_training_run(folder: str | Path, label: str | None = None) -> TrainingRun:
-    path = Path(folder)
-    summary = read_training_summary(path)
-    if summary is None:
-        raise R3Error(f"{path / SUMMARY_FILE}: not found (not a finished training run)")
-    return TrainingRun(label or path.name, path, summary.task, summary.series)
-
-
 def load_folders(
     folders: list[str], labels: list[str] | None = None
 ) -> tuple[list[EvalRun], list[TrainingRun]]:
@@ -195,15 +152,14 @@ def load_folders(
     named by `labels`, else by folder names told apart (`distinct_names`: "a/eval", "b/eval")."""
     if labels and len(labels) != len(folders):
         raise R3Error(f"--labels gives {len(labels)} names for {len(folders)} runs")
-    names = labels or distinct_names(folders)
     evals: list[EvalRun] = []
     trainings: list[TrainingRun] = []
-    for folder, label in zip(folders, names, strict=True):
+    for folder, label in zip(folders, labels or distinct_names(folders), strict=True):
         path = Path(folder)
         if (path / "results.json").is_file():
             evals.append(load_run(path, label))
-        elif is_training_folder(path):
-            trainings.append(load_training_run(path, label))
+        elif (summary := read_training_summary(path)) is not None:
+            trainings.append(TrainingRun(label, summary.task, summary.series))
         elif not path.is_dir():
             raise R3Error(f"{path}: no such folder")
         else:
@@ -218,11 +174,6 @@ def _pct(k: int, n: int) -> str:
     return f"{k}/{n} ({k / n:.0%})" if n else "-"
 
 
-def _cell(text: str) -> str:
-    """Text safe inside a markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _clip(text: str | None, limit: int) -> str:
     """One line of at most `limit` characters, with no backticks to break inline code."""
     return clip((text or "").replace("`", "'"), limit)
@@ -230,48 +181,38 @@ def _clip(text: str | None, limit: int) -> str:
 
 def length_table(runs: list[EvalRun]) -> str:
     """Markdown: the distribution of each run's reflection lengths (tokens)."""
-    lines = [
-        "| run | reflections | mean | min | 25% | median | 75% | 90% | max |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows: list[list[object]] = []
     for run in runs:
         s = analysis.length_summary(analysis.reflection_lengths(run.samples))
         if s is None:
-            lines.append(f"| {run.label} | 0 | - | - | - | - | - | - | - |")
-            continue
-        lines.append(
-            f"| {run.label} | {s['n']} | {s['mean']:.1f} | {s['min']} | {s['p25']:.0f} | {s['median']:.0f} "
-            f"| {s['p75']:.0f} | {s['p90']:.0f} | {s['max']} |"
-        )
-    return "\n".join(lines)
+            rows.append([run.label, 0, *["-"] * 7])
+        else:
+            quartiles = [f"{s[q]:.0f}" for q in ("p25", "median", "p75", "p90")]
+            rows.append([run.label, s["n"], f"{s['mean']:.1f}", s["min"], *quartiles, s["max"]])
+    return markdown_table(["run", "reflections", "mean", "min", "25%", "median", "75%", "90%", "max"], rows)
 
 
 def behaviour_table(runs: list[EvalRun]) -> str:
     """Markdown: reflections that contain an answer, retries fixed, retries that repeat the attempt."""
-    lines = [
-        "| run | reflections | containing an answer | retries of failed attempts | fixed "
-        "| repeating the failed attempt |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for run in runs:
         b = analysis.reflection_behaviour(run.samples, analysis.evaluated_task(run.results))
         with_answer = "-" if b["with_answer"] is None else _pct(b["with_answer"], b["reflections"])
-        lines.append(
-            f"| {run.label} | {b['reflections']} | {with_answer} "
-            f"| {b['retries']} | {_pct(b['fixed'], b['retries'])} | {_pct(b['repeats'], b['retries'])} |"
-        )
-    return "\n".join(lines)
+        fixed, repeats = _pct(b["fixed"], b["retries"]), _pct(b["repeats"], b["retries"])
+        rows.append([run.label, b["reflections"], with_answer, b["retries"], fixed, repeats])
+    header = ["run", "reflections", "containing an answer", "retries of failed attempts", "fixed"]
+    return markdown_table([*header, "repeating the failed attempt"], rows)
 
 
 def fix_rate_table(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, int]]]]) -> str:
     """Markdown: per failure category of the first attempt, each run's retries fixed / made."""
-    lines = [
-        "| first attempt's failure | " + " | ".join(run.label for run in runs) + " |",
-        "|---|" + "---|" * len(runs),
-    ]
-    for category, cells in table:
-        lines.append(f"| {_cell(category)} | " + " | ".join(_pct(k, n) for k, n in cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["first attempt's failure", *(run.label for run in runs)],
+        (
+            [category.replace("|", "\\|").replace("\n", " "), *(_pct(k, n) for k, n in cells)]
+            for category, cells in table
+        ),
+    )
 
 
 def fixed_examples(runs: list[EvalRun], count: int = 3, max_chars: int = 500) -> str:
@@ -316,21 +257,15 @@ def plot_reflection_lengths(runs: list[EvalRun]) -> Figure | None:
     lengths = [analysis.reflection_lengths(run.samples) for run in runs]
     if not any(lengths):
         return None
-    plt = pyplot()
     top = max(max(values) for values in lengths if values)
     width = max(1, -(-top // 25))  # about 25 bins of whole tokens
     bins = list(range(0, top + 2 * width, width))
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = pyplot().subplots(figsize=(6, 3.4))
     for run, values in zip(runs, lengths, strict=True):
-        if values:
-            s = analysis.length_summary(values)
-            assert s is not None
-            ax.hist(
-                values,
-                bins=bins,
-                alpha=0.5,
-                label=f"{run.label} (n {s['n']}, mean {s['mean']:.0f}, median {s['median']:.0f})",
-            )
+        s = analysis.length_summary(values)
+        if s is not None:
+            label = f"{run.label} (n {s['n']}, mean {s['mean']:.0f}, median {s['median']:.0f})"
+            ax.hist(values, bins=bins, alpha=0.5, label=label)
     ax.set_xlabel("reflection length (tokens)")
     ax.set_ylabel("reflections")
     ax.legend(fontsize=8)
@@ -338,16 +273,14 @@ def plot_reflection_lengths(runs: list[EvalRun]) -> Figure | None:
 
 
 def plot_fix_rates(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, int]]]]) -> Figure | None:
-    """Horizontal bars: each run's fix rate per failure category, on an axis fitted to the highest
-    rate (with room for the "fixed/retried" count beside each bar); None when there were no retries.
-    Categories are wrapped, not cut, so that two of them never read as one (`distinct_labels`)."""
+    """Horizontal bars: each run's fix rate per failure category (wrapped, `distinct_labels`), its
+    "fixed/retried" count beside it, on an axis fitted to the rates; None when there were no retries."""
     if not table:
         return None
-    plt = pyplot()
     labels = distinct_labels([category for category, _ in table])
     lines = max(label.count("\n") + 1 for label in labels)
     row_inches = max(0.25 * len(runs) + 0.3, 0.16 * lines + 0.15)
-    fig, ax = plt.subplots(figsize=(8, 1.4 + row_inches * len(table)))
+    fig, ax = pyplot().subplots(figsize=(8, 1.4 + row_inches * len(table)))
     height = 0.8 / len(runs)
     peak = 0.0
     for j, run in enumerate(runs):
@@ -355,16 +288,7 @@ def plot_fix_rates(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, i
         rates = [100 * cells[j][0] / cells[j][1] if cells[j][1] else 0.0 for _, cells in table]
         peak = max(peak, *rates)
         bars = ax.barh(ys, rates, height, label=run.label)
-        for bar, (_, cells) in zip(bars, table, strict=True):
-            k, n = cells[j]
-            ax.annotate(
-                f"{k}/{n}",
-                (bar.get_width(), bar.get_y() + bar.get_height() / 2),
-                xytext=(3, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7,
-            )
+        ax.bar_label(bars, [f"{cells[j][0]}/{cells[j][1]}" for _, cells in table], padding=3, fontsize=7)
     ax.set_yticks(range(len(table)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, axis_top(peak, headroom=0.3, ceiling=None))
@@ -375,38 +299,32 @@ def plot_fix_rates(runs: list[EvalRun], table: list[tuple[str, list[tuple[int, i
     return fig
 
 
-def run_rounds(run: EvalRun) -> list[tuple[int, Accuracy]]:
-    """Accuracy after round 0 (the first try), 1, ..., K; results.json files written before `rounds`
-    existed have rounds 0 and 1 (first and second try)."""
-    return run.results.by_round()
-
-
 def rounds_table(runs: list[EvalRun]) -> str:
     """Markdown: a row per run, a column per round."""
-    most = max(len(run_rounds(run)) for run in runs)
-    header = ["run", "protocol", *[f"round {k}" if k else "first try" for k in range(most)]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    most = max(len(run.results.by_round()) for run in runs)
+    rows = []
     for run in runs:
-        cells = [f"{r.accuracy:.1%} ({r.correct}/{run.results.n})" for _, r in run_rounds(run)]
-        cells += ["-"] * (most - len(cells))
-        lines.append(f"| {run.label} | {protocol(run)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells = [f"{r.accuracy:.1%} ({r.correct}/{run.results.n})" for _, r in run.results.by_round()]
+        rows.append([run.label, run.results.second_try_protocol, *cells, *["-"] * (most - len(cells))])
+    return markdown_table(
+        ["run", "protocol", *[f"round {k}" if k else "first try" for k in range(most)]], rows
+    )
 
 
 def plot_rounds(runs: list[EvalRun]) -> Figure:
     """Accuracy against rounds, a line per run with its 95% interval as a band."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
     peak = 0.0
     for run in runs:
-        points = run_rounds(run)
+        points = run.results.by_round()
         ks = [k for k, _ in points]
-        ax.plot(ks, [p.accuracy * 100 for _, p in points], marker="o", label=f"{run.label} ({protocol(run)})")
+        label = f"{run.label} ({run.results.second_try_protocol})"
+        ax.plot(ks, [p.accuracy * 100 for _, p in points], marker="o", label=label)
         ax.fill_between(
             ks, [p.ci95[0] * 100 for _, p in points], [p.ci95[1] * 100 for _, p in points], alpha=0.15
         )
         peak = max(peak, *(p.ci95[1] * 100 for _, p in points))
-    most = max(len(run_rounds(run)) for run in runs)
+    most = max(len(run.results.by_round()) for run in runs)
     ax.set_xticks(range(most), ["first try", *[str(k) for k in range(1, most)]])
     ax.set_xlabel("round")
     ax.set_ylabel("solved so far (%)")
@@ -414,14 +332,6 @@ def plot_rounds(runs: list[EvalRun]) -> Figure:
     ax.set_title(f"{runs[0].results.task}: accuracy by round (95% Wilson CI)")
     ax.legend(fontsize="small")
     return fig
-
-
-def _figure(fig: Figure | None, out: Path, name: str, alt: str) -> list[str]:
-    """Save `fig` as `out/name` and return the report's lines linking it (none when no figure)."""
-    if fig is None:
-        return []
-    save_figure(fig, out / name)
-    return [f"![{alt}]({name})", ""]
 
 
 def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
@@ -433,14 +343,14 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
         "changes are against the first run.",
         "",
     ]
-    if len({protocol(run) for run in runs}) > 1:
+    if len({run.results.second_try_protocol for run in runs}) > 1:
         body += [
             "Second-try protocols: reflect = a reflection, then a retry (the paper's); resample = a "
             "second independent attempt with no reflection (a replay under greedy decoding); feedback "
             "= a reflection shown the verifier's reason, then a retry.",
             "",
         ]
-    body += _figure(plot_accuracy(runs), out, "accuracy.png", "accuracy")
+    body += figure_link(plot_accuracy(runs), out, "accuracy.png", "accuracy")
     if any(len(run.results.rounds) > 1 for run in runs):  # some run went past round 1
         body += [
             "## Accuracy by round",
@@ -451,11 +361,11 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
             "95% Wilson intervals. A round is a reflection and a retry (reflect, feedback) or one more "
             "independent attempt (resample): the same number of answers either way.",
             "",
-            *_figure(plot_rounds(runs), out, "rounds.png", "accuracy by round"),
+            *figure_link(plot_rounds(runs), out, "rounds.png", "accuracy by round"),
         ]
 
     body += ["## Reflection lengths", "", length_table(runs), ""]
-    body += _figure(plot_reflection_lengths(runs), out, "reflection_lengths.png", "reflection lengths")
+    body += figure_link(plot_reflection_lengths(runs), out, "reflection_lengths.png", "reflection lengths")
 
     body += [
         "## What the reflections do",
@@ -479,7 +389,7 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
             f"{analysis.TOP_REASONS} most frequent, then `{analysis.OTHER}`).",
             "",
         ]
-        body += _figure(plot_fix_rates(runs, fixes), out, "fix_rates.png", "fix rates")
+        body += figure_link(plot_fix_rates(runs, fixes), out, "fix_rates.png", "fix rates")
     else:
         body += ["_No retries: every first attempt succeeded._", ""]
 
@@ -511,7 +421,7 @@ def write_report(folders: list[str], output_dir: str | Path, labels: list[str] |
         series = {t.label: t.series for t in trainings}
         body += ["## Training", ""]
         if any(series.values()):
-            body += _figure(plot_training_curves(series), out, "training_curves.png", "training curves")
+            body += figure_link(plot_training_curves(series), out, "training_curves.png", "training curves")
         body += [
             training_table(series),
             "",

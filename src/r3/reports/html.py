@@ -1,13 +1,8 @@
-"""`report.html`: the markdown report as one self-contained page (plots inline), for a browser.
+"""`report.html`: `report.md` rendered as one self-contained page, for a browser.
 
-Why a converter of our own `report.md` rather than a second report writer: the report has one source
-of content (`compare.write_report`), and the page is that content rendered. Two things matter:
-
-- **Self-contained**: every image the report links (a `.png` beside it) is embedded as a `data:` URI,
-  so the file can be mailed or attached to an issue and still shows its plots.
-- **Model output is text, never markup**: the report quotes reflections and attempts verbatim, which
-  may hold anything (`<answer>` tags, `<script>`). Raw HTML in the markdown is therefore not passed
-  through: it is escaped and shown as written.
+Every `.png` the report links is embedded as a `data:` URI, so the file can be mailed and still shows
+its plots. The report quotes model output verbatim (`<answer>` tags, `<script>`), so raw HTML in the
+markdown is escaped, never passed through, and only http(s), mailto and relative links are kept.
 """
 
 from __future__ import annotations
@@ -68,22 +63,17 @@ def _safe_links(body: str) -> str:
     )
 
 
-def render_html(report_md: str | Path) -> str:
-    """The page for `report_md`: its markdown as HTML, images inline, raw HTML escaped."""
+def write_html(report_md: str | Path) -> Path:
+    """Write `report.html` beside `report_md` (its markdown as HTML, images inline, raw HTML escaped)
+    and return its path."""
     path = Path(report_md)
     text = path.read_text()
     body = _safe_links(_inline_images(_markdown_without_raw_html().convert(text), path.parent))
     heading = re.search(r"^# (.+)$", text, re.MULTILINE)
     title = html.escape(heading.group(1) if heading else "R3 report")
-    return (
+    target = path.with_suffix(".html")
+    target.write_text(
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{title}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
-
-
-def write_html(report_md: str | Path) -> Path:
-    """Write `report.html` beside `report_md` and return its path."""
-    path = Path(report_md)
-    target = path.with_suffix(".html")
-    target.write_text(render_html(path))
     return target

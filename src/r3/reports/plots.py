@@ -1,16 +1,14 @@
-"""What every report plot shares: one way to save a figure, an axis scaled to its data, tick labels
-that stay apart.
+"""What every report's plots and tables share: one way to save and link a figure, an axis scaled to
+its data, tick labels that stay apart, one markdown table layout.
 
-The reports' plots are read at a glance, so two things are worth one place each: a bar of 7% on an
-axis to 100% is a sliver nobody reads (`axis_top` fits the axis to the data, with headroom), and two
-tick labels shortened to the same text make two rows look like one (`distinct_labels` wraps instead
-of cutting, and names the row when shortening cannot be avoided).
+A bar of 7% on an axis to 100% is a sliver nobody reads (`axis_top` fits the axis to the data), and
+two tick labels shortened to the same text make two rows look like one (`distinct_labels` wraps).
 """
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,28 +36,39 @@ def save_figure(fig: Figure, path: Path, dpi: int = 120) -> Path:
     return path
 
 
+def figure_link(fig: Figure | None, out: Path, name: str, alt: str, dpi: int = 120) -> list[str]:
+    """Save `fig` as `out/name` and return the markdown lines linking it (none when no figure)."""
+    if fig is None:
+        return []
+    save_figure(fig, out / name, dpi)
+    return [f"![{alt}]({name})", ""]
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A markdown table: `header`, then a line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def axis_top(
     peak: float, *, headroom: float = 0.15, floor: float = 5.0, ceiling: float | None = 100.0
 ) -> float:
-    """The upper limit of a value axis starting at 0 whose largest value (bar end, interval bound) is
-    `peak`: `headroom` above it, at least `floor` (all zeros still get a readable axis), at most
-    `ceiling` (None: no cap, for axes that need room past 100% for a label beside the bar)."""
+    """The top of an axis from 0 whose largest value is `peak`: `headroom` above it, at least `floor`,
+    at most `ceiling` (None: room past 100% for a label beside the bar)."""
     top = max(peak * (1 + headroom), floor)
     return top if ceiling is None else min(top, ceiling)
 
 
 def distinct_labels(texts: Sequence[str], width: int = 40, max_lines: int = 3) -> list[str]:
-    """Tick labels for `texts`: each wrapped onto lines of at most `width` characters, at most
-    `max_lines` of them (the last cut with "…" when the text is longer still). Texts that are
-    different but still come out the same get their row number, "(row 3)", which the report's table
-    lists in the same order."""
+    """Tick labels for `texts`: each wrapped onto at most `max_lines` lines of `width` characters (the
+    last cut with "…"). Different texts that still come out the same get their row, "(row 3)"."""
     labels = []
     for text in texts:
         lines = textwrap.wrap(" ".join(text.split()), width) or [""]
         if len(lines) > max_lines:
-            kept = lines[: max_lines - 1]
             rest = " ".join(lines[max_lines - 1 :])
-            lines = [*kept, rest[: width - 1] + "…"]
+            lines = [*lines[: max_lines - 1], rest[: width - 1] + "…"]
         labels.append("\n".join(lines))
     texts_of: dict[str, set[str]] = {}
     for text, label in zip(texts, labels, strict=True):

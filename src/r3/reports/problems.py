@@ -1,14 +1,9 @@
 """Which problems compared runs evaluated, and how reports name runs and paths.
 
-Two evaluations can only be read row by row (this example fixed by one and not the other, a paired
-test) when their rows are the same problems. A problem is known by its position and its record
-(`problem_key`: the index in `samples.jsonl` and a digest of the `example` written beside it), so
-that two runs of different `--limit`, or of generated data with another seed, are told apart even
-where their indices agree. `comparability_note` is the one sentence a report gives when they are
-not the same; paired statistics then pair only the problems both runs share.
-
-Reports are read on other machines than the one that wrote them, so they name runs by label and
-paths relative to the report's folder (`display_path`), never by the writer's absolute paths.
+Two evaluations are read row by row (fixed by one and not the other, a paired test) only on the same
+problems: a problem is its index and a digest of its record (`problem_key`), so that runs of another
+`--limit` or generation seed are told apart where indices agree. Reports are read on other machines,
+so they name runs by label and paths relative to the report (`display_path`).
 """
 
 from __future__ import annotations
@@ -65,9 +60,8 @@ def display_path(value: str, base: str | Path) -> str:
 
 
 def distinct_names(folders: Sequence[str | Path]) -> list[str]:
-    """A label per folder: its name, or, where names clash, as many of its last path parts as tell
-    it from the others ("a/eval", "b/eval"); a folder given twice is numbered ("eval (2)"). Never an
-    absolute path."""
+    """A label per folder: its name, or as many last path parts as tell it from the others ("a/eval",
+    "b/eval"); a folder given twice is numbered ("eval (2)")."""
     paths = [Path(os.path.abspath(folder)) for folder in folders]
     unique = list(dict.fromkeys(paths))
     parts = [path.parts[1:] or (path.anchor,) for path in unique]

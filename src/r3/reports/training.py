@@ -1,7 +1,5 @@
-"""Training curves from `r3 train` output folders: the per-step `r3/...` metrics of `r3_training.json`.
-
-Used by `r3 report` (a training folder among its arguments) and by the learning experiment's report.
-"""
+"""Training curves from `r3 train` output folders: the per-step `r3/...` metrics of `r3_training.json`,
+for `r3 report` and the learning experiment's report."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from r3.errors import R3Error
-from r3.reports.plots import pyplot
+from r3.reports.plots import markdown_table, pyplot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -37,15 +35,10 @@ def success_key(series: Series) -> str:
     return next((key for key in SUCCESS_KEYS if key in series), "r3/retry_success")
 
 
-def is_training_folder(folder: str | Path) -> bool:
-    return (Path(folder) / SUMMARY_FILE).is_file()
-
-
 @dataclass(frozen=True)
 class TrainingSummary:
-    """What the reports read from one `r3_training.json`, parsed once: the task it trained on, every
-    per-step `r3/...` metric, and the optimizer steps it ran (None when unknown). The steps can be
-    more than the rollouts logged when each rollout serves several steps (`num_iterations`)."""
+    """One `r3_training.json`, parsed: the task it trained on, every per-step `r3/...` metric, and the
+    optimizer steps it ran (None when unknown; more than the rollouts logged under `num_iterations`)."""
 
     task: str | None
     series: Series
@@ -80,38 +73,25 @@ def read_training_summary(folder: str | Path) -> TrainingSummary | None:
 
 
 def plot_training_curves(runs: dict[str, Series]) -> Figure:
-    """Retry success, groups without signal and reflection length against steps, one line per run
-    (saved by the caller, `r3.reports.plots.save_figure`, like every report plot).
-
-    A run keeps one colour in every panel, even where it has no curve (plain GRPO writes no
+    """Retry success, groups without signal and reflection length against steps, one line per run. A
+    run keeps one colour in every panel, even where it has no curve (plain GRPO writes no
     reflections), and the legend sits below the panels, where it hides no curve."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), layout="constrained")
+    fig, axes = pyplot().subplots(1, 3, figsize=(13, 3.9), layout="constrained")
     handles: dict[str, Any] = {}
     for ax, (key, title) in zip(axes, CURVES.items(), strict=True):
         for colour, (label, series) in enumerate(runs.items()):
             points = series.get(success_key(series) if key == SUCCESS else key, [])
             if points:
-                (line,) = ax.plot(
-                    [p[0] for p in points],
-                    [p[1] for p in points],
-                    label=label,
-                    marker=".",
-                    alpha=0.8,
-                    color=f"C{colour % 10}",
-                )
+                steps, values = zip(*points, strict=True)
+                (line,) = ax.plot(steps, values, label=label, marker=".", alpha=0.8, color=f"C{colour % 10}")
                 handles.setdefault(label, line)
         ax.set_title(textwrap.fill(title, 42), fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     if handles:
         labels = [label for label in runs if label in handles]
-        fig.legend(
-            [handles[label] for label in labels],
-            labels,
-            loc="outside lower center",
-            ncols=min(len(labels), 5),
-        )
+        ncols = min(len(labels), 5)
+        fig.legend([handles[label] for label in labels], labels, loc="outside lower center", ncols=ncols)
     return fig
 
 
@@ -121,16 +101,8 @@ def _mean(points: list[tuple[int, float]]) -> float | None:
 
 def training_table(runs: dict[str, Series]) -> str:
     """Markdown: per run, the steps logged and the mean (and last) value of each curve."""
-    lines = [
-        "| run | steps logged | success (retry; GRPO: attempt; combined: both): mean (last) "
-        "| groups with no signal: mean (last) | reflection length: mean (last) |",
-        "|---|---|---|---|---|",
-    ]
-    patterns = {
-        SUCCESS: "{:.3f}",
-        "r3/groups_no_signal": "{:.2f}",
-        "r3/reflection_length": "{:.1f}",
-    }
+    patterns = {SUCCESS: "{:.3f}", "r3/groups_no_signal": "{:.2f}", "r3/reflection_length": "{:.1f}"}
+    rows = []
     for label, series in runs.items():
         steps = len({step for points in series.values() for step, _ in points})
         cells = []
@@ -138,5 +110,7 @@ def training_table(runs: dict[str, Series]) -> str:
             points = series.get(success_key(series) if key == SUCCESS else key, [])
             mean = _mean(points)
             cells.append("-" if mean is None else f"{pattern.format(mean)} ({pattern.format(points[-1][1])})")
-        lines.append(f"| {label} | {steps} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([label, steps, *cells])
+    header = ["run", "steps logged", "success (retry; GRPO: attempt; combined: both): mean (last)"]
+    header += ["groups with no signal: mean (last)", "reflection length: mean (last)"]
+    return markdown_table(header, rows)
