@@ -42,6 +42,10 @@ _CLOSE_TAG = "</tool_call>"
 _FENCE = "```"
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
+#: A `<think>` after nothing but spaces or tabs: from a given position, or from a line's start.
+_THINK_AT_FLOOR = re.compile(r"[ \t]*(<think>)")
+_THINK_AT_LINE = re.compile(r"(?<=[\r\n])[ \t]*(<think>)")
+_LINE_END = re.compile(r"[ \t]*(?:[\r\n]|\Z)")
 
 
 class _TooDeep(ValueError):
@@ -137,7 +141,7 @@ def strip_think(text: str) -> str:
         return text
     pos = 0
     start = _find_think_open(text, 0)
-    if (start == -1 or first_close < start) and _ends_line(text, first_close + len(_THINK_CLOSE)):
+    if (start == -1 or first_close < start) and _LINE_END.match(text, first_close + len(_THINK_CLOSE)):
         pos = first_close + len(_THINK_CLOSE)  # the prompt opened this block
         start = _find_think_open(text, pos)
     pieces = []
@@ -153,26 +157,9 @@ def strip_think(text: str) -> str:
 
 
 def _find_think_open(text: str, floor: int) -> int:
-    """The first `<think>` at or after `floor` that starts a line (or `floor`, after spaces); -1 if none.
-    Each backward look stops at the previous `<think>`, so the search is linear."""
-    pos = floor
-    while True:
-        start = text.find(_THINK_OPEN, pos)
-        if start == -1:
-            return -1
-        at = start
-        while at > floor and text[at - 1] in " \t":
-            at -= 1
-        if at == floor or text[at - 1] in "\r\n":
-            return start
-        pos = start + 1
-
-
-def _ends_line(text: str, at: int) -> bool:
-    """Whether only spaces or tabs stand between `at` and the end of its line (or of the text)."""
-    while at < len(text) and text[at] in " \t":
-        at += 1
-    return at == len(text) or text[at] in "\r\n"
+    """The first `<think>` at or after `floor` that starts a line (or `floor`, after spaces); -1 if none."""
+    found = _THINK_AT_FLOOR.match(text, floor) or _THINK_AT_LINE.search(text, floor)
+    return -1 if found is None else found.start(1)
 
 
 def _tag_blocks(text: str) -> Iterator[str]:
