@@ -1,8 +1,6 @@
-"""Fields and checks shared by the training configs (`r3 train`, `r3 sft`).
-
-Both configs are TRL configs plus these fields, so task, model, LoRA and resuming are spelled and
-checked once: the task group is `r3.tasks.options.TaskFields` (as for eval and mine), the model and
-LoRA fields TRL's `ModelConfig`. Every field has a default, so the mixin composes with TRL's.
+"""Fields and checks shared by the training configs (`r3 train`, `r3 sft`): the task group
+(`r3.tasks.options.TaskFields`, as for eval and mine), TRL's `ModelConfig` for the model and LoRA, and
+resuming. Every field has a default, so the mixin composes with TRL's configs.
 """
 
 from __future__ import annotations
@@ -27,15 +25,12 @@ UNSUPPORTED_MODEL_SETTINGS: dict[str, object] = {
 
 @dataclass
 class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
-    """Task, model and LoRA (TRL's `ModelConfig`), and checkpoint fields of every R3 training config.
-
-    Unlike `ModelConfig`: `model` is the key (`model_name_or_path` is read as the same setting), `dtype`
-    defaults to `auto`, LoRA adapts every linear layer unless `lora_target_modules` says otherwise,
-    `merge_lora` is R3's, and `UNSUPPORTED_MODEL_SETTINGS` are refused away from their default."""
+    """Task, model, LoRA and checkpoint fields of every R3 training config. Unlike `ModelConfig`: `model`
+    is the key (`model_name_or_path` the same setting), `dtype` defaults to `auto`, LoRA adapts every
+    linear layer by default, and `UNSUPPORTED_MODEL_SETTINGS` are refused away from their default."""
 
     min_limit: ClassVar[int] = 1  # a training run on no example is a mistake, refused at once
 
-    # --- model -----------------------------------------------------------------------------------
     model: str | None = field(
         default=None,
         metadata={
@@ -48,7 +43,7 @@ class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
         metadata={"help": "auto (bfloat16 when bf16 is on, else float32), float32, bfloat16, float16"},
     )
 
-    # --- LoRA: TRL's fields (use_peft, lora_r, lora_alpha, lora_dropout, ...), R3's default target ---------
+    # LoRA: TRL's fields (use_peft, lora_r, lora_alpha, lora_dropout, ...), R3's default target.
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "LoRA target modules (default: every linear layer, PEFT's all-linear)"},
@@ -60,7 +55,6 @@ class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
         },
     )
 
-    # --- checkpoints -------------------------------------------------------------------------------
     resume: bool = field(
         default=False,
         metadata={
@@ -77,9 +71,8 @@ class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
     )
 
     def check_common_fields(self) -> None:
-        """Normalise `task_args`, the model's name and LoRA's target, and check the shared fields;
-        call from the config's `__post_init__` (TRL's config's `__post_init__` does not reach
-        `ModelConfig`'s, whose one-module string would be a regular expression to PEFT)."""
+        """Normalise and check the shared fields; called from the config's `__post_init__`, since TRL's
+        does not reach `ModelConfig`'s."""
         self.check_task_fields()
         if self.model_name_or_path is not None:
             if self.model is not None and self.model != self.model_name_or_path:
@@ -101,8 +94,7 @@ class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
             )
 
     def peft_config(self) -> Any:
-        """The LoRA adapter's config (None without `use_peft`), built by TRL's `get_peft_config` from
-        these `ModelConfig` fields, as TRL's scripts build it."""
+        """The LoRA adapter's config (None without `use_peft`), as TRL's scripts build it."""
         from trl import get_peft_config
 
         return get_peft_config(self)

@@ -31,7 +31,6 @@ def _check_one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
 class R3Config(GRPOConfig, CommonTrainingFields):
     """GRPO configuration for training self-reflections (see docs/training.md)."""
 
-    # --- data ------------------------------------------------------------------------------------
     failures: str | None = field(
         default=None, metadata={"help": "the failures file written by `r3 mine` (failures.jsonl)"}
     )
@@ -41,10 +40,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     )
     min_successes: int = field(
         default=0,
-        metadata={
-            "help": "train only on queries mining saw solved at least this many times (`r3 mine --full`): "
-            "groups on queries the model never solves rarely carry signal"
-        },
+        metadata={"help": "train only on queries mining saw solved at least this often (r3 mine --full)"},
     )
     selection: str = field(
         default="all",
@@ -53,8 +49,6 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             "saw with mixed outcomes (0 < successes < K), the ones whose groups carry a signal"
         },
     )
-
-    # --- what is trained -----------------------------------------------------------------------------
     mode: str = field(
         default="r3",
         metadata={
@@ -77,8 +71,6 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             "replacements from its back)"
         },
     )
-
-    # --- rewards -----------------------------------------------------------------------------------
     reward_funcs: list[str] = field(
         default_factory=lambda: ["retry_success"],
         metadata={
@@ -87,8 +79,6 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             "combined), or pkg.module:function with TRL's reward signature"
         },
     )
-
-    # --- the three generation steps ------------------------------------------------------------------
     first_attempt: str = field(
         default="stored",
         metadata={
@@ -101,10 +91,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
         default=1.0, metadata={"help": "online first attempt: sampling temperature (0 = greedy)"}
     )
     reflection_max_new_tokens: int | None = field(
-        default=None,
-        metadata={
-            "help": "the reflection's token budget, as in r3 eval and r3 mine: TRL's max_completion_length"
-        },
+        default=None, metadata={"help": "the reflection's token budget: TRL's max_completion_length"}
     )
     retry_max_new_tokens: int = field(
         default=256, metadata={"help": "the retry's token budget (it also stops at the task's stop strings)"}

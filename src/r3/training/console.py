@@ -1,8 +1,6 @@
-"""What `r3 train` and `r3 sft` print while they train: one line per logged step.
-
-transformers prints every log as a dict, dozens of keys a step for GRPO. `StepLines` prints instead
-the step, loss or reward, R3's success and signal, and seconds per step, through `ProgressReport`.
-Every value is still in TensorBoard/W&B (`report_to`) and the run's summary.
+"""What `r3 train` and `r3 sft` print while they train: one line per logged step (`StepLines`) with
+the loss or reward, R3's success and signal, and seconds per step, in place of transformers' dicts of
+dozens of keys. Every value is still in TensorBoard/W&B (`report_to`) and the run's summary.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Stop a training run at the end of its current step, with a checkpoint, on Ctrl-C or SIGTERM.
 
-The first signal lets the step in flight finish, saves `checkpoint-<step>` and raises
-`KeyboardInterrupt` (exit 130, no final model; `--resume true` continues); a second one stops at once.
-Signals within `REPEAT_WINDOW_S` count once, because Ctrl-C reaches a command both directly and through
-a driver that forwards it. The final save (`uninterrupted_save`) is never cut by a first signal: a save
-cut in the middle leaves a `config.json` beside partial weights, which looks like a finished model.
+The first signal lets the step finish, saves `checkpoint-<step>` and raises `KeyboardInterrupt` (exit
+130; `--resume true` continues); a second one, later than `REPEAT_WINDOW_S`, stops at once. The final
+save (`uninterrupted_save`) is never cut by a first signal: a cut save looks like a finished model.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 #: Signals this close together are one request (a terminal's Ctrl-C plus a driver's forwarded one).
@@ -96,12 +94,10 @@ def handled_signals(request: StopRequest) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-@contextmanager
-def uninterrupted_save() -> Iterator[None]:
+def uninterrupted_save() -> AbstractContextManager[None]:
     """The final save and summary: a first Ctrl-C or SIGTERM waits for them (`SAVE_NOTICE`); a second
-    one after `REPEAT_WINDOW_S` stops at once, as during the steps."""
-    with handled_signals(StopRequest(SAVE_NOTICE)):
-        yield
+    one stops at once, as during the steps."""
+    return handled_signals(StopRequest(SAVE_NOTICE))
 
 
 def train_until_stopped(trainer: Any, resume_from_checkpoint: str | bool | None) -> None:
@@ -115,8 +111,8 @@ def train_until_stopped(trainer: Any, resume_from_checkpoint: str | bool | None)
             trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     finally:
         trainer.remove_callback(callback)
-    if callback.stopped_at is not None:
-        step = callback.stopped_at
+    step = callback.stopped_at
+    if step is not None:
         raise KeyboardInterrupt(
             f"stopped after step {step}, checkpoint-{step} saved in {trainer.args.output_dir}; "
             "run the same command with --resume true to continue from it"

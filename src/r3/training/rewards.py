@@ -47,12 +47,9 @@ def group_signal(rewards: Sequence[float | None], num_generations: int) -> dict[
 def advantage_token_balance(
     rewards: Sequence[float | None], lengths: Sequence[int], num_generations: int
 ) -> float | None:
-    """Mean over groups with signal of sum(A_i * len_i) / sum(len_i), A = (r - mean) / (std + 1e-4)
-    as TRL normalises per group (its std is the sample standard deviation).
-
-    Advantages sum to zero per group, but a token-level loss (TRL's default `dapo`) weights each by its
-    length: when failed completions are longer than successful ones, the group's update pushes tokens
-    down on balance. None when no group has signal."""
+    """Mean over groups with signal of sum(A_i * len_i) / sum(len_i), A normalised per group as TRL does
+    (sample std); None when no group has signal. A token-level loss (TRL's default `dapo`) weights each
+    advantage by its length: below 0, longer failures push the group's tokens down on balance."""
     if num_generations < 2 or len(rewards) % num_generations or len(lengths) != len(rewards):
         return None
     balances = []
@@ -144,7 +141,7 @@ def combined_metrics(
     rewards: Sequence[float | None], fields: dict[str, Any], num_generations: int
 ) -> dict[str, float]:
     """Combined mode's `r3/...` metrics: the group signal over all groups, and each kind's outcome,
-    signal and lengths over its own groups (kinds come in whole groups, so each subset is whole groups)."""
+    signal and lengths over its own (whole) groups."""
     kinds = fields.get("turn_kind") or []
     counts = {name: fields[name] for name in CALL_COUNTS if name in fields}
     metrics = rollout_metrics(rewards, counts, num_generations, "turn_success")
@@ -179,11 +176,9 @@ def shuffle_within_groups(
     rng: random.Random | None = None,
     group_seeds: Sequence[int] | None = None,
 ) -> list[float | None]:
-    """`rewards` with each group's (consecutive `num_generations`) values permuted at random.
-
-    The control of the learning experiment: the same rewards and compute, but no link between a
-    reflection and its own retry's outcome. Unscored rewards (None) stay put. A group is permuted by
-    `random.Random(group_seeds[first row])` when given, else by `rng`."""
+    """`rewards` with each group's scored values permuted, by `random.Random(group_seeds[first row])`
+    when given, else by `rng`: the control, same rewards and compute but no link between a reflection
+    and its own retry's outcome."""
     if num_generations < 1 or len(rewards) % num_generations:
         raise R3Error(
             f"cannot shuffle {len(rewards)} rewards in groups of {num_generations}: each process must hold "
@@ -202,10 +197,9 @@ def shuffle_within_groups(
 
 
 def make_shuffled_retry_success_reward(num_generations: int, seed: int = 0) -> RewardFunc:
-    """The control: retry-success rewards shuffled within each group (`shuffle_within_groups`).
-
-    Permutations come from the rollout's `group_seed`, so a resumed or multi-process run is the same
-    control (else from `seed` and the global step). It logs the true retry success, like the real reward."""
+    """The control: retry-success rewards shuffled within each group by the rollout's `group_seed` (so
+    a resumed or multi-process run is the same control), else by `seed` and the step. It logs the true
+    retry success."""
     real = make_retry_success_reward(num_generations)
 
     def retry_success_shuffled(completions: list[Any], **kwargs: Any) -> list[float | None]:
@@ -240,8 +234,8 @@ MODE_DEFAULT_REWARD = {mode: rewards[0] for mode, rewards in MODE_REWARDS.items(
 
 
 def resolve_rewards(names: Sequence[str], num_generations: int, seed: int = 0) -> list[RewardFunc]:
-    """Reward functions from names: a built-in (`BUILTIN_REWARDS`) or `pkg.module:function`, a plain
-    function with TRL's reward signature (it receives the rollout's fields, e.g. `retry_success`)."""
+    """Reward functions from names: a built-in (`BUILTIN_REWARDS`) or `pkg.module:function` with TRL's
+    reward signature (it receives the rollout's fields, e.g. `retry_success`)."""
     funcs: list[RewardFunc] = []
     for name in names:
         if name in BUILTIN_REWARDS:

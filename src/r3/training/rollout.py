@@ -1,33 +1,23 @@
 """The R3 rollout: reflect, then retry, then verify; handed to TRL as `GRPOTrainer(rollout_func=...)`.
 
 TRL (1.16) calls `rollout(prompts, trainer)` with this process's slice of the generation batch, each
-dataset prompt repeated `num_generations` times in a row (one GRPO group), and takes one completion per
-prompt: `prompt_ids` (the reflection prompt: task prompt, failed attempt, instruction; for a later round
-the whole history), `completion_ids` (the reflection, with EOS when the model stopped by itself) and
-`logprobs` (vLLM only). The steps are the episode's own (`episode.attempt`, `episode.reflect_and_retry`,
-as `r3 eval` and `r3 mine --rounds` run them) on the trainer's engine (`EngineSampler`), every call
-seeded from the run's seed, the global step and the process (`call_seed`).
+prompt repeated `num_generations` times in a row (one GRPO group), and takes per prompt its
+`prompt_ids` (the reflection prompt), `completion_ids` (the reflection) and `logprobs` (vLLM only). The
+steps are the episode's own (`episode.attempt`, `episode.reflect_and_retry`, as `r3 eval` runs them) on
+the trainer's engine, each call seeded from the run's seed, the global step and the process.
 
-Only the reflection is trained on: the first attempt is part of the prompt and the retry reaches TRL
-only as its outcome, in extra fields TRL passes to the reward functions (`retry_success`, ...). With
-`first_attempt="online"` one fresh attempt is sampled per group; a group whose attempt succeeds has
-nothing to reflect on and gets an EOS completion and reward None (advantage 0).
-
-`mode="grpo"` (the baseline) trains first attempts, rewarded by the verifier; `mode="combined"` trains
-attempt groups and reflection groups in turn (`group_kind`, a function of the step, so a resumed run
-trains the same kinds), each rewarded by its own turn's outcome (`turn_success`).
-
-Dynamic sampling (`dynamic_sampling_rounds=R`, as DAPO's): groups whose outcomes are all equal carry no
-gradient, so they are replaced by groups on prompts drawn from the pool, up to R tries, seeded from the
-call's seed and the try. With `replacements="unseen"` each replacement comes from its own slot at the
-back of the pool (`replacement_slot`) while training takes its prompts from the front, so that on a
-pool larger than the run no query is trained twice.
+Only the reflection is trained on: the first attempt is part of the prompt, and the retry reaches TRL
+only as its outcome, in extra fields TRL passes to the reward functions (`retry_success`, ...). Online,
+a group whose fresh first attempt succeeds gets an EOS completion and reward None (advantage 0).
+`mode="grpo"` trains first attempts instead, `mode="combined"` both, group by group (`group_kind`).
+Dynamic sampling (DAPO's) replaces groups whose outcomes are all equal by groups on other prompts of
+the pool, drawn at random or (`replacements="unseen"`) from the pool's back (`replacement_slot`).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 from r3.episode import Episode, EpisodeSampling, Round, Turn, attempt, reflect_and_retry
@@ -38,8 +28,7 @@ from r3.tasks.base import Example, Task, Verdict
 from r3.training.dataset import PromptIndex, PromptItem
 from r3.training.engines import Engine, EngineSampler, choose_engine
 
-#: What `r3 train` trains: reflections rewarded by the retry (R3), first attempts (plain GRPO), or
-#: both, group by group (combined).
+#: What `r3 train` trains: reflections (R3), first attempts (plain GRPO), or both, group by group.
 TRAIN_MODES = ("r3", "grpo", "combined")
 #: The two kinds of group in combined mode, by the turn their completions are.
 GROUP_KINDS = ("attempt", "reflection")
@@ -71,22 +60,21 @@ ROLLOUT_FIELDS = ("retry_success", "reflection_length", *_RETRY, "group_seed")
 
 
 def group_kind(call: int, group: int) -> str:
-    """Combined mode: the turn group `group` of rollout call `call` trains, attempts and reflections
-    in turn (`GROUP_KINDS`), so each call holds both kinds (or, one group per call, calls alternate)."""
+    """Combined mode: the turn group `group` of rollout call `call` trains; kinds alternate by group
+    and by call, so a resumed run trains the same kinds."""
     return GROUP_KINDS[(call + group) % 2]
 
 
 def call_seed(seed: int, step: int, process: int) -> int:
-    """The seed of one rollout call: a function of the run's seed, the global step and the process, so
-    that a resumed run samples what the uninterrupted one would have and processes draw apart."""
+    """The seed of one rollout call, so that a resumed run samples what the uninterrupted one would
+    have and processes draw apart."""
     return derive_seed(seed, "rollout", step, process)
 
 
 @dataclass
 class Row:
-    """One rollout row: what TRL gets for it (prompt and completion tokens, logprobs), its outcome
-    (the retry's success, or the attempt's for an attempt row; None when there is nothing to score) and
-    what the logs and reward functions see."""
+    """One rollout row: what TRL trains on, its outcome (None when there is nothing to score) and what
+    the logs and reward functions see."""
 
     prompt: str
     prompt_ids: list[int]
@@ -105,9 +93,8 @@ class Row:
 
 @dataclass
 class RolloutBatch:
-    """Everything one rollout call produced (kept on `R3Rollout.last` for tests and debugging).
-
-    `prompts` are the prompts actually sampled (a replaced group's are its replacement's)."""
+    """Everything one rollout call produced (`R3Rollout.last`, for tests and debugging); `prompts` are
+    the prompts sampled (a replaced group's are its replacement's)."""
 
     prompts: list[str]
     reflection_prompt_ids: list[list[int]]
@@ -133,10 +120,9 @@ def has_signal(outcomes: list[bool | None]) -> bool:
 def replacement_slot(
     step: int, call: int, process: int, attempt_number: int, group: int, shape: tuple[int, int, int, int]
 ) -> int:
-    """The pool slot, counted from its back, of one replacement under `replacements="unseen"`: a
-    distinct number for each (step, call in the step, process, try, group in the call), so that no two
-    replacements of a run share a prompt and a resumed run draws the same ones. `shape` is (calls per
-    step, processes, tries, groups per call)."""
+    """The pool slot, counted from its back, of one replacement under `replacements="unseen"`: distinct
+    for each (step, call, process, try, group), so no two replacements share a prompt. `shape` is (calls
+    per step, processes, tries, groups per call)."""
     calls, processes, tries, groups = shape
     return (((step * calls + call) * processes + process) * tries + attempt_number - 1) * groups + group
 
@@ -149,40 +135,26 @@ def _step(trainer: Any) -> int:
     return int(getattr(getattr(trainer, "state", None), "global_step", 0))
 
 
+@dataclass(eq=False)
 class R3Rollout:
     """The `rollout_func` for `GRPOTrainer`: `R3Rollout(task, index, sampling)(prompts, trainer)`."""
 
-    def __init__(
-        self,
-        task: Task,
-        index: PromptIndex,
-        sampling: EpisodeSampling,
-        first_attempt: str = "stored",
-        engine: Engine | None = None,
-        *,
-        mode: str = "r3",
-        dynamic_sampling_rounds: int = 0,
-        replacements: str = "pool",
-    ) -> None:
-        if mode not in TRAIN_MODES:
-            raise R3Error(f"mode must be one of {', '.join(TRAIN_MODES)}, not '{mode}'")
-        if dynamic_sampling_rounds < 0:
-            raise R3Error("dynamic_sampling_rounds must be >= 0")
-        self.task = task
-        self.index = index
-        self.sampling = sampling
-        self.first_attempt = first_attempt
-        self.engine = engine
-        self.mode = mode
-        self.dynamic_sampling_rounds = dynamic_sampling_rounds
-        self.replacements = replacements
-        self.last: RolloutBatch | None = None
-        self._calls: tuple[int, int] = (-1, 0)  # (global step, calls made in it): `replacement_slot`
+    task: Task
+    index: PromptIndex
+    sampling: EpisodeSampling
+    first_attempt: str = "stored"
+    engine: Engine | None = None
+    _: KW_ONLY
+    mode: str = "r3"
+    dynamic_sampling_rounds: int = 0
+    replacements: str = "pool"
+    last: RolloutBatch | None = field(default=None, init=False)
+    #: (global step, calls made in it): `replacement_slot`'s call number.
+    _calls: tuple[int, int] = field(default=(-1, 0), init=False, repr=False)
 
     def _settings(self, trainer: Any, seed: int, kind: str) -> EpisodeSampling:
-        """Settings seeded by `seed` (each row then by its index and round, as the episode seeds every
-        step); logprobs asked for only where TRL uses them (vLLM's importance-sampling correction): on
-        the completion TRL trains on, the reflection (`kind` "reflection") or the attempt ("attempt")."""
+        """Settings seeded by `seed`, with logprobs only where TRL uses them (vLLM's importance-sampling
+        correction): on the completion trained on, the reflection or (`kind` "attempt") the attempt."""
         logprobs = bool(getattr(getattr(trainer, "args", None), "use_vllm", False))
         s = self.sampling.with_seed(seed)
         attempts = kind == "attempt"
@@ -246,10 +218,8 @@ class R3Rollout:
         return rows
 
     def _grpo_rows(self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling) -> list[Row]:
-        """Plain GRPO: a first attempt per row (`episode.attempt`, each row its own seed) is the
-        completion, the verifier's verdict its outcome. An attempt that ended on a stop string gets
-        the end-of-turn token appended, so the completion ends as the model's turn does (TRL counts a
-        completion without EOS as truncated)."""
+        """Plain GRPO: a first attempt per row is the completion, the verifier's verdict its outcome. One
+        that ended on a stop string gets EOS appended: TRL counts a completion without EOS as truncated."""
         tokenizer = sampler.tokenizer
         items = [self.index[p] for p in prompts]
         episodes = [_unattempted(i, item.example) for i, item in enumerate(items)]
@@ -272,9 +242,8 @@ class R3Rollout:
     def _rows(
         self, prompts: list[str], sampler: EngineSampler, trainer: Any, seed: int, kinds: list[str]
     ) -> list[Row]:
-        """The rows of `prompts`, each trained on the turn `kinds` names (`GROUP_KINDS`), seeded from
-        `seed`: R3 and GRPO modes have one kind; combined mode samples each kind's rows in one pass, under
-        its own seed (both passes run even when one is empty: a sampler may be a collective)."""
+        """The rows of `prompts`, each of the kind `kinds` names; combined mode samples each kind in one
+        pass under its own seed (both passes run even when one is empty: a sampler may be a collective)."""
         make = {"attempt": self._grpo_rows, "reflection": self._r3_rows}
         if self.mode != "combined":
             kind = MODE_KIND[self.mode]
@@ -290,11 +259,9 @@ class R3Rollout:
     def _replace_silent_groups(
         self, rows: list[Row], group: int, seed: int, sampler: EngineSampler, trainer: Any
     ) -> tuple[list[Row], int, int, int]:
-        """Dynamic sampling: groups without signal replaced by fresh groups of the same turn on prompts
-        drawn from the pool, up to `dynamic_sampling_rounds` tries (none when it is 0: the groups are
-        only counted). Returns the rows, the replacements, the groups sampled in all and how many of
-        them had signal. With several processes every try is run, even empty: a sampler may be a
-        collective that every process must enter the same number of times."""
+        """Dynamic sampling: groups without signal replaced by fresh groups of the same kind, up to
+        `dynamic_sampling_rounds` tries (with several processes every try runs: a sampler may be a
+        collective). Returns the rows, the replacements, the groups sampled and those with signal."""
         groups = [rows[i : i + group] for i in range(0, len(rows), group)]
         drawn, with_signal = len(groups), sum(has_signal([r.success for r in g]) for g in groups)
         pool = self.index.prompts() if self.dynamic_sampling_rounds else []
@@ -363,9 +330,8 @@ class R3Rollout:
         return self._output(rows, group_seeds, replaced, drawn, with_signal)
 
     def _kinds(self, trainer: Any, n: int, group: int) -> list[str]:
-        """The turn each of `n` rows trains: the mode's own, or in combined mode each group's
-        `group_kind` for this call (the global step over the steps per generation: TRL calls the
-        rollout once per generation batch)."""
+        """The turn each of `n` rows trains: the mode's own, or each group's `group_kind` (TRL calls the
+        rollout once per generation batch, `steps_per_generation` steps)."""
         if self.mode != "combined":
             return [MODE_KIND[self.mode]] * n
         per_generation = int(getattr(getattr(trainer, "args", None), "steps_per_generation", 1) or 1)

@@ -1,12 +1,8 @@
-"""`r3 sft`: a supervised warm-start on solved examples, on TRL's `SFTTrainer`.
+"""`r3 sft`: a supervised warm-start on the task's reference answers, on TRL's `SFTTrainer`.
 
-Models too small to ever answer give GRPO no signal (no retry succeeds); a short warm-start on the
-task's reference answers gives them the base rate R3 needs, and is the baseline R3 is compared with.
-It trains first attempts: the task prompt as evaluation renders it, then `Task.reference_answer` and
-EOS, with the prompt masked from the loss.
-
-    from r3.training.sft import SFTRunConfig, train_sft
-    result = train_sft(SFTRunConfig(output_dir="out", task="countdown", limit=500, max_steps=60))
+Models too small to ever answer give GRPO no signal; a short warm-start gives them the base rate R3
+needs, and is a baseline R3 is compared with. It trains first attempts: the task prompt as evaluation
+renders it, then `Task.reference_answer` and EOS, the prompt masked from the loss.
 """
 
 from __future__ import annotations
@@ -45,7 +41,7 @@ class SFTRunConfig(SFTConfig, CommonTrainingFields):
     )
 
     def __post_init__(self) -> None:
-        # Loss on the answer only; the dataset is tokenized here, so TRL must not pack or re-render it.
+        # Loss on the answer only (the dataset's `completion_mask`).
         if self.completion_only_loss is False:
             raise R3Error("r3 sft trains on the answer tokens only: completion_only_loss cannot be false")
         self.completion_only_loss = True
@@ -55,23 +51,12 @@ class SFTRunConfig(SFTConfig, CommonTrainingFields):
 
 @dataclass
 class SFTExamples:
-    """Tokenized warm-start rows and what became of the examples: `used` rows; `skipped` examples with
-    no reference answer or too long."""
+    """Tokenized warm-start rows: `used` examples, and `skipped` ones (no reference answer, or too long)."""
 
     input_ids: list[list[int]]
     completion_mask: list[list[int]]
     used: int
     skipped: int
-
-
-def first_attempt_row(
-    task: Any, tokenizer: Any, example: dict[str, Any], answer: str
-) -> tuple[list[int], list[int]]:
-    """The token ids and loss mask of one row: prompt tokens (mask 0), then the reference answer's
-    tokens and EOS (mask 1). Encoded as the generation backends encode (no special tokens added)."""
-    prompt = encode_prompts(tokenizer, [task.prompt(example)])[0]
-    completion = [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
-    return [*prompt, *completion], [0] * len(prompt) + [1] * len(completion)
 
 
 def build_sft_examples(
@@ -80,22 +65,21 @@ def build_sft_examples(
     tokenizer: Any,
     max_length: int | None = None,
 ) -> SFTExamples:
-    """One row per solvable example (`first_attempt_row`), tokenized as the generation backends encode
-    prompts, so the model trains on the token sequence it will see at inference."""
+    """One row per solvable example: its prompt's tokens (mask 0), then the reference answer's and EOS
+    (mask 1), encoded as the generation backends encode, so the model trains on what it sees at inference."""
     if tokenizer.eos_token_id is None:
         raise R3Error("the tokenizer has no EOS token: cannot mark where an answer ends")
     rows = SFTExamples([], [], used=0, skipped=0)
     for example in examples:
         answer = task.reference_answer(example)
-        if not answer:
-            rows.skipped += 1
-            continue
-        row = first_attempt_row(task, tokenizer, example, answer)
-        if max_length is not None and len(row[0]) > max_length:
+        if answer:
+            prompt = encode_prompts(tokenizer, [task.prompt(example)])[0]
+            completion = [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        if not answer or (max_length is not None and len(prompt) + len(completion) > max_length):
             rows.skipped += 1  # a truncated answer would teach the model to stop mid-answer
             continue
-        rows.input_ids.append(row[0])
-        rows.completion_mask.append(row[1])
+        rows.input_ids.append([*prompt, *completion])
+        rows.completion_mask.append([0] * len(prompt) + [1] * len(completion))
     if not rows.input_ids:
         raise R3Error(
             f"task '{task.name}' gave no reference answers for {len(examples)} examples: "
@@ -151,8 +135,7 @@ class SFTResult:
 
 
 def train_sft(config: SFTRunConfig, **pieces: Any) -> SFTResult:
-    """Check the output folder, build, train (resuming if asked), save, and write `r3_sft.json`
-    (`trainer.run_training`)."""
+    """`r3 sft` (`trainer.run_training`); `pieces` go to `build_sft_trainer`."""
     from r3.training.trainer import run_training
 
     def build() -> tuple[Any, dict[str, Any]]:

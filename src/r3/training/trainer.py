@@ -1,8 +1,7 @@
 """Build TRL's `GRPOTrainer` for R3, run it, and save the result.
 
-`build_trainer` takes optional ready-made pieces (model, tokenizer, task, records, rewards, engine)
-so tests and benchmarks can swap any of them; everything else comes from the config.
-"""
+`build_trainer` takes optional ready-made pieces (model, tokenizer, task, records, rewards, engine) so
+that tests and benchmarks can swap any of them; everything else comes from the config."""
 
 from __future__ import annotations
 
@@ -127,9 +126,8 @@ def build_trainer(
     callbacks: list[Any] | None = None,
     engine: Engine | None = None,
 ) -> Any:
-    """A `GRPOTrainer` whose completions are reflections and whose reward is the retry's success.
-
-    The rollout is `trainer.rollout_func` (an `R3Rollout`; its `.last` holds the latest batch)."""
+    """A `GRPOTrainer` whose completions are reflections and whose reward is the retry's success; its
+    `rollout_func` is an `R3Rollout`."""
     from trl import GRPOTrainer
 
     from r3.models import load_tokenizer, ready_for_generation
@@ -183,8 +181,8 @@ def build_trainer(
 
 
 def pool_order(records: list[FailureRecord], seed: int) -> list[FailureRecord]:
-    """The training pool in an order drawn from the run's seed (`replacements: unseen`, where TRL's own
-    shuffle is off): runs of one seed take the same queries in the same order, whatever their mode."""
+    """The training pool in an order drawn from the run's seed (`replacements: unseen`, TRL's shuffle
+    off), so runs of one seed take the same queries in the same order, whatever their mode."""
     ordered = list(records)
     random.Random(derive_seed(seed, "pool")).shuffle(ordered)
     return ordered
@@ -192,7 +190,7 @@ def pool_order(records: list[FailureRecord], seed: int) -> list[FailureRecord]:
 
 def check_unseen_pool(config: R3Config, pool: int) -> None:
     """`replacements: unseen` needs a pool that holds every prompt the run takes from its front and every
-    replacement slot at its back (`rollout.replacement_slot`), so that none is drawn twice."""
+    replacement slot at its back (`rollout.replacement_slot`)."""
     if config.max_steps is None or config.max_steps <= 0:
         raise R3Error("replacements unseen needs max_steps (the pool's share is counted from it)")
     group = config.num_generations
@@ -255,11 +253,9 @@ def save_final(trainer: Any, config: R3Config) -> str | None:
 def run_training(
     config: Any, command: str, summary_file: str, build: Callable[[], tuple[Any, dict[str, Any]]]
 ) -> tuple[Any, dict[str, Any], str | None]:
-    """One `r3 train` or `r3 sft` run in its output folder (`folder.training_folder`): `build` the trainer
-    and its summary's settings, train (`interrupt.train_until_stopped`), save the model (`save_final`),
-    then write the summary with the steps run and the log history (main process). Both are saved whole
-    (`interrupt.uninterrupted_save`), the summary last: its presence says the model beside it is whole.
-    Returns the trainer, the summary's settings and the adapter's folder."""
+    """One `r3 train` or `r3 sft` run in its output folder: `build` the trainer and its summary's
+    settings, train, save the model, then the summary with the log history, last (its presence says the
+    model beside it is whole). Returns the trainer, the summary's settings and the adapter's folder."""
     with training_folder(config, command, summary_file):
         trainer, fields = build()
         train_until_stopped(trainer, resume_target(config))
@@ -275,8 +271,7 @@ def run_training(
 
 
 def train(config: R3Config, **pieces: Any) -> TrainResult:
-    """Check the output folder, build the trainer (`pieces` go to `build_trainer`), train, save the
-    final model, and return a summary."""
+    """`r3 train` (`run_training`); `pieces` go to `build_trainer`."""
 
     def build() -> tuple[Any, dict[str, Any]]:
         trainer = build_trainer(config, **pieces)
