@@ -37,6 +37,8 @@ def import_object(path: str, what: str = "object") -> Any:
     form = "" if colon else f" (the form is package.module:{noun}, with a colon)"
     if not module_name or not attr:
         raise R3Error(f"cannot import {what} '{path}': the form is package.module:{noun}, with a colon")
+    if not colon and _is_module(path):
+        raise R3Error(f"{what} '{path}' is a module: name the {noun} in it after a colon, '{path}:NAME'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -46,10 +48,6 @@ def import_object(path: str, what: str = "object") -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            if not colon and _is_module(path):
-                raise R3Error(
-                    f"{what} '{path}' is a module: name the {noun} in it after a colon, '{path}:NAME'"
-                ) from exc
             raise R3Error(
                 f"cannot import {what} '{path}': module '{module_name}' has no '{attr}'{form}"
             ) from exc
