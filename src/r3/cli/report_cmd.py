@@ -85,7 +85,7 @@ def run(args: ReportArguments) -> int:
     if evals:
         print(comparison_table(evals))
     if trainings:
-        print(training_table({t.label: t.series for t in trainings}))
+        print(training_table({label: summary.series for label, summary in trainings.items()}))
     plots = ", ".join(re.findall(r"\]\(([^)]+\.png)\)", report.read_text()))
     print(f"Report in {report}" + (f" (with {plots})" if plots else ""))
     if args.html:

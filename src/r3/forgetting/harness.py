@@ -166,6 +166,7 @@ def evaluate_model(
     batch = config.batch_size if config.batch_size == "auto" else int(config.batch_size)
     harness_model = HFLM(pretrained=lm, tokenizer=tokenizer, batch_size=batch, device=device)
     tracker = EvaluationTracker(output_path=str(out / "lm_eval" / label))
+    seeds = {f"{kind}random_seed": config.seed for kind in ("", "numpy_", "torch_", "fewshot_")}
     try:
         results = simple_evaluate(
             model=harness_model,
@@ -176,10 +177,7 @@ def evaluate_model(
             evaluation_tracker=tracker,
             apply_chat_template=config.apply_chat_template,
             task_manager=manager,
-            random_seed=config.seed,
-            numpy_random_seed=config.seed,
-            torch_random_seed=config.seed,
-            fewshot_random_seed=config.seed,
+            **seeds,
         )
     except (ConnectionError, OSError) as exc:  # a task whose data must come from the hub, offline
         raise R3Error(f"lm-eval could not load a task's data ({str(exc).splitlines()[0]})") from None

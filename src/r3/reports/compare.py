@@ -26,7 +26,7 @@ from r3.reports.plots import axis_top, distinct_labels, figure_link, markdown_ta
 from r3.reports.problems import comparability_note, display_path, distinct_names
 from r3.reports.training import (
     SUMMARY_FILE,
-    Series,
+    TrainingSummary,
     plot_training_curves,
     read_training_summary,
     training_table,
@@ -45,15 +45,6 @@ class EvalRun:
     folder: Path
     results: EvalResults
     samples: list[Episode]
-
-
-@dataclass
-class TrainingRun:
-    """One `r3 train` output folder: its per-step `r3/...` metrics."""
-
-    label: str
-    task: str | None
-    series: Series
 
 
 def load_run(folder: str | Path, label: str | None = None) -> EvalRun:
@@ -147,19 +138,19 @@ def plot_accuracy(runs: list[EvalRun]) -> Figure:
 
 def load_folders(
     folders: list[str], labels: list[str] | None = None
-) -> tuple[list[EvalRun], list[TrainingRun]]:
-    """Each folder as an evaluation (`results.json`) or a training run (`r3_training.json`), in order,
-    named by `labels`, else by folder names told apart (`distinct_names`: "a/eval", "b/eval")."""
+) -> tuple[list[EvalRun], dict[str, TrainingSummary]]:
+    """Each folder as an evaluation (`results.json`) or a training run (`r3_training.json`, by label),
+    in order, named by `labels`, else by folder names told apart (`distinct_names`: "a/eval", "b/eval")."""
     if labels and len(labels) != len(folders):
         raise R3Error(f"--labels gives {len(labels)} names for {len(folders)} runs")
     evals: list[EvalRun] = []
-    trainings: list[TrainingRun] = []
+    trainings: dict[str, TrainingSummary] = {}
     for folder, label in zip(folders, labels or distinct_names(folders), strict=True):
         path = Path(folder)
         if (path / "results.json").is_file():
             evals.append(load_run(path, label))
         elif (summary := read_training_summary(path)) is not None:
-            trainings.append(TrainingRun(label, summary.task, summary.series))
+            trainings[label] = summary
         elif not path.is_dir():
             raise R3Error(f"{path}: no such folder")
         else:
@@ -408,7 +399,7 @@ def write_report(folders: list[str], output_dir: str | Path, labels: list[str] |
     tasks = {run.results.task for run in runs}
     if len(tasks) > 1:
         raise R3Error(f"the runs are of different tasks ({', '.join(sorted(tasks))}); compare like with like")
-    task = runs[0].results.task if runs else next((t.task for t in trainings if t.task), "training")
+    task = runs[0].results.task if runs else next((t.task for t in trainings.values() if t.task), "training")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     body = [f"# R3 report: {task}", ""]
@@ -418,7 +409,7 @@ def write_report(folders: list[str], output_dir: str | Path, labels: list[str] |
     if runs:
         body += eval_sections(runs, out)
     if trainings:
-        series = {t.label: t.series for t in trainings}
+        series = {label: summary.series for label, summary in trainings.items()}
         body += ["## Training", ""]
         if any(series.values()):
             body += figure_link(plot_training_curves(series), out, "training_curves.png", "training curves")
