@@ -1,19 +1,14 @@
 """One R3 episode: a first attempt and, on failure, reflect-and-retry rounds, for a batch of examples.
 
-The protocol is implemented once, here: `r3 eval` runs it (`run_episodes`), `r3 mine --rounds` runs its
-chains (`run_rounds`), and the training rollout runs `attempt` and `reflect_and_retry` with the trainer's
-engine as the sampler. What follows a failed attempt is one of `SECOND_TRY_MODES`:
+The protocol is implemented once, here, for `r3 eval` (`run_episodes`), `r3 mine`'s chains (`run_rounds`)
+and the training rollout (`attempt`, `reflect_and_retry`). What follows a failed attempt is one of
+`SECOND_TRY_MODES`: `reflect` (the paper's protocol: a reflection, told only that the answer was wrong,
+then a retry with it in context), `resample` (an independent attempt drawn like the first: the baseline
+that says whether reflecting helps) or `feedback` (`reflect`, shown the verifier's reason).
 
-- `reflect` (the paper's protocol): the model reflects, told only that its answer was wrong, then answers
-  again with the reflection in context (`Task.reflection_prompt`, `Task.retry_prompt`);
-- `resample`: an independent attempt at the original prompt, drawn like the first with another seed: the
-  baseline that says whether reflecting helps at all (under greedy decoding it repeats the first);
-- `feedback`: as `reflect`, with the verifier's reason for the failure shown in the reflection request.
-
-With `rounds=K > 1` an unsolved example reflects and retries again, each round's chat holding the whole
-history (`next_turn`); a `resample` round is one more independent attempt, so K rounds cost the same
-either way. The history is never cut: where the backend can tell (`fits`), an example whose next chat no
-longer fits the model's context stops unsolved (`Episode.stopped`); elsewhere the backend's limit applies.
+With `rounds=K > 1` an unsolved example goes on, each round's chat holding the whole history
+(`next_turn`). The history is never cut: where the backend can tell (`fits`), an example whose next chat
+no longer fits the model's context stops unsolved (`Episode.stopped`).
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from r3.errors import R3Error
@@ -50,8 +46,7 @@ def seeded(
 
 @dataclass(frozen=True)
 class EpisodeSampling:
-    """Sampling settings for an episode's three steps. A `resample` round uses `attempt` (with its own
-    seed), not `retry`: the comparison with `reflect` is fair only if it is drawn like the first."""
+    """Sampling settings for an episode's three steps (a `resample` round is drawn with `attempt`'s)."""
 
     attempt: SamplingConfig
     reflection: SamplingConfig
@@ -114,8 +109,7 @@ class EpisodeSamplingOptions:
 
 @dataclass
 class Round:
-    """One reflect-and-retry round: what was asked and answered. Under `resample`, `reflection_prompt`
-    and `reflection` are None and `retry` is one more attempt."""
+    """One round: what was asked and answered (under `resample`, no reflection; `retry` is an attempt)."""
 
     number: int
     retry_prompt: Prompt
@@ -141,22 +135,18 @@ class Round:
 
     @classmethod
     def from_json(cls, row: Any, where: str, tools: list[dict[str, Any]] | None = None) -> Round:
-        """A round written by `to_json`; `tools` are the example's tool schemas, which every chat of its
-        episode carries and the file leaves out."""
+        """A round written by `to_json`; `tools`: the example's tool schemas, which the file leaves out."""
         if not isinstance(row, dict):
             raise R3Error(f"{where}: expected an object")
-        reflection_prompt = json_field(row, "reflection_prompt", (list, NONE), where)
-        reflection = json_field(row, "reflection", (str, NONE), where)
-        reflection_tokens = json_field(row, "reflection_tokens", (int, NONE), where)
+        get = partial(json_field, row, where=where)
+        reflection_prompt = get("reflection_prompt", (list, NONE))
+        reflection = get("reflection", (str, NONE))
+        reflection_tokens = get("reflection_tokens", (int, NONE))
         return cls(
-            number=json_field(row, "round", int, where),
-            retry_prompt=Prompt(json_field(row, "retry_prompt", list, where), tools),
-            retry=Completion(
-                json_field(row, "retry", str, where), json_field(row, "retry_tokens", int, where)
-            ),
-            retry_verdict=Verdict(
-                json_field(row, "retry_ok", bool, where), json_field(row, "retry_reason", str, where)
-            ),
+            number=get("round", int),
+            retry_prompt=Prompt(get("retry_prompt", list), tools),
+            retry=Completion(get("retry", str), get("retry_tokens", int)),
+            retry_verdict=Verdict(get("retry_ok", bool), get("retry_reason", str)),
             reflection_prompt=None if reflection_prompt is None else Prompt(reflection_prompt, tools),
             reflection=None if reflection is None else Completion(reflection, reflection_tokens or 0),
         )
@@ -235,23 +225,20 @@ class Episode:
             raise R3Error(
                 f"{where}: written by an older r3 (round 1 outside `rounds`); run it again with --overwrite"
             )
+        get = partial(json_field, row, where=where)
         if example is None:
-            example = json_field(row, "example", dict, where)
+            example = get("example", dict)
             if task is not None:
-                example = task.validate(example, json_field(row, "index", int, where), where)
+                example = task.validate(example, get("index", int), where)
         tools = task.prompt(example).tools if task is not None else None
-        raw_rounds = json_field(row, "rounds", list, where)
+        raw_rounds = get("rounds", list)
         return cls(
-            index=json_field(row, "index", int, where),
+            index=get("index", int),
             example=example,
-            attempt=Completion(
-                json_field(row, "attempt", str, where), json_field(row, "attempt_tokens", int, where)
-            ),
-            attempt_verdict=Verdict(
-                json_field(row, "attempt_ok", bool, where), json_field(row, "attempt_reason", str, where)
-            ),
+            attempt=Completion(get("attempt", str), get("attempt_tokens", int)),
+            attempt_verdict=Verdict(get("attempt_ok", bool), get("attempt_reason", str)),
             rounds=[Round.from_json(r, f"{where}, rounds[{k}]", tools) for k, r in enumerate(raw_rounds)],
-            stopped=json_field(row, "stopped", (str, NONE), where),
+            stopped=get("stopped", (str, NONE)),
         )
 
 
@@ -313,15 +300,14 @@ def check_rounds(rounds: object) -> int:
 
 @dataclass(frozen=True)
 class Turn:
-    """Where a round starts: the episode, the chat its reflection is asked in (the whole history, ending
-    in the failed answer and the reflection request) and the round's number."""
+    """Where a round starts: the episode, the chat its reflection is asked in, the round's number."""
 
     episode: Episode
     reflection_prompt: Prompt
     number: int = 1
 
 
-#: `fits(prompt, max_new_tokens)`: whether a model's context holds the prompt and that many new tokens.
+#: Whether a model's context holds the prompt and that many new tokens.
 Fits = Callable[[Prompt, int], bool]
 
 
@@ -375,8 +361,7 @@ def run_episodes(
     second_try: str = "reflect",
     rounds: int = 1,
 ) -> list[Episode]:
-    """Run the protocol on `examples`, one batched generate call per step; bad `second_try` or `rounds`
-    raise `R3Error` before anything is generated."""
+    """Run the protocol on `examples`, one batched generate call per step."""
     check_second_try(second_try)
     check_rounds(rounds)
     episodes = [

@@ -9,7 +9,6 @@ import os
 import sys
 import threading
 import time
-from types import TracebackType
 from typing import Any
 
 
@@ -46,23 +45,16 @@ class ProgressReport:
 
     def __enter__(self) -> ProgressReport:
         if self.live:
+            from rich import progress
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
 
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
+            self._bar = progress.Progress(
+                progress.TextColumn("[bold]{task.description}"),
+                progress.BarColumn(),
+                progress.MofNCompleteColumn(),
+                progress.TimeElapsedColumn(),
+                progress.TimeRemainingColumn(),
+                progress.TextColumn("{task.fields[status]}"),
                 console=Console(stderr=True),
             )
             self._bar.start()
@@ -107,9 +99,7 @@ class ProgressReport:
         self._last_line = time.monotonic()
         print(self._line(), file=sys.stderr, flush=True)
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ):
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._beats is not None:
             self._beats.join()

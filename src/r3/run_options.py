@@ -119,12 +119,10 @@ class OutputFields:
 
 @dataclass
 class RunFields(OutputFields, ModelFields, DataFields):
-    """The shared groups of `EvalConfig` and `MineConfig` (bases in reverse, so `--help` lists the task
-    first)."""
+    """The shared groups of `EvalConfig` and `MineConfig` (reversed, so `--help` lists the task first)."""
 
     def check_run_fields(self) -> None:
-        """Check the shared fields (flags, YAML and Python alike); `task_args` and `engine_args` become
-        mappings."""
+        """Check the shared fields (from flags, YAML or Python), parsing `engine_args`."""
         if self.backend not in BACKENDS:
             raise R3Error(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
         self.check_task_fields()

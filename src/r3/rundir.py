@@ -1,10 +1,6 @@
-"""Output folders that resume safely, shared by every command that writes rows (`RunFolder`).
-
-A folder has one writer (a lock) and a fingerprint (`run.json`): running again resumes when it matches
-and is refused, naming what changed, when it differs, so two runs' rows never mix. `--overwrite`
-removes exactly the files the job owns. Logs are fsync'd on append, and `log_lines` (the reader of every
-JSONL file that crosses stages) leaves out a torn last line, so a kill -9 loses at most the rows being
-written.
+"""Output folders that resume safely (`RunFolder`): one writer, and a fingerprint (`run.json`) so that a
+run resumes when it matches and is refused, naming what changed, when it differs. Logs are fsync'd, and
+their reader (`log_lines`) leaves out a torn last line, so a kill -9 loses at most the rows being written.
 """
 
 from __future__ import annotations
@@ -147,8 +143,7 @@ def _acquire_lock(folder: Path, command: str) -> IO[Any]:
 
 
 def owned_paths(folder: Path, owned: Sequence[str]) -> list[Path]:
-    """The entries of `folder` that `owned` names (names or `fnmatch` patterns, one level deep), in the
-    order of `owned`, then by name."""
+    """The entries of `folder` that `owned` names (names or `fnmatch` patterns), in order."""
     if not folder.is_dir():
         return []
     names = sorted(entry.name for entry in folder.iterdir())
@@ -171,8 +166,7 @@ def _check(
     new_keys: Sequence[str],
     resume: bool | None = None,
 ) -> bool:
-    """True when `folder` holds this same run to continue, False when there is nothing to continue; an
-    `R3Error` naming what differs otherwise."""
+    """Whether `folder` holds this same run to continue; an `R3Error` naming what differs."""
     run_file = folder / RUN_FILE
     present = owned_paths(folder, owned)
     if not run_file.is_file():
@@ -188,10 +182,24 @@ def _check(
         raise R3Error(f"{run_file}: unreadable; use --overwrite to start afresh") from None
     if not isinstance(stored, dict):
         raise R3Error(f"{run_file}: not a JSON object; use --overwrite to start afresh")
+    # Another r3 version or command is refused in a line of its own (a list of every other key that
+    # differs would hide the reason); another command's folder even without output.
+    version = fingerprint.get("version")
+    if (resume is None or present) and "version" in fingerprint and stored.get("version") != version:
+        old = stored.get("version")
+        newer = isinstance(old, int) and not isinstance(old, bool) and old > version
+        raise R3Error(
+            f"{folder} holds another run's output, written by {'a newer' if newer else 'an earlier'} "
+            f"version of r3 ({RUN_FILE} version {old!r}, this r3 writes {version}), whose "
+            "rows cannot be continued: use another --output-dir, or --overwrite to start afresh"
+        )
+    if "command" in fingerprint and stored.get("command") != fingerprint["command"]:
+        raise R3Error(
+            f"{folder} holds another run's output, of `r3 {stored.get('command')}`, not "
+            f"`r3 {fingerprint['command']}`: use another --output-dir"
+        )
     if resume is not None and not present:
-        _check_command(folder, stored, fingerprint)  # another command's folder, even one with no output
         return False
-    _check_writer(folder, stored, fingerprint)
     keys = list(fingerprint) + [k for k in stored if k not in fingerprint]
     skip = {k for k in new_keys if k not in stored or k not in fingerprint}
     diffs = [
@@ -218,28 +226,6 @@ def _check(
             "--resume continues it, --overwrite starts afresh, or use another --output-dir"
         )
     return True
-
-
-def _check_writer(folder: Path, stored: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-    """Refuse a folder of another r3 version or command in a line of its own (a list of every other key
-    that differs would hide the reason)."""
-    if "version" in fingerprint and stored.get("version") != fingerprint["version"]:
-        old = stored.get("version")
-        newer = isinstance(old, int) and not isinstance(old, bool) and old > fingerprint["version"]
-        raise R3Error(
-            f"{folder} holds another run's output, written by {'a newer' if newer else 'an earlier'} "
-            f"version of r3 ({RUN_FILE} version {old!r}, this r3 writes {fingerprint['version']}), whose "
-            "rows cannot be continued: use another --output-dir, or --overwrite to start afresh"
-        )
-    _check_command(folder, stored, fingerprint)
-
-
-def _check_command(folder: Path, stored: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-    if "command" in fingerprint and stored.get("command") != fingerprint["command"]:
-        raise R3Error(
-            f"{folder} holds another run's output, of `r3 {stored.get('command')}`, not "
-            f"`r3 {fingerprint['command']}`: use another --output-dir"
-        )
 
 
 def fingerprint(

@@ -38,8 +38,7 @@ def thread_count(threads: int | str | None) -> int | None:
 
 
 def apply_threads(threads: int | str | None) -> int | None:
-    """Set torch's thread count (and OMP_NUM_THREADS for child processes) from `threads` or
-    `R3_THREADS`, if either is set; return it."""
+    """Set torch's thread count and OMP_NUM_THREADS from `threads` or `R3_THREADS`, if set."""
     count = thread_count(threads)
     if count is None:
         return None

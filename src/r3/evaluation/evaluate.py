@@ -1,13 +1,12 @@
-"""`r3 eval`: first-try and second-try accuracy with the paper's protocol (or a baseline, `r3.episode`).
-
-Writes `samples.jsonl` (one `Episode` per example, appended chunk by chunk so an interrupted run
-resumes), `results.json` (accuracies with 95% Wilson intervals, the config, versions, git commit) and
-`results.md` (the same as a table).
+"""`r3 eval`: first-try and second-try accuracy. Writes `samples.jsonl` (one `Episode` per example,
+appended chunk by chunk so a run resumes), `results.json` (accuracies with 95% Wilson intervals, the
+config, versions) and `results.md` (the same as a table).
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,19 +42,16 @@ class EvalConfig(RunFields):
         default="reflect",
         metadata={
             "help": "what follows a failed first attempt. reflect (default, the paper's protocol): a "
-            "reflection, then a retry with it in context. resample: a second independent attempt at the "
-            "original prompt, no reflection, sampled like the first (same temperature) with another seed; "
-            "with greedy decoding (temperature 0, the default) it repeats the first attempt exactly, so "
-            "use --temperature > 0. feedback: as reflect, but the reflection instruction also shows the "
-            "verifier's reason for the failure"
+            "reflection, then a retry with it in context. resample: an independent attempt sampled like "
+            "the first with another seed (under greedy decoding a replay: use --temperature > 0). "
+            "feedback: reflect, shown the verifier's reason for the failure"
         },
     )
     rounds: int = field(
         default=1,
         metadata={
-            "help": "reflect-and-retry rounds for an unsolved example (default 1, the paper's protocol); "
-            "each round sees the whole history; results.json's `rounds` counts examples solved up to "
-            "each round"
+            "help": "reflect-and-retry rounds for an unsolved example (default 1, the paper's protocol), "
+            "each seeing the whole history; results.json's `rounds` counts solved examples by round"
         },
     )
 
@@ -66,8 +62,7 @@ class EvalConfig(RunFields):
         check_numbers(self, {"max_new_tokens": 1, "reflection_max_new_tokens": 1})
 
     def settings(self) -> dict[str, Any]:
-        """What determines the results: results.json's `config`, and run.json less what
-        `run_fingerprint` leaves out (`chunk_size` is `batch_size`, the examples run together)."""
+        """What determines the results: results.json's `config`, run.json's settings."""
         return {
             "task": self.task,
             "task_options": self.task_options(),
@@ -111,8 +106,7 @@ def open_output(
     check_only: bool = False,
     digest: str | None = None,
 ) -> RunFolder:
-    """Open the output folder (`rundir.RunFolder`): create it, or check that it holds this same
-    evaluation, which then resumes; `check_only` writes nothing (the CLI's check before loading)."""
+    """Open the output folder (`rundir.RunFolder`): create it, or resume this same evaluation."""
     return RunFolder.open(
         output_dir,
         run_fingerprint(config, digest),
@@ -213,8 +207,7 @@ SECOND_TRY_LABELS = {
 
 
 def second_try_note(config: EvalConfig) -> str:
-    """How the second attempt was drawn, for results.json and results.md (a resample under greedy
-    decoding is a replay, which a reader of the numbers must know)."""
+    """How the second attempt was drawn, for results.json and results.md."""
     if config.second_try == "resample":
         note = (
             "After a failed first attempt, a second independent attempt at the original prompt with no "
@@ -243,11 +236,7 @@ def summarise(config: EvalConfig, rows: list[Episode], model_name: str) -> EvalR
     n = len(rows)
     firsts = [r.first_round for r in rows if r.first_round is not None]
     reflection_tokens = [f.reflection.num_tokens for f in firsts if f.reflection is not None]
-    failure_reasons: dict[str, int] = {}
-    for r in rows:
-        if not r.first_try_ok:
-            reason = r.attempt_verdict.reason
-            failure_reasons[reason] = failure_reasons.get(reason, 0) + 1
+    failure_reasons = Counter(r.attempt_verdict.reason for r in rows if not r.first_try_ok)
     return EvalResults(
         task=config.task,
         model=model_name,
@@ -260,7 +249,7 @@ def summarise(config: EvalConfig, rows: list[Episode], model_name: str) -> EvalR
         retries=len(firsts),
         retry_fixed=sum(f.retry_verdict.ok for f in firsts),
         reflection_tokens_mean=sum(reflection_tokens) / len(reflection_tokens) if reflection_tokens else None,
-        first_try_failure_reasons=dict(sorted(failure_reasons.items(), key=lambda kv: -kv[1])[:10]),
+        first_try_failure_reasons=dict(failure_reasons.most_common(10)),
         config=config.settings(),
         versions=versions(),
         git=git_commit(),

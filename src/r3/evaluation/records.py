@@ -6,7 +6,7 @@ file lacks is one `R3Error` naming the file, line and field.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -94,27 +94,16 @@ class EvalResults:
         return [(0, self.first_try), *((k, block) for k, block in enumerate(self.rounds, start=1))]
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "task": self.task,
-            "model": self.model,
-            "n": self.n,
-            "first_try": self.first_try.to_json(),
-            "second_try": self.second_try.to_json(),
-            "second_try_protocol": self.second_try_protocol,
-            "rounds": [{"round": k, **block.to_json()} for k, block in enumerate(self.rounds, start=1)],
-            "second_try_note": self.second_try_note,
-            "retries": self.retries,
-            "retry_fixed": self.retry_fixed,
-            "reflection_tokens_mean": self.reflection_tokens_mean,
-            "first_try_failure_reasons": self.first_try_failure_reasons,
-            "config": self.config,
-            "versions": self.versions,
-            "git": self.git,
-        }
-        if self.wall_seconds_this_run is not None:
-            out["wall_seconds_this_run"] = self.wall_seconds_this_run
-        if self.usage_this_run:
-            out["usage_this_run"] = self.usage_this_run
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(
+            first_try=self.first_try.to_json(),
+            second_try=self.second_try.to_json(),
+            rounds=[{"round": k, **block.to_json()} for k, block in enumerate(self.rounds, start=1)],
+        )
+        if self.wall_seconds_this_run is None:
+            del out["wall_seconds_this_run"]
+        if not self.usage_this_run:
+            del out["usage_this_run"]
         return out
 
     @classmethod

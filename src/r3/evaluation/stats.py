@@ -43,8 +43,7 @@ def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> dict[str, float]:
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar test for two models on the same problems: `only_a` solved by A and not
-    B, `only_b` the reverse."""
+    """Two-sided exact McNemar test: `only_a` problems solved by A and not B, `only_b` the reverse."""
     n = only_a + only_b
     if n == 0:
         return 1.0

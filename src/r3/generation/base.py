@@ -59,8 +59,8 @@ class Generator(Protocol):
 
 @runtime_checkable
 class TokenSampler(Protocol):
-    """Anything that can sample one continuation per row of prompt token ids, row i seeded by
-    `request_seeds(sampling, len(prompt_ids))[i]` (`Completion.token_ids` keep an ending EOS)."""
+    """Anything that samples one continuation per row of prompt token ids, row i seeded by
+    `request_seeds(sampling, len(prompt_ids))[i]`."""
 
     tokenizer: Any
 
@@ -82,8 +82,7 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]
 def generate_from_tokens(
     sampler: TokenSampler, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig
 ) -> list[list[Completion]]:
-    """`Generator.generate` for a token sampler: a row per sample (one per prompt under greedy
-    decoding, repeated)."""
+    """`Generator.generate` for a token sampler (greedy decoding samples once and repeats it)."""
     ids = encode_prompts(sampler.tokenizer, prompts)
     greedy = sampling.temperature <= 0
     per_prompt = 1 if greedy else n

@@ -18,8 +18,7 @@ def template_supports_tools(tokenizer: Any) -> bool:
 
 
 def inline_tools(prompt: Prompt) -> list[dict[str, str]]:
-    """The messages with the tool schemas written into the system turn (added if absent), for a
-    template that cannot take `tools=`."""
+    """The messages with the tool schemas in the system turn, for a template without `tools=`."""
     messages = [dict(m) for m in prompt.messages]
     if not prompt.tools:
         return messages

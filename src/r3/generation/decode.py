@@ -1,10 +1,7 @@
-"""The token loop of the transformers backend: prompt token ids in, sampled token ids out.
-
-Unlike `model.generate`, it prefills once per distinct prompt (R3 samples each prompt many times) and
-copies the KV cache to each row, drops finished rows once they are an eighth of the batch, and draws
-each row from its own seeded generator, so a row's tokens depend on its seed and logits only.
-`synced=True` is for models whose forward pass is a collective (ZeRO-3, FSDP): no row is dropped and
-every process steps while any process has a running row.
+"""The token loop of the transformers backend. Unlike `model.generate`, it prefills once per distinct
+prompt (R3 samples each many times), drops finished rows, and draws each row from its own seeded
+generator, so a row's tokens depend on its seed and logits only. `synced=True` is for models whose
+forward pass is a collective (ZeRO-3, FSDP): every process steps while any has a running row.
 """
 
 from __future__ import annotations
@@ -64,8 +61,7 @@ def pick_tokens(
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input ids and attention mask of `prompts` padded on the left, so every row's next token is in
-    the last column."""
+    """Input ids and attention mask of `prompts`, padded on the left."""
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)

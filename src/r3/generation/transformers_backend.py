@@ -47,8 +47,7 @@ class TransformersBackend:
     def sample_tokens(
         self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig, *, synced: bool = False
     ) -> list[Completion]:
-        """One continuation per row, `batch_size` rows per pass; `synced`: all rows in one pass, in step
-        with the other processes (`decode`)."""
+        """One continuation per row; `synced`: all rows in one pass, in step with other processes."""
         seeds = request_seeds(sampling, len(prompt_ids))
         choice = TokenChoice(sampling.temperature, sampling.top_p, sampling.top_k)
         stopped = stop_check(self.tokenizer, sampling.stop) if sampling.stop else None
