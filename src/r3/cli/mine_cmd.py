@@ -12,14 +12,7 @@ from typing import Any
 from r3.cli.options import parse_trl_config
 from r3.errors import R3Error
 from r3.generation.base import Generator
-from r3.mining.mine import (
-    FAILURES_FILE,
-    SUMMARY_FILE,
-    MineConfig,
-    RunStore,
-    mine,
-    run_fingerprint,
-)
+from r3.mining.mine import FAILURES_FILE, SUMMARY_FILE, MineConfig, RunStore, mine, run_fingerprint
 from r3.mining.records import check_reserved_fields
 from r3.tasks.registry import get_task
 

@@ -71,8 +71,7 @@ class R3Parser(TrlParser):
         # Accepted by every command; listed where it shows more than `--help`.
         self.add_argument(
             "--help-all",
-            nargs=0,
-            action=_HelpAll,
+            action="store_true",
             default=argparse.SUPPRESS,
             help=f"show this help with all {self._hidden} more options inherited from {self._base}, and exit"
             if self._hidden and not help_all
@@ -135,7 +134,10 @@ class R3Parser(TrlParser):
         if values:
             self.check_keys(argv[argv.index("--config") + 1], values)
             self.set_defaults_with_config(**{k: v for k, v in values.items() if k != "env"})
-        namespace, rest = self.parse_known_args(argv)  # `--help` and `--help-all` print and exit here
+        namespace, rest = self.parse_known_args(argv)  # `--help` prints and exits here
+        if getattr(namespace, "help_all", False):
+            sys.stdout.write(self.full_help())
+            self.exit()
         if rest:
             raise R3Error(self.unknown_option(rest))
         for name, message in required.items():
@@ -167,17 +169,6 @@ class R3Parser(TrlParser):
         close = difflib.get_close_matches(flag, self.option_spellings, n=1)
         hint = f"did you mean {close[0]}?" if close else f"{self.help_hint()} lists the options"
         return f"unknown option {flag} ({hint})"
-
-
-class _HelpAll(argparse.Action):
-    """`--help-all`: the help with every inherited option, then exit (as `--help`)."""
-
-    def __call__(
-        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
-    ) -> None:
-        assert isinstance(parser, R3Parser)
-        sys.stdout.write(parser.full_help())
-        parser.exit()
 
 
 def own_fields(config_class: type) -> set[str]:

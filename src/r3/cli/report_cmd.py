@@ -53,10 +53,8 @@ class ReportArguments:
 
 def positional_runs(argv: list[str]) -> list[str]:
     """`r3 report A B --html` as `--runs A B --html`: the folders before the first flag."""
-    head = 0
-    while head < len(argv) and not argv[head].startswith("-"):
-        head += 1
-    return ["--runs", *argv[:head], *argv[head:]] if head else argv
+    head = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    return ["--runs", *argv] if head else argv
 
 
 def main(argv: list[str]) -> int:

@@ -32,14 +32,6 @@ _HREF = re.compile(r'href="([^"]*)"')
 _SAFE_HREF = re.compile(r"^(https?:|mailto:|#|[^:]*$)", re.IGNORECASE)
 
 
-def _markdown_without_raw_html() -> markdown.Markdown:
-    """A converter with tables and fenced code, which escapes raw HTML instead of passing it on."""
-    converter = markdown.Markdown(extensions=["tables", "fenced_code"], output_format="html")
-    converter.preprocessors.deregister("html_block")
-    converter.inlinePatterns.deregister("html")
-    return converter
-
-
 def _inline_images(body: str, folder: Path) -> str:
     """Embed each image that is a PNG beside the report as a `data:` URI. Any other image (one that
     quoted model output spelled as markdown) becomes its alt text: the page never fetches anything."""
@@ -68,7 +60,10 @@ def write_html(report_md: str | Path) -> Path:
     and return its path."""
     path = Path(report_md)
     text = path.read_text()
-    body = _safe_links(_inline_images(_markdown_without_raw_html().convert(text), path.parent))
+    converter = markdown.Markdown(extensions=["tables", "fenced_code"], output_format="html")
+    converter.preprocessors.deregister("html_block")  # raw HTML is escaped, never passed through
+    converter.inlinePatterns.deregister("html")
+    body = _safe_links(_inline_images(converter.convert(text), path.parent))
     heading = re.search(r"^# (.+)$", text, re.MULTILINE)
     title = html.escape(heading.group(1) if heading else "R3 report")
     target = path.with_suffix(".html")
