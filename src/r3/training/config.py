@@ -133,7 +133,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             raise R3Error("dynamic_sampling_rounds must be >= 0")
         _check_one_of("replacements", self.replacements, REPLACEMENTS)
         if self.replacements == "unseen":
-            self.shuffle_dataset = False  # the pool's order is R3's (`trainer.pool_order`), front to back
+            self.shuffle_dataset = False  # the pool's order is R3's (`trainer.build_trainer`), front to back
         _check_one_of("selection", self.selection, SELECTIONS)
         _check_one_of("first_attempt", self.first_attempt, FIRST_ATTEMPT_MODES)
         for name in ("retry_max_new_tokens", "attempt_max_new_tokens"):

@@ -65,7 +65,6 @@ NOT_SETTINGS = frozenset(
         "model_name_or_path",  # = model
         "reflection_max_new_tokens",  # = max_completion_length
         "merge_lora",  # how the final model is saved, not what it learned
-        # where the output goes
         "output_dir",
         "push_to_hub",
         "hub_token",
@@ -75,7 +74,6 @@ NOT_SETTINGS = frozenset(
         "hub_always_push",
         "hub_revision",
         "log_completions_hub_repo",
-        # logging
         "logging_strategy",
         "logging_steps",
         "logging_first_step",
@@ -96,7 +94,6 @@ NOT_SETTINGS = frozenset(
         "num_completions_to_print",
         "log_unique_prompts",
         "skip_memory_metrics",
-        # checkpoints
         "save_only_model",
         "save_strategy",
         "save_steps",

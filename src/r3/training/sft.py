@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig
@@ -134,23 +135,34 @@ class SFTResult:
     adapter_dir: str | None = None
 
 
+def write_summary(trainer: Any, config: SFTRunConfig, rows: SFTExamples) -> None:
+    """`r3_sft.json`: the settings and the examples used, with the steps and the log history."""
+    from r3.training.trainer import write_summary_file
+
+    names = ("task", "task_args", "model", "data", "task_seed", "seed")
+    fields = {name: getattr(config, name) for name in names}
+    fields.update(examples_used=rows.used, examples_skipped=rows.skipped)
+    write_summary_file(trainer, Path(config.output_dir) / SUMMARY_FILE, fields)
+
+
 def train_sft(config: SFTRunConfig, **pieces: Any) -> SFTResult:
-    """`r3 sft` (`trainer.run_training`); `pieces` go to `build_sft_trainer`."""
-    from r3.training.trainer import run_training
+    """Check the output folder (`training.folder`), build, train (resuming if asked), save, and write
+    `r3_sft.json`."""
+    from r3.training.folder import training_folder
+    from r3.training.interrupt import train_until_stopped, uninterrupted_save
+    from r3.training.trainer import resume_target, save_final
 
-    def build() -> tuple[Any, dict[str, Any]]:
+    with training_folder(config, "sft", SUMMARY_FILE):
         trainer, rows = build_sft_trainer(config, **pieces)
-        names = ("task", "task_args", "model", "data", "task_seed", "seed")
-        fields = {name: getattr(config, name) for name in names}
-        fields.update(examples_used=rows.used, examples_skipped=rows.skipped)
-        return trainer, fields
-
-    trainer, fields, adapter_dir = run_training(config, "sft", SUMMARY_FILE, build)
+        train_until_stopped(trainer, resume_target(config))  # type: ignore[arg-type]
+        with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
+            adapter_dir = save_final(trainer, config)  # type: ignore[arg-type]
+            write_summary(trainer, config, rows)
     return SFTResult(
         output_dir=str(config.output_dir),
         global_step=trainer.state.global_step,
-        used=fields["examples_used"],
-        skipped=fields["examples_skipped"],
+        used=rows.used,
+        skipped=rows.skipped,
         log_history=list(trainer.state.log_history),
         adapter_dir=adapter_dir,
     )

@@ -9,7 +9,6 @@ import json
 import random
 import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -135,8 +134,9 @@ def build_trainer(
     check_generation_setup(config)
     task = task or load_task(config)
     records = records if records is not None else load_records(config, task)
-    if config.replacements == "unseen":
-        records = pool_order(records, config.seed)
+    if config.replacements == "unseen":  # TRL's shuffle is off: the pool in an order drawn from the seed
+        records = list(records)
+        random.Random(derive_seed(config.seed, "pool")).shuffle(records)
     if tokenizer is None:
         tokenizer = load_tokenizer(config.model)
     ready_for_generation(tokenizer)  # a tokenizer passed in is set up as a loaded one
@@ -180,14 +180,6 @@ def build_trainer(
     return trainer
 
 
-def pool_order(records: list[FailureRecord], seed: int) -> list[FailureRecord]:
-    """The training pool in an order drawn from the run's seed (`replacements: unseen`, TRL's shuffle
-    off), so runs of one seed take the same queries in the same order, whatever their mode."""
-    ordered = list(records)
-    random.Random(derive_seed(seed, "pool")).shuffle(ordered)
-    return ordered
-
-
 def check_unseen_pool(config: R3Config, pool: int) -> None:
     """`replacements: unseen` needs a pool that holds every prompt the run takes from its front and every
     replacement slot at its back (`rollout.replacement_slot`)."""
@@ -209,10 +201,8 @@ def check_unseen_pool(config: R3Config, pool: int) -> None:
 
 def resume_target(config: R3Config) -> str | bool | None:
     """What to pass as `resume_from_checkpoint`: an explicit path, the last checkpoint, or nothing."""
-    if config.resume_from_checkpoint:
-        return config.resume_from_checkpoint
-    if not config.resume:
-        return None
+    if config.resume_from_checkpoint or not config.resume:
+        return config.resume_from_checkpoint or None
     folder = Path(config.output_dir)
     last = last_complete_checkpoint(folder)
     if last is None:
@@ -250,41 +240,37 @@ def save_final(trainer: Any, config: R3Config) -> str | None:
     return str(adapter_dir)
 
 
-def run_training(
-    config: Any, command: str, summary_file: str, build: Callable[[], tuple[Any, dict[str, Any]]]
-) -> tuple[Any, dict[str, Any], str | None]:
-    """One `r3 train` or `r3 sft` run in its output folder: `build` the trainer and its summary's
-    settings, train, save the model, then the summary with the log history, last (its presence says the
-    model beside it is whole). Returns the trainer, the summary's settings and the adapter's folder."""
-    with training_folder(config, command, summary_file):
-        trainer, fields = build()
-        train_until_stopped(trainer, resume_target(config))
-        with uninterrupted_save():
-            adapter_dir = save_final(trainer, config)
-            if trainer.accelerator.is_main_process:
-                state = trainer.state
-                summary = {**fields, "global_step": state.global_step, "log_history": state.log_history}
-                path = Path(config.output_dir) / summary_file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(summary, indent=1, default=str))
-    return trainer, fields, adapter_dir
+def write_summary_file(trainer: Any, path: Path, fields: dict[str, Any]) -> None:
+    """A training's summary (`r3_training.json`, `r3_sft.json`): its settings `fields`, the steps run and
+    the log history, on the main process. Written after the model, so its presence says the run finished."""
+    if not trainer.accelerator.is_main_process:
+        return
+    summary = {**fields, "global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1, default=str))
+
+
+def write_summary(trainer: Any, config: R3Config, num_prompts: int) -> None:
+    names = ("task", "model", "failures", "first_attempt", "mode", "selection", "dynamic_sampling_rounds")
+    fields = {name: getattr(config, name) for name in names}
+    fields.update(reward_funcs=list(config.reward_funcs), num_prompts=num_prompts)
+    write_summary_file(trainer, Path(config.output_dir) / SUMMARY_FILE, fields)
 
 
 def train(config: R3Config, **pieces: Any) -> TrainResult:
-    """`r3 train` (`run_training`); `pieces` go to `build_trainer`."""
-
-    def build() -> tuple[Any, dict[str, Any]]:
+    """Check the output folder, build the trainer (`pieces` go to `build_trainer`), train, save the
+    final model, and return a summary."""
+    with training_folder(config, "train", SUMMARY_FILE):
         trainer = build_trainer(config, **pieces)
-        names = ("task", "model", "failures", "first_attempt", "mode", "selection", "dynamic_sampling_rounds")
-        fields = {name: getattr(config, name) for name in names}
-        fields.update(reward_funcs=list(config.reward_funcs), num_prompts=len(trainer.train_dataset))
-        return trainer, fields
-
-    trainer, fields, adapter_dir = run_training(config, "train", SUMMARY_FILE, build)
+        train_until_stopped(trainer, resume_target(config))
+        num_prompts = len(trainer.train_dataset)
+        with uninterrupted_save():  # the summary last: its presence says the model beside it is whole
+            adapter_dir = save_final(trainer, config)
+            write_summary(trainer, config, num_prompts)
     return TrainResult(
         output_dir=str(config.output_dir),
         global_step=trainer.state.global_step,
-        num_prompts=fields["num_prompts"],
+        num_prompts=num_prompts,
         log_history=list(trainer.state.log_history),
         adapter_dir=adapter_dir,
     )
