@@ -319,10 +319,9 @@ def next_turn(
     fits: Fits | None = None,
     max_new_tokens: int = 0,
 ) -> Turn | None:
-    """The next round of `episode`, whose last answer failed: the one place a reflection chat is built.
-    Round 1 reflects on the first attempt (`Task.reflection_prompt`), round k+1 on round k's retry chat
-    (`Task.reflection_prompt_after`); `feedback` appends the reason. With `fits`, a chat without room for
-    `max_new_tokens` stops the episode (`Episode.stopped`) and None is returned."""
+    """The next round of `episode`, whose last answer failed: the one place a reflection chat is built
+    (`Task.reflection_prompt`, then `Task.reflection_prompt_after` on the last retry chat). With `fits`, a
+    chat without room for `max_new_tokens` stops the episode and None is returned."""
     example = episode.example
     if episode.rounds:
         last = episode.rounds[-1]

@@ -339,17 +339,11 @@ def torn_tail(path: Path) -> bool:
 def _scan(path: Path, data: bytes, remedy: str) -> tuple[list[tuple[int, dict[str, Any]]], int]:
     """The rows of `data` with their line numbers, and the byte offset just after the last good line."""
     rows: list[tuple[int, dict[str, Any]]] = []
-    good_end = 0
+    good_end = pos = 0
     bad_line: int | None = None
-    pos = 0
-    line_no = 0
-    while pos < len(data):
-        newline = data.find(b"\n", pos)
-        if newline == -1:
-            break  # no newline: the last write never finished
-        line_no += 1
-        line = data[pos:newline]
-        pos = newline + 1
+    # The piece after the last newline is left out: that write never finished.
+    for line_no, line in enumerate(data.split(b"\n")[:-1], start=1):
+        pos += len(line) + 1
         if not line.strip():
             if bad_line is None:
                 good_end = pos

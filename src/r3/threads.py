@@ -14,8 +14,7 @@ THREADS_ENV = "R3_THREADS"
 
 
 def prepare_process() -> None:
-    """Make idle OpenMP threads sleep, unless the user chose a wait policy or torch is already loaded
-    (it reads the policy when it loads)."""
+    """Make idle OpenMP threads sleep, unless the user chose a policy (before torch loads: it reads it)."""
     import sys
 
     if "torch" not in sys.modules:

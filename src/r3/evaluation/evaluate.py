@@ -256,10 +256,8 @@ def summarise(config: EvalConfig, rows: list[Episode], model_name: str) -> EvalR
     )
 
 
-def results_markdown(results: EvalResults | dict[str, Any]) -> str:
-    """A readable table of one evaluation (typed results, or results.json's content)."""
-    if not isinstance(results, EvalResults):
-        results = EvalResults.from_json(results, "results")
+def results_markdown(results: EvalResults) -> str:
+    """A readable table of one evaluation."""
     n = results.n
 
     def cell(block: Accuracy) -> str:

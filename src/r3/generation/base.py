@@ -54,7 +54,6 @@ class Generator(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """Return `n` completions for each prompt, in order."""
-        ...
 
 
 @runtime_checkable
@@ -68,7 +67,6 @@ class TokenSampler(Protocol):
         self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig
     ) -> list[Completion]:
         """Return one completion per row, in order."""
-        ...
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
@@ -145,14 +143,8 @@ def sample_seed(request_seed: int, j: int) -> int:
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """`text` cut just after the earliest stop string, and whether one matched."""
-    best = -1
-    best_len = 0
-    for s in stop:
-        if not s:
-            continue
-        pos = text.find(s)
-        if pos != -1 and (best == -1 or pos < best):
-            best, best_len = pos, len(s)
-    if best == -1:
+    hits = [(pos, i) for i, s in enumerate(stop) if s and (pos := text.find(s)) != -1]
+    if not hits:
         return text, False
-    return text[: best + best_len], True
+    pos, i = min(hits)  # the earliest; at a tie, the first listed
+    return text[: pos + len(stop[i])], True

@@ -1,8 +1,6 @@
-"""Sampling from a model behind an OpenAI-compatible server (`vllm serve`, an API), with the same prompts,
-verifiers and outputs as local models. Chats are sent as messages (the server applies its template);
-one request per sample, each with its own seed (servers differ on `n > 1`); stop strings are applied
-here, since servers disagree on whether the text keeps them and verifiers need them. The client retries
-with backoff; an unreachable server is one `R3Error`. Token usage is counted (`usage`).
+"""Sampling from a model behind an OpenAI-compatible server (`vllm serve`, an API): chats sent as messages,
+one request per sample with its own seed (servers differ on `n > 1`), stop strings applied here (servers
+disagree on whether the text keeps them, and verifiers need them), token usage counted (`usage`).
 """
 
 from __future__ import annotations
