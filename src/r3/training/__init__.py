@@ -1,8 +1,5 @@
-"""`r3 train`: GRPO on TRL's GRPOTrainer, rewarded by the retry and credited only to the reflection.
-
-    from r3.training import R3Config, build_trainer, train
-
-Imports are lazy so that `import r3.training` does not load TRL.
+"""`r3 train`: GRPO on TRL's GRPOTrainer, rewarded by the retry and credited only to the reflection
+(`from r3.training import R3Config, train`). Imports are lazy: `import r3.training` does not load TRL.
 """
 
 from __future__ import annotations

@@ -50,9 +50,7 @@ class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
     )
     merge_lora: bool = field(
         default=False,
-        metadata={
-            "help": "LoRA: also save the merged model in output_dir (the adapter goes to output_dir/adapter)"
-        },
+        metadata={"help": "LoRA: save the merged model in output_dir too (the adapter: output_dir/adapter)"},
     )
 
     resume: bool = field(

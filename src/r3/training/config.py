@@ -1,9 +1,7 @@
-"""`R3Config`: TRL's `GRPOConfig` plus the fields R3 needs.
+"""`R3Config`: TRL's `GRPOConfig`, every field with its TRL meaning, plus the fields R3 needs.
 
-Every `GRPOConfig` / `TrainingArguments` field keeps its TRL meaning. The reflection is the completion
-GRPO samples, so TRL's `temperature`, `top_p`, `top_k` and `max_completion_length` apply to it
-(`reflection_max_new_tokens`, the name eval and mine use, sets the last); the retry and the online
-first attempt have their own fields. `episode_sampling` turns them into `episode.EpisodeSampling`.
+TRL's `temperature`, `top_p`, `top_k` and `max_completion_length` apply to the reflection, the
+completion GRPO samples; the retry and the online first attempt have their own (`episode_sampling`).
 """
 
 from __future__ import annotations
@@ -44,10 +42,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     )
     selection: str = field(
         default="all",
-        metadata={
-            "help": "all: every failed attempt; learnable: only attempts whose retries `r3 mine --screen K` "
-            "saw with mixed outcomes (0 < successes < K), the ones whose groups carry a signal"
-        },
+        metadata={"help": "all, or learnable: attempts screened (`r3 mine --screen`) with mixed retries"},
     )
     mode: str = field(
         default="r3",
@@ -58,10 +53,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     )
     dynamic_sampling_rounds: int = field(
         default=0,
-        metadata={
-            "help": "replace groups whose outcomes are all equal (no signal) by groups on other training "
-            "prompts, up to this many tries per step (0: off; DAPO's dynamic sampling)"
-        },
+        metadata={"help": "tries per step to replace groups without signal by fresh ones (0: off; DAPO's)"},
     )
     replacements: str = field(
         default="pool",
@@ -81,10 +73,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     )
     first_attempt: str = field(
         default="stored",
-        metadata={
-            "help": "stored: the failed attempt from the failures file; online: a fresh first attempt by "
-            "the current policy (groups whose fresh attempt succeeds carry no gradient)"
-        },
+        metadata={"help": "stored: the failures file's; online: a fresh first attempt by the current policy"},
     )
     attempt_max_new_tokens: int = field(default=256, metadata={"help": "online first attempt: token budget"})
     attempt_temperature: float = field(
@@ -98,10 +87,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     )
     retry_temperature: float = field(
         default=0.0,
-        metadata={
-            "help": "the retry's sampling temperature; 0 (default) is greedy, so the reward measures the "
-            "reflection rather than the luck of the retry's sampling"
-        },
+        metadata={"help": "the retry's temperature; 0, greedy: the reward measures the reflection, not luck"},
     )
 
     def __post_init__(self) -> None:
@@ -113,7 +99,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
         self.check_common_fields()
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
-        from r3.training.rewards import BUILTIN_REWARDS, MODE_DEFAULT_REWARD, MODE_REWARDS
+        from r3.training.rewards import BUILTIN_REWARDS, MODE_REWARDS
         from r3.training.rollout import TRAIN_MODES
 
         for name in self.reward_funcs:
@@ -122,7 +108,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
                 raise R3Error(f"unknown reward '{name}': use one of {known}, or pkg.module:function")
         _check_one_of("mode", self.mode, TRAIN_MODES)
         if self.reward_funcs == ["retry_success"]:
-            self.reward_funcs = [MODE_DEFAULT_REWARD[self.mode]]  # the default, for the mode's own outcome
+            self.reward_funcs = [MODE_REWARDS[self.mode][0]]  # the default, for the mode's own outcome
         wrong = [n for n in self.reward_funcs if n in BUILTIN_REWARDS and n not in MODE_REWARDS[self.mode]]
         if wrong:
             raise R3Error(
@@ -153,10 +139,8 @@ class R3Config(GRPOConfig, CommonTrainingFields):
                 )
 
     def episode_sampling(self, task: Task) -> EpisodeSampling:
-        """The three generation steps' settings, by the rules evaluation and mining share
-        (`episode.EpisodeSamplingOptions`): the reflection with TRL's sampling fields and no stop string,
-        the retry and the online attempt with their own budgets and temperatures. In `grpo` mode TRL's
-        sampling fields are the attempt's."""
+        """The three generation steps' settings, by the rules eval and mine share: TRL's sampling fields
+        are the reflection's (the attempt's in `grpo` mode); the retry and online attempt have their own."""
         grpo = self.mode == "grpo"
         return EpisodeSamplingOptions(
             max_new_tokens=self.max_completion_length if grpo else self.attempt_max_new_tokens,

@@ -1,13 +1,7 @@
-"""Failure records -> the prompts GRPO trains on.
-
-Stored first attempts (default): one prompt per failed attempt and round, the reflection chat
-(`episode.reflection_turns`: task prompt, failed attempt, and for a later round of `r3 mine --rounds`
-every reflection and retry since) rendered as evaluation and mining render it. Online first attempts:
-one prompt per query, the task prompt itself; the rollout samples the attempt.
-
-TRL hands `rollout_func` only the prompt strings, so `PromptIndex` maps each text back to what it came
-from. Different examples rendering to the same text (duplicated rows with different answers) share the
-first one's entry, counted in `PromptIndex.collisions`.
+"""Failure records -> the prompts GRPO trains on: stored first attempts, one reflection chat per failed
+attempt and round (`episode.reflection_turns`), rendered as eval and mine render it; online, one task
+prompt per query. TRL hands `rollout_func` only prompt strings, so `PromptIndex` maps each text back to
+what it came from (examples rendering alike share the first one's entry: `PromptIndex.collisions`).
 """
 
 from __future__ import annotations
@@ -30,7 +24,6 @@ class PromptItem:
 
     example: Example
     attempt: str | None
-    query_index: int
     round: int = 1
     chat: Prompt | None = None
 
@@ -76,7 +69,7 @@ def build_prompts(
     for record in records:
         if first_attempt == "online":
             text = render_prompt(tokenizer, task.prompt(record.example))
-            index.add(text, PromptItem(record.example, None, record.query_index))
+            index.add(text, PromptItem(record.example, None))
             rows.append({"prompt": text, "query_index": record.query_index, "attempt_index": -1, "round": 1})
             continue
         for number, failed in enumerate(record.failed_attempts[:max_attempts_per_query]):
@@ -84,7 +77,7 @@ def build_prompts(
                 chat = turn.reflection_prompt
                 text = render_prompt(tokenizer, chat)
                 attempt = failed.episode.attempt.text
-                index.add(text, PromptItem(record.example, attempt, record.query_index, turn.number, chat))
+                index.add(text, PromptItem(record.example, attempt, turn.number, chat))
                 rows.append(
                     {
                         "prompt": text,

@@ -1,9 +1,6 @@
 """How the R3 rollout samples: the trainer's own model, TRL's colocated vLLM, or a `trl vllm-serve`
-server, each an adapter of `r3.generation`'s `TokenSampler.sample_tokens`, so that training samples as
-evaluation and mining do. `choose_engine(trainer)` picks one by the trainer's settings.
-
-The rollout calls an engine on every process the same number of times, even with no prompt, because
-some engines are collectives (the server engine's gather, ZeRO-3 weight gathering).
+server, each an adapter of `TokenSampler.sample_tokens`, so that training samples as eval and mine do.
+Every process calls an engine the same number of times, even with no prompt: some are collectives.
 """
 
 from __future__ import annotations
@@ -153,9 +150,8 @@ def vllm_server_engine(
     mine = scatter_slice(counts, accelerator.process_index)
     rows = completion_ids[mine]
     row_logprobs = logprobs[mine] if sampling.logprobs else [None] * len(rows)
-    tokenizer = trainer.processing_class
     return [
-        completion_from_ids(tokenizer, ids, sampling, logprobs=lp)
+        completion_from_ids(trainer.processing_class, ids, sampling, logprobs=lp)
         for ids, lp in zip(rows, row_logprobs, strict=True)
     ]
 

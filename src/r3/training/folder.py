@@ -1,10 +1,7 @@
-"""The output folder of `r3 train` and `r3 sft`: a `rundir.RunFolder`, as every r3 command's is.
-
-The folder is locked, its `run.json` written before the first step, and a folder holding a run's
-output is refused until `--resume` (same settings) or `--overwrite` (remove the files a training
-writes) says which is meant: else a second run would train beside the first one's checkpoints. Every
-config field is a setting, TRL's included, except `NOT_SETTINGS` and `RUN_LENGTH`; a field one side
-lacks (another TRL version) is compared only when both have it.
+"""The output folder of `r3 train` and `r3 sft`: a `rundir.RunFolder`, locked, its `run.json` written
+before the first step. A folder holding a run's output is refused until `--resume` (same settings) or
+`--overwrite` says which is meant. Every config field is a setting, TRL's included, except
+`NOT_SETTINGS` and `RUN_LENGTH`; a field one side lacks (another TRL version) is not compared.
 """
 
 from __future__ import annotations

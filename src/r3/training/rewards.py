@@ -1,9 +1,7 @@
-"""Reward functions with TRL's reward signature, and R3's per-step metrics.
+"""Reward functions with TRL's reward signature, and R3's per-step metrics (`r3/...`, docs/training.md).
 
 TRL calls `f(prompts=, completions=, completion_ids=, **kwargs)`; kwargs hold the dataset columns, the
-rollout's extra fields (`rollout.MODE_FIELDS`) and TRL's `log_metric` / `log_extra`. Each built-in
-reward scores one outcome field of its mode and logs R3's metrics (`r3/...`, listed in docs/training.md)
-through `log_metric`; TRL logs the reward itself as `rewards/<name>/mean`.
+rollout's extra fields (`rollout.MODE_FIELDS`) and TRL's `log_metric` / `log_extra`.
 """
 
 from __future__ import annotations
@@ -60,19 +58,14 @@ def advantage_token_balance(
         values = [float(r) for r in group]  # type: ignore[arg-type]
         mu, sd = mean(values), stdev(values)
         sizes = lengths[start : start + num_generations]
-        total = sum(sizes)
-        if total:
-            balances.append(
-                sum((v - mu) / (sd + 1e-4) * n for v, n in zip(values, sizes, strict=True)) / total
-            )
+        advantages = [(v - mu) / (sd + 1e-4) for v in values]
+        if sum(sizes):
+            balances.append(sum(a * n for a, n in zip(advantages, sizes, strict=True)) / sum(sizes))
     return mean(balances) if balances else None
 
 
 def rollout_metrics(
-    rewards: Sequence[float | None],
-    fields: dict[str, Any],
-    num_generations: int,
-    outcome: str = "retry_success",
+    rewards: Sequence[float | None], fields: dict[str, Any], num_generations: int, outcome: str
 ) -> dict[str, float]:
     """The `r3/...` metrics of one batch of rollouts (`outcome`: the name of what the reward scores)."""
     metrics: dict[str, float] = {}
@@ -95,10 +88,9 @@ def rollout_metrics(
     if fields.get("reflection_length"):
         metrics["reflection_length"] = mean(fields["reflection_length"])
     live = [i for i, r in enumerate(rewards) if r is not None]
-    if live and fields.get("retry_length"):
-        metrics["retry_length"] = mean(fields["retry_length"][i] for i in live)
-    if live and fields.get("retry_clipped"):
-        metrics["retry_clipped"] = mean(float(fields["retry_clipped"][i]) for i in live)
+    for name in ("retry_length", "retry_clipped"):  # over the scored rows only
+        if live and fields.get(name):
+            metrics[name] = mean(float(fields[name][i]) for i in live)
     if fields.get("first_attempt_solved"):
         metrics["first_attempt_solved"] = mean(float(x) for x in fields["first_attempt_solved"])
     return {f"r3/{k}": float(v) for k, v in metrics.items()}
@@ -223,14 +215,12 @@ BUILTIN_REWARDS: dict[str, Callable[[int, int], RewardFunc]] = {
     "turn_success": lambda num_generations, seed: outcome_reward("turn_success", num_generations),
 }
 
-#: The built-in rewards each training mode can use (`R3Config.mode`).
+#: The built-in rewards each training mode can use (`R3Config.mode`), its default first.
 MODE_REWARDS = {
     "r3": ("retry_success", "retry_success_shuffled"),
     "grpo": ("attempt_success",),
     "combined": ("turn_success",),
 }
-#: Each mode's default reward, when the config names none of its own.
-MODE_DEFAULT_REWARD = {mode: rewards[0] for mode, rewards in MODE_REWARDS.items()}
 
 
 def resolve_rewards(names: Sequence[str], num_generations: int, seed: int = 0) -> list[RewardFunc]:

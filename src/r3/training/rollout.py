@@ -1,17 +1,12 @@
 """The R3 rollout: reflect, then retry, then verify; handed to TRL as `GRPOTrainer(rollout_func=...)`.
 
-TRL (1.16) calls `rollout(prompts, trainer)` with this process's slice of the generation batch, each
-prompt repeated `num_generations` times in a row (one GRPO group), and takes per prompt its
-`prompt_ids` (the reflection prompt), `completion_ids` (the reflection) and `logprobs` (vLLM only). The
-steps are the episode's own (`episode.attempt`, `episode.reflect_and_retry`, as `r3 eval` runs them) on
-the trainer's engine, each call seeded from the run's seed, the global step and the process.
-
-Only the reflection is trained on: the first attempt is part of the prompt, and the retry reaches TRL
-only as its outcome, in extra fields TRL passes to the reward functions (`retry_success`, ...). Online,
-a group whose fresh first attempt succeeds gets an EOS completion and reward None (advantage 0).
-`mode="grpo"` trains first attempts instead, `mode="combined"` both, group by group (`group_kind`).
-Dynamic sampling (DAPO's) replaces groups whose outcomes are all equal by groups on other prompts of
-the pool, drawn at random or (`replacements="unseen"`) from the pool's back (`replacement_slot`).
+TRL (1.16) calls `rollout(prompts, trainer)` with this process's prompts, each repeated `num_generations`
+times in a row (one GRPO group), and takes per prompt the reflection prompt's and the reflection's
+tokens: only the reflection is trained on. The retry reaches TRL only as its outcome, an extra field
+passed to the reward functions. The steps are the episode's own (`episode.attempt`,
+`episode.reflect_and_retry`) on the trainer's engine, seeded by the run's seed, step and process.
+`mode="grpo"` trains first attempts instead, `mode="combined"` both (`group_kind`); dynamic sampling
+replaces groups without signal (`replacement_slot`).
 """
 
 from __future__ import annotations
@@ -185,7 +180,8 @@ class R3Rollout:
         ]
 
     def _r3_rows(self, prompts: list[str], sampler: EngineSampler, s: EpisodeSampling) -> list[Row]:
-        """R3: the episode's round on every row still unsolved; the reflection is the completion."""
+        """R3: the episode's round on every row still unsolved, its reflection the completion; a solved
+        row (online) gets EOS and no outcome, so advantage 0."""
         tokenizer = sampler.tokenizer
         items = [self.index[p] for p in prompts]
         episodes = self._first_attempts(prompts, items, sampler, s)
@@ -263,7 +259,7 @@ class R3Rollout:
         `dynamic_sampling_rounds` tries (with several processes every try runs: a sampler may be a
         collective). Returns the rows, the replacements, the groups sampled and those with signal."""
         groups = [rows[i : i + group] for i in range(0, len(rows), group)]
-        drawn, with_signal = len(groups), sum(has_signal([r.success for r in g]) for g in groups)
+        with_signal = sum(has_signal([r.success for r in g]) for g in groups)
         pool = self.index.prompts() if self.dynamic_sampling_rounds else []
         collective = int(getattr(getattr(trainer, "accelerator", None), "num_processes", 1)) > 1
         replaced = 0
@@ -284,8 +280,7 @@ class R3Rollout:
                 groups[k] = fresh[n * group : (n + 1) * group]
                 with_signal += has_signal([r.success for r in groups[k]])
             replaced += len(silent)
-            drawn += len(silent)
-        return [r for g in groups for r in g], replaced, drawn, with_signal
+        return [r for g in groups for r in g], replaced, len(groups) + replaced, with_signal
 
     def _replacements(
         self, pool: list[str], silent: list[int], seed: int, attempt_number: int, groups: int, trainer: Any
@@ -342,11 +337,8 @@ class R3Rollout:
         self, rows: list[Row], group_seeds: list[int], replaced: int, drawn: int, with_signal: int
     ) -> dict[str, Any]:
         """TRL's dict (`prompt_ids`, `completion_ids`, `logprobs`, extra fields), and `self.last`."""
-        logprobs = (
-            [r.logprobs or [None] for r in rows]
-            if rows and any(r.logprobs is not None for r in rows)
-            else None
-        )
+        sampled = any(r.logprobs is not None for r in rows)
+        logprobs = [r.logprobs or [None] for r in rows] if sampled else None
         outcome, length, names = MODE_FIELDS[self.mode]
         extra: dict[str, list[Any]] = {
             outcome: [r.success for r in rows],

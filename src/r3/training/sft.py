@@ -1,8 +1,6 @@
-"""`r3 sft`: a supervised warm-start on the task's reference answers, on TRL's `SFTTrainer`.
-
-Models too small to ever answer give GRPO no signal; a short warm-start gives them the base rate R3
-needs, and is a baseline R3 is compared with. It trains first attempts: the task prompt as evaluation
-renders it, then `Task.reference_answer` and EOS, the prompt masked from the loss.
+"""`r3 sft`: a supervised warm-start on the task's reference answers, on TRL's `SFTTrainer`: models too
+small to ever answer give GRPO no signal. It trains first attempts (the task prompt as eval renders it,
+then `Task.reference_answer` and EOS), the prompt masked from the loss.
 """
 
 from __future__ import annotations
@@ -35,10 +33,7 @@ class SFTRunConfig(SFTConfig, CommonTrainingFields):
     )
     task_seed: int = field(
         default=0,
-        metadata={
-            "help": "seed of generated examples (Countdown with no data), as `r3 eval --seed`: keep it "
-            "apart from the seeds you evaluate on"
-        },
+        metadata={"help": "Countdown with no data: seed of its generated examples, apart from eval's seeds"},
     )
 
     def __post_init__(self) -> None:

@@ -68,8 +68,7 @@ def learnable_records(
     left with none are dropped. Refuses an unscreened file, and one screened at another retry temperature."""
     from r3.mining.records import check_screen_temperature, learnable
 
-    verdicts = [learnable(a) for r in records for a in r.failed_attempts]
-    if all(v is None for v in verdicts):
+    if all(learnable(a) is None for r in records for a in r.failed_attempts):
         raise R3Error(f"{source}: selection learnable needs a screened failures file (`r3 mine --screen K`)")
     check_screen_temperature(records, retry_temperature, source)
     kept = []
