@@ -154,10 +154,8 @@ class Round:
 
 @dataclass
 class Episode:
-    """What happened to one example: its first attempt, then its rounds in order (`rounds[0]` is round
-    1, the paper's second try). The record every stage hands on (`samples.jsonl`, the failures file,
-    training, reports); each round keeps the chats it was generated from, so logs show what the model
-    saw."""
+    """What happened to one example: its first attempt, then its rounds in order. The record every stage
+    hands on; each round keeps the chats it was generated from, so logs show what the model saw."""
 
     index: int
     example: Example
@@ -252,10 +250,8 @@ def json_field(row: dict[str, Any], key: str, kinds: type | tuple[type, ...], wh
         raise R3Error(f"{where}: no field '{key}' (is this a file written by r3?)")
     value = row[key]
     wanted = kinds if isinstance(kinds, tuple) else (kinds,)
-    ok = isinstance(value, wanted) and not (isinstance(value, bool) and bool not in wanted)
-    if not ok and float in wanted and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
+    ok = isinstance(value, wanted) and (bool in wanted or not isinstance(value, bool))
+    if not (ok or (float in wanted and type(value) is int)):
         names = " or ".join("null" if k is NONE else k.__name__ for k in wanted)
         raise R3Error(f"{where}: field '{key}' should be {names} (got {json.dumps(value)[:60]})")
     return value
@@ -443,10 +439,9 @@ def reflect_and_retry(
     fits: Fits | None = None,
     always_call: bool = False,
 ) -> list[Round | None]:
-    """One round for each turn: sample the reflection in the turn's chat, then the retry in `retry_chat`,
-    and verify it. Each `Round` is appended to its episode and returned; a turn whose retry chat does not
-    `fits` stops its episode and gets None. `always_call`: call the generator for both steps even with
-    nothing to sample (training's sampler may be a collective every process must enter alike)."""
+    """One round per turn: the reflection in the turn's chat, then the retry in `retry_chat`, verified;
+    each `Round` is appended to its episode and returned (None where the retry chat did not `fits`).
+    `always_call`: call the generator even with nothing to sample (a sampler may be a collective)."""
     results: list[Round | None] = [None] * len(turns)
     if not turns and not always_call:
         return results

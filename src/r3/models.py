@@ -144,10 +144,9 @@ def torch_dtype(name: str, default: str = "float32") -> Any:
 
 
 def batch_invariant(backend: str, dtype: str, device: str | None) -> bool:
-    """Whether a row's tokens depend only on its prompt and seed, not on the rows batched with it: only
-    for the transformers backend on CPU in float32 (in half precision padding changes the rounding, GPU
-    kernels are chosen by shape, servers batch as they please). Elsewhere eval and mine fingerprint
-    their batching, so a resume never mixes two batchings' rows."""
+    """Whether a row's tokens depend only on its prompt and seed, not on the rows batched with it: only on
+    CPU in float32 with transformers (half precision rounds padded rows differently, GPU kernels are chosen
+    by shape, servers batch as they please). Elsewhere eval and mine fingerprint their batching."""
     if backend != "transformers":
         return False
     import torch

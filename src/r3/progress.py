@@ -1,6 +1,5 @@
-"""Progress of long jobs: a rich bar on a terminal; elsewhere a line at most every `interval` seconds
-(0: every advance), one at the end, and one every `heartbeat` seconds so a log never looks hung.
-`R3_NO_PROGRESS=1` (or `--no-progress`) silences it.
+"""Progress of long jobs: a rich bar on a terminal; elsewhere a line at most every `interval` seconds, one
+at the end, and one every `heartbeat` seconds so a log never looks hung (`R3_NO_PROGRESS=1`: none).
 """
 
 from __future__ import annotations

@@ -237,11 +237,10 @@ def fingerprint(
     batching: Mapping[str, Any] | None = None,
     paths: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The `run.json` of one run of `r3 <command>`: `version` and `command`, then the `settings` the
-    rows depend on less `omit` (settings that decide nothing in this run), then `batching` (only where
-    rows depend on their batch; the caller names its keys in `RunFolder.open(new_keys=...)`), then
-    `examples_sha256`. `paths` name settings stored absolute when they name a local file or folder, so
-    the same run started from another working directory is recognised."""
+    """The `run.json` of one run of `r3 <command>`: `version`, `command`, the `settings` the rows depend
+    on less `omit`, `batching` (only where rows depend on their batch: pass its keys as `new_keys`) and
+    `examples_sha256`. `paths` name settings stored absolute when local, so that another working
+    directory gives the same fingerprint."""
     drop = set(omit)
     local = set(paths)
     out: dict[str, Any] = {"version": FINGERPRINT_VERSION, "command": command}
