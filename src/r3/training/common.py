@@ -55,17 +55,11 @@ class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
 
     resume: bool = field(
         default=False,
-        metadata={
-            "help": "continue the run in output_dir from its last checkpoint (or from "
-            "resume_from_checkpoint); its settings must be the same, except max_steps and num_train_epochs"
-        },
+        metadata={"help": "continue output_dir's run from its last checkpoint (same settings but max_steps)"},
     )
     overwrite: bool = field(
         default=False,
-        metadata={
-            "help": "output_dir holds another run's output: remove it (checkpoints, model, summary; other "
-            "files stay) and start afresh. Without resume or overwrite such a folder is refused"
-        },
+        metadata={"help": "remove the previous run's files from output_dir and start afresh (else refused)"},
     )
 
     def check_common_fields(self) -> None:

@@ -84,9 +84,8 @@ def handled_signals(request: StopRequest) -> Iterator[None]:
         return
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is signal.SIG_IGN:
-            continue
-        previous[signum] = signal.signal(signum, request.signal_received)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, request.signal_received)
     try:
         yield
     finally:

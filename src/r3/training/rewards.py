@@ -200,9 +200,8 @@ def make_shuffled_retry_success_reward(num_generations: int, seed: int = 0) -> R
         if seeds is not None and len(seeds) == len(rewards):
             return shuffle_within_groups(rewards, num_generations, group_seeds=seeds)
         step = getattr(kwargs.get("trainer_state"), "global_step", 0)
-        return shuffle_within_groups(
-            rewards, num_generations, random.Random(derive_seed(seed, "shuffle", step))
-        )
+        rng = random.Random(derive_seed(seed, "shuffle", step))
+        return shuffle_within_groups(rewards, num_generations, rng)
 
     return retry_success_shuffled
 

@@ -26,10 +26,7 @@ class SFTRunConfig(SFTConfig, CommonTrainingFields):
 
     data: str | None = field(
         default=None,
-        metadata={
-            "help": "solved examples: a .json/.jsonl/.parquet file or hub dataset id (default: the task's "
-            "own; Countdown generates `limit` rows from task_seed)"
-        },
+        metadata={"help": "solved examples: .json, .jsonl or .parquet file, or hub id (default: the task's)"},
     )
     task_seed: int = field(
         default=0,
