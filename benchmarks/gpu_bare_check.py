@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         run("mine", [*r3, "mine", *task, *generation, "--limit", str(args.limit), "--budget", "4",
             "--round-size", "2", "--temperature", "1.0", "--output-dir", str(out / "mine")],
             out / "mine.log", results, timeout=300)  # fmt: skip
-        kept = len(failures.read_text().splitlines()) if failures.is_file() else 0
-        check(results, "mine", kept > 0, f"failures.jsonl: {kept} queries kept")
+        kept = read_json(out / "mine" / "summary.json").get("queries_kept") or 0
+        check(results, "mine", kept > 0, f"summary.json: {kept} queries kept")
         ok = results["mine"]["exit"] == 0
     if ok:
         run("train", [*r3, "train", *task, *trainer, "--failures", str(failures), "--max_steps",

@@ -61,7 +61,7 @@ def mine(
         "tokens": summary["tokens"],
         "samples_per_second": round(summary["samples"] / summary["wall_seconds"], 2),
         "tokens_per_second": round(summary["tokens"] / summary["wall_seconds"], 1),
-        "kept": sorted(r["query_index"] for r in rows),
+        "kept": sorted(r["query_index"] for r in rows if r["failed_attempts"]),
     }
 
 

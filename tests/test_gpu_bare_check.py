@@ -66,9 +66,9 @@ def test_a_failing_step_is_recorded_with_its_traceback(bare_check: ModuleType) -
 def test_a_step_whose_output_is_wrong_fails_though_it_exited_0(bare_check: ModuleType) -> None:
     results = {"eval": {"exit": 0}, "mine": {"exit": 0}}
     bare_check.check(results, "eval", False, "results.json: n = 3 of 4")
-    bare_check.check(results, "mine", True, "failures.jsonl: 4 queries kept")
+    bare_check.check(results, "mine", True, "summary.json: 4 queries kept")
     assert results["eval"] == {"exit": 2, "check": "FAILED: results.json: n = 3 of 4"}
-    assert results["mine"] == {"exit": 0, "check": "failures.jsonl: 4 queries kept"}
+    assert results["mine"] == {"exit": 0, "check": "summary.json: 4 queries kept"}
 
 
 def test_the_tiny_tokenizer_round_trips_any_text_through_its_chat_template(
@@ -104,7 +104,7 @@ def test_eval_mine_train_and_sft_pass_on_the_cpu(tmp_path: Path) -> None:
     assert list(steps) == ["build_model", "eval", "mine", "train", "sft"]
     assert all(step["exit"] == 0 for step in steps.values()), steps
     assert steps["eval"]["check"] == "results.json: n = 2 of 2"
-    assert steps["mine"]["check"] == "failures.jsonl: 2 queries kept"  # a random model fails every query
+    assert steps["mine"]["check"] == "summary.json: 2 queries kept"  # a random model fails every query
     assert steps["train"]["check"] == "r3_training.json: global_step = 1 of 1"
     assert steps["sft"]["check"] == "r3_sft.json: global_step = 2 of 2"
     assert result["versions"]["trl"] == "1.16.0"

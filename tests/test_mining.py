@@ -23,8 +23,14 @@ TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
 
 
-def _rows(folder: Path) -> list[dict]:
+def _all_rows(folder: Path) -> list[dict]:
+    """Every row of the failures file: one per mined query."""
     return [json.loads(line) for line in (folder / "failures.jsonl").read_text().splitlines()]
+
+
+def _rows(folder: Path) -> list[dict]:
+    """The rows of the queries kept (with failed attempts)."""
+    return [row for row in _all_rows(folder) if row["failed_attempts"]]
 
 
 def _mine(folder: Path, config: MineConfig, limit: int = 40, **kw):
@@ -77,8 +83,10 @@ def test_query_that_always_fails_costs_one_round_and_one_that_never_fails_costs_
     assert row["id"] == 0 and row["p"] == 0.0 and row["task"] == "coin"
     # One window: round 0 samples both queries in one call, then query 1 alone draws 7 more rounds.
     assert summary.samples == 8 + 64 and gen.calls == 8
-    progress = [json.loads(x) for x in (tmp_path / "out" / "progress.jsonl").read_text().splitlines()]
-    assert [(p["query_index"], p["kept"], p["samples"]) for p in progress] == [(0, True, 8), (1, False, 64)]
+    rows = [
+        (r["query_index"], len(r["failed_attempts"]), r["samples_drawn"]) for r in _all_rows(tmp_path / "out")
+    ]
+    assert rows == [(0, 1, 8), (1, 0, 64)]
 
 
 def test_query_seeds_are_distinct_and_stable():
@@ -147,27 +155,21 @@ def test_resume_after_an_exception_writes_the_same_rows(tmp_path):
     assert (tmp_path / "cut" / "failures.jsonl").read_bytes() == (
         tmp_path / "ref" / "failures.jsonl"
     ).read_bytes()
-    progress = (tmp_path / "cut" / "progress.jsonl").read_text().splitlines()
-    assert [json.loads(x)["query_index"] for x in progress] == list(range(40))
+    assert [r["query_index"] for r in _all_rows(tmp_path / "cut")] == list(range(40))
 
 
-def test_resume_repairs_torn_writes(tmp_path):
-    """A kill between the failure row and the progress line, and a half-written line, are undone."""
+def test_resume_repairs_a_torn_write(tmp_path):
+    """A half-written last row (a kill mid-write) is cut off and its query mined again."""
     config = MineConfig(budget=8, round_size=2, seed=4, window=8)  # two windows: the crash hits the second
     _mine(tmp_path / "ref", config, limit=12)
-    ref_rows = _rows(tmp_path / "ref")
     task = CoinTask()
     examples = task.load(None, limit=12, seed=1)
     out = tmp_path / "torn"
     with pytest.raises(_Crash):
         mine(task, examples, _crashing_generator(6), out, config, identity={"model": "coin-model"})
-    done = len((out / "progress.jsonl").read_text().splitlines())
-    next_row = next(r for r in ref_rows if r["query_index"] >= done)
-    with (out / "failures.jsonl").open("a") as f:  # row written, progress line never written
-        f.write(json.dumps(next_row) + "\n")
-        f.write('{"task": "coin", "query_in')  # and a torn line
-    with (out / "progress.jsonl").open("a") as f:
-        f.write('{"query_index": 9')
+    assert 0 < len(_all_rows(out)) < 12
+    with (out / "failures.jsonl").open("a") as f:
+        f.write('{"task": "coin", "query_in')
     _mine(out, config, limit=12)
     assert (out / "failures.jsonl").read_bytes() == (tmp_path / "ref" / "failures.jsonl").read_bytes()
 
@@ -175,9 +177,9 @@ def test_resume_repairs_torn_writes(tmp_path):
 def test_corruption_in_the_middle_is_refused(tmp_path):
     config = MineConfig(budget=4, round_size=2)
     _mine(tmp_path, config, limit=6)
-    lines = (tmp_path / "progress.jsonl").read_text().splitlines()
+    lines = (tmp_path / "failures.jsonl").read_text().splitlines()
     lines[1] = "garbage"
-    (tmp_path / "progress.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "failures.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(R3Error, match="line 2"):
         _mine(tmp_path, config, limit=6)
 
@@ -191,7 +193,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     for round_ in range(2):  # kill twice, at different points
         proc = subprocess.Popen([*driver, str(killed), "0.01"], env=env)
-        progress = killed / "progress.jsonl"
+        progress = killed / "failures.jsonl"
         deadline = time.monotonic() + 30
         target = 4 + 7 * round_
         while time.monotonic() < deadline:
@@ -205,8 +207,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     subprocess.run([*driver, str(killed), "0"], env=env, check=True, timeout=60)
 
     assert (killed / "failures.jsonl").read_bytes() == (tmp_path / "ref" / "failures.jsonl").read_bytes()
-    indices = [json.loads(x)["query_index"] for x in (killed / "progress.jsonl").read_text().splitlines()]
-    assert indices == list(range(24))
+    assert [r["query_index"] for r in _all_rows(killed)] == list(range(24))
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["queries_seen"] == 24 and summary["complete"] is True
     assert KILL_CONFIG.keep == 2 and any(len(r["failed_attempts"]) == 2 for r in _rows(killed))
@@ -307,7 +308,8 @@ def test_cli_writes_a_dataset_that_datasets_and_read_failures_load(tmp_path, scr
     import datasets
 
     ds = datasets.load_dataset("json", data_files=str(out / "failures.jsonl"), split="train")
-    assert len(ds) == len(records) and set(ds.column_names) >= {"id", "p", "failed_attempts", "query_index"}
+    assert len(ds) == 20 and len(ds.filter(lambda row: row["failed_attempts"])) == len(records)
+    assert set(ds.column_names) >= {"id", "p", "failed_attempts", "query_index"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["queries_seen"] == 20 and summary["model"] == "coin-model"
     # Everything already mined: the model is not even loaded.

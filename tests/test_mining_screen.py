@@ -96,11 +96,14 @@ def digest(path: Path) -> str:
 
 def digest_before_format(path: Path, chains: bool = False) -> str:
     """The digest of a failures file as written before rows carried `failures_format` and before a
-    failed attempt was an episode: each row must carry the current format, and its attempts read back
+    failed attempt was an episode or every query had a row: each row must carry the current format, the
+    rows of kept queries with their attempts read back
     in the shape of then ({completion, reason} and, with `chains`, the failed rounds as {reflection,
     retry, reason}) must be byte for byte what was written before: the same samples."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows and all(row.pop(FORMAT_KEY) == FAILURES_FORMAT for row in rows)
+    assert all(isinstance(row.pop("sampled_tokens"), int) for row in rows)
+    rows = [row for row in rows if row["failed_attempts"]]
     for row in rows:
         older = []
         for attempt in row["failed_attempts"]:
@@ -124,6 +127,7 @@ def digest_before_shared_fingerprint(path: Path) -> str:
     version and the command must not have changed."""
     run = json.loads(path.read_text())
     assert (run.pop("version"), run.pop("command")) == (FINGERPRINT_VERSION, "mine")
+    assert run.pop("failures_format") == FAILURES_FORMAT
     head = ["task", "task_class", "model", "num_queries", "examples_sha256", "stop"]
     before = {"version": 3, **{k: run[k] for k in head}, **{k: v for k, v in run.items() if k not in head}}
     return hashlib.sha256((json.dumps(before, indent=2, ensure_ascii=False) + "\n").encode()).hexdigest()
@@ -189,10 +193,6 @@ def test_summary_progress_and_records_report_the_screen(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["attempts_screened"], summary["attempts_learnable"]) == (len(screens), want_learnable)
     assert summary["learnable_rate"] == round(want_learnable / len(screens), 4)
-    progress = [json.loads(x) for x in (tmp_path / "progress.jsonl").read_text().splitlines()]
-    assert all("screened" in p and "learnable" in p for p in progress)
-    assert sum(p["screened"] for p in progress) == len(screens)
-    assert all(p["screened"] == 0 for p in progress if not p["kept"])
 
     records = read_failures(tmp_path / "failures.jsonl", TASK)
     loaded = [a for r in records for a in r.failed_attempts]
@@ -236,9 +236,9 @@ def test_progress_shows_the_screen_advancing(tmp_path: Path, monkeypatch, capsys
         Recording(),
         tmp_path / "callback",
         config,
-        progress=lambda result, *_: seen.append((result.screened, result.learnable)),
+        progress=lambda record, *_: seen.append([learnable(a) for a in record.failed_attempts]),
     )
-    assert len(seen) == 12 and sum(s for s, _ in seen) == summary["attempts_screened"]  # type: ignore[misc]
+    assert len(seen) == 12 and sum(v is not None for s in seen for v in s) == summary["attempts_screened"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,10 +265,7 @@ def test_screen_zero_writes_the_bytes_mined_before_screening_existed(tmp_path: P
     )
     summary = json.loads((tmp_path / "chain" / "summary.json").read_text())
     assert not any(key.startswith(("attempts_", "learnable")) for key in summary)
-    progress = (tmp_path / "chain" / "progress.jsonl").read_text()
-    assert "screened" not in progress and "screen" not in json.loads(
-        (tmp_path / "chain" / "run.json").read_text()
-    )
+    assert "screen" not in json.loads((tmp_path / "chain" / "run.json").read_text())
 
 
 class _Crash(Exception):
@@ -301,7 +298,7 @@ def test_a_crashed_then_resumed_screened_run_writes_the_same_bytes(tmp_path: Pat
             mine_screen(tmp_path / "cut", generator, **fields)
         last_steps.append(generator.seen[-1][0])
     assert "reflection" in last_steps  # some session died with reflections sampled, retries not
-    committed = len((tmp_path / "cut" / "progress.jsonl").read_text().splitlines())
+    committed = len((tmp_path / "cut" / "failures.jsonl").read_text().splitlines())
     assert 0 < committed < 12  # the sessions made progress, and the last one still had work to do
     mine_screen(tmp_path / "cut", **{**fields, "window": 5})
     assert (tmp_path / "cut" / "failures.jsonl").read_bytes() == (

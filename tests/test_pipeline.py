@@ -37,8 +37,8 @@ def test_eval_mine_train_eval_report(task: str, tmp_path: Path, tiny_model_dir: 
     mine = ["mine", *common, "--model", model, "--budget", "4", "--round-size", "2"]
     assert r3_main([*mine, "--max-new-tokens", "8", "--output-dir", str(mined)]) == 0
     failures = mined / "failures.jsonl"
-    kept = [json.loads(line) for line in failures.read_text().splitlines()]
-    assert kept and all(row["failed_attempts"] for row in kept)
+    rows = [json.loads(line) for line in failures.read_text().splitlines()]
+    assert rows and any(row["failed_attempts"] for row in rows)
 
     train = [
         "train",

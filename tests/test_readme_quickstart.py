@@ -127,7 +127,7 @@ def test_the_quick_start_runs_shrunk(tmp_path: Path, tiny_model_dir: Path, monke
         assert 0.0 <= results["first_try"]["accuracy"] <= results["second_try"]["accuracy"] <= 1.0
 
     failures = [json.loads(line) for line in (runs / "mine" / "failures.jsonl").read_text().splitlines()]
-    assert failures and all(row["failed_attempts"] for row in failures)
+    assert failures and any(row["failed_attempts"] for row in failures)
 
     training = json.loads((runs / "trained" / "r3_training.json").read_text())
     assert training["global_step"] == 1

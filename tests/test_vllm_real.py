@@ -154,7 +154,7 @@ def test_mine_with_vllm_backend_resumes_after_a_kill_to_the_same_rows(vllm_ready
         [str(PY), "-m", "r3.cli", *flags, "--output-dir", str(killed)],
         cwd=ROOT, env=vllm_environ(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    progress = killed / "progress.jsonl"
+    progress = killed / "failures.jsonl"
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         if progress.is_file() and progress.read_text().strip():

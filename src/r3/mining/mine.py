@@ -1,67 +1,34 @@
 """Mine the dataset of failures: adaptive, seeded, resumable.
 
-For every query the model attempts the task in *rounds* of `round_size` samples, up to `budget`
-samples (64 in the paper). The paper keeps a query iff some attempt within the budget fails. The
-adaptive rule (the default) stops drawing as soon as it holds `keep` failures, so with `keep=1` it
-stops at the first round that contains a failure. Because round `r` of query `i` is always sampled
-with the seed `query_seed(seed, i, r)`, the rounds drawn by the adaptive rule are exactly the first
-rounds the full protocol would draw, hence:
+Each query is attempted in rounds of `round_size` samples, up to `budget` (64 in the paper), and kept
+iff some attempt fails. The adaptive rule (the default) stops at the first round that holds `keep`
+failures; `full=True` draws the whole budget (the paper's protocol, an unbiased success rate per
+query). Round `r` of query `i` is always seeded by `query_seed(seed, i, r)`, so both keep the same
+queries with the same failed attempts, whatever the window, the batch or the resumes; only
+`samples_drawn` and `successes` differ.
 
-* adaptive and `full=True` keep the *same* queries, with the *same* failed attempts (the first
-  `keep` failures in sampling order); only `samples_drawn` / `successes` differ;
-* a query that never fails costs the whole budget either way; a query that fails early costs one
-  round instead of `budget` samples, which is where the savings come from when the model fails often.
+`rounds=K > 1` continues each kept failed attempt as an `Episode` (`episode.run_rounds`, as `r3 eval
+--rounds` runs it, retries at the mining temperature) while its retry fails, up to K-1 rounds: each
+failed retry is one more context `r3 train` reflects in. With a generator that knows its context
+(`fits`) a chain stops where the next context would not fit.
 
-`full=True` draws the whole budget for every query (the paper's protocol), so `successes /
-samples_drawn` is an unbiased per-query success rate.
+`screen=K > 0` samples K reflections for each kept failed attempt, each followed by one retry at
+`screen_retry_temperature` (the round `r3 train` draws), and stores the count of successful retries
+with that temperature as the attempt's `Screen`: an attempt with some but not all successes is
+`learnable` (its GRPO groups carry a signal).
 
-`rounds=K > 1` also mines the contexts of later rounds: each kept failed attempt starts an `Episode`,
-continued by the episode's own rounds (`episode.run_rounds`, as `r3 eval --rounds` runs them, sampled
-like the attempts) while its retry fails, up to K-1 rounds; each failed retry is one more context to
-reflect on. The episode is stored as the failed attempt (`failures.jsonl`) and `r3 train` trains a
-reflection on every context of it. A model that knows its context (`fits`) stops the episode where
-`r3 eval` would, and also after its last round when the next context no longer fits, so training never
-gets a chat the model cannot hold. Its seeds come from the query and the attempt's place, like the
-rounds', so resumes and `full` keep it identical.
-
-`screen=K > 0` screens every kept failed attempt by its reflections: K reflections are sampled for it
-(like the chains' first round: the mining temperature, `reflection_max_new_tokens`), each followed by one
-retry at `screen_retry_temperature` (which must be `r3 train`'s `retry_temperature`), through the same
-`episode.reflect_and_retry`. The attempt stores `"screen": {"samples": K, "successes": s,
-"retry_temperature": T}`, so that training refuses a selection screened at another temperature. GRPO learns
-only from groups whose retries disagree, so an attempt with 0 < s < K is *learnable*
-(`records.learnable`), one with s = 0 or s = K would most likely give a group without signal. Each
-sample is seeded by the query, the attempt's place and the sample's number (`mine_screen`), so resumes,
-windows and `full` keep it identical too.
-
-Files in the output folder, and why they cannot lose or duplicate a query
--------------------------------------------------------------------------
-
-    run.json        the run's fingerprint (task, data digest, model, backend, sampling, budget ...).
-                    A later run into the same folder must match it, or it is refused.
-    failures.jsonl  one self-contained row per kept query (`FailureRecord.to_json`), ascending
-                    `query_index`; what `r3 train` reads.
-    progress.jsonl  one line per *finished* query, kept or not: the commit log of the run.
-    summary.json    totals over all sessions (rewritten at the end of every session).
-    .lock           an advisory `flock`, so two processes never write into one folder at once.
-
-A query is committed in two appends, each flushed and fsync'd before the next starts: first its
-failure row (only if kept), then its progress line. The progress line is the commit point. On
-resume, a partially written trailing line of either file is cut off, and failure rows of queries
-without a progress line (killed between the two appends) are dropped; the queries not in the
-progress log are then mined again, in ascending order, with the same per-round seeds. Queries are
-processed one at a time and in order, so the committed queries always form a prefix and the resumed
-run writes byte-for-byte the rows an uninterrupted run would have written.
-
-One query per `generate` call: `SamplingConfig` carries one seed per call, and backends batch
-prompts in ways that change the random stream, so batching queries would make the rows depend on
-how the run was interrupted.
+The output folder (a `RunFolder`: lock, `run.json` fingerprint, `--overwrite`) holds `failures.jsonl`,
+one row per mined query appended whole and fsync'd in query order (`records.FailureRecord`): the
+run's commit log and training's input. A resumed run starts after the last whole row and writes
+byte-for-byte the rows an uninterrupted run would have. `summary.json` holds the totals over every
+session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -81,17 +48,16 @@ from r3.episode import (
 )
 from r3.errors import R3Error, check_numbers
 from r3.generation.base import Generator, SamplingConfig, derive_seed
-from r3.mining.records import FailedAttempt, FailureRecord, Screen, learnable
+from r3.mining.records import FAILURES_FORMAT, FailedAttempt, FailureRecord, Screen, learnable
 from r3.progress import ProgressReport
 from r3.run_options import RunFields
 from r3.rundir import RunFolder, examples_digest
 from r3.tasks.base import Example, Task
 
 FAILURES_FILE = "failures.jsonl"
-PROGRESS_FILE = "progress.jsonl"
 SUMMARY_FILE = "summary.json"
 #: Files this module owns in an output folder (`--overwrite` removes exactly these and run.json).
-OWNED_FILES = (FAILURES_FILE, PROGRESS_FILE, SUMMARY_FILE)
+OWNED_FILES = (FAILURES_FILE, SUMMARY_FILE)
 
 
 @dataclass
@@ -211,41 +177,6 @@ class MineConfig(RunFields):
     def sampling(self, task: Task) -> SamplingConfig:
         """The first attempts' settings (each query's round then has its own seeds, `query_seed`)."""
         return self.episode_options().build(task).attempt
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """The outcome of mining one query."""
-
-    query_index: int
-    samples: int
-    successes: int
-    failures: int
-    tokens: int
-    seconds: float
-    failed_attempts: list[FailedAttempt] = field(default_factory=list)
-    #: With screening (`MineConfig.screen > 0`): attempts screened and, of them, learnable ones.
-    #: None without it, so that unscreened runs write the progress lines they always wrote.
-    screened: int | None = None
-    learnable: int | None = None
-
-    @property
-    def kept(self) -> bool:
-        return bool(self.failed_attempts)
-
-    def progress_line(self) -> dict[str, Any]:
-        line = {
-            "query_index": self.query_index,
-            "kept": self.kept,
-            "samples": self.samples,
-            "successes": self.successes,
-            "failures": self.failures,
-            "tokens": self.tokens,
-            "seconds": round(self.seconds, 4),
-        }
-        if self.screened is not None:
-            line.update(screened=self.screened, learnable=self.learnable or 0)
-        return line
 
 
 @dataclass
@@ -394,23 +325,16 @@ def mine_screen(
         failed.screen = Screen(samples, won, config.screen_retry_temperature)
 
 
-def screened_counts(attempts: Sequence[FailedAttempt]) -> tuple[int, int]:
-    """How many of a query's kept attempts were screened, and how many of those are learnable."""
-    verdicts = [learnable(a) for a in attempts]
-    return sum(v is not None for v in verdicts), sum(v is True for v in verdicts)
-
-
 def mine_window(
     task: Task, examples: Sequence[Example], indices: Sequence[int], generator: Generator, config: MineConfig
-) -> list[QueryResult]:
+) -> list[FailureRecord]:
     """Mine a window of queries together: one generate call per round for every query still drawing,
     each query with its own seed (`query_seed`), so that each query gets exactly the samples it would
     get alone. The adaptive rule is applied per query; the results come back in the window's order."""
-    started = time.perf_counter()
     base = config.sampling(task)
     prompts = [task.prompt(example) for example in examples]
     count = len(examples)
-    samples, successes, failures, tokens = [0] * count, [0] * count, [0] * count, [0] * count
+    samples, successes, tokens = [0] * count, [0] * count, [0] * count
     kept: list[list[FailedAttempt]] = [[] for _ in range(count)]
     active = list(range(count))
     round_index = 0
@@ -428,11 +352,9 @@ def mine_window(
                 verdict = safe_verify(task, examples[q], completion.text)
                 if verdict.ok:
                     successes[q] += 1
-                else:
-                    failures[q] += 1
-                    if len(kept[q]) < config.keep:
-                        key = attempt_key(indices[q], len(kept[q]), config.keep)
-                        kept[q].append(FailedAttempt(Episode(key, examples[q], completion, verdict)))
+                elif len(kept[q]) < config.keep:
+                    key = attempt_key(indices[q], len(kept[q]), config.keep)
+                    kept[q].append(FailedAttempt(Episode(key, examples[q], completion, verdict)))
             samples[q] += n
             done = samples[q] >= config.budget or (not config.full and len(kept[q]) >= config.keep)
             if not done:
@@ -443,14 +365,10 @@ def mine_window(
         mine_chains(task, kept, generator, config)
     if config.screen > 0:
         mine_screen(task, kept, generator, config)
-    share = (time.perf_counter() - started) / max(1, count)  # the window's time, split evenly
-    results = []
-    for q in range(count):
-        screen = screened_counts(kept[q]) if config.screen > 0 else (None, None)
-        results.append(
-            QueryResult(indices[q], samples[q], successes[q], failures[q], tokens[q], share, kept[q], *screen)
-        )
-    return results
+    return [
+        FailureRecord(task.name, indices[q], examples[q], kept[q], samples[q], successes[q], tokens[q])
+        for q in range(count)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -487,6 +405,8 @@ def run_fingerprint(
         **identity,
         "num_queries": len(examples),
         "stop": list(task.stop),
+        # A folder of an older format is refused rather than resumed into mixed rows.
+        "failures_format": FAILURES_FORMAT,
         **config.settings(),
     }
     return rundir.fingerprint(
@@ -500,18 +420,24 @@ def run_fingerprint(
 
 
 class RunStore:
-    """The output folder of one mining run: a `RunFolder` (lock, fingerprint, `--overwrite`, durable
-    appends) plus mining's commit protocol over its two logs (see `_recover`).
+    """The output folder of one mining run: a `RunFolder` and the queries committed to its failures
+    file. `RunStore.open` reads no model, so a refused folder fails fast."""
 
-    Open it with `RunStore.open(...)` (cheap: it reads no model) before loading the model, so that a
-    refused folder fails fast."""
-
-    def __init__(self, run: RunFolder, done: dict[int, dict[str, Any]]) -> None:
+    def __init__(self, run: RunFolder, num_queries: int) -> None:
         self.run = run
         self.folder = run.folder
         self.fingerprint = run.fingerprint
-        #: Progress lines of the queries already committed, by query index.
-        self.done = done
+        #: Time spent mining in earlier sessions, as their last summary says.
+        self.earlier_seconds = _earlier_seconds(run.path(SUMMARY_FILE))
+        #: The rows already committed, by query index.
+        self.done: dict[int, dict[str, Any]] = {}
+        for row in run.rows(FAILURES_FILE):
+            index = row.get("query_index")
+            if not isinstance(index, int) or not 0 <= index < num_queries:
+                raise R3Error(
+                    f"{run.path(FAILURES_FILE)}: bad query_index {index!r}; use --overwrite to start afresh"
+                )
+            self.done[index] = row
 
     @classmethod
     def open(
@@ -521,17 +447,15 @@ class RunStore:
             output_dir, fingerprint, OWNED_FILES, command="mine", overwrite=overwrite, new_keys=BATCHING_KEYS
         )
         try:
-            return cls(run, _recover(run, fingerprint["num_queries"]))
+            return cls(run, fingerprint["num_queries"])
         except BaseException:
             run.close()
             raise
 
-    def commit(self, result: QueryResult, record: dict[str, Any] | None) -> None:
-        """Durably record one finished query: the failure row first, then the progress line."""
-        if record is not None:
-            self.run.append(FAILURES_FILE, [record])
-        self.run.append(PROGRESS_FILE, [result.progress_line()])
-        self.done[result.query_index] = result.progress_line()
+    def commit(self, row: dict[str, Any]) -> None:
+        """Durably record one finished query."""
+        self.run.append(FAILURES_FILE, [row])
+        self.done[row["query_index"]] = row
 
     def close(self) -> None:
         self.run.close()
@@ -543,65 +467,50 @@ class RunStore:
         self.close()
 
 
-def _recover(run: RunFolder, num_queries: int) -> dict[int, dict[str, Any]]:
-    """Bring the two logs back to a consistent state after a crash and return the committed queries.
-
-    A query is committed when its progress line is written (after its failure row). Failure rows
-    written just before a crash, whose progress line never made it, are dropped: those queries will be
-    mined again, with the same seeds, into the same rows."""
-    done: dict[int, dict[str, Any]] = {}
-    for row in run.rows(PROGRESS_FILE):
-        index = row.get("query_index")
-        if not isinstance(index, int) or not 0 <= index < num_queries:
-            raise R3Error(
-                f"{run.path(PROGRESS_FILE)}: bad query_index {index!r}; use --overwrite to start afresh"
-            )
-        done[index] = row
-    rows = run.rows(FAILURES_FILE)
-    keep = [r for r in rows if r.get("query_index") in done and done[r["query_index"]].get("kept")]
-    if len(keep) != len(rows):
-        run.rewrite(FAILURES_FILE, keep)
-    have = {r["query_index"] for r in keep}
-    missing = sorted(i for i, p in done.items() if p.get("kept") and i not in have)
-    if missing:
-        raise R3Error(
-            f"{run.path(FAILURES_FILE)}: the failures of queries {missing[:5]} are missing although "
-            f"{PROGRESS_FILE} lists them as kept; the folder was changed by hand. Use --overwrite to "
-            "start afresh"
-        )
-    return done
+def _earlier_seconds(summary: Path) -> float:
+    """The mining time of the earlier sessions (0 for a new run or an unreadable summary)."""
+    try:
+        return float(json.loads(summary.read_text(encoding="utf-8"))["wall_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 # --------------------------------------------------------------------------------------------------
 # The run
 
 
-#: Called after every committed query with the result, queries seen and queries kept so far.
-ProgressCallback = Callable[[QueryResult, int, int], None]
+#: Called after every committed query with its record, the queries seen and the queries kept so far.
+ProgressCallback = Callable[[FailureRecord, int, int], None]
+
+
+def _screen_counts(attempts: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """Attempts screened and, of them, learnable, among a row's failed attempts (as stored)."""
+    screens = [a["screen"] for a in attempts if a.get("screen")]
+    return len(screens), sum(0 < s["successes"] < s["samples"] for s in screens)
 
 
 def summarize(
     store: RunStore, total: int, config: MineConfig, model: str, session_seconds: float, session_queries: int
 ) -> MineSummary:
-    lines = list(store.done.values())
-    rates = [p["successes"] / p["samples"] for p in lines if p.get("samples")]
-    screened, learnable_ = _screen_totals(lines) if config.screen > 0 else (None, None)
+    rows = list(store.done.values())
+    rates = [r["successes"] / r["samples_drawn"] for r in rows if r.get("samples_drawn")]
+    screens = [_screen_counts(r["failed_attempts"]) for r in rows]
     return MineSummary(
         queries_total=total,
-        queries_seen=len(lines),
-        queries_kept=sum(1 for p in lines if p.get("kept")),
-        samples=sum(int(p.get("samples", 0)) for p in lines),
-        tokens=sum(int(p.get("tokens", 0)) for p in lines),
-        wall_seconds=sum(float(p.get("seconds", 0.0)) for p in lines),
+        queries_seen=len(rows),
+        queries_kept=sum(1 for r in rows if r["failed_attempts"]),
+        samples=sum(int(r["samples_drawn"]) for r in rows),
+        tokens=sum(int(r.get("sampled_tokens", 0)) for r in rows),
+        wall_seconds=store.earlier_seconds + session_seconds,
         session_wall_seconds=session_seconds,
         session_queries=session_queries,
-        complete=len(lines) == total,
+        complete=len(rows) == total,
         model=model,
         config=dict(store.fingerprint),
         # Only the full protocol samples every query the same way; adaptive rates are biased low.
         mean_success_rate=(sum(rates) / len(rates) if rates else None) if config.full else None,
-        attempts_screened=screened,
-        attempts_learnable=learnable_,
+        attempts_screened=sum(s for s, _ in screens) if config.screen > 0 else None,
+        attempts_learnable=sum(n for _, n in screens) if config.screen > 0 else None,
     )
 
 
@@ -619,8 +528,8 @@ def mine(
     """Mine `examples` into `output_dir` (or an already opened `RunStore`) and return the summary.
 
     Resumes where a previous run with the same fingerprint stopped. `identity` (model, data, backend
-    ...) goes into the fingerprint when `output_dir` is a path. `progress=True` shows a rich progress
-    bar on stderr; a callable is called after every query instead."""
+    ...) goes into the fingerprint when `output_dir` is a path. `progress=True` shows a progress bar on
+    stderr; a callable is called after every query instead."""
     if not examples:
         raise R3Error("no queries to mine (the data is empty, or --limit is 0)")
     if isinstance(output_dir, RunStore):
@@ -634,8 +543,19 @@ def mine(
     started = time.perf_counter()
     session_queries = 0
     seen = len(store.done)
-    kept = sum(1 for p in store.done.values() if p.get("kept"))
-    screening = _screen_totals(store.done.values()) if config.screen > 0 else None
+    kept = sum(1 for r in store.done.values() if r["failed_attempts"])
+
+    def write_summary() -> MineSummary:
+        seconds = time.perf_counter() - started
+        summary = summarize(store, len(examples), config, model, seconds, session_queries)
+        with contextlib.suppress(OSError):
+            store.run.write_json(SUMMARY_FILE, summary.to_json())
+        return summary
+
+    screening = None
+    if config.screen > 0:
+        counts = [_screen_counts(r["failed_attempts"]) for r in store.done.values()]
+        screening = [sum(s for s, _ in counts), sum(n for _, n in counts)]
     try:
         with _progress_display(progress, len(examples), seen, kept, screening) as report:
             for start in range(0, len(examples), config.window):
@@ -644,41 +564,22 @@ def mine(
                     continue
                 # The whole window, even if part of it was committed before an interruption: the
                 # same batch gives the same rows, so a resume writes what the full run would have.
-                results = mine_window(task, [examples[i] for i in window], list(window), generator, config)
-                for result in results:
-                    if result.query_index in store.done:
+                records = mine_window(task, [examples[i] for i in window], list(window), generator, config)
+                for record in records:
+                    if record.query_index in store.done:
                         continue
-                    record = None
-                    if result.kept:
-                        record = FailureRecord(
-                            task=task.name,
-                            query_index=result.query_index,
-                            example=examples[result.query_index],
-                            failed_attempts=result.failed_attempts,
-                            samples_drawn=result.samples,
-                            successes=result.successes,
-                        ).to_json(task)
-                    store.commit(result, record)
+                    store.commit(record.to_json(task))
                     session_queries += 1
                     seen += 1
-                    kept += result.kept
-                    report(result, seen, kept)
+                    kept += bool(record.failed_attempts)
+                    report(record, seen, kept)
+                # After every window, so that a kill loses at most one window's time.
+                write_summary()
     finally:
-        summary = summarize(
-            store, len(examples), config, model, time.perf_counter() - started, session_queries
-        )
-        with contextlib.suppress(OSError):
-            store.run.write_json(SUMMARY_FILE, summary.to_json())
+        summary = write_summary()
         if owns_store:
             store.close()
     return summary
-
-
-def _screen_totals(lines: Iterable[Mapping[str, Any]]) -> list[int]:
-    """Attempts screened and learnable over committed progress lines: the summary's totals, and where
-    a resumed run's progress display starts."""
-    rows = list(lines)
-    return [sum(int(p.get("screened", 0)) for p in rows), sum(int(p.get("learnable", 0)) for p in rows)]
 
 
 @contextlib.contextmanager
@@ -697,15 +598,16 @@ def _progress_display(
         fields.update(screened=screening[0], learnable=screening[1])
     with ProgressReport("mine", total, fields, done=seen, enabled=bool(progress)) as bar:
 
-        def report(result: QueryResult, seen: int, kept: int) -> None:
+        def report(record: FailureRecord, seen: int, kept: int) -> None:
             nonlocal session_samples
-            session_samples += result.samples
+            session_samples += record.samples_drawn
             elapsed = time.perf_counter() - session_started
             rate = f"{session_samples / elapsed:.1f}" if elapsed > 0 else "-"
             more: dict[str, Any] = {}
             if screening is not None:
-                screening[0] += result.screened or 0
-                screening[1] += result.learnable or 0
+                verdicts = [learnable(a) for a in record.failed_attempts]
+                screening[0] += sum(v is not None for v in verdicts)
+                screening[1] += sum(v is True for v in verdicts)
                 more = {"screened": screening[0], "learnable": screening[1]}
             bar.advance(seen - bar.done, kept=kept, **{"samples/s": rate}, **more)
 

@@ -1,30 +1,25 @@
-"""The failures file: one self-contained JSON row per query the model failed.
+"""The failures file: one self-contained JSON row per mined query, in query order.
 
-This is the contract between `r3 mine` (writes) and `r3 train` (reads). A row holds the example's
-own fields at the top level (as the task stores them, see `Task.to_record`) plus:
+It is mining's commit log (a row is written whole when its query is done, so a resumed `r3 mine`
+starts after the last row) and the contract with `r3 train`, which trains on the rows with failed
+attempts. A row holds the example's own fields at the top level (`Task.to_record`) plus:
 
     task             the task name
     query_index      position of the query in the mined data (stable across resumes)
-    failed_attempts  the kept failed attempts (at least one), each an `Episode` as `Episode.to_json`
-                     writes it without its example (the row's): `attempt`, `attempt_reason`, ... and
-                     `rounds`, the rounds mined after it (`r3 mine --rounds K`: at most K-1, ending at a
-                     solved retry or where the model's context ends, `stopped`; training reflects after
-                     every failed one), plus `screen`: with `r3 mine --screen K`,
-                     {"samples": K, "successes": s, "retry_temperature": T}, K reflections sampled for it,
-                     each followed by one retry at temperature T, s of which succeeded (`learnable` reads
-                     it; training refuses to select by a screen whose T is not its `retry_temperature`),
-                     else null
+    failed_attempts  the kept failed attempts, none for a query the model never failed; each an
+                     `Episode` (`Episode.to_json` without its example) whose `rounds` are the rounds mined
+                     after it (`r3 mine --rounds K`), and its `screen` (`r3 mine --screen K`: K sampled
+                     reflections, each followed by one retry at `retry_temperature`, `successes` of
+                     them accepted) or null
     samples_drawn    attempts sampled for this query
     successes        how many of them the verifier accepted
-    failures_format  the row's format (`FAILURES_FORMAT`). A row of another format is refused with one
-                     line that says to mine again. (Not `format`: the example's own fields share the
-                     row, and that name is a likely column.)
+    sampled_tokens   tokens of its sampled attempts
+    failures_format  the row's format (`FAILURES_FORMAT`); another is refused in one line that says to
+                     mine again. (Not `format`: that name is a likely column of the example.)
 
-Everything is plain JSON so `datasets.load_dataset("json", data_files=...)` loads it. `read_failures`
-reads it as the run folders' logs are read (`rundir.log_lines`): a last line cut short by a kill of
-`r3 mine` mid-write is left out, with a warning, since every line before it is a query committed whole
-and the cut one is the query a resumed `r3 mine` mines again; a damaged line followed by good ones is an
-error.
+Everything is plain JSON so `datasets.load_dataset("json", data_files=...)` loads it (filter on
+`failed_attempts` for the failures alone). `read_failures` reads it with the run folders' reader
+(`rundir.log_lines`): a last line cut short by a kill mid-write is left out with a warning.
 """
 
 from __future__ import annotations
@@ -42,13 +37,13 @@ from r3.rundir import log_lines, torn_tail
 from r3.tasks.base import Example, Task, Verdict
 from r3.text import clip
 
-#: The format of the rows `FailureRecord.to_json` writes: 3, each failed attempt an `Episode`.
-FAILURES_FORMAT = 3
+#: The format of the rows `FailureRecord.to_json` writes: 4, one row per mined query.
+FAILURES_FORMAT = 4
 FORMAT_KEY = "failures_format"
 #: Fields every row has.
 REQUIRED = ("task", "query_index", "failed_attempts", "samples_drawn", "successes")
 #: Names the failures file uses for itself: an example may not have a field of these names.
-RESERVED = (*REQUIRED, FORMAT_KEY)
+RESERVED = (*REQUIRED, "sampled_tokens", FORMAT_KEY)
 #: What to do with a file of another format.
 MINE_AGAIN = "mine it again (`r3 mine --overwrite`)"
 
@@ -141,7 +136,8 @@ class FailedAttempt:
 
 @dataclass(frozen=True)
 class FailureRecord:
-    """One mined query: the example, its failed attempts, and how often the model succeeded."""
+    """One mined query: the example, its failed attempts (none if the model never failed it), how often
+    the model succeeded and the tokens it sampled."""
 
     task: str
     query_index: int
@@ -149,6 +145,7 @@ class FailureRecord:
     failed_attempts: list[FailedAttempt]
     samples_drawn: int
     successes: int
+    sampled_tokens: int = 0
 
     def to_json(self, task: Task) -> dict[str, Any]:
         """The row as `r3 mine` writes it, in the current format (`FAILURES_FORMAT`)."""
@@ -164,6 +161,7 @@ class FailureRecord:
             failed_attempts=[a.to_json() for a in self.failed_attempts],
             samples_drawn=self.samples_drawn,
             successes=self.successes,
+            sampled_tokens=self.sampled_tokens,
         )
         row[FORMAT_KEY] = FAILURES_FORMAT
         return row
@@ -181,8 +179,8 @@ class FailureRecord:
         if row["task"] != task.name:
             raise DataError(source, line_no, "task", f"'{row['task']}' does not match the task '{task.name}'")
         attempts = row["failed_attempts"]
-        if not isinstance(attempts, list) or not attempts:
-            raise DataError(source, line_no, "failed_attempts", "expected a non-empty list of attempts")
+        if not isinstance(attempts, list):
+            raise DataError(source, line_no, "failed_attempts", "expected a list of attempts")
         for key in ("query_index", "samples_drawn", "successes"):
             if not _is_count(row[key]):
                 raise DataError(
@@ -198,6 +196,7 @@ class FailureRecord:
             ],
             samples_drawn=row["samples_drawn"],
             successes=row["successes"],
+            sampled_tokens=row.get("sampled_tokens") or 0,
         )
 
 
@@ -255,8 +254,8 @@ def _is_count(value: Any) -> bool:
 
 
 def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
-    """Read and validate a failures file written by `r3 mine` (any task's rows are refused), with the
-    run folders' reader (`rundir.log_lines`): a torn last line is left out with a warning."""
+    """The rows with failed attempts of a failures file written by `r3 mine`, validated (another task's
+    rows are refused), read with the run folders' reader: a torn last line is left out with a warning."""
     file = Path(path)
     if not file.is_file():
         raise DataError(str(file), None, None, "no such failures file (run `r3 mine` first)")
@@ -268,6 +267,7 @@ def read_failures(path: str | Path, task: Task) -> list[FailureRecord]:
             stacklevel=2,
         )
     records = [FailureRecord.from_json(row, task, str(file), line_no) for line_no, row in lines]
+    records = [record for record in records if record.failed_attempts]
     if not records:
         raise DataError(str(file), None, None, "contains no failures")
     return records
