@@ -193,23 +193,18 @@ def test_the_summary_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.
     from r3 import rundir
     from r3.forgetting import ForgettingConfig, run_forgetting
 
-    class DiesHalfWay:
-        """`json` for `rundir`, whose `dump` writes half of the text, then fails."""
-
-        def __getattr__(self, name: str):
-            return getattr(json, name)
-
-        def dump(self, payload, handle, **options) -> None:
-            text = json.dumps(payload, **options)
-            handle.write(text[: len(text) // 2])
-            raise OSError("no space left on device")
+    def dies_half_way(handle, data: bytes) -> None:
+        """`rundir`'s write, writing half of the bytes and then failing."""
+        handle.write(data[: len(data) // 2])
+        raise OSError("no space left on device")
 
     evaluated: list[str] = []
+    write = rundir._write_synced
 
     def evaluate_model(config, model, label, folder, manager=None):
         evaluated.append(label)
         if evaluated == ["before", "after"]:
-            monkeypatch.setattr(rundir, "json", DiesHalfWay())  # the summary's next write dies
+            monkeypatch.setattr(rundir, "_write_synced", dies_half_way)  # the summary's next write dies
         return SCORES
 
     no_lm_eval(monkeypatch, evaluate_model)
@@ -218,7 +213,7 @@ def test_the_summary_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.
         run_forgetting(config, progress=False)
     summary = json.loads((tmp_path / "forgetting.json").read_text())  # whole, and the first model's
     assert list(summary["models"]) == ["before"] and summary["models"]["before"]["scores"] == SCORES
-    monkeypatch.setattr(rundir, "json", json)
+    monkeypatch.setattr(rundir, "_write_synced", write)
     run_forgetting(config, progress=False)
     assert evaluated == ["before", "after", "after"]  # the first model's result was kept
     assert list(json.loads((tmp_path / "forgetting.json").read_text())["models"]) == ["before", "after"]

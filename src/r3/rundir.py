@@ -102,12 +102,6 @@ class RunFolder:
             handle = self._handles[name] = (self.folder / name).open("ab")
         _write_synced(handle, _jsonl(rows))
 
-    def rewrite(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Replace the log `name` atomically (a crash leaves the old file or the new one)."""
-        if name in self._handles:
-            self._handles.pop(name).close()
-        _replace(self.folder / name, _jsonl(rows))
-
     def write_json(self, name: str, payload: Any) -> None:
         write_json_atomic(self.folder / name, payload)
 

@@ -62,9 +62,7 @@ OWNED_FILES = (FAILURES_FILE, SUMMARY_FILE)
 
 @dataclass
 class MineConfig(RunFields):
-    """Everything `r3 mine` takes: the shared task, model and output groups (`RunFields`) and the mining
-    rule's settings. The command parses it, `mine` runs it. `max_new_tokens`, `temperature`, `top_p` go
-    to the sampler; stop is the task's."""
+    """Everything `r3 mine` takes: the shared groups (`RunFields`) and the mining rule's settings."""
 
     budget: int = field(default=64, metadata={"help": "most attempts per query (paper: 64)"})
     round_size: int = field(default=8, metadata={"help": "attempts sampled per generation call"})
@@ -135,16 +133,14 @@ class MineConfig(RunFields):
             raise R3Error(f"--top-p must be in (0, 1] (got {self.top_p})")
 
     def settings(self) -> dict[str, Any]:
-        """The mining rule, as run.json and summary.json hold it (`run_fingerprint`): the seed and every
-        field this class declares but `batch_size`, which counts only where rows depend on their batch
-        (`batching`)."""
+        """The mining rule as run.json holds it: the seed and this class's fields but `batch_size`
+        (which counts only where rows depend on their batch, `batching`)."""
         names = [name for name in inspect.get_annotations(MineConfig) if name != "batch_size"]
         names.insert(names.index("max_new_tokens"), "seed")  # where every run.json has held it
         return {name: getattr(self, name) for name in names}
 
     def identity(self) -> dict[str, Any]:
-        """Which task options, data and model the command mines with: `run_fingerprint`'s `identity`
-        (a model given only to `mine` as a generator is named by the caller instead)."""
+        """The task options, data and model the command mines with: `run_fingerprint`'s `identity`."""
         return {
             "task_options": self.task_options(),
             "data": self.data,
@@ -161,10 +157,8 @@ class MineConfig(RunFields):
     def episode_options(
         self, seed: int = 0, retry_temperature: float | None = None
     ) -> EpisodeSamplingOptions:
-        """Mining's episode settings under the parent `seed` (`EpisodeSamplingOptions`, whose rules every
-        command shares). The chains retry at the mining temperature (`retry_temperature` None): later
-        rounds are trained on their failed retries, so a chain must sample diverse ones; the screen passes
-        `screen_retry_temperature`, to retry as training will."""
+        """Mining's episode settings under the parent `seed`: chains retry at the mining temperature
+        (`retry_temperature` None), for diverse failed retries; the screen at training's."""
         return EpisodeSamplingOptions(
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,
@@ -175,19 +169,15 @@ class MineConfig(RunFields):
         )
 
     def sampling(self, task: Task) -> SamplingConfig:
-        """The first attempts' settings (each query's round then has its own seeds, `query_seed`)."""
+        """The first attempts' settings (each round of a query then gets its seeds, `query_seed`)."""
         return self.episode_options().build(task).attempt
 
 
 @dataclass
 class MineSummary:
-    """What `summary.json` holds: totals over every session of the run.
-
-    `wall_seconds` is the time spent mining queries (sampling and verifying), summed over every
-    session, so it stays meaningful across resumes; model loading is left out. `session_*` cover
-    the last session only. `mean_success_rate` is set only with `full` (adaptive rates are biased).
-    `attempts_screened` / `attempts_learnable` (0 < successes < samples) are set only with screening,
-    the second being how many GRPO groups are expected to carry signal."""
+    """What `summary.json` holds: totals over every session (`wall_seconds`: mining time without model
+    loading; `session_*`: the last session). `mean_success_rate` only with `full` (adaptive rates are
+    biased); the screen's counts only with screening."""
 
     queries_total: int
     queries_seen: int
@@ -219,7 +209,7 @@ class MineSummary:
         )
         out["keep_rate"] = round(self.queries_kept / self.queries_seen, 4) if self.queries_seen else None
         if self.attempts_screened is None:
-            del out["attempts_screened"], out["attempts_learnable"]  # no screening: the summary as before
+            del out["attempts_screened"], out["attempts_learnable"]
         else:
             learnable = self.attempts_learnable or 0
             screened = self.attempts_screened
@@ -231,34 +221,30 @@ class MineSummary:
 # Sampling one query
 
 
-#: Fingerprint keys present only where rows depend on their batch (`models.batch_invariant`), compared
-#: only when both sides hold them (`rundir.fingerprint`).
+#: Fingerprint keys present only where rows depend on their batch (`models.batch_invariant`).
 BATCHING_KEYS = ("window", "batch_size")
 
 
 def query_seed(run_seed: int, query_index: int, round_index: int) -> int:
-    """The sampling seed of one round of one query (`base.derive_seed`): independent of batching,
-    resumes and `full`."""
+    """The sampling seed of one round of one query: independent of batching, resumes and `full`."""
     return derive_seed(run_seed, "mine", query_index, round_index)
 
 
 def attempt_key(query_index: int, number: int, keep: int) -> int:
-    """The number of a kept failed attempt in its run (the `number`-th kept of its query), distinct for
-    every attempt of a run whatever its window: what its chain and screen samples are seeded by."""
+    """A kept failed attempt's number in its run, whatever its window: what its chain and screen
+    samples are seeded by."""
     return query_index * keep + number
 
 
 def _round_one(task: Task, failed: FailedAttempt, index: int) -> Turn | None:
     """Round 1 after a kept failed attempt, as an episode numbered `index` (which its seeds name): the
-    chat `r3 eval` and `r3 train` reflect in (`episode.next_turn`). Not checked against the context, as
-    in `r3 eval`, so there is always a turn; None would mean a stopped one."""
+    chat `r3 eval` and `r3 train` reflect in."""
     first = failed.episode
     return next_turn(task, Episode(index, first.example, first.attempt, first.attempt_verdict))
 
 
 def chain_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
-    """The chains' settings: reflections and retries as `r3 eval` draws them from the mining settings
-    (so retries at the mining temperature), under a parent seed of their own."""
+    """The chains' settings, under a parent seed of their own."""
     return config.episode_options(seed=derive_seed(config.seed, "mine-chain")).build(task)
 
 
@@ -266,15 +252,10 @@ def mine_chains(
     task: Task, kept: list[list[FailedAttempt]], generator: Generator, config: MineConfig
 ) -> None:
     """Continue each kept failed attempt of a window by at most `rounds - 1` rounds while its retries
-    fail: the episode's own rounds (`episode.run_rounds`, as `r3 eval --rounds` runs them, with
-    `chain_sampling`: retries at the mining temperature), every episode of the window in one generate
-    call per step. An attempt's episode is numbered by its query and place (`attempt_key`), so its
-    reflection and retry of round k are seeded by `derive_seed(chain seed, step, that number, k)`
-    whatever its window.
-
-    With a generator that knows its context (`fits`), rounds after the first are checked as `r3 eval`
-    checks them, and an episode whose last round failed is stopped when the context that failed retry
-    opens (the next reflection chat, which `r3 train` reflects in) does not fit."""
+    fail (`episode.run_rounds`, one generate call per step for the window). Episodes are numbered by
+    `attempt_key`, so their seeds do not depend on the window. With a generator that knows its context
+    (`fits`), an episode whose last retry failed is stopped when the next reflection chat, the one
+    `r3 train` would reflect in, does not fit."""
     sampling = chain_sampling(task, config)
     fits = getattr(generator, "fits", None)
     episodes = [failed.episode for attempts in kept for failed in attempts]
@@ -286,10 +267,8 @@ def mine_chains(
 
 
 def screen_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
-    """The screen's settings: reflections as the chains sample them (the mining temperature and top-p,
-    `reflection_max_new_tokens`, no stop string), retries with the attempt's budget and stop strings at
-    `screen_retry_temperature`; both under a parent seed of their own, so that a screen sample is never
-    a replay of a chain's round."""
+    """The screen's settings: retries at `screen_retry_temperature`, under a parent seed of their own
+    (a screen sample never replays a chain's round)."""
     seed = derive_seed(config.seed, "mine-screen")
     return config.episode_options(seed, retry_temperature=config.screen_retry_temperature).build(task)
 
@@ -297,16 +276,9 @@ def screen_sampling(task: Task, config: MineConfig) -> EpisodeSampling:
 def mine_screen(
     task: Task, kept: list[list[FailedAttempt]], generator: Generator, config: MineConfig
 ) -> None:
-    """Screen every kept failed attempt of a window by `config.screen` sampled reflections, each
-    followed by one retry, and give the attempt its `Screen`: how many of the K retries succeeded, at
-    which retry temperature.
-
-    These are the groups GRPO would draw for the attempt: a reflection and its retry are the episode's
-    own round 1 (`episode.reflect_and_retry`, the chat `r3 train` reflects in). Every sample of the
-    window is one turn of one call per step (reflection, retry). Sample j of the attempt numbered `key`
-    (`attempt_key`) is the episode numbered `key * K + j`, so its reflection and retry are seeded by
-    `derive_seed(derive_seed(seed, "mine-screen"), step, key * K + j, 1)`: by the query, the attempt's
-    place and j, whatever its window or session."""
+    """Give every kept failed attempt of a window its `Screen`: K = `config.screen` rounds 1
+    (`episode.reflect_and_retry`, the group GRPO would draw) and how many retries succeeded. Sample j
+    of attempt `key` is the episode numbered `key * K + j`, so its seeds do not depend on the window."""
     samples = config.screen
     attempts = [failed for group in kept for failed in group]
     turns: list[Turn] = []
@@ -319,7 +291,6 @@ def mine_screen(
     done = reflect_and_retry(task, generator, turns, screen_sampling(task, config)) if turns else []
     successes = [0] * len(attempts)
     for n, result in zip(owners, done, strict=True):
-        # No `fits` is passed, so every turn has a result; a missing one would count as a failure.
         successes[n] += result is not None and result.retry_verdict.ok
     for failed, won in zip(attempts, successes, strict=True):
         failed.screen = Screen(samples, won, config.screen_retry_temperature)
@@ -329,8 +300,7 @@ def mine_window(
     task: Task, examples: Sequence[Example], indices: Sequence[int], generator: Generator, config: MineConfig
 ) -> list[FailureRecord]:
     """Mine a window of queries together: one generate call per round for every query still drawing,
-    each query with its own seed (`query_seed`), so that each query gets exactly the samples it would
-    get alone. The adaptive rule is applied per query; the results come back in the window's order."""
+    each with its own seeds (`query_seed`), so each gets the samples it would get alone."""
     base = config.sampling(task)
     prompts = [task.prompt(example) for example in examples]
     count = len(examples)
@@ -383,15 +353,9 @@ def run_fingerprint(
     batching: Mapping[str, Any] | None = None,
     **identity: Any,
 ) -> dict[str, Any]:
-    """Mining's `run.json` (`rundir.fingerprint`): everything that decides which rows a run writes.
-    `identity` adds e.g. model, data, backend (local paths stored absolute); `batching` the window and
-    batch size where rows depend on their batch (`BATCHING_KEYS`, `models.batch_invariant`).
-
-    `--limit` is not stored as such: the number and digest of the examples capture it, so that
-    `--limit 100` and no limit on a 100-row file are the same run. Of the config, not `window` (each
-    query keeps its seeds whatever its window, so on CPU in float32 a run may resume with another;
-    where rows depend on the batch it comes in `batching`), the round fields only when rounds > 1 and
-    the screen's only when screen > 0; the reflection budget counts when either samples reflections."""
+    """Mining's `run.json`: everything that decides which rows a run writes. `identity` adds model,
+    data, backend ...; `batching` the window and batch size where rows depend on their batch. The
+    examples count by number and digest (not `--limit`); the round and screen fields only when used."""
     omit = ["window"]
     if config.rounds == 1:
         omit.append("rounds")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,8 @@ MINE_AGAIN = "mine it again (`r3 mine --overwrite`)"
 
 
 def check_reserved_fields(examples: list[Example], source: str) -> None:
-    """Refuse examples with a field the failures file uses for itself, before any sampling starts.
-
-    Rows are numbered 1-based among the rows read (blank JSONL lines are not counted)."""
+    """Refuse examples with a field the failures file uses for itself, before any sampling starts
+    (rows numbered from 1 among the rows read)."""
     for number, example in enumerate(examples, start=1):
         clash = next((k for k in RESERVED if k in example), None)
         if clash is not None:
@@ -73,11 +72,7 @@ class Screen:
     retry_temperature: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "samples": self.samples,
-            "successes": self.successes,
-            "retry_temperature": self.retry_temperature,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, raw: Any, source: str, line_no: int | None, number: int) -> Screen:
@@ -104,8 +99,7 @@ class Screen:
 
 @dataclass
 class FailedAttempt:
-    """A kept failed attempt: the episode that starts with it (its mined chain is `episode.rounds`),
-    and its screen when it was screened."""
+    """A kept failed attempt: the episode it starts (its mined chain as `rounds`) and its screen."""
 
     episode: Episode
     screen: Screen | None = None
@@ -114,8 +108,8 @@ class FailedAttempt:
     def of(
         cls, example: Example, completion: str, reason: str = "", index: int = 0, screen: Screen | None = None
     ) -> FailedAttempt:
-        """A failed attempt from its text and the verifier's reason alone, with no rounds: for callers
-        that write failures files of their own (benchmarks, tests)."""
+        """A failed attempt from its text and the verifier's reason alone: for callers that write
+        failures files of their own."""
         return cls(Episode(index, example, Completion(completion, 0), Verdict.failure(reason)), screen)
 
     def to_json(self) -> dict[str, Any]:
@@ -201,8 +195,8 @@ class FailureRecord:
 
 
 def check_format(row: dict[str, Any], source: str, line_no: int | None = None) -> None:
-    """Refuse a row of another format than `FAILURES_FORMAT` in one line (a row without the field, or
-    with null as `datasets` writes a field back that some rows lack, is of the first format)."""
+    """Refuse a row of another format than `FAILURES_FORMAT` in one line (no field, or null as
+    `datasets` writes it back, is the first format)."""
     value = row.get(FORMAT_KEY)
     if value is not None and (not _is_count(value) or value < 1):
         raise DataError(
@@ -222,13 +216,9 @@ def check_format(row: dict[str, Any], source: str, line_no: int | None = None) -
 
 
 def learnable(attempt: FailedAttempt) -> bool | None:
-    """Whether a failed attempt's GRPO groups are expected to carry a signal: the selection `r3 train`
-    uses to train only where there is one (`selection: learnable`).
-
-    A group's advantages are all zero when every retry succeeds or every retry fails, so an attempt is
-    learnable iff some but not all of its screen's retries succeeded (0 < successes < samples). None
-    when the attempt was not screened (`r3 mine` without `--screen`): nothing is known, and the caller
-    decides (keep it, or refuse a file mined without screening)."""
+    """Whether a failed attempt's GRPO groups are expected to carry a signal (`selection: learnable`):
+    some but not all of its screen's retries succeeded, since a group whose retries all agree has zero
+    advantages. None when the attempt was not screened."""
     screen = attempt.screen
     if screen is None:
         return None
