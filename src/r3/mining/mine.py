@@ -73,44 +73,24 @@ class MineConfig(RunFields):
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1: off)"})
     rounds: int = field(
         default=1,
-        metadata={
-            "help": "reflect-and-retry rounds (as r3 eval --rounds): with K > 1, after each kept attempt "
-            "the model reflects and retries while it fails, up to K-1 times, and each failed retry is "
-            "stored as one more context for r3 train (not --round-size, the attempts drawn per call)"
-        },
+        metadata={"help": "with K > 1, each kept attempt is followed by up to K-1 reflect-and-retry rounds"},
     )
     reflection_max_new_tokens: int = field(
         default=256, metadata={"help": "with --rounds > 1 or --screen: a reflection's budget"}
     )
     window: int = field(
-        default=16,
-        metadata={
-            "help": "queries mined together, one batched generate call per sampling round (each query keeps "
-            "its own seeds: on CPU in float32 the rows do not depend on it; elsewhere it is part of the run)"
-        },
+        default=16, metadata={"help": "queries mined together, one batched call per sampling round"}
     )
     screen: int = field(
         default=0,
-        metadata={
-            "help": "screen each kept failed attempt by K sampled reflections, each followed by one retry, "
-            "and store how many retries succeeded: attempts with some but not all (learnable) are the ones "
-            "whose GRPO groups carry a signal (r3 train selection: learnable). 0: off"
-        },
+        metadata={"help": "count the successful retries of K sampled reflections per kept attempt (0: off)"},
     )
     screen_retry_temperature: float = field(
         default=1.0,
-        metadata={
-            "help": "with --screen: the retry's temperature, recorded on each screen; it must match r3 "
-            "train's retry_temperature (whose default is 0, greedy), or the screen predicts other groups "
-            "than training draws and selection learnable refuses the file"
-        },
+        metadata={"help": "with --screen: the retries' temperature (train's retry_temperature)"},
     )
     batch_size: int = field(
-        default=128,
-        metadata={
-            "help": "rows per generation batch: window x round-size fills one (--backend openai: "
-            "requests in flight at once)"
-        },
+        default=128, metadata={"help": "rows per generation batch (--backend openai: requests in flight)"}
     )
 
     def __post_init__(self) -> None:
