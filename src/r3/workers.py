@@ -2,10 +2,8 @@
 call and never the run (a thread cannot be killed, and `os._exit` or a segfault ends its process).
 
 Workers are fresh interpreters (`python -c`), never forks: a fork inherits OpenMP/CUDA locks in any
-state, and multiprocessing's 'spawn' re-imports the parent's main script. They start lazily (at most
-`size` alive), are reused, and load each function once by name (`Portable`). A call waits for the
-reply, the worker's death or the time limit; a worker out of time is killed and the next call gets a
-fresh one. Workers are killed at exit, exit when their parent dies, and ignore SIGINT.
+state, and multiprocessing's 'spawn' re-imports the parent's main script. A worker out of time is
+killed, and the next call gets a fresh one.
 """
 
 from __future__ import annotations
@@ -157,11 +155,8 @@ class _Worker:
         watched: list[Any] = [self.conn] if self.pidfd is None else [self.conn, self.pidfd]
         ready = wait(watched, timeout_s)
         if self.conn in ready:
-            try:
+            with contextlib.suppress(EOFError, OSError):  # no reply: it died
                 data = self.conn.recv_bytes()
-            except (EOFError, OSError):
-                pass
-            else:
                 try:
                     return pickle.loads(data)
                 except Exception as exc:  # noqa: BLE001 - a value whose class the parent cannot import

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from r3.errors import DataError, R3Error
-from r3.tasks.base import MATH_REFLECTION, Example, Prompt, Task, Verdict, load_rows
+from r3.tasks.base import Example, Prompt, Task, Verdict, load_rows
 from r3.tasks.countdown_expr import MAX_LITERAL_DIGITS, ExpressionError, format_value, parse_answer
 from r3.tasks.countdown_solver import Tree, render, solve
 
@@ -233,7 +233,6 @@ class CountdownTask(Task):
 
     name = "countdown"
     stop = (CLOSE_TAG,)
-    reflection_instruction = MATH_REFLECTION
     retry_instruction = RETRY_INSTRUCTION
 
     def __init__(

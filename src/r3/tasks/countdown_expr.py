@@ -9,6 +9,7 @@ linear in the capped input.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -27,6 +28,7 @@ _WHITESPACE = frozenset(" \t\r\n")
 _DIGITS = frozenset("0123456789")
 _BINARY_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _NEG_PRECEDENCE = 3  # unary minus binds tighter than * and /, as in Python
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 #: Friendlier reasons for characters models often use instead of the allowed ones.
 _CHAR_HINTS = {
     **dict.fromkeys("×·", "use * for multiplication"),
@@ -193,18 +195,11 @@ def evaluate_program(program: Program) -> Fraction:
             raise ExpressionError("malformed expression")
         right = stack.pop()
         left = stack.pop()
-        if item == "+":
-            value = left + right
-        elif item == "-":
-            value = left - right
-        elif item == "*":
-            value = left * right
-        elif item == "/":
-            if right == 0:
-                raise ExpressionError("division by zero")
-            value = left / right
-        else:
+        if item not in _APPLY:
             raise ExpressionError(f"unknown operator {item!r}")
+        if item == "/" and right == 0:
+            raise ExpressionError("division by zero")
+        value = _APPLY[item](left, right)
         if value.numerator.bit_length() > MAX_VALUE_BITS or value.denominator.bit_length() > MAX_VALUE_BITS:
             raise ExpressionError("intermediate value too large")
         stack.append(value)

@@ -74,29 +74,19 @@ class _Solver:
 
     def join(self, a: Fraction, a_tree: Tree, goal: Fraction, other: int) -> Tree | None:
         """A tree `a op b` or `b op a` equal to `goal`, with `b` made of the numbers in `other`, or None."""
-        found = self.find(other, goal - a)
-        if found is not None:
-            return ("+", a_tree, found)
-        found = self.find(other, a - goal)
-        if found is not None:
-            return ("-", a_tree, found)
-        found = self.find(other, a + goal)
-        if found is not None:
-            return ("-", found, a_tree)
-        if a == 0:
-            # 0 * b is 0 for every b, and b / 0 is never allowed; 0 / b == 0 is covered by 0 * b.
-            return ("*", a_tree, self.any_tree(other)) if goal == 0 else None
-        found = self.find(other, goal / a)
-        if found is not None:
-            return ("*", a_tree, found)
-        if goal != 0:
-            found = self.find(other, a / goal)  # never 0, so a / b is defined
+        # (operator, the b it needs, whether a comes first), in the order tried.
+        needs = [("+", goal - a, True), ("-", a - goal, True), ("-", a + goal, False)]
+        if a != 0:  # b / 0 is never allowed, and 0 / b == 0 is covered by 0 * b
+            needs.append(("*", goal / a, True))
+            if goal != 0:
+                needs.append(("/", a / goal, True))  # never 0, so a / b is defined
+            needs.append(("/", goal * a, False))
+        for op, b, a_first in needs:
+            found = self.find(other, b)
             if found is not None:
-                return ("/", a_tree, found)
-        found = self.find(other, goal * a)
-        if found is not None:
-            return ("/", found, a_tree)
-        return None
+                return (op, a_tree, found) if a_first else (op, found, a_tree)
+        # 0 * b is 0 for every b.
+        return ("*", a_tree, self.any_tree(other)) if a == 0 and goal == 0 else None
 
     def any_tree(self, mask: int) -> Tree:
         """Some tree over the numbers in `mask` (their sum), for `0 * anything`."""

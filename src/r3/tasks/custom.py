@@ -40,7 +40,10 @@ def load_verifier(spec: str | VerifierFn) -> VerifierFn:
     if callable(spec):
         return spec
     if not isinstance(spec, str) or not spec.strip():
-        raise R3Error("the custom task needs a verifier: pass --verifier package.module:function")
+        raise R3Error(
+            "the custom task needs a verifier: pass --verifier package.module:function, a function "
+            "(example, completion) -> bool or Verdict (see docs/custom_tasks.md)"
+        )
     spec = spec.strip()
     file_spec = _file_spec(spec)
     if file_spec is not None:
@@ -128,11 +131,6 @@ class CustomTask(Task):
         """`verifier`: a callable or `pkg.module:function`; `timeout_s`: seconds per verifier call in a
         worker process (None or 0: inline with no limit, fastest, but a hang or a crash takes the run);
         `stop`: strings that end generation; the two instructions replace the defaults."""
-        if verifier is None:
-            raise R3Error(
-                "the custom task needs a verifier: pass --verifier package.module:function, a function "
-                "(example, completion) -> bool or Verdict (see docs/custom_tasks.md)"
-            )
         if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s < 0):
             raise R3Error(f"the custom task's timeout_s must be a number of seconds >= 0, got {timeout_s!r}")
         self.verifier: VerifierFn = load_verifier(verifier)

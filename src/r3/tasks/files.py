@@ -20,16 +20,12 @@ def read_rows(data: str, split: str = "train") -> tuple[list[tuple[int, Any]], s
     if path.exists():
         if path.is_dir():
             raise DataError(str(path), None, None, "is a folder; give a .json, .jsonl or .parquet file")
+        readers = {".jsonl": read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
         suffix = path.suffix.lower()
-        if suffix == ".jsonl":
-            return read_jsonl(path), str(path)
-        if suffix == ".json":
-            return _read_json(path), str(path)
-        if suffix == ".parquet":
-            return _read_parquet(path), str(path)
-        raise DataError(
-            str(path), None, None, f"unsupported file type '{suffix}' (use .json, .jsonl or .parquet)"
-        )
+        if suffix not in readers:
+            problem = f"unsupported file type '{suffix}' (use .json, .jsonl or .parquet)"
+            raise DataError(str(path), None, None, problem)
+        return readers[suffix](path), str(path)
     if _looks_like_path(data):
         raise DataError(data, None, None, "no such file")
     return _read_hub(data, split), data

@@ -71,14 +71,10 @@ def parse_answers(row: dict[str, Any], index: int, source: str) -> list[dict[str
 
 
 class FunctionCallingTask(Task):
-    """Call the right tools with exactly the right arguments (APIGen / xLAM rows).
-
-    `defaults_as_omitted` (default False: strict, the paper's rule): a top-level argument equal to its
-    schema `default` counts as omitted on both sides, since xLAM references often leave out an optional
-    argument that a model passes at its default (`tool_calls.schema_defaults`)."""
+    """Call the right tools with exactly the right arguments (APIGen / xLAM rows). `defaults_as_omitted`
+    (default False, the paper's strict rule): an argument equal to its schema `default` counts as omitted."""
 
     name = "function_calling"
-    stop: tuple[str, ...] = ()
     reflection_instruction = TOOL_REFLECTION
     required_fields = ("query", "tools", "answers")
 
@@ -103,8 +99,8 @@ class FunctionCallingTask(Task):
         return example
 
     def to_record(self, example: Example) -> Example:
-        """`tools` and `answers` as JSON strings again, as in xLAM, so that rows with thousands of tool
-        schemas load in `datasets` as strings, not as one struct of every tool's parameters."""
+        """`tools` and `answers` as JSON strings again, as in xLAM: `datasets` would load them as one
+        struct of every tool's parameters."""
         record = dict(example)
         for key in ("tools", "answers"):
             if not isinstance(record.get(key), str):

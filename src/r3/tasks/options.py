@@ -25,17 +25,14 @@ class TaskFields:
     verifier: str | None = field(
         default=None, metadata={"help": "custom task: the verifier as pkg.module:function"}
     )
-    # The type reads: a mapping once parsed, flags (a list of KEY=VALUE) or a mapping string before.
-    # TRL's parser keeps the `str` of such a union, and `nargs` makes the flag take several values.
+    # A mapping once parsed; before, KEY=VALUE flags or a mapping string (TRL's parser keeps the `str`).
     task_args: dict[str, Any] | str | list[str] | None = field(
         default=None,
         metadata={
             "aliases": ["--task-arg"],
             "metavar": "KEY=VALUE",
             "nargs": "+",
-            "help": "options of the task's constructor, KEY=VALUE, repeatable (e.g. countdown's "
-            "--task-arg min_nums=4); VALUE is read as YAML (4, 0.5, true, null, text). Also a mapping "
-            "string (--task_args '{min_nums: 4}'), or in a --config file: task_args: {min_nums: 4}",
+            "help": "an option of the task's constructor, repeatable (e.g. min_nums=4); VALUE read as YAML",
         },
     )
     limit: int | None = field(
@@ -44,8 +41,7 @@ class TaskFields:
     )
 
     def check_task_fields(self) -> None:
-        """`task_args` as a mapping (None when empty), and `limit` checked, in each command's
-        `__post_init__`."""
+        """`task_args` as a mapping (None when empty), and `limit` checked: each command's `__post_init__`."""
         check_numbers(self, {"limit": self.min_limit})
         self.task_args = parse_task_args(self.task_args) or None
 

@@ -29,10 +29,7 @@ def import_object(path: str, what: str = "object") -> Any:
     """Import `package.module:attr` (or `package.module.attr`), with one-line errors that name the form
     when a path without a colon fails (a module named without its function is the usual slip)."""
     colon = ":" in path
-    if colon:
-        module_name, _, attr = path.partition(":")
-    else:
-        module_name, _, attr = path.rpartition(".")
+    module_name, _, attr = path.partition(":") if colon else path.rpartition(".")
     noun = "TaskClass" if what == "task" else "function"
     form = "" if colon else f" (the form is package.module:{noun}, with a colon)"
     if not module_name or not attr:

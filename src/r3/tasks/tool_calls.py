@@ -1,10 +1,9 @@
 """Find tool calls in a model's text and compare them with a reference, without executing anything.
 
-`extract_calls` cuts closed `<think>` blocks (`strip_think`), then reads the first form present:
-`<tool_call>` tags (every tag; an unclosed last one runs to the end), else the *last* code fence holding
-JSON, else bare JSON (the whole text, or the *last* value that looks like calls): a retry often quotes
-its wrong first answer before the new one. Text length, blocks, JSON starts, nesting depth (checked
-before parsing) and JSON tokens read are all capped, so any input is handled quickly.
+`extract_calls` cuts closed `<think>` blocks, then reads the first form present: `<tool_call>` tags
+(all; an unclosed last one runs to the end), else the *last* code fence holding JSON, else bare JSON (the
+whole text, or the *last* value that looks like calls): a retry often quotes its wrong first answer.
+Text length, blocks, JSON starts, nesting depth and JSON tokens are capped, so any input is quick.
 
 `compare_calls` is strict, as in the paper: each call is exactly `{"name": str, "arguments": object}`,
 and the calls must be the reference's multiset, values compared as JSON (`canonical`). With `defaults`
@@ -85,9 +84,8 @@ class Extraction:
 
 
 def _check_nesting(text: str, start: int, budget: _Budget) -> None:
-    """Raise `_TooDeep` if the JSON value at `start` (after whitespace) nests deeper than `MAX_DEPTH`,
-    counting brackets outside strings until the value closes: a raised recursion limit must not let
-    json's recursive parser overflow the C stack."""
+    """Raise `_TooDeep` if the JSON value at `start` nests deeper than `MAX_DEPTH` (brackets outside
+    strings), before json's recursive parser could overflow the C stack."""
     at = start
     while at < len(text) and text[at] in " \t\r\n":
         at += 1
@@ -130,12 +128,9 @@ def _looks_like_calls(value: Any) -> bool:
 
 
 def strip_think(text: str) -> str:
-    """`text` without its closed `<think>...</think>` blocks (reasoning, not the answer), in linear time.
-
-    A block opens with a `<think>` at the start of a line or right after a removed block (a JSON string
-    holds no line break, so one in an argument is never a tag) and runs to the next `</think>`; a
-    `</think>` ending its line before any such `<think>` closes a block the chat template opened. An
-    unclosed `<think>` is left as it is."""
+    """`text` without its closed `<think>...</think>` blocks, in linear time. A block opens at a `<think>`
+    that starts a line or follows a removed block (a JSON string holds no line break, so never one in an
+    argument); a `</think>` ending its line before any such `<think>` closes a block the prompt opened."""
     first_close = text.find(_THINK_CLOSE)
     if first_close == -1:
         return text
@@ -322,11 +317,9 @@ def _short_error(exc: BaseException) -> str:
 
 
 def canonical(value: Any, _depth: int = 0) -> Hashable:
-    """A hashable form of a JSON value under which equal JSON values are equal, and only those.
-
-    Every value is tagged with its JSON type (`True != 1`); an integral float becomes an int (`1.0 == 1`,
-    big integers keep their precision); objects ignore key order, lists keep it. Raises `ValueError` for
-    a value that is not JSON or nests past `MAX_DEPTH`."""
+    """A hashable form of a JSON value, equal exactly when the values are equal as JSON: tagged with its
+    type (`True != 1`), an integral float as an int (`1.0 == 1`), objects unordered. `ValueError` for a
+    value that is not JSON or nests past `MAX_DEPTH`."""
     if _depth > MAX_DEPTH:
         raise _TooDeep("JSON nested too deeply")
     if value is None:
@@ -377,9 +370,8 @@ def _parameter_specs(parameters: Any) -> dict[Any, Any]:
 
 
 def _default_forms(default: Any) -> frozenset[Hashable]:
-    """The canonical values equal to a schema default: the default, and for a string default also the
-    JSON scalar it spells (xLAM often writes defaults as strings whatever the type). ValueError when
-    the default is not a JSON value."""
+    """The canonical values equal to a schema default: itself, and for a string also the JSON scalar it
+    spells (xLAM writes many defaults as strings); ValueError when it is not a JSON value."""
     forms = {canonical(default)}
     if isinstance(default, str) and len(default) <= MAX_DEFAULT_TEXT:
         text = default.strip()
@@ -390,10 +382,8 @@ def _default_forms(default: Any) -> frozenset[Hashable]:
 
 
 def schema_defaults(tools: Any) -> dict[str, dict[str, frozenset[Hashable]]]:
-    """The `default` of every tool parameter that declares one, for `compare_calls(defaults=...)`.
-
-    The first of two tools with one name counts. Anything unexpected is skipped, never raised: that
-    parameter has no default and is compared strictly."""
+    """The `default` of every tool parameter that declares one, for `compare_calls(defaults=...)`; the
+    first tool of a name counts, and anything unexpected is skipped (that parameter is compared strictly)."""
     defaults: dict[str, dict[str, frozenset[Hashable]]] = {}
     if not isinstance(tools, list):
         return defaults
@@ -515,8 +505,7 @@ def compare_calls(
     predicted: list[Any], reference: list[dict[str, Any]], defaults: Defaults | None = None
 ) -> Verdict:
     """Whether `predicted` is exactly the multiset `reference` (well-formed calls), with the first
-    difference as the reason. With `defaults` (`schema_defaults`), arguments equal to their schema
-    default are dropped on both sides."""
+    difference as the reason; with `defaults`, arguments equal to their default are dropped on both sides."""
     for number, call in enumerate(predicted, start=1):
         problem = call_problem(call, number)
         if problem:
@@ -560,9 +549,8 @@ def unmatched_calls(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The predicted and reference calls left once exact matches are paired off, each in its list's
     order. ValueError when arguments are not JSON values."""
-    got = Counter(_key(c) for c in predicted)
-    want = Counter(_key(c) for c in reference)
-    return _leftover(predicted, got & want), _leftover(reference, got & want)
+    matched = Counter(_key(c) for c in predicted) & Counter(_key(c) for c in reference)
+    return _leftover(predicted, matched.copy()), _leftover(reference, matched)
 
 
 def _leftover(calls: list[dict[str, Any]], matched: Counter[Hashable]) -> list[dict[str, Any]]:
