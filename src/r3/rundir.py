@@ -100,7 +100,8 @@ class RunFolder:
         handle = self._handles.get(name)
         if handle is None:
             handle = self._handles[name] = (self.folder / name).open("ab")
-        _write_synced(handle, _jsonl(rows))
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        _write_synced(handle, lines.encode("utf-8"))
 
     def write_json(self, name: str, payload: Any) -> None:
         write_json_atomic(self.folder / name, payload)
@@ -141,9 +142,7 @@ def owned_paths(folder: Path, owned: Sequence[str]) -> list[Path]:
     if not folder.is_dir():
         return []
     names = sorted(entry.name for entry in folder.iterdir())
-    found: list[Path] = []
-    for pattern in owned:
-        found += [folder / name for name in names if fnmatch.fnmatchcase(name, pattern)]
+    found = [folder / name for pattern in owned for name in names if fnmatch.fnmatchcase(name, pattern)]
     return list(dict.fromkeys(found))
 
 
@@ -233,29 +232,22 @@ def fingerprint(
 ) -> dict[str, Any]:
     """The `run.json` of one run of `r3 <command>`: `version`, `command`, the `settings` the rows depend
     on less `omit`, `batching` (only where rows depend on their batch: pass its keys as `new_keys`) and
-    `examples_sha256`. `paths` name settings stored absolute when local, so that another working
-    directory gives the same fingerprint."""
+    `examples_sha256`. `paths` name settings stored absolute when they name a local path (a hub id as
+    is), so that another working directory gives the same fingerprint."""
     drop = set(omit)
     local = set(paths)
     out: dict[str, Any] = {"version": FINGERPRINT_VERSION, "command": command}
     for key, value in settings.items():
         if key in ("version", "command", "examples_sha256"):
             raise ValueError(f"fingerprint: '{key}' is not a setting")  # a caller's bug, not a user's
+        path = Path(value).expanduser() if key in local and isinstance(value, str) else None
         if key not in drop:
-            out[key] = absolute_if_local(value) if key in local else value
+            out[key] = str(path.resolve()) if path is not None and path.exists() else value
     if batching is not None:
         out.update(batching)
     if examples_sha256 is not None:
         out["examples_sha256"] = examples_sha256
     return out
-
-
-def absolute_if_local(value: Any) -> Any:
-    """A string naming an existing local path, made absolute; anything else (a hub id, None) as is."""
-    if not isinstance(value, str):
-        return value
-    path = Path(value).expanduser()
-    return str(path.resolve()) if path.exists() else value
 
 
 def examples_digest(task: Task, examples: Sequence[Example]) -> str:
@@ -270,25 +262,11 @@ def examples_digest(task: Task, examples: Sequence[Example]) -> str:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON so that readers never see half a file and a crash leaves the old file or the new."""
-    _replace(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def _jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
-    return b"".join((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8") for row in rows)
-
-
-def _write_synced(handle: IO[bytes], data: bytes) -> None:
-    handle.write(data)
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file and rename it over `path`, both fsync'd."""
+    """Write JSON so that readers never see half a file and a crash leaves the old file or the new: a
+    temporary file renamed over `path`, both fsync'd."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as handle:
-        _write_synced(handle, data)
+        _write_synced(handle, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     os.replace(tmp, path)
     with contextlib.suppress(OSError):  # where a folder can be fsync'd, the rename is then durable
         fd = os.open(path.parent, os.O_RDONLY)
@@ -296,6 +274,12 @@ def _replace(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _write_synced(handle: IO[bytes], data: bytes) -> None:
+    handle.write(data)
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def read_log(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:

@@ -1,12 +1,7 @@
-"""`r3 forgetting`: general ability before and after training, measured by lm-evaluation-harness.
-
-The paper checks that R3 costs little elsewhere (MMLU-Pro, GSM8K, HellaSwag, MATH); this runs lm-eval
-itself on a user's models, loaded as `r3 eval` loads them. The output folder holds `forgetting.json`
-(per model and task every metric with its standard error), `forgetting.md` and `forgetting.png` (the
-changes against the first model) and lm-eval's own files in `lm_eval/<label>/`. It is a `RunFolder`
-whose fingerprint holds the settings every model shares, so the table never compares models scored
-differently; `forgetting.json` is rewritten after every model and a stored model is not evaluated
-again, so an interrupted run continues with the next one.
+"""`r3 forgetting`: lm-evaluation-harness on each model, loaded as `r3 eval` loads it, into one
+`RunFolder` whose fingerprint holds the settings every model shares, so the table never compares models
+scored differently. `forgetting.json` (every metric with its standard error, per model and task) is
+rewritten after every model, and a stored model is not evaluated again: an interrupted run continues.
 """
 
 from __future__ import annotations
@@ -40,30 +35,22 @@ class ForgettingConfig(ThreadFields):
     labels: list[str] = field(default_factory=list, metadata={"help": "a name per model (default: folders)"})
     tasks: str = field(
         default="r3_basics",
-        metadata={
-            "help": "lm-eval task names, comma-separated (r3_basics is local; gsm8k, ... need the hub)"
-        },
+        metadata={"help": "lm-eval tasks, comma-separated (r3_basics is local; gsm8k, ... need the hub)"},
     )
-    include_path: list[str] = field(
-        default_factory=list, metadata={"help": "more folders of lm-eval YAML tasks"}
-    )
+    include_path: list[str] = field(default_factory=list, metadata={"help": "more lm-eval YAML task folders"})
     output_dir: str = field(default="runs/forgetting", metadata={"help": "where the table and files go"})
     limit: float | None = field(
         default=None, metadata={"help": "lm-eval's --limit: examples per task (or a fraction if < 1)"}
     )
     num_fewshot: int | None = field(default=None, metadata={"help": "lm-eval's --num_fewshot"})
     batch_size: str = field(default="1", metadata={"help": "lm-eval's batch size (a number or 'auto')"})
-    device: str | None = field(
-        default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if any)"}
-    )
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda or cuda:N (default: cuda if any)"})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16"})
     apply_chat_template: bool = field(default=False, metadata={"help": "lm-eval's --apply_chat_template"})
     seed: int = field(default=0, metadata={"help": "lm-eval's random, numpy, torch and few-shot seeds"})
     overwrite: bool = field(
         default=False,
-        metadata={
-            "help": "start afresh (also in a folder run with other settings): evaluate every model again"
-        },
+        metadata={"help": "start afresh, even in a folder run with other settings: evaluate every model"},
     )
 
     def __post_init__(self) -> None:

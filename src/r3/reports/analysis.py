@@ -1,10 +1,7 @@
 """What the reflections of an evaluation did: pure functions over `samples.jsonl` rows (`r3 eval`),
-reading each row's first attempt and round 1, the paper's second try (`Episode.first_round`).
-
-Failure reasons are grouped into categories (`reason_category`: "number 7 used twice" and "number 3
-used twice" are one). A reflection "contains an answer" when the evaluated task reads one in it
-(`Task.answer_text`; it was asked for advice, not the answer); a retry "repeats the failed attempt"
-when both texts are equal once whitespace is collapsed.
+reading each row's first attempt and round 1, the paper's second try (`Episode.first_round`). Failure
+reasons are grouped into categories (`reason_category`: "number 7 used twice" and "number 3 used twice"
+are one); a reflection "contains an answer" though it was asked for advice, not the answer.
 """
 
 from __future__ import annotations

@@ -2,13 +2,8 @@
 
     r3 report runs/demo/eval-vanilla runs/demo/eval-trained runs/demo/trained --output-dir runs/demo/report
 
-Evaluations are read as typed records (`r3.evaluation.records`), trainings from `r3_training.json`.
-The report holds the accuracy table and plot (and accuracy by round past round 1), reflection lengths,
-what the reflections do, the retry's fix rate by failure category, reflections side by side for the
-examples a later run fixed and the first did not, and training curves. Runs that evaluated different
-problems get one sentence saying so and are paired only on the problems they share
-(`r3.reports.problems`). Runs are named by label and models by a path relative to the report, so that
-it reads the same on another machine. The analysis itself is `r3.reports.analysis`.
+Evaluations are read as typed records (`r3.evaluation.records`), trainings from `r3_training.json`;
+the analysis is `r3.reports.analysis`, the pairing of runs and their names `r3.reports.problems`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""What every report's plots and tables share: one way to save and link a figure, an axis scaled to
-its data, tick labels that stay apart, one markdown table layout.
-
-A bar of 7% on an axis to 100% is a sliver nobody reads (`axis_top` fits the axis to the data), and
-two tick labels shortened to the same text make two rows look like one (`distinct_labels` wraps).
+"""What every report's plots and tables share. A bar of 7% on an axis to 100% is a sliver nobody reads
+(`axis_top` fits the axis to the data), and two tick labels shortened to the same text make two rows
+look like one (`distinct_labels` wraps).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Which problems compared runs evaluated, and how reports name runs and paths.
-
-Two evaluations are read row by row (fixed by one and not the other, a paired test) only on the same
-problems: a problem is its index and a digest of its record (`problem_key`), so that runs of another
-`--limit` or generation seed are told apart where indices agree. Reports are read on other machines,
-so they name runs by label and paths relative to the report (`display_path`).
+"""Which problems compared runs evaluated, and how reports name runs and paths. Two evaluations are
+read row by row (fixed by one and not the other, a paired test) only on the same problems (`problem_key`:
+runs of another `--limit` or generation seed are told apart where indices agree). Reports are read on
+other machines: they name runs by label and paths relative to the report (`display_path`).
 """
 
 from __future__ import annotations

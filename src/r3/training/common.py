@@ -33,10 +33,7 @@ class CommonTrainingFields(ThreadFields, TaskFields, ModelConfig):
 
     model: str | None = field(
         default=None,
-        metadata={
-            "help": "hub id or local folder to train (default: the embedded SmolLM2-135M-Instruct); "
-            "model_name_or_path, TRL's name, is the same setting"
-        },
+        metadata={"help": "hub id or local folder to train (default: the embedded SmolLM2-135M-Instruct)"},
     )
     dtype: str = field(
         default="auto",

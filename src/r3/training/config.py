@@ -15,10 +15,6 @@ from r3.errors import R3Error
 from r3.tasks.base import Task
 from r3.training.common import CommonTrainingFields
 
-FIRST_ATTEMPT_MODES = ("stored", "online")
-SELECTIONS = ("all", "learnable")
-REPLACEMENTS = ("pool", "unseen")
-
 
 def _check_one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -46,10 +42,7 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     )
     mode: str = field(
         default="r3",
-        metadata={
-            "help": "r3: train the reflection, rewarded by the retry; grpo: plain GRPO on first attempts "
-            "(the baseline; TRL's sampling fields then apply to the attempt); combined: both, group by group"
-        },
+        metadata={"help": "r3: train the reflection; grpo: plain GRPO on first attempts; combined: both"},
     )
     dynamic_sampling_rounds: int = field(
         default=0,
@@ -57,19 +50,11 @@ class R3Config(GRPOConfig, CommonTrainingFields):
     )
     replacements: str = field(
         default="pool",
-        metadata={
-            "help": "dynamic sampling's replacements: pool: any training prompt, drawn at random; unseen: "
-            "each query trained on at most once (training from the front of a seeded order of the pool, "
-            "replacements from its back)"
-        },
+        metadata={"help": "dynamic sampling's replacements: pool (at random) or unseen (no query twice)"},
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["retry_success"],
-        metadata={
-            "help": "rewards by name: retry_success (R3's reward), retry_success_shuffled (the control: "
-            "rewards shuffled within each group), attempt_success (mode grpo), turn_success (mode "
-            "combined), or pkg.module:function with TRL's reward signature"
-        },
+        metadata={"help": "retry_success[_shuffled], attempt_success, turn_success, or pkg.module:function"},
     )
     first_attempt: str = field(
         default="stored",
@@ -117,11 +102,11 @@ class R3Config(GRPOConfig, CommonTrainingFields):
             )
         if self.dynamic_sampling_rounds < 0:
             raise R3Error("dynamic_sampling_rounds must be >= 0")
-        _check_one_of("replacements", self.replacements, REPLACEMENTS)
+        _check_one_of("replacements", self.replacements, ("pool", "unseen"))
         if self.replacements == "unseen":
             self.shuffle_dataset = False  # the pool's order is R3's (`trainer.build_trainer`), front to back
-        _check_one_of("selection", self.selection, SELECTIONS)
-        _check_one_of("first_attempt", self.first_attempt, FIRST_ATTEMPT_MODES)
+        _check_one_of("selection", self.selection, ("all", "learnable"))
+        _check_one_of("first_attempt", self.first_attempt, ("stored", "online"))
         for name in ("retry_max_new_tokens", "attempt_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise R3Error(f"{name} must be at least 1")

@@ -1,12 +1,9 @@
-"""The R3 rollout: reflect, then retry, then verify; handed to TRL as `GRPOTrainer(rollout_func=...)`.
-
-TRL (1.16) calls `rollout(prompts, trainer)` with this process's prompts, each repeated `num_generations`
-times in a row (one GRPO group), and takes per prompt the reflection prompt's and the reflection's
-tokens: only the reflection is trained on. The retry reaches TRL only as its outcome, an extra field
-passed to the reward functions. The steps are the episode's own (`episode.attempt`,
-`episode.reflect_and_retry`) on the trainer's engine, seeded by the run's seed, step and process.
-`mode="grpo"` trains first attempts instead, `mode="combined"` both (`group_kind`); dynamic sampling
-replaces groups without signal (`replacement_slot`).
+"""The R3 rollout, TRL's `GRPOTrainer(rollout_func=...)`: the episode's own steps (`episode.attempt`,
+`episode.reflect_and_retry`) on the trainer's engine, seeded by the run's seed, step and process. TRL
+(1.16) passes this process's prompts, each repeated `num_generations` times in a row (one GRPO group),
+and trains on the reflection's tokens only; the retry reaches it as its outcome, an extra field passed
+to the reward functions. `mode="grpo"` trains first attempts instead, `mode="combined"` both
+(`group_kind`); dynamic sampling replaces groups without signal (`replacement_slot`).
 """
 
 from __future__ import annotations
@@ -269,13 +266,8 @@ class R3Rollout:
                 break
             try_seed = derive_seed(seed, "dynamic", attempt_number)
             picks = self._replacements(pool, silent, try_seed, attempt_number, len(groups), trainer)
-            fresh = self._rows(
-                [p for p in picks for _ in range(group)],
-                sampler,
-                trainer,
-                try_seed,
-                [groups[k][0].kind for k in silent for _ in range(group)],
-            )
+            kinds = [groups[k][0].kind for k in silent for _ in range(group)]
+            fresh = self._rows([p for p in picks for _ in range(group)], sampler, trainer, try_seed, kinds)
             for n, k in enumerate(silent):
                 groups[k] = fresh[n * group : (n + 1) * group]
                 with_signal += has_signal([r.success for r in groups[k]])

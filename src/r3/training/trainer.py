@@ -71,11 +71,8 @@ def learnable_records(
     if all(learnable(a) is None for r in records for a in r.failed_attempts):
         raise R3Error(f"{source}: selection learnable needs a screened failures file (`r3 mine --screen K`)")
     check_screen_temperature(records, retry_temperature, source)
-    kept = []
-    for record in records:
-        attempts = [a for a in record.failed_attempts if learnable(a)]
-        if attempts:
-            kept.append(replace(record, failed_attempts=attempts))
+    kept = [replace(r, failed_attempts=[a for a in r.failed_attempts if learnable(a)]) for r in records]
+    kept = [record for record in kept if record.failed_attempts]
     if not kept:
         raise R3Error(f"{source}: no screened attempt had mixed retry outcomes (selection learnable)")
     return kept
