@@ -1,8 +1,4 @@
-"""Tasks: what the model must solve and how a program checks it.
-
-    from r3.tasks import get_task
-    task = get_task("countdown")
-    v = task.verify(example, completion)   # v.ok, v.reason
+"""Tasks: what the model must solve and how a program checks it (docs/python_api.md shows their use).
 
 A new task: subclass `Task` (see `base.py`), then either add it to `BUILTIN_TASKS` in `registry.py`
 or pass its dotted path (`my_pkg.tasks:MyTask`) wherever a task name is accepted.

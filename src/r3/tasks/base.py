@@ -99,13 +99,11 @@ class Task(ABC):
         return dict(row)
 
     def to_record(self, example: Example) -> Example:
-        """The example as stored in output files (JSONL that `datasets` can load): the inverse of
-        `validate`."""
+        """The example as stored in output files (JSONL for `datasets`): the inverse of `validate`."""
         return dict(example)
 
     def reflection_prompt(self, example: Example, attempt: str) -> Prompt:
-        """The chat asking for a reflection on a failed first `attempt` (`reflection_prompt_after` on the
-        task prompt)."""
+        """The chat asking for a reflection on a failed first `attempt`."""
         return self.reflection_prompt_after(example, self.prompt(example), attempt)
 
     def retry_prompt(self, example: Example, attempt: str, reflection: str) -> Prompt:

@@ -53,15 +53,12 @@ def check_equation(nums: list[int], target: int, answer: str) -> Verdict:
     numbers used are checked before the arithmetic, so inputs with many literals never reach it."""
     try:
         expression, claim = parse_answer(answer)
-    except ExpressionError as exc:
-        return Verdict.failure(str(exc))
-    if claim is not None and claim != target:
-        said = str(claim) if len(str(claim)) <= 24 else f"{str(claim)[:12]}... ({len(str(claim))} digits)"
-        return Verdict.failure(f"equation says = {said}, but the target is {target}")
-    problem = _numbers_problem(nums, expression.numbers)
-    if problem:
-        return Verdict.failure(problem)
-    try:
+        if claim is not None and claim != target:
+            said = str(claim) if len(str(claim)) <= 24 else f"{str(claim)[:12]}... ({len(str(claim))} digits)"
+            return Verdict.failure(f"equation says = {said}, but the target is {target}")
+        problem = _numbers_problem(nums, expression.numbers)
+        if problem:
+            return Verdict.failure(problem)
         value = expression.evaluate()
     except ExpressionError as exc:
         return Verdict.failure(str(exc))
@@ -182,10 +179,9 @@ MAX_TRIES = 10_000
 def generate_countdown(
     n: int, seed: int = 0, config: GeneratorConfig | None = None, **ranges: int
 ) -> list[Example]:
-    """`n` solvable rows `{"nums", "target", "solution"}`, deterministic in `seed` (and a prefix of any
-    larger `n`). TinyZero style: random numbers combined two at a time with random operators, every
-    intermediate a positive integer, kept when the result is in the target range (`solution` is that
-    equation). `ranges`: `GeneratorConfig`."""
+    """`n` solvable rows `{"nums", "target", "solution"}`, deterministic in `seed` (a prefix of any larger
+    `n`), TinyZero style: random numbers joined two at a time by random operators through positive
+    integers, kept when the result is in range (`solution`). `ranges`: `GeneratorConfig`."""
     if config is None:
         config = GeneratorConfig(**ranges)
     elif ranges:
@@ -293,10 +289,9 @@ class CountdownTask(Task):
             answer = extract_answer(completion)
             if answer is None:
                 return Verdict.failure("no <answer> tag")
-            try:
-                row = normalize_row(example)
-            except DataError as exc:
-                return Verdict.failure(f"invalid example: {exc.field or 'row'} {exc.problem}")
+            row = normalize_row(example)
             return check_equation(row["nums"], row["target"], answer)
+        except DataError as exc:
+            return Verdict.failure(f"invalid example: {exc.field or 'row'} {exc.problem}")
         except Exception as exc:  # a verifier must answer, whatever happens; this is a bug if reached
             return Verdict.failure(f"verifier error: {type(exc).__name__}")

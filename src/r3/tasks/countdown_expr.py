@@ -1,10 +1,8 @@
-"""A small, bounded parser and exact evaluator for Countdown equations: `expression [= integer]`, where
-an expression holds integers, + - * / (also unary + and -, as in "-3", which uses the number 3) and
-parentheses, with the usual precedence.
+"""A bounded parser and exact evaluator for Countdown equations, `expression [= integer]`: integers,
++ - * / (also unary + and -: "-3" uses the number 3) and parentheses, with the usual precedence.
 
-Model output is never run as code. The shunting-yard parser does not recurse, `Fraction` arithmetic is
-exact (`7 / 2 * 2` is 7), and every limit is checked before the step it protects, so the work is
-linear in the capped input.
+Model output is never run as code: the shunting-yard parser does not recurse, `Fraction` arithmetic is
+exact (`7 / 2 * 2` is 7), and every limit is checked before the step it protects (linear work).
 """
 
 from __future__ import annotations
@@ -118,10 +116,8 @@ def parse_expression(text: str) -> Expression:
             numbers.append(token)
             expect_operand = False
         elif expect_operand:
-            if token in "+-":
-                if token == "-":
-                    stack.append("neg")  # prefix operator: pushed, never pops anything
-                # unary plus changes nothing
+            if token == "-":
+                stack.append("neg")  # prefix operator: pushed, never pops anything
             elif token == "(":
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -129,7 +125,7 @@ def parse_expression(text: str) -> Expression:
                 stack.append("(")
             elif token == ")":
                 raise ExpressionError("empty parentheses" if stack and stack[-1] == "(" else "unexpected ')'")
-            else:
+            elif token != "+":  # unary plus changes nothing
                 raise ExpressionError(f"unexpected '{token}'")
         elif token == ")":
             while stack and stack[-1] != "(":

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import TypeAlias
 
-#: Most numbers `solve` searches (6, the classic game, takes a fraction of a second; each more number
-#: multiplies the work by well over ten).
+#: Most numbers `solve` searches (6, the classic game, takes under a second; each more, over ten times that).
 MAX_SOLVER_NUMS = 6
 
 # An expression tree: a number, or (operator, left, right). Text is only built for the answer.
@@ -85,8 +84,7 @@ class _Solver:
             found = self.find(other, b)
             if found is not None:
                 return (op, a_tree, found) if a_first else (op, found, a_tree)
-        # 0 * b is 0 for every b.
-        return ("*", a_tree, self.any_tree(other)) if a == 0 and goal == 0 else None
+        return ("*", a_tree, self.any_tree(other)) if a == 0 and goal == 0 else None  # 0 * b is 0
 
     def any_tree(self, mask: int) -> Tree:
         """Some tree over the numbers in `mask` (their sum), for `0 * anything`."""

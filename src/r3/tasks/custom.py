@@ -1,7 +1,5 @@
 """The `custom` task: your rows plus your verifier function, with no Task subclass to write.
 
-    r3 eval --task custom --data rows.jsonl --verifier my_pkg.checks:verify
-
 A row holds `prompt` (the user turn) or `messages` (a chat ending with a user turn), and optionally
 `system`, `tools`, `reflection_instruction` and `reference` (a correct completion, for `r3 sft`); other
 fields reach the verifier untouched (docs/custom_tasks.md). The verifier,

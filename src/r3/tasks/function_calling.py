@@ -31,22 +31,23 @@ def sample_path() -> str:
     return str(resources.files("r3.tasks").joinpath("data", SAMPLE_FILE))
 
 
-def _parse_json_field(row: dict[str, Any], field: str, index: int, source: str) -> Any:
+def _list_field(row: dict[str, Any], field: str, index: int, source: str, items: str) -> list[Any]:
+    """The row's `field`, a list of `items` (parsed when it is a JSON string); DataError otherwise."""
     value = row[field]
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            value = json.loads(value)
         except (ValueError, RecursionError) as exc:
             detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
             raise DataError(source, index, field, f"not valid JSON ({detail})") from None
+    if not isinstance(value, list):
+        raise DataError(source, index, field, f"expected a list of {items}, got {type(value).__name__}")
     return value
 
 
 def parse_tools(row: dict[str, Any], index: int, source: str) -> list[dict[str, Any]]:
     """The row's tools as a list of objects with a `name`; DataError otherwise."""
-    tools = _parse_json_field(row, "tools", index, source)
-    if not isinstance(tools, list):
-        raise DataError(source, index, "tools", f"expected a list of tools, got {type(tools).__name__}")
+    tools = _list_field(row, "tools", index, source, "tools")
     for number, tool in enumerate(tools, start=1):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
             raise DataError(source, index, "tools", f"tool {number} is not an object with a 'name'")
@@ -55,9 +56,7 @@ def parse_tools(row: dict[str, Any], index: int, source: str) -> list[dict[str, 
 
 def parse_answers(row: dict[str, Any], index: int, source: str) -> list[dict[str, Any]]:
     """The row's reference calls as a list of `{name, arguments}`; DataError otherwise."""
-    answers = _parse_json_field(row, "answers", index, source)
-    if not isinstance(answers, list):
-        raise DataError(source, index, "answers", f"expected a list of calls, got {type(answers).__name__}")
+    answers = _list_field(row, "answers", index, source, "calls")
     for number, call in enumerate(answers, start=1):
         problem = call_problem(call, number)
         if problem:

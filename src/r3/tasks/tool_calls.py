@@ -393,10 +393,8 @@ def schema_defaults(tools: Any) -> dict[str, dict[str, frozenset[Hashable]]]:
         params: dict[str, frozenset[Hashable]] = {}
         for key, spec in _parameter_specs(tool.get("parameters")).items():
             if isinstance(key, str) and isinstance(spec, dict) and "default" in spec:
-                try:
+                with contextlib.suppress(ValueError):  # not a JSON value: no default
                     params[key] = _default_forms(spec["default"])
-                except ValueError:
-                    continue
         defaults[tool["name"]] = params
     return defaults
 
