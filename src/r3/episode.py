@@ -1,14 +1,8 @@
-"""One R3 episode: a first attempt and, on failure, reflect-and-retry rounds, for a batch of examples.
-
-The protocol is implemented once, here, for `r3 eval` (`run_episodes`), `r3 mine`'s chains (`run_rounds`)
-and the training rollout (`attempt`, `reflect_and_retry`). What follows a failed attempt is one of
-`SECOND_TRY_MODES`: `reflect` (the paper's protocol: a reflection, told only that the answer was wrong,
-then a retry with it in context), `resample` (an independent attempt drawn like the first: the baseline
-that says whether reflecting helps) or `feedback` (`reflect`, shown the verifier's reason).
-
-With `rounds=K > 1` an unsolved example goes on, each round's chat holding the whole history
-(`next_turn`). The history is never cut: where the backend can tell (`fits`), an example whose next chat
-no longer fits the model's context stops unsolved (`Episode.stopped`).
+"""One R3 episode, for a batch of examples: a first attempt and, on failure, up to `rounds` rounds of the
+second-try protocol, each round's chat holding the whole history (`next_turn`); where the backend can tell
+(`fits`), an example whose next chat no longer fits the model's context stops unsolved (`Episode.stopped`).
+Implemented once, for `r3 eval` (`run_episodes`), `r3 mine`'s chains (`run_rounds`) and the training
+rollout (`attempt`, `reflect_and_retry`).
 """
 
 from __future__ import annotations
@@ -23,7 +17,10 @@ from r3.errors import R3Error
 from r3.generation.base import Completion, Generator, SamplingConfig, derive_seed
 from r3.tasks.base import Example, Prompt, Task, Verdict
 
-#: What follows a failed first attempt; `reflect` is the paper's protocol.
+#: What follows a failed first attempt: `reflect` (the paper's protocol: a reflection, told only that the
+#: answer was wrong, then a retry with it in context), `resample` (an independent attempt drawn like the
+#: first, the baseline that says whether reflecting helps) or `feedback` (`reflect`, shown the verifier's
+#: reason).
 SECOND_TRY_MODES: tuple[str, ...] = ("reflect", "resample", "feedback")
 
 
@@ -67,14 +64,8 @@ class EpisodeSamplingOptions:
     steps relate is decided once. The reflection has its own budget and no stop string (a task's stop
     string ends an answer; a reflection is not one); the retry is an answer, with the stop strings. The
     reflection and retry temperatures and the retry's budget are the attempt's unless given; `top_p`,
-    `top_k` and `seed` (the parent of every row's seed, `seeded`) are shared.
-
-    The retry's temperature is the setting each command picks for its own reason: `r3 eval` keeps the
-    attempt's (greedy by default: the paper's protocol, the second try drawn like the first); `r3 mine`'s
-    chains use the mining temperature, since later rounds train on their failed retries and need diverse
-    ones; `r3 train` takes `retry_temperature` (sampled retries make the reward an unbiased draw of a
-    reflection's success, greedy ones leave most groups without signal); `r3 mine --screen` takes
-    `screen_retry_temperature`, to score an attempt as training will sample its groups."""
+    `top_k` and `seed` (the parent of every row's seed, `seeded`) are shared. Each command picks the
+    retry's temperature for its own reason (docs/training.md, "The retry's temperature")."""
 
     max_new_tokens: int
     temperature: float

@@ -1,6 +1,5 @@
 """The option groups of the commands that run a model on a task's examples: `EvalConfig` and
-`MineConfig` are these plus their own fields, so every field is declared once.
-"""
+`MineConfig` are these plus their own fields, so every field is declared once."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ class DataFields(TaskFields):
     """Which task and examples (`TaskFields`), where they come from, and the run's seed."""
 
     data: str | None = field(
-        default=None,
-        metadata={"help": "local .json/.jsonl/.parquet file or hub dataset id (default: the task's own)"},
+        default=None, metadata={"help": ".json/.jsonl/.parquet file or hub dataset id (default: the task's)"}
     )
     seed: int = field(default=0, metadata={"help": "seed for generated data and sampling"})
 
@@ -31,33 +29,22 @@ class ModelFields(ThreadFields):
     """Which model, and how it is run (its CPU threads too)."""
 
     model: str | None = field(
-        default=None,
-        metadata={"help": "hub id or local folder (default: the embedded SmolLM2-135M-Instruct)"},
+        default=None, metadata={"help": "hub id or local folder (default: embedded SmolLM2-135M-Instruct)"}
     )
     backend: str = field(
         default="transformers",
-        metadata={
-            "help": "transformers, vllm, or openai: a model behind an OpenAI-compatible server "
-            "(--base-url; --model is its name there)"
-        },
+        metadata={"help": "transformers, vllm, or openai (a server at --base-url; --model: its name there)"},
     )
     base_url: str | None = field(
         default=None, metadata={"help": "--backend openai: the server's URL (e.g. http://127.0.0.1:8000/v1)"}
     )
     api_key_env: str = field(
-        default="OPENAI_API_KEY",
-        metadata={"help": "--backend openai: the environment variable that holds the API key"},
+        default="OPENAI_API_KEY", metadata={"help": "--backend openai: the env variable holding the API key"}
     )
     request_timeout: float = field(default=300.0, metadata={"help": "--backend openai: seconds per request"})
-    max_retries: int = field(
-        default=6,
-        metadata={
-            "help": "--backend openai: retries of a request (backoff; a 429's Retry-After is waited for)"
-        },
-    )
+    max_retries: int = field(default=6, metadata={"help": "--backend openai: retries per request (backoff)"})
     batch_size: int = field(
-        default=16,
-        metadata={"help": "rows per generation batch (--backend openai: requests in flight at once)"},
+        default=16, metadata={"help": "rows per generation batch (--backend openai: requests in flight)"}
     )
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16"})
     device: str | None = field(
@@ -69,16 +56,12 @@ class ModelFields(ThreadFields):
             "aliases": ["--engine-arg"],
             "metavar": "KEY=VALUE",
             "nargs": "+",
-            "help": "--backend vllm: a keyword argument of vllm.LLM, KEY=VALUE, repeatable (e.g. "
-            "--engine-arg max_model_len=2048 --engine-arg gpu_memory_utilization=0.5); VALUE is read as "
-            "YAML. Without CUDA, enforce_eager defaults to true (compiling the graph on a CPU takes "
-            "minutes). In a --config file: engine_args: {max_model_len: 2048}",
+            "help": "--backend vllm: a keyword argument of vllm.LLM (VALUE read as YAML), repeatable",
         },
     )
 
     def server(self) -> dict[str, Any]:
-        """What the model's name does not say about which model runs and how, for a run's identity: the
-        server's URL with `--backend openai`, vLLM's engine settings when given."""
+        """For a run's identity, what the model's name leaves out: its server's URL, vLLM's settings."""
         out: dict[str, Any] = {"base_url": self.base_url} if self.backend == "openai" else {}
         if self.engine_args:
             out["engine_args"] = self.engine_args

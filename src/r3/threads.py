@@ -6,6 +6,7 @@ sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose a policy.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from r3.errors import R3Error
@@ -15,8 +16,6 @@ THREADS_ENV = "R3_THREADS"
 
 def prepare_process() -> None:
     """Make idle OpenMP threads sleep, unless the user chose a policy (before torch loads: it reads it)."""
-    import sys
-
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -54,8 +53,5 @@ class ThreadFields:
 
     threads: int | None = field(
         default=None,
-        metadata={
-            "help": f"CPU threads for torch (default: ${THREADS_ENV} if set, else one per core); idle "
-            "threads sleep rather than spin, so a busy machine is shared without thrashing"
-        },
+        metadata={"help": f"CPU threads for torch (default: ${THREADS_ENV} if set, else one per core)"},
     )

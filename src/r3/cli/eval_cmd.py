@@ -1,6 +1,4 @@
-"""`r3 eval`: first- and second-try accuracy of a model on a task.
-
-Options are the fields of `EvalConfig`, the object `r3.evaluation.evaluate.evaluate` takes too."""
+"""`r3 eval`: first- and second-try accuracy of a model on a task."""
 
 from __future__ import annotations
 

@@ -1,16 +1,12 @@
-"""`r3 forgetting`: general ability before and after training, with lm-evaluation-harness.
-
-Options are the fields of `ForgettingConfig`; the work is `r3.forgetting.harness`."""
+"""`r3 forgetting`: general ability before and after training, with lm-evaluation-harness."""
 
 from __future__ import annotations
 
 DESCRIPTION = """\
 Measure what training cost elsewhere: general ability of each model before and after training, with
-lm-evaluation-harness (its Hugging Face model class, task names and settings). Writes a table of
-scores with standard errors and each model's change against the first (forgetting.md), a plot of the
-changes (forgetting.png) and lm-eval's own result files (lm_eval/). r3_basics is a local task shipped
-with R3; lm-eval's own tasks (gsm8k, hellaswag, mmlu_pro, ...) need the hub for their data. Needs the
-extra: pip install 'reflect-retry-reward[forgetting]'.
+lm-evaluation-harness. Writes forgetting.md (scores with standard errors, each model's change against
+the first), forgetting.png and lm-eval's own files (lm_eval/). r3_basics ships with R3; lm-eval's own
+tasks (gsm8k, hellaswag, mmlu_pro, ...) need the hub. Needs pip install 'reflect-retry-reward[forgetting]'.
 
 example:
   r3 forgetting --models runs/warmstart runs/trained --labels before after --tasks r3_basics \\

@@ -1,7 +1,4 @@
-"""`r3 mine`: build the dataset of failures that `r3 train` learns from.
-
-Everything that can be refused (unknown task, malformed rows, a folder holding another run) is checked
-before the model loads, so mistakes cost seconds. The mining itself is `r3.mining.mine`."""
+"""`r3 mine`: build the dataset of failures that `r3 train` learns from."""
 
 from __future__ import annotations
 
@@ -56,7 +53,7 @@ def _load_generator(config: MineConfig) -> Generator:
 
 def run(config: MineConfig) -> int:
     """`r3 mine` on parsed options (Python calls it too): the data and the folder are checked before
-    the model loads."""
+    the model loads, so mistakes cost seconds."""
     if not config.output_dir:
         raise R3Error(MISSING_OUTPUT_DIR)
     task = get_task(config.task, **config.task_options())

@@ -1,8 +1,6 @@
-"""`R3Parser`: TRL's `TrlParser` with R3's help layout and one-line errors.
-
-Help lists R3's own options first; of the ~300 fields a TRL config inherits only `shown_inherited`
-follow (`--help-all` lists all). Every mistake is one `R3Error` naming the fix (did you mean ...);
-keys, flags and required options are checked before TRL's checks, which would hide the real mistake.
+"""`R3Parser`: TRL's `TrlParser` with R3's help layout (R3's options first, then of the ~300 a TRL config
+inherits only `shown_inherited`; `--help-all` lists all) and one-line `R3Error`s that name the fix, checked
+before TRL's checks, which would hide the real mistake.
 """
 
 from __future__ import annotations
@@ -65,8 +63,7 @@ class R3Parser(TrlParser):
             "--config",
             metavar="FILE.yaml",
             default=argparse.SUPPRESS,
-            help="a YAML file of options (key: value lines, a key is an option's name with underscores); "
-            "flags given too override it",
+            help="a YAML file of options (key: value lines, keys with underscores); flags override it",
         )
         # Accepted by every command; listed where it shows more than `--help`.
         self.add_argument(
@@ -116,10 +113,6 @@ class R3Parser(TrlParser):
             }
         return self._groups[kind]
 
-    def full_help(self) -> str:
-        """This command's help with every inherited option described."""
-        return R3Parser(self.dataclass_types[0], help_all=True, **self._settings).format_help()
-
     def error(self, message: str) -> Any:  # argparse's hook: a bad value, an ambiguous prefix
         raise R3Error(message)
 
@@ -136,7 +129,7 @@ class R3Parser(TrlParser):
             self.set_defaults_with_config(**{k: v for k, v in values.items() if k != "env"})
         namespace, rest = self.parse_known_args(argv)  # `--help` prints and exits here
         if getattr(namespace, "help_all", False):
-            sys.stdout.write(self.full_help())
+            sys.stdout.write(R3Parser(self.dataclass_types[0], help_all=True, **self._settings).format_help())
             self.exit()
         if rest:
             raise R3Error(self.unknown_option(rest))

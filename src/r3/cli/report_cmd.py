@@ -1,6 +1,4 @@
-"""`r3 report`: compare `r3 eval` runs (vanilla vs trained) and plot `r3 train` runs' curves.
-
-What the report holds is in `DESCRIPTION` (the help); the work is `r3.reports`."""
+"""`r3 report`: compare `r3 eval` runs (vanilla vs trained) and plot `r3 train` runs' curves."""
 
 from __future__ import annotations
 
@@ -28,20 +26,14 @@ class ReportArguments:
 
     runs: list[str] = field(
         default_factory=list,
-        metadata={
-            "help": "`r3 eval` output folders (the first is the baseline) and/or `r3 train` output "
-            "folders; also given as the first, positional arguments"
-        },
+        metadata={"help": "`r3 eval` folders (the first is the baseline) and/or `r3 train` folders"},
     )
     labels: list[str] | None = field(
         default=None, metadata={"help": "a name per folder (default: folder names)"}
     )
     output_dir: str = field(default="runs/report", metadata={"help": "where the report goes"})
     html: bool = field(
-        default=False,
-        metadata={
-            "help": "also write report.html: the same report as one self-contained page (plots inline)"
-        },
+        default=False, metadata={"help": "also write report.html, the report as one self-contained page"}
     )
 
     def __post_init__(self) -> None:

@@ -1,6 +1,4 @@
-"""`r3 sft`: warm-start a model on the task's reference answers, as first attempts.
-
-Options are the fields of `SFTRunConfig` (R3's plus every `SFTConfig` field), parsed as `r3 train`'s."""
+"""`r3 sft`: warm-start a model on the task's reference answers, as first attempts."""
 
 from __future__ import annotations
 

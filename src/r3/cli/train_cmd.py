@@ -1,6 +1,4 @@
-"""`r3 train`: GRPO on the failures file, reward = the retry's success, credited to the reflection.
-
-Options are the fields of `R3Config` (R3's plus every `GRPOConfig` field)."""
+"""`r3 train`: GRPO on the failures file, reward = the retry's success, credited to the reflection."""
 
 from __future__ import annotations
 

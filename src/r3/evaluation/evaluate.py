@@ -40,20 +40,9 @@ class EvalConfig(RunFields):
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1: off)"})
     second_try: str = field(
         default="reflect",
-        metadata={
-            "help": "what follows a failed first attempt. reflect (default, the paper's protocol): a "
-            "reflection, then a retry with it in context. resample: an independent attempt sampled like "
-            "the first with another seed (under greedy decoding a replay: use --temperature > 0). "
-            "feedback: reflect, shown the verifier's reason for the failure"
-        },
+        metadata={"help": "reflect (the paper's protocol), resample (no reflection) or feedback"},
     )
-    rounds: int = field(
-        default=1,
-        metadata={
-            "help": "reflect-and-retry rounds for an unsolved example (default 1, the paper's protocol), "
-            "each seeing the whole history; results.json's `rounds` counts solved examples by round"
-        },
-    )
+    rounds: int = field(default=1, metadata={"help": "reflect-and-retry rounds per unsolved example"})
 
     def __post_init__(self) -> None:
         self.check_run_fields()
@@ -114,29 +103,16 @@ def open_output(
         command="eval",
         overwrite=overwrite,
         check_only=check_only,
-        new_keys=(*BATCHING_KEYS, "examples_sha256"),
+        new_keys=("chunk_size", "examples_sha256"),
     )
 
 
-#: Eval's batch setting, fingerprinted only where rows depend on their batch.
-BATCHING_KEYS = ("chunk_size",)
-
-
 def run_fingerprint(config: EvalConfig, digest: str | None = None) -> dict[str, Any]:
-    """Eval's `run.json` (`rundir.fingerprint`): every setting that changes what is sampled and the
-    examples' `digest`. `chunk_size` is in it only where rows depend on their batch
-    (`models.batch_invariant`), and `second_try`, `rounds`, `base_url` and `engine_args` only away from
-    the paper's protocol and local defaults, so a run.json reads as that protocol plus what differs."""
+    """Eval's `run.json` (`rundir.fingerprint`): what changes what is sampled, and the examples' `digest`;
+    a setting left at the paper's protocol or a local default is left out, batching where rows ignore it."""
     settings = config.settings()
-    omit = ["device", "chunk_size"]
-    if config.second_try == "reflect":
-        omit.append("second_try")
-    if config.rounds == 1:
-        omit.append("rounds")
-    if settings["base_url"] is None:
-        omit.append("base_url")
-    if not config.engine_args:
-        omit.append("engine_args")
+    defaults = {"second_try": "reflect", "rounds": 1, "base_url": None, "engine_args": None}
+    omit = ["device", "chunk_size", *(key for key, value in defaults.items() if settings[key] == value)]
     return rundir.fingerprint(
         "eval",
         settings,
