@@ -380,13 +380,8 @@ def serve(fd: int, parent_pid: int) -> None:
     functions: dict[int, UserFn] = {}
     while True:
         try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            _leave(0)
-        reply = _answer(data, functions)
-        try:
-            conn.send_bytes(reply)
-        except OSError:
+            conn.send_bytes(_answer(conn.recv_bytes(), functions))
+        except (EOFError, OSError):  # the socket closed or broke: the parent is gone
             _leave(0)
 
 

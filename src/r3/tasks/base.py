@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from r3.errors import DataError
+
 Message = dict[str, str]
 Example = dict[str, Any]
 
@@ -89,8 +91,6 @@ class Task(ABC):
 
     def validate(self, row: Any, index: int, source: str) -> Example:
         """Check one raw row and return it normalised; raise `DataError` naming row and field."""
-        from r3.errors import DataError
-
         if not isinstance(row, dict):
             raise DataError(source, index, None, f"expected an object, got {type(row).__name__}")
         for field in self.required_fields:
@@ -129,7 +129,6 @@ class Task(ABC):
 def load_rows(task: Task, data: str, limit: int | None = None) -> list[Example]:
     """Read `data` and validate every row (not only the first `limit`: a bad row fails before the run
     starts); no rows is an error too."""
-    from r3.errors import DataError
     from r3.tasks.files import read_rows
 
     rows, source = read_rows(data)

@@ -32,7 +32,7 @@ VerifierFn = Callable[[Example, str], Any]
 _ROLES = ("system", "user", "assistant")
 
 
-def load_verifier(spec: str | VerifierFn) -> VerifierFn:
+def load_verifier(spec: str | VerifierFn | None) -> VerifierFn:
     """Resolve `spec` (a callable, `package.module:function` or `path/to/file.py:function`) to a callable.
     A module not on `sys.path` is retried from the current directory, which the `r3` script omits."""
     if callable(spec):
