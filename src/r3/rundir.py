@@ -53,16 +53,15 @@ class RunFolder:
         new_keys: Sequence[str] = (),
         resume: bool | None = None,
     ) -> RunFolder:
-        """Open (create, or check and resume) the folder of one `r3 <command>` run; `resumed` says
-        whether an earlier run's output is continued. `check_only` creates, locks and writes nothing, so a
-        command can refuse a wrong folder before loading a model.
-
-        `owned`: the names (or patterns) the command writes there, which `--overwrite` removes with
-        `run.json`. `new_keys`: fingerprint keys compared only when both sides have them. `resume`: None
-        continues a matching run unasked (eval and mine append rows); False refuses a folder holding owned
-        files, naming `--resume` and `--overwrite` (a training rewrites its model, so a second run is more
-        often a mistake); True continues a matching one. With True or False a folder without owned files
-        starts afresh, unless its `run.json` is another command's."""
+        """Open (create, or check and resume) the folder of one `r3 <command>` run; `resumed` says whether
+        an earlier run's output is continued. `check_only` creates, locks and writes nothing, so a command
+        can refuse a wrong folder before loading a model. `owned`: the names (or patterns) the command
+        writes there, which `--overwrite` removes with `run.json`. `new_keys`: fingerprint keys compared
+        only when both sides have them. `resume`: None continues a matching run unasked (eval and mine
+        append rows); False refuses a folder holding owned files, naming `--resume` and `--overwrite` (a
+        training rewrites its model, so a second run is more often a mistake); True continues a matching
+        one. With True or False a folder without owned files starts afresh, unless its `run.json` is
+        another command's."""
         folder = Path(output_dir).expanduser()
         if folder.exists() and not folder.is_dir():
             raise R3Error(f"--output-dir {folder}: exists and is not a folder")

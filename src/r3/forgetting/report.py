@@ -56,9 +56,8 @@ def forgetting_table(summary: dict[str, Any]) -> str:
             score = _score(summary, label, row)
             cells.append("-" if base is None or score is None else _fmt(*change(base, score), sign="+"))
         rows.append(cells)
-    return markdown_table(
-        ["task", "metric", *order, *[f"{label} - {reference}" for label in order[1:]]], rows
-    )
+    header = ["task", "metric", *order, *[f"{label} - {reference}" for label in order[1:]]]
+    return markdown_table(header, rows)
 
 
 def plot_changes(summary: dict[str, Any]) -> Figure | None:

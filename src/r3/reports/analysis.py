@@ -17,8 +17,6 @@ from r3.reports.problems import ProblemKey, problem_key
 from r3.tasks.base import Task
 from r3.tasks.registry import get_task
 
-Row = Episode
-
 #: Categories shown in the fix-rate table; the rest are summed up as `OTHER`.
 TOP_REASONS = 8
 OTHER = "other"
@@ -39,13 +37,13 @@ def reason_category(reason: str | None) -> str:
     return text if len(text) <= _MAX_CATEGORY_CHARS else text[: _MAX_CATEGORY_CHARS - 3] + "..."
 
 
-def retried(rows: Iterable[Row]) -> list[tuple[Row, Round]]:
+def retried(rows: Iterable[Episode]) -> list[tuple[Episode, Round]]:
     """Rows whose first attempt failed and that have a verified retry, each with its round 1."""
     return [(r, r.first_round) for r in rows if not r.first_try_ok and r.first_round is not None]
 
 
 def fix_rates_by_reason(
-    runs: Sequence[Sequence[Row]], top: int = TOP_REASONS
+    runs: Sequence[Sequence[Episode]], top: int = TOP_REASONS
 ) -> list[tuple[str, list[tuple[int, int]]]]:
     """For each category of the first attempt's failure reason: (fixed, retried) per run; the `top`
     categories with the most retries, then the rest summed up in an `other` row."""
@@ -66,7 +64,7 @@ def fix_rates_by_reason(
     return [(name, [cell(pairs, members) for pairs in tried]) for name, members in groups]
 
 
-def reflection_lengths(rows: Iterable[Row]) -> list[int]:
+def reflection_lengths(rows: Iterable[Episode]) -> list[int]:
     """Token counts of the reflections that were written."""
     written = [r.first_round.reflection for r in rows if r.first_round is not None]
     return [c.num_tokens for c in written if c is not None and c.num_tokens]
@@ -114,12 +112,12 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def repeats_attempt(row: Row) -> bool:
+def repeats_attempt(row: Episode) -> bool:
     """Whether the retry is the failed attempt again (equal once whitespace runs are collapsed)."""
     return row.first_round is not None and _squash(row.attempt.text) == _squash(row.first_round.retry.text)
 
 
-def reflection_behaviour(rows: Iterable[Row], task: Task | None) -> dict[str, int | None]:
+def reflection_behaviour(rows: Iterable[Episode], task: Task | None) -> dict[str, int | None]:
     """Counts: reflections written and how many contain an answer of `task` (None without a task);
     retries of failed attempts, how many were fixed and how many repeat the failed attempt."""
     rows = list(rows)
@@ -134,18 +132,18 @@ def reflection_behaviour(rows: Iterable[Row], task: Task | None) -> dict[str, in
     }
 
 
-def reflection_text(row: Row) -> str | None:
+def reflection_text(row: Episode) -> str | None:
     """Round 1's reflection, None when none was written."""
     first = row.first_round
     return None if first is None or first.reflection is None else first.reflection.text
 
 
-def key(row: Row) -> ProblemKey:
+def key(row: Episode) -> ProblemKey:
     """The row's problem, as compared runs pair it (`r3.reports.problems.problem_key`)."""
     return problem_key(row.index, row.example)
 
 
-def fixed_only_by(candidate: Iterable[Row], baseline: Iterable[Row]) -> list[int]:
+def fixed_only_by(candidate: Iterable[Episode], baseline: Iterable[Episode]) -> list[int]:
     """Indices of the examples that `candidate`'s retry fixed and `baseline` did not solve on either
     try, among the problems both runs hold (rows of other problems are never paired)."""
     base = {key(r): r for r in baseline}

@@ -292,9 +292,8 @@ def rounds_table(runs: list[EvalRun]) -> str:
     for run in runs:
         cells = [f"{r.accuracy:.1%} ({r.correct}/{run.results.n})" for _, r in run.results.by_round()]
         rows.append([run.label, run.results.second_try_protocol, *cells, *["-"] * (most - len(cells))])
-    return markdown_table(
-        ["run", "protocol", *[f"round {k}" if k else "first try" for k in range(most)]], rows
-    )
+    header = ["run", "protocol", *[f"round {k}" if k else "first try" for k in range(most)]]
+    return markdown_table(header, rows)
 
 
 def plot_rounds(runs: list[EvalRun]) -> Figure:
@@ -379,8 +378,7 @@ def eval_sections(runs: list[EvalRun], out: Path) -> list[str]:
     else:
         body += ["_No retries: every first attempt succeeded._", ""]
 
-    fixed = fixed_examples(runs)
-    if fixed:
+    if fixed := fixed_examples(runs):
         body += ["## Fixed by a later run, not by the first", "", fixed, ""]
     body += ["## Reflections", "", reflection_examples(runs), ""]
     return body
@@ -398,8 +396,7 @@ def write_report(folders: list[str], output_dir: str | Path, labels: list[str] |
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     body = [f"# R3 report: {task}", ""]
-    note = comparability(runs)
-    if note:
+    if note := comparability(runs):
         body += [f"**{note}**", ""]
     if runs:
         body += eval_sections(runs, out)

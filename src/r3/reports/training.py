@@ -95,10 +95,6 @@ def plot_training_curves(runs: dict[str, Series]) -> Figure:
     return fig
 
 
-def _mean(points: list[tuple[int, float]]) -> float | None:
-    return sum(p[1] for p in points) / len(points) if points else None
-
-
 def training_table(runs: dict[str, Series]) -> str:
     """Markdown: per run, the steps logged and the mean (and last) value of each curve."""
     patterns = {SUCCESS: "{:.3f}", "r3/groups_no_signal": "{:.2f}", "r3/reflection_length": "{:.1f}"}
@@ -108,7 +104,7 @@ def training_table(runs: dict[str, Series]) -> str:
         cells = []
         for key, pattern in patterns.items():
             points = series.get(success_key(series) if key == SUCCESS else key, [])
-            mean = _mean(points)
+            mean = sum(value for _, value in points) / len(points) if points else None
             cells.append("-" if mean is None else f"{pattern.format(mean)} ({pattern.format(points[-1][1])})")
         rows.append([label, steps, *cells])
     header = ["run", "steps logged", "success (retry; GRPO: attempt; combined: both): mean (last)"]

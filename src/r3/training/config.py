@@ -1,8 +1,4 @@
-"""`R3Config`: TRL's `GRPOConfig`, every field with its TRL meaning, plus the fields R3 needs.
-
-TRL's `temperature`, `top_p`, `top_k` and `max_completion_length` apply to the reflection, the
-completion GRPO samples; the retry and the online first attempt have their own (`episode_sampling`).
-"""
+"""`R3Config`: TRL's `GRPOConfig`, every field with its TRL meaning, plus the fields R3 needs."""
 
 from __future__ import annotations
 

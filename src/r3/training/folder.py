@@ -1,7 +1,6 @@
-"""The output folder of `r3 train` and `r3 sft`: a `rundir.RunFolder`, locked, its `run.json` written
-before the first step. A folder holding a run's output is refused until `--resume` (same settings) or
-`--overwrite` says which is meant. Every config field is a setting, TRL's included, except
-`NOT_SETTINGS` and `RUN_LENGTH`; a field one side lacks (another TRL version) is not compared.
+"""The output folder of `r3 train` and `r3 sft` (`training_folder`): one holding a run's output is
+refused until `--resume` (same settings) or `--overwrite` says which is meant. Every config field is a
+setting, TRL's included, except `NOT_SETTINGS` and `RUN_LENGTH`; a field one side lacks is not compared.
 """
 
 from __future__ import annotations

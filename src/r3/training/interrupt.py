@@ -1,8 +1,7 @@
-"""Stop a training run at the end of its current step, with a checkpoint, on Ctrl-C or SIGTERM.
-
-The first signal lets the step finish, saves `checkpoint-<step>` and raises `KeyboardInterrupt` (exit
-130; `--resume true` continues); a second one, later than `REPEAT_WINDOW_S`, stops at once. The final
-save (`uninterrupted_save`) is never cut by a first signal: a cut save looks like a finished model.
+"""Stop a training run at the end of its current step on Ctrl-C or SIGTERM: the first signal lets the
+step finish, saves `checkpoint-<step>` and raises `KeyboardInterrupt` (exit 130; `--resume true`
+continues); a second one, later than `REPEAT_WINDOW_S`, stops at once. The final save
+(`uninterrupted_save`) is never cut by a first signal: a cut save looks like a finished model.
 """
 
 from __future__ import annotations

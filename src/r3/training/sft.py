@@ -34,7 +34,6 @@ class SFTRunConfig(SFTConfig, CommonTrainingFields):
     )
 
     def __post_init__(self) -> None:
-        # Loss on the answer only (the dataset's `completion_mask`).
         if self.completion_only_loss is False:
             raise R3Error("r3 sft trains on the answer tokens only: completion_only_loss cannot be false")
         self.completion_only_loss = True
