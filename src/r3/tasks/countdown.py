@@ -56,8 +56,7 @@ def check_equation(nums: list[int], target: int, answer: str) -> Verdict:
         if claim is not None and claim != target:
             said = str(claim) if len(str(claim)) <= 24 else f"{str(claim)[:12]}... ({len(str(claim))} digits)"
             return Verdict.failure(f"equation says = {said}, but the target is {target}")
-        problem = _numbers_problem(nums, expression.numbers)
-        if problem:
+        if problem := _numbers_problem(nums, expression.numbers):
             return Verdict.failure(problem)
         value = expression.evaluate()
     except ExpressionError as exc:

@@ -48,8 +48,7 @@ class _Solver:
 
     def values(self, mask: int) -> _Values:
         """Every value the numbers in `mask` can reach, each with the first tree found for it."""
-        known = self.cache.get(mask)
-        if known is not None:
+        if (known := self.cache.get(mask)) is not None:
             return known
         out: _Values = {}
         for small, large in _splits(mask):
@@ -66,8 +65,7 @@ class _Solver:
             return self.values(mask).get(goal)
         for small, large in _splits(mask):
             for a, a_tree in self.values(small).items():
-                found = self.join(a, a_tree, goal, large)
-                if found is not None:
+                if (found := self.join(a, a_tree, goal, large)) is not None:
                     return found
         return None
 
@@ -81,8 +79,7 @@ class _Solver:
                 needs.append(("/", a / goal, True))  # never 0, so a / b is defined
             needs.append(("/", goal * a, False))
         for op, b, a_first in needs:
-            found = self.find(other, b)
-            if found is not None:
+            if (found := self.find(other, b)) is not None:
                 return (op, a_tree, found) if a_first else (op, found, a_tree)
         return ("*", a_tree, self.any_tree(other)) if a == 0 and goal == 0 else None  # 0 * b is 0
 

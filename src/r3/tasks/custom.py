@@ -43,8 +43,7 @@ def load_verifier(spec: str | VerifierFn | None) -> VerifierFn:
             "(example, completion) -> bool or Verdict (see docs/custom_tasks.md)"
         )
     spec = spec.strip()
-    file_spec = _file_spec(spec)
-    if file_spec is not None:
+    if (file_spec := _file_spec(spec)) is not None:
         obj = _load_from_file(*file_spec, spec)
     else:
         try:
@@ -75,8 +74,7 @@ def _portable(source: str | VerifierFn, fn: VerifierFn) -> Portable | None:
     if not isinstance(source, str):
         return pickled(fn)
     spec = source.strip()
-    file_spec = _file_spec(spec)
-    if file_spec is not None:
+    if (file_spec := _file_spec(spec)) is not None:
         spec = f"{Path(file_spec[0]).expanduser().resolve()}:{file_spec[1]}"
     return Portable(load_verifier, spec)
 

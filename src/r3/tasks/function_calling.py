@@ -58,8 +58,7 @@ def parse_answers(row: dict[str, Any], index: int, source: str) -> list[dict[str
     """The row's reference calls as a list of `{name, arguments}`; DataError otherwise."""
     answers = _list_field(row, "answers", index, source, "calls")
     for number, call in enumerate(answers, start=1):
-        problem = call_problem(call, number)
-        if problem:
+        if problem := call_problem(call, number):
             raise DataError(source, index, "answers", problem)
         try:
             canonical(call["arguments"])

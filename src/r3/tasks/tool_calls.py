@@ -297,10 +297,8 @@ def extract_calls(text: Any) -> Extraction:
     try:
         if _OPEN_TAG in text:
             return _from_tags(text, budget)
-        if _FENCE in text:
-            fenced = _from_fences(text, budget)
-            if fenced is not None:
-                return fenced
+        if _FENCE in text and (fenced := _from_fences(text, budget)) is not None:
+            return fenced
         return _from_bare(text, budget)
     except _OverBudget:
         return Extraction(None, f"too much JSON to check (more than {MAX_SCAN_TOKENS} strings and brackets)")
@@ -436,8 +434,7 @@ def call_problem(call: Any, number: int) -> str:
     arguments = call["arguments"]
     if not isinstance(arguments, dict):
         return f"{label}: 'arguments' is {json_type(arguments)}, expected an object"
-    extra = sorted(str(k) for k in call if k not in ("name", "arguments"))
-    if extra:
+    if extra := sorted(str(k) for k in call if k not in ("name", "arguments")):
         return f"{label} has unexpected key '{clip(extra[0], 40)}'"
     return ""
 
@@ -505,8 +502,7 @@ def compare_calls(
     """Whether `predicted` is exactly the multiset `reference` (well-formed calls), with the first
     difference as the reason; with `defaults`, arguments equal to their default are dropped on both sides."""
     for number, call in enumerate(predicted, start=1):
-        problem = call_problem(call, number)
-        if problem:
+        if problem := call_problem(call, number):
             return Verdict.failure(problem)
     if defaults:
         predicted = [omit_defaults(c, defaults) for c in predicted]
@@ -522,8 +518,7 @@ def compare_calls(
     for call in rest_pred:
         if call["name"] not in ref_names:
             return Verdict.failure(f"call '{clip(call['name'], 60)}' not in the reference")
-    missing = ref_names - Counter(c["name"] for c in predicted)
-    if missing:
+    if missing := ref_names - Counter(c["name"] for c in predicted):
         return Verdict.failure(f"missing call '{clip(next(iter(missing)), 60)}'")
     if len(predicted) != len(reference):
         count = f"{len(predicted)} call" + ("" if len(predicted) == 1 else "s")
@@ -535,8 +530,7 @@ def compare_calls(
         if not candidates:
             continue
         best = min(candidates, key=lambda c: difference_size(ref["arguments"], c["arguments"]))
-        reason = _argument_difference(ref["arguments"], best["arguments"], ref["name"], defaults)
-        if reason:
+        if reason := _argument_difference(ref["arguments"], best["arguments"], ref["name"], defaults):
             return Verdict.failure(reason)
         rest_pred.remove(best)
     return Verdict.failure("calls differ from the reference")
