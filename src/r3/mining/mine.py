@@ -48,7 +48,7 @@ from r3.episode import (
 )
 from r3.errors import R3Error, check_numbers
 from r3.generation.base import Generator, SamplingConfig, derive_seed
-from r3.mining.records import FAILURES_FORMAT, FailedAttempt, FailureRecord, Screen, learnable
+from r3.mining.records import FAILURES_FORMAT, FailedAttempt, FailureRecord, Screen
 from r3.progress import ProgressReport
 from r3.run_options import RunFields
 from r3.rundir import RunFolder, examples_digest
@@ -427,10 +427,14 @@ def _earlier_seconds(summary: Path) -> float:
 ProgressCallback = Callable[[FailureRecord, int, int], None]
 
 
-def _screen_counts(attempts: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
-    """Attempts screened and, of them, learnable, among a row's failed attempts (as stored)."""
-    screens = [a["screen"] for a in attempts if a.get("screen")]
-    return len(screens), sum(0 < s["successes"] < s["samples"] for s in screens)
+def _screen_counts(attempts: Iterable[FailedAttempt | Mapping[str, Any]]) -> tuple[int, int]:
+    """Attempts screened and, of them, learnable, among failed attempts (in memory or as stored)."""
+    screens = [
+        a.screen if isinstance(a, FailedAttempt) else Screen(**a["screen"]) if a.get("screen") else None
+        for a in attempts
+    ]
+    found = [s for s in screens if s is not None]
+    return len(found), sum(s.learnable for s in found)
 
 
 def summarize(
@@ -549,9 +553,9 @@ def _progress_display(
             rate = f"{session_samples / elapsed:.1f}" if elapsed > 0 else "-"
             more: dict[str, Any] = {}
             if screening is not None:
-                verdicts = [learnable(a) for a in record.failed_attempts]
-                screening[0] += sum(v is not None for v in verdicts)
-                screening[1] += sum(v is True for v in verdicts)
+                screened, learnable = _screen_counts(record.failed_attempts)
+                screening[0] += screened
+                screening[1] += learnable
                 more = {"screened": screening[0], "learnable": screening[1]}
             bar.advance(seen - bar.done, kept=kept, **{"samples/s": rate}, **more)
 

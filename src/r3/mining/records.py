@@ -71,6 +71,11 @@ class Screen:
     successes: int
     retry_temperature: float
 
+    @property
+    def learnable(self) -> bool:
+        """Some but not all of the retries succeeded: a group whose retries all agree has zero advantages."""
+        return 0 < self.successes < self.samples
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -216,13 +221,9 @@ def check_format(row: dict[str, Any], source: str, line_no: int | None = None) -
 
 
 def learnable(attempt: FailedAttempt) -> bool | None:
-    """Whether a failed attempt's GRPO groups are expected to carry a signal (`selection: learnable`):
-    some but not all of its screen's retries succeeded, since a group whose retries all agree has zero
-    advantages. None when the attempt was not screened."""
-    screen = attempt.screen
-    if screen is None:
-        return None
-    return 0 < screen.successes < screen.samples
+    """Whether a failed attempt's GRPO groups are expected to carry a signal (`selection: learnable`);
+    None when the attempt was not screened."""
+    return None if attempt.screen is None else attempt.screen.learnable
 
 
 def check_screen_temperature(records: list[FailureRecord], retry_temperature: float, source: str) -> None:
