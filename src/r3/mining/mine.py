@@ -427,14 +427,15 @@ def _earlier_seconds(summary: Path) -> float:
 ProgressCallback = Callable[[FailureRecord, int, int], None]
 
 
-def _screen_counts(attempts: Iterable[FailedAttempt | Mapping[str, Any]]) -> tuple[int, int]:
-    """Attempts screened and, of them, learnable, among failed attempts (in memory or as stored)."""
-    screens = [
-        a.screen if isinstance(a, FailedAttempt) else Screen(**a["screen"]) if a.get("screen") else None
-        for a in attempts
-    ]
+def _screen_counts(screens: Iterable[Screen | None]) -> tuple[int, int]:
+    """Attempts screened and, of them, learnable (None: an attempt that was not screened)."""
     found = [s for s in screens if s is not None]
     return len(found), sum(s.learnable for s in found)
+
+
+def _stored_screens(row: Mapping[str, Any]) -> list[Screen | None]:
+    """The screens of a stored row's failed attempts."""
+    return [Screen(**a["screen"]) if a.get("screen") else None for a in row["failed_attempts"]]
 
 
 def summarize(
@@ -442,7 +443,7 @@ def summarize(
 ) -> MineSummary:
     rows = list(store.done.values())
     rates = [r["successes"] / r["samples_drawn"] for r in rows if r.get("samples_drawn")]
-    screens = [_screen_counts(r["failed_attempts"]) for r in rows]
+    screens = [_screen_counts(_stored_screens(r)) for r in rows]
     return MineSummary(
         queries_total=total,
         queries_seen=len(rows),
@@ -502,7 +503,7 @@ def mine(
 
     screening = None
     if config.screen > 0:
-        counts = [_screen_counts(r["failed_attempts"]) for r in store.done.values()]
+        counts = [_screen_counts(_stored_screens(r)) for r in store.done.values()]
         screening = [sum(s for s, _ in counts), sum(n for _, n in counts)]
     try:
         with _progress_display(progress, len(examples), seen, kept, screening) as report:
@@ -553,7 +554,7 @@ def _progress_display(
             rate = f"{session_samples / elapsed:.1f}" if elapsed > 0 else "-"
             more: dict[str, Any] = {}
             if screening is not None:
-                screened, learnable = _screen_counts(record.failed_attempts)
+                screened, learnable = _screen_counts(a.screen for a in record.failed_attempts)
                 screening[0] += screened
                 screening[1] += learnable
                 more = {"screened": screening[0], "learnable": screening[1]}
